@@ -1,0 +1,271 @@
+"""Composition design: C = N − M, undetermined directions, identifiability, recommendation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ionmix import design
+from ionmix.design import DesignError, Mixture
+
+SEED_SPECIES = {"Li": 1, "EMIM": 1, "PF6": -1}
+SEED_UNITS = {"LiPF6": {"Li": 1, "PF6": 1}, "EMIMPF6": {"EMIM": 1, "PF6": 1}}
+
+
+def li(x: float) -> dict[str, float]:
+    """Seed-system composition at Li-salt mole fraction x."""
+    return {"LiPF6": x, "EMIMPF6": round(1 - x, 12)}
+
+
+@pytest.fixture
+def seed() -> Mixture:
+    return Mixture.from_dicts(SEED_SPECIES, SEED_UNITS)
+
+
+def test_seed_system_counts(seed):
+    assert seed.n_species == 3
+    assert seed.min_compositions == 2
+    assert seed.n_constraints == 1
+    np.testing.assert_allclose(seed.counts(li(0.4)), [0.4, 0.6, 1.0])
+
+
+def test_seed_undetermined_direction_is_charge_vector(seed):
+    (v,) = seed.undetermined_directions()
+    charge = np.array([1.0, 1.0, -1.0])
+    np.testing.assert_allclose(v, charge / np.linalg.norm(charge), atol=1e-12)
+    # Shifting μ along it changes no reachable energy: S·v = 0 for every unit.
+    np.testing.assert_allclose(seed.stoichiometry @ v, 0, atol=1e-12)
+
+
+def test_seed_determined_combinations(seed):
+    combos = seed.determined_combinations()
+    assert "mu[Li] - mu[EMIM]" in combos
+    assert any(c.startswith("mu[Li] + mu[PF6]") for c in combos)
+    assert not any(c == "mu[Li]" for c in combos)
+
+
+def test_seed_single_composition_insufficient(seed):
+    grid = design.composition_grid(seed.units, 0.1)
+    a = design.analyse_training(seed, [li(0.5)], grid)
+    assert a.rank == 1 and not a.sufficient
+    assert math.isinf(a.condition_number)
+    ok = {round(c["LiPF6"], 6): flag for c, flag in a.identifiable}
+    # Only the training composition itself is identifiable.
+    assert ok[0.5] and not any(flag for x, flag in ok.items() if x != 0.5)
+
+
+def test_seed_adjacent_pair_sufficient(seed):
+    grid = design.composition_grid(seed.units, 0.1)
+    a = design.analyse_training(seed, [li(0.0), li(0.1)], grid)
+    assert a.rank == 2 and a.sufficient
+    assert all(flag for _, flag in a.identifiable)
+
+
+def test_seed_recommendation_is_paper_best_choice(seed):
+    rec = design.recommend(seed, design.composition_grid(seed.units, 0.1))
+    assert sorted(round(c["LiPF6"], 9) for c in rec) == [0.4, 0.6]
+
+
+def test_recommendation_prefers_conditioning_among_entropy_ties(seed):
+    # {0.4, 0.5}, {0.5, 0.6} and {0.4, 0.6} share the largest smallest entropy; the
+    # chosen one must be the best conditioned of them.
+    conds = {
+        pair: design.condition_number(seed, [li(pair[0]), li(pair[1])])
+        for pair in [(0.4, 0.5), (0.5, 0.6), (0.4, 0.6)]
+    }
+    assert min(conds, key=conds.get) == (0.4, 0.6)
+
+
+def test_recommendation_respects_max_condition(seed):
+    with pytest.raises(DesignError, match="condition number"):
+        design.recommend(seed, design.composition_grid(seed.units, 0.1), max_condition=1.0)
+
+
+def test_neutral_binary_alloy_has_nothing_undetermined():
+    alloy = Mixture.from_dicts({"Cu": 0, "Au": 0}, {"copper": {"Cu": 1}, "gold": {"Au": 1}})
+    assert alloy.min_compositions == 2 and alloy.n_constraints == 0
+    assert alloy.undetermined_directions().shape == (0, 2)
+    assert alloy.determined_combinations() == ["mu[Cu]", "mu[Au]"]
+
+
+def test_molten_salt_with_multivalent_ion():
+    m = Mixture.from_dicts(
+        {"Li": 1, "Na": 1, "Zr": 4, "F": -1},
+        {"LiF": {"Li": 1, "F": 1}, "NaF": {"Na": 1, "F": 1}, "ZrF4": {"Zr": 1, "F": 4}},
+    )
+    assert m.min_compositions == 3 and m.n_constraints == 1
+    (v,) = m.undetermined_directions()
+    q = np.array([1.0, 1.0, 4.0, -1.0])
+    np.testing.assert_allclose(v, q / np.linalg.norm(q), atol=1e-12)
+    assert "4*mu[Li] - mu[Zr]" in m.determined_combinations()
+    # The two compositions Chahal et al. trained on have NaF = ZrF4, so they fix energies
+    # only along that line: rank 2 < 3.
+    chahal = [{"LiF": 0.42, "NaF": 0.29, "ZrF4": 0.29}, {"LiF": 0.26, "NaF": 0.37, "ZrF4": 0.37}]
+    tests = [{"LiF": 0.8, "NaF": 0.1, "ZrF4": 0.1}, {"LiF": 0.28, "NaF": 0.32, "ZrF4": 0.40}]
+    a = design.analyse_training(m, chahal, tests)
+    assert a.rank == 2 and not a.sufficient
+    assert [flag for _, flag in a.identifiable] == [True, False]
+    rec = design.recommend(m, design.composition_grid(m.units, 0.1))
+    assert len(rec) == 3
+    assert design.analyse_training(m, rec, tests).sufficient
+
+
+def test_reciprocal_mixture_needs_three_not_four():
+    # Two cations, two anions, all four salts. Stoichiometry rows (A,B,X,Y):
+    # AX=(1,0,1,0), AY=(1,0,0,1), BX=(0,1,1,0), BY=(0,1,0,1); AX+BY = AY+BX, so the rank
+    # is 3 and electroneutrality (1,1,−1,−1) stays undetermined, whatever the salts.
+    m = Mixture.from_dicts(
+        {"A": 1, "B": 1, "X": -1, "Y": -1},
+        {
+            "AX": {"A": 1, "X": 1},
+            "AY": {"A": 1, "Y": 1},
+            "BX": {"B": 1, "X": 1},
+            "BY": {"B": 1, "Y": 1},
+        },
+    )
+    assert m.min_compositions == 3 and m.n_constraints == 1
+    (v,) = m.undetermined_directions()
+    np.testing.assert_allclose(v, [0.5, 0.5, -0.5, -0.5], atol=1e-12)
+    combos = m.determined_combinations()
+    assert "mu[A] - mu[B]" in combos and "mu[X] - mu[Y]" in combos
+    assert "mu[A]" not in combos
+
+
+def test_two_salts_without_common_ion_leave_two_directions():
+    m = Mixture.from_dicts(
+        {"A": 1, "B": 1, "X": -1, "Y": -1}, {"AX": {"A": 1, "X": 1}, "BY": {"B": 1, "Y": 1}}
+    )
+    assert m.min_compositions == 2
+    assert m.undetermined_directions().shape == (2, 4)
+    assert "mu[A] - mu[B]" not in m.determined_combinations()
+
+
+def test_composition_grid():
+    grid = design.composition_grid(("a", "b", "c"), 0.1)
+    assert len(grid) == 66
+    assert all(abs(sum(c.values()) - 1) < 1e-12 for c in grid)
+    with pytest.raises(DesignError, match="does not divide"):
+        design.composition_grid(("a", "b"), 0.3)
+
+
+# ------------------------------ identifiable-subspace fit ------------------------------
+
+
+def _frames(xs, mu, n_pairs=20, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    counts = np.array([[n_pairs * x, n_pairs * (1 - x), n_pairs] for x in xs], dtype=float)
+    return counts, counts @ mu + rng.normal(0, noise, len(xs)) if noise else counts @ mu
+
+
+def test_fit_recovers_determined_combinations_only():
+    mu_true = np.array([-2.0, -60.0, -45.0])
+    counts, energies = _frames([0.4] * 5 + [0.6] * 5, mu_true, noise=0.01, seed=3)
+    fit = design.fit_species_energies(counts, energies, ("Li", "EMIM", "PF6"))
+    assert fit.rank == 2
+    value, err = fit.combination({"Li": 1, "EMIM": -1})
+    assert abs(value - (mu_true[0] - mu_true[1])) < 5 * err
+    assert err > 0
+    with pytest.raises(DesignError, match="not determined"):
+        fit.combination({"Li": 1})
+    # The undetermined component is the reference's (zeros by default), not lstsq's.
+    (v,) = fit.undetermined_directions
+    assert abs(v @ fit.mu_eV) < 1e-9
+
+
+def test_fit_differs_from_minimum_norm_lstsq_when_reference_given():
+    mu_true = np.array([-2.0, -60.0, -45.0])
+    counts, energies = _frames([0.4, 0.6], mu_true)
+    ref = {"Li": -1.0, "EMIM": -50.0, "PF6": -40.0}
+    fit = design.fit_species_energies(counts, energies, ("Li", "EMIM", "PF6"), ref)
+    lstsq = np.linalg.lstsq(counts, energies, rcond=None)[0]
+    np.testing.assert_allclose(counts @ fit.mu_eV, energies, atol=1e-9)
+    np.testing.assert_allclose(counts @ lstsq, energies, atol=1e-9)
+    (v,) = fit.undetermined_directions
+    r = np.array(list(ref.values()))
+    assert abs(v @ fit.mu_eV - v @ r) < 1e-9  # fixed by the stated convention
+    assert abs(v @ lstsq) < 1e-9  # lstsq silently picks zero instead
+    assert not np.allclose(fit.mu_eV, lstsq)
+
+
+def test_fit_full_rank_recovers_all():
+    mu_true = np.array([-3.0, -5.0])
+    counts = np.array([[1, 3], [2, 2], [3, 1], [4, 0]], dtype=float)
+    fit = design.fit_species_energies(counts, counts @ mu_true, ("Cu", "Au"))
+    np.testing.assert_allclose(fit.mu_eV, mu_true, atol=1e-10)
+    assert fit.undetermined_directions.shape == (0, 2)
+    assert [t for t, *_ in fit.determined_values()] == ["mu[Cu]", "mu[Au]"]
+
+
+@pytest.mark.parametrize(
+    "counts, energies, match",
+    [
+        (np.ones((2, 2)), np.ones(2), r"shape \(n_frames, 3\)"),
+        (np.ones((2, 3)), np.ones(3), "energies must have shape"),
+        (np.ones((2, 3)), np.array([1.0, np.nan]), "frame 1"),
+    ],
+)
+def test_fit_bad_input(counts, energies, match):
+    with pytest.raises(DesignError, match=match):
+        design.fit_species_energies(counts, energies, ("Li", "EMIM", "PF6"))
+
+
+# --------------------------------------- bad specs ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ({}, "empty"),
+        ({"species": {"Li": 1}}, r"no \[units\]"),
+        ({"species": {"Li": 1, "PF6": -1}, "units": {"LiPF6": {"Li": 1, "PF6": 2}}},
+         "unit 'LiPF6' is not neutral"),
+        ({"species": {"Li": 1, "PF6": -1}, "units": {"LiPF6": {"Li": 1, "BF4": 1}}},
+         "unknown species 'BF4'"),
+        ({"species": {"Li": 1, "PF6": -1}, "units": {"Li": {"Li": 1, "PF6": 1}}},
+         "duplicate name"),
+        ({"species": {"Li": 0.5}, "units": {"x": {"Li": 1}}}, "integer"),
+        ({"species": {"Li": 1, "PF6": -1}, "units": {"LiPF6": {"Li": 1, "PF6": 1}},
+          "extra": {}}, "unknown section"),
+        ({**{"species": SEED_SPECIES, "units": SEED_UNITS},
+          "training": {"compositions": [{"LiPF6": 0.5, "EMIMPF6": 0.6}]}}, "sum to 1.1"),
+        ({**{"species": SEED_SPECIES, "units": SEED_UNITS},
+          "training": {"compositions": [{"LiPF6": -0.5, "EMIMPF6": 1.5}]}},
+         "'LiPF6' is negative"),
+        ({**{"species": SEED_SPECIES, "units": SEED_UNITS},
+          "training": {"compositions": [{"NaPF6": 1.0}]}}, "unknown unit 'NaPF6'"),
+        ({**{"species": SEED_SPECIES, "units": SEED_UNITS},
+          "training": {"compositions": [li(0.5), li(0.5)]}}, "same composition twice"),
+        ({**{"species": SEED_SPECIES, "units": SEED_UNITS}, "candidates": {"step": 0.3}},
+         "does not divide"),
+    ],
+)
+def test_bad_spec(data, match):
+    with pytest.raises(DesignError, match=match):
+        design.parse_spec(data, "spec.toml")
+
+
+def test_fractions_within_tolerance_accepted(seed):
+    seed.fractions({"LiPF6": 0.1 + 0.2, "EMIMPF6": 0.7})  # sums to 1 within 1e-9
+
+
+def test_duplicate_toml_key_names_file(tmp_path):
+    p = tmp_path / "dup.toml"
+    p.write_text("[species]\nLi = 1\nLi = 2\n[units]\nx = {Li = 1}\n")
+    with pytest.raises(DesignError, match="dup.toml: invalid TOML"):
+        design.load_spec(p)
+
+
+def test_plan_json_keys(seed):
+    spec = design.parse_spec(
+        {"species": SEED_SPECIES, "units": SEED_UNITS,
+         "training": {"compositions": [li(0.5)]}}
+    )
+    out = design.plan(spec)
+    for key in ["species", "n_species", "n_constraints", "min_compositions",
+                "undetermined_directions", "determined_combinations", "training",
+                "recommended"]:
+        assert key in out
+    assert out["training"]["rank"] == 1 and out["training"]["sufficient"] is False
+    assert len(out["training"]["identifiable"]) == 11

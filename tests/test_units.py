@@ -1,0 +1,36 @@
+"""Unit conversions against hand calculations."""
+
+from __future__ import annotations
+
+import pytest
+
+from ionmix import units
+
+
+def test_kj_per_mol_to_ev():
+    # 1 kJ/mol = 1000 J / 6.02214076e23 / 1.602176634e-19 J/eV = 0.0103642688 eV
+    assert units.kj_per_mol_to_ev(1.0) == pytest.approx(1000 / 6.02214076e23 / 1.602176634e-19,
+                                                        rel=1e-6)
+    assert units.KCAL_PER_MOL_IN_EV == pytest.approx(4.184 * units.KJ_PER_MOL_IN_EV, rel=1e-6)
+
+
+def test_force_conversion():
+    # 1 kJ/(mol nm) = 0.0103642688 eV / 10 Å
+    assert units.kj_per_mol_nm_to_ev_per_angstrom(1.0) == pytest.approx(0.00103642688, rel=1e-6)
+
+
+def test_pressure_conversion():
+    # 1 bar = 1e5 Pa = 1e5 J/m³ = 1e5 / 1.602176634e-19 eV / 1e30 Å³
+    assert units.bar_to_ev_per_a3(1.0) == pytest.approx(1e5 / 1.602176634e-19 / 1e30, rel=1e-6)
+    assert units.ev_per_a3_to_bar(units.bar_to_ev_per_a3(1234.5)) == pytest.approx(1234.5)
+    assert units.EV_PER_A3_IN_PA == pytest.approx(160.21766e9, rel=1e-6)
+
+
+def test_density():
+    # One water molecule (18.015 amu) in 29.9 Å³ ≈ 1.0005 g/cm³ by hand:
+    # 18.015 / 6.02214076e23 g / 29.9e-24 cm³
+    rho = units.density_g_per_cm3(18.015, 29.9)
+    assert rho == pytest.approx(18.015 / 6.02214076e23 / 29.9e-24, rel=1e-6)
+    assert units.volume_A3_for_density(18.015, rho) == pytest.approx(29.9)
+    with pytest.raises(ValueError, match="volume"):
+        units.density_g_per_cm3(1.0, 0.0)
