@@ -269,3 +269,20 @@ def test_plan_json_keys(seed):
         assert key in out
     assert out["training"]["rank"] == 1 and out["training"]["sufficient"] is False
     assert len(out["training"]["identifiable"]) == 11
+
+
+def test_counts_exact_or_error_with_nearest(seed):
+    assert seed.unit_counts(li(0.4), 20) == {"LiPF6": 8, "EMIMPF6": 12}
+    assert seed.species_counts(li(0.4), 20) == {"Li": 8, "EMIM": 12, "PF6": 20}
+    with pytest.raises(DesignError, match=r"nearest valid fractions: 0\.3 \(6 LiPF6\) or "
+                                          r"0\.35 \(7 LiPF6\)"):
+        seed.unit_counts({"LiPF6": 0.33, "EMIMPF6": 0.67}, 20)
+    with pytest.raises(DesignError, match="positive integer"):
+        seed.unit_counts(li(0.5), 0)
+
+
+def test_counts_multivalent():
+    m = Mixture.from_dicts(
+        {"Li": 1, "Zr": 4, "F": -1}, {"LiF": {"Li": 1, "F": 1}, "ZrF4": {"Zr": 1, "F": 4}}
+    )
+    assert m.species_counts({"LiF": 0.5, "ZrF4": 0.5}, 10) == {"Li": 5, "Zr": 5, "F": 25}

@@ -34,3 +34,27 @@ def test_density():
     assert units.volume_A3_for_density(18.015, rho) == pytest.approx(29.9)
     with pytest.raises(ValueError, match="volume"):
         units.density_g_per_cm3(1.0, 0.0)
+
+
+def test_block_average_on_known_correlated_series():
+    import numpy as np
+
+    from ionmix.properties import block_average
+
+    # AR(1) with phi = 0.9: the true standard error of the mean of n samples is
+    # sigma_x * sqrt((1 + phi) / (1 - phi) / n); the naive one is sqrt(19) ≈ 4.4× too small.
+    rng = np.random.default_rng(0)
+    phi, n = 0.9, 20000
+    noise = rng.normal(size=n)
+    x = np.empty(n)
+    x[0] = noise[0] / np.sqrt(1 - phi**2)
+    for i in range(1, n):
+        x[i] = phi * x[i - 1] + noise[i]
+    sigma_x = 1 / np.sqrt(1 - phi**2)
+    true_se = sigma_x * np.sqrt((1 + phi) / (1 - phi) / n)
+    mean, se = block_average(x, n_blocks=10)
+    assert abs(mean) < 4 * true_se
+    assert 0.5 * true_se < se < 1.6 * true_se
+    assert se > 2.5 * x.std() / np.sqrt(n)
+    with pytest.raises(ValueError, match="n_blocks"):
+        block_average([1.0], 5)

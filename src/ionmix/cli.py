@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ionmix import design
+from ionmix.config import ConfigError
 
 app = typer.Typer(
     help="Machine-learned potentials for ionic liquids and their mixtures that transfer "
@@ -27,8 +28,21 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-#: Exceptions that mean "the user's input is wrong", reported without a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (design.DesignError,)
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Exceptions that mean "the user's input is wrong", reported without a traceback.
+
+    Imported lazily so that `ionmix plan` does not pay for OpenMM and torch imports.
+    """
+    from ionmix.build import BuildError
+    from ionmix.chemistry import IonLibraryError
+    from ionmix.classical import ClassicalSystemError
+    from ionmix.data import DatasetError
+
+    return (design.DesignError, ConfigError, IonLibraryError, BuildError,
+            ClassicalSystemError, DatasetError)
+
+
+USER_ERRORS: tuple[type[Exception], ...] = (design.DesignError, ConfigError)
 
 
 def fail(exc: Exception) -> typer.Exit:
@@ -48,8 +62,8 @@ def _fmt_comp(comp: dict[str, float]) -> str:
 
 @app.command()
 def plan(
-    spec: Annotated[Path, typer.Argument(help="Mixture spec (TOML): [species], [units], "
-                                         "optional [training] and [candidates].")],
+    spec: Annotated[Path, typer.Argument(help="Mixture spec (TOML) with species and units tables, "
+                                         "optional training and candidates tables.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     max_condition: Annotated[float, typer.Option(
         help="Largest condition number accepted for the recommended set.")] = (
@@ -117,6 +131,144 @@ def _print_plan(result: dict, spec: Path) -> None:
         + " | ".join(_fmt_comp(c) for c in result["recommended"])
         + (f"  (condition number {cond:.1f})" if math.isfinite(cond) else "")
     )
+
+
+@app.command()
+def ions() -> None:
+    """List the ions shipped in the library (name, charge, formula, aliases, source)."""
+    from ionmix.chemistry import list_ions, load_ion
+
+    t = Table(title="Ion library (unscaled charges; scaled at system build)")
+    for col in ("name", "charge", "formula", "atoms", "aliases", "source"):
+        t.add_column(col)
+    for name in list_ions():
+        ion = load_ion(name)
+        t.add_row(ion.name, f"{ion.charge:+d}", ion.formula, str(ion.n_atoms),
+                  ", ".join(ion.aliases), ion.source.splitlines()[0] if ion.source else "")
+    console.print(t)
+
+
+@app.command()
+def build(
+    config: Annotated[Path, typer.Argument(
+        help="Sampling config (TOML) with mixture and sampling tables.")],
+    out: Annotated[Path, typer.Option(help="Output folder for the boxes.")] = Path("boxes"),
+) -> None:
+    """Pack one box per composition and replica with Packmol (extxyz + PDB), no MD."""
+    import ase.io
+
+    from ionmix.build import build_box
+    from ionmix.config import load_sample_config
+    from ionmix.sample import plan_sampling
+
+    try:
+        cfg = load_sample_config(config)
+        plan = plan_sampling(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        for run in plan.runs:
+            atoms = build_box(run.counts, density_g_cm3=cfg.sampling.initial_density_g_cm3,
+                              seed=run.seed, ions=plan.ions)
+            ase.io.write(out / f"{run.run_id}.extxyz", atoms, format="extxyz")
+            ase.io.write(out / f"{run.run_id}.pdb", atoms, format="proteindatabank")
+            counts = ", ".join(f"{n} {k}" for k, n in run.counts.items())
+            console.print(f"{run.run_id}: {len(atoms)} atoms ({counts}), "
+                          f"edge {atoms.cell.lengths()[0]:.2f} Å")
+    except _user_errors() as exc:
+        raise fail(exc) from None
+    console.print(f"[green]wrote {2 * len(plan.runs)} files to {out}[/]")
+
+
+@app.command()
+def sample(
+    config: Annotated[Path, typer.Argument(
+        help="Sampling config (TOML) with mixture and sampling tables.")],
+    out: Annotated[Path, typer.Option(help="Study folder (runs, logs, checkpoints).")] = Path(
+        "runs/sample"),
+    dataset: Annotated[str | None, typer.Option(
+        help="ASE database URL or path for the frames (default OUT/frames.db).")] = None,
+) -> None:
+    """Build, equilibrate and sample every composition × replica; store labelled frames.
+
+    Resumable: run the same command again after an interruption and it continues from the
+    last stored snapshot of each run.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from ionmix.config import load_sample_config
+    from ionmix.sample import plan_sampling
+    from ionmix.sample import sample as run_sampling
+
+    try:
+        cfg = load_sample_config(config)
+        plan = plan_sampling(cfg)
+        total = len(plan.runs) * cfg.sampling.n_snapshots
+        console.print(f"{len(plan.runs)} runs × {cfg.sampling.n_snapshots} snapshots, "
+                      f"cutoff {plan.cutoff_A:.2f} Å, charges × {cfg.mixture.charge_scale}")
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
+            task = bar.add_task("sampling", total=total)
+            store_path = dataset or str(out / "frames.db")
+            from ionmix.data import DatasetStore
+
+            done = sum(len(DatasetStore(store_path).frame_indices(r.run_id)) for r in plan.runs)
+            bar.update(task, completed=done)
+
+            def tick(run, k):
+                bar.update(task, advance=1, description=run.run_id)
+
+            results = run_sampling(cfg, out, dataset, on_snapshot=tick)
+    except _user_errors() as exc:
+        raise fail(exc) from None
+    t = Table(title=f"Sampled into {dataset or out / 'frames.db'}")
+    for col in ("run", "frames", "resumed at", "mean density g/cm³"):
+        t.add_column(col)
+    for r in results:
+        rho = f"{r.mean_density_g_cm3:.4f}" if r.mean_density_g_cm3 else "-"
+        t.add_row(r.run_id, str(r.n_frames), str(r.resumed_from), rho)
+    console.print(t)
+
+
+@app.command()
+def transfer(
+    study: Annotated[Path, typer.Argument(help="Study config (TOML) with mixture, sampling and "
+                                          "study tables.")],
+    out: Annotated[Path, typer.Option(help="Study folder; rerun to resume or extend.")] = Path(
+        "runs/transfer"),
+    scheduler: Annotated[str | None, typer.Option(
+        help="Address of an existing Dask scheduler (e.g. tcp://host:8786); default: a "
+        "LocalCluster on this machine.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="LocalCluster workers (default: cores // 4, at least 1).")] = None,
+) -> None:
+    """The transferability study: sample, train one model per recipe, test everywhere.
+
+    Writes metrics.json/.csv, transferability.png (the paper's Figure 1), the per-species
+    energy analysis and report.md into OUT. Stages already on disk are reused.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from ionmix.train import TrainConfigError, TrainDataError
+    from ionmix.transfer import load_study_config, run_study
+
+    try:
+        cfg = load_study_config(study)
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
+            task = bar.add_task("sampling", total=None)
+
+            def tick(run, k):
+                bar.update(task, advance=1, description=f"sampling {run.run_id}")
+
+            result = run_study(cfg, out, scheduler=scheduler, n_workers=workers,
+                               say=lambda line: bar.console.print(line, highlight=False),
+                               on_snapshot=tick)
+    except (*_user_errors(), TrainConfigError, TrainDataError) as exc:
+        raise fail(exc) from None
+    if result.failed:
+        err_console.print(f"[yellow]{len(result.failed)} recipe(s) failed: "
+                          f"{', '.join(result.failed)}[/]")
+    console.print(f"[bold green]report:[/] {result.report_path}")
+    console.print(f"[bold green]figure:[/] {result.figure_path}")
 
 
 def main() -> None:  # pragma: no cover - console-script entry point

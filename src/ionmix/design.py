@@ -152,6 +152,39 @@ class Mixture:
         check_composition(composition, self.units)
         return np.array([float(composition.get(u, 0.0)) for u in self.units])
 
+    def unit_counts(self, composition: dict[str, float], n_units: int) -> dict[str, int]:
+        """Whole numbers of each unit for `n_units` formula units at `composition`.
+
+        For 1:1 salts `n_units` is the number of ion pairs. Counts must come out integral
+        (within 1e-6): ionmix never rounds a composition silently.
+
+        Raises:
+            DesignError: listing, for the offending unit, the nearest fractions that are
+                exact with `n_units` units.
+        """
+        if isinstance(n_units, bool) or not isinstance(n_units, int) or n_units <= 0:
+            raise DesignError(f"the number of units/ion pairs must be a positive integer, "
+                              f"got {n_units!r}")
+        x = self.fractions(composition)
+        out = {}
+        for unit, xu in zip(self.units, x, strict=True):
+            exact = xu * n_units
+            if abs(exact - round(exact)) > 1e-6:
+                lo, hi = math.floor(exact), math.ceil(exact)
+                raise DesignError(
+                    f"{unit} = {xu:g} with {n_units} units gives {exact:g} {unit}, not a whole "
+                    f"number; nearest valid fractions: {lo / n_units:g} ({lo} {unit}) or "
+                    f"{hi / n_units:g} ({hi} {unit})"
+                )
+            out[unit] = int(round(exact))
+        return out
+
+    def species_counts(self, composition: dict[str, float], n_units: int) -> dict[str, int]:
+        """Whole numbers of each species (ions) for `n_units` formula units (see unit_counts)."""
+        units = self.unit_counts(composition, n_units)
+        n = np.array([units[u] for u in self.units]) @ self.stoichiometry
+        return {s: int(round(c)) for s, c in zip(self.species, n, strict=True)}
+
     def undetermined_directions(self) -> np.ndarray:
         """Orthonormal basis of per-species energy directions no data can fix.
 

@@ -1,0 +1,21 @@
+"""Classical force-field engine: OpenMM systems from the ion library and an ASE calculator."""
+
+from ionmix.classical.calculator import ClassicalCalculator
+from ionmix.classical.system import (
+    ClassicalSystem,
+    ClassicalSystemError,
+    best_platform,
+    make_context,
+    make_system,
+    make_system_for_atoms,
+)
+
+__all__ = [
+    "ClassicalCalculator",
+    "ClassicalSystem",
+    "ClassicalSystemError",
+    "best_platform",
+    "make_context",
+    "make_system",
+    "make_system_for_atoms",
+]

@@ -1,0 +1,168 @@
+"""Typed, validated configuration (pydantic). Unknown keys are errors, as in OpenMM.
+
+A sampling config (TOML) has two tables:
+
+```toml
+[mixture]
+units = {LiPF6 = {Li = 1, PF6 = 1}, EMIMPF6 = {EMIM = 1, PF6 = 1}}  # library ion names
+grid_step = 0.1          # every composition of the units on this grid (or `compositions`)
+n_ion_pairs = 20         # formula units per box (= ion pairs for 1:1 salts)
+charge_scale = 0.8
+
+[sampling]
+temperature_K = 300.0
+production_ps = 400.0
+snapshot_interval_ps = 20.0
+```
+
+Every other key has a default taken from the paper where it states one.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ionmix import design
+
+
+class ConfigError(ValueError):
+    """A config file is invalid; the message names the file and the key at fault."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UserIon(_Strict):
+    """An ion the library does not ship: a GROMACS .itp plus coordinates."""
+
+    itp: Path
+    coordinates: Path
+
+
+class MixtureConfig(_Strict):
+    """What is mixed, at which compositions, in how big a box."""
+
+    units: dict[str, dict[str, int]] = Field(
+        description="neutral units: name → {ion name: count}; ion names from the library "
+        "(or `user_ions`)")
+    compositions: list[dict[str, float]] | None = Field(
+        None, description="explicit compositions as unit mole fractions")
+    grid_step: float | None = Field(
+        None, description="all compositions of the units on this mole-fraction grid")
+    n_ion_pairs: int | None = Field(
+        None, gt=0, description="formula units per box (ion pairs for 1:1 salts)")
+    n_ions: int | None = Field(None, gt=0, description="total ions per box (instead of "
+                               "n_ion_pairs); must give a whole number of formula units")
+    charge_scale: float = Field(0.8, gt=0, le=1.0, description="factor on all charges")
+    user_ions: dict[str, UserIon] = Field(default_factory=dict)
+
+    def composition_list(self, mixture: design.Mixture) -> list[dict[str, float]]:
+        """The compositions to sample, validated against `mixture`."""
+        if self.compositions is not None and self.grid_step is not None:
+            raise ConfigError("[mixture] takes either compositions or grid_step, not both")
+        if self.compositions is not None:
+            comps = [{u: float(c.get(u, 0.0)) for u in mixture.units} for c in self.compositions]
+            for c in self.compositions:
+                mixture.fractions(c)
+            return comps
+        return design.composition_grid(mixture.units, self.grid_step or 0.1)
+
+    def n_units_for(self, mixture: design.Mixture, composition: dict[str, float]) -> int:
+        """Formula units in the box at `composition`."""
+        if (self.n_ion_pairs is None) == (self.n_ions is None):
+            raise ConfigError("[mixture] needs exactly one of n_ion_pairs or n_ions")
+        if self.n_ion_pairs is not None:
+            return self.n_ion_pairs
+        ions_per_unit = float(mixture.fractions(composition) @ mixture.stoichiometry.sum(axis=1))
+        n = self.n_ions / ions_per_unit
+        if abs(n - round(n)) > 1e-6:
+            raise ConfigError(
+                f"[mixture] n_ions = {self.n_ions} at {composition} gives {n:g} formula "
+                "units, not a whole number"
+            )
+        return int(round(n))
+
+
+class SamplingConfig(_Strict):
+    """The classical sampling protocol (paper: NVT at 300 K, snapshots every 20 ps)."""
+
+    temperature_K: float = Field(300.0, gt=0, le=5000)
+    pressure_bar: float = Field(1.0, gt=-1e4, le=1e6,
+                                description="barostat pressure (equilibration, NPT production)")
+    timestep_fs: float = Field(1.0, gt=0, le=4.0)
+    minimise: bool = True
+    equilibration_ps: float = Field(100.0, ge=0, description="NPT equilibration")
+    production_ps: float = Field(400.0, gt=0)
+    snapshot_interval_ps: float = Field(20.0, gt=0)
+    production_ensemble: Literal["nvt", "npt"] = "nvt"
+    thermostat_time_ps: float = Field(0.1, gt=0, description="Nosé–Hoover / friction time "
+                                      "(paper: 100 δt)")
+    barostat_interval_steps: int = Field(25, gt=0, description="Monte Carlo barostat moves")
+    replicas: int = Field(2, ge=1, description="independent boxes per composition; "
+                          "replica 0 trains/validates, replica 1 tests")
+    seed: int = Field(0, ge=0)
+    initial_density_g_cm3: float = Field(1.0, gt=0.1, le=5.0,
+                                         description="Packmol target (below the liquid's)")
+    cutoff_A: float | None = Field(None, gt=0, description="LJ/real-space cutoff; default: "
+                                   "min(12 Å, just under half the box)")
+    platform: Literal["auto", "CPU", "CUDA", "OpenCL", "Reference"] = "auto"
+
+    @field_validator("snapshot_interval_ps")
+    @classmethod
+    def _interval_le_production(cls, v: float, info: Any) -> float:
+        prod = info.data.get("production_ps")
+        if prod is not None and v > prod:
+            raise ValueError(f"snapshot_interval_ps ({v}) exceeds production_ps ({prod})")
+        return v
+
+    @property
+    def n_snapshots(self) -> int:
+        """Snapshots per run: one every `snapshot_interval_ps` of production."""
+        return int(round(self.production_ps / self.snapshot_interval_ps + 1e-9))
+
+
+class SampleConfig(_Strict):
+    """A sampling config file: the mixture and the protocol."""
+
+    mixture: MixtureConfig
+    sampling: SamplingConfig = SamplingConfig()
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{loc}: {msg}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; errors name the file."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def parse_model(model: type[BaseModel], data: dict[str, Any], source: str) -> Any:
+    """Validate `data` as `model`; errors name `source` and every offending key."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_sample_config(path: str | Path) -> SampleConfig:
+    """Read and validate a sampling config TOML."""
+    return parse_model(SampleConfig, read_toml(path), str(path))

@@ -1,0 +1,30 @@
+"""Datasets: the frame store (ASE database), selections, splits and extxyz export.
+
+The folder also holds package data (``ions/``: the shipped ion library files).
+"""
+
+from ionmix.data.store import (
+    DatasetError,
+    DatasetStore,
+    Frame,
+    Split,
+    atomic_write_extxyz,
+    composition_key,
+    equally_spaced,
+    molecules_of,
+    parse_composition_key,
+    split_by_replica,
+)
+
+__all__ = [
+    "DatasetError",
+    "DatasetStore",
+    "Frame",
+    "Split",
+    "atomic_write_extxyz",
+    "composition_key",
+    "equally_spaced",
+    "molecules_of",
+    "parse_composition_key",
+    "split_by_replica",
+]

@@ -1,0 +1,319 @@
+"""The dataset store: labelled frames in an ASE database, one row per frame.
+
+Any ASE database URL works (a SQLite file by default, e.g. ``runs/study/frames.db``;
+``postgresql://user:pw@host/db`` for a shared server). Each row holds positions, cell,
+energy (eV), forces (eV/Å) and, where labelled, stress (eV/Å³, Voigt order
+xx, yy, zz, yz, xz, xy), plus the metadata below as key-value pairs so that frames can be
+selected with ASE's own query language too (``ase db frames.db composition=...``).
+
+Metadata keys (all required at insert unless marked optional):
+    run_id (str), frame_index (int, position along the run), composition (str, canonical
+    "LiPF6=0.4,EMIMPF6=0.6"), temperature_K, pressure_bar (optional, NVT runs: None),
+    replica (int), seed (int), time_ps, teacher (str); optional: charge_scale, cutoff_A (Å),
+    ensemble.
+Per-unit fractions are added as ``x_<unit>`` and per-species counts as ``n_<species>``
+(from ``counts``) so numeric range queries work; ``molecules`` ("Li:2,PF6:4,EMIM:2") keeps
+the molecule order of the atoms so the force-field topology can be rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ase.db
+import ase.io
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+REQUIRED_KEYS = ("run_id", "frame_index", "composition", "temperature_K", "replica", "seed",
+                 "time_ps", "teacher")
+OPTIONAL_KEYS = ("pressure_bar", "charge_scale", "cutoff_A", "ensemble")
+
+
+class DatasetError(ValueError):
+    """Bad frames or a bad selection; the message names the frame or key at fault."""
+
+
+def composition_key(composition: dict[str, float]) -> str:
+    """Canonical text for a composition: units in the given order, fractions to 6 digits.
+
+    Zero fractions are kept so that every composition of a mixture names every unit.
+    """
+    return ",".join(f"{u}={float(x):.6g}" for u, x in composition.items())
+
+
+def parse_composition_key(text: str) -> dict[str, float]:
+    """Inverse of `composition_key`."""
+    out = {}
+    for part in text.split(","):
+        unit, _, value = part.partition("=")
+        out[unit] = float(value)
+    return out
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A labelled frame as read back from the store.
+
+    Attributes:
+        atoms: positions (Å), cell (Å), numbers; labels on ``atoms.calc`` (eV, eV/Å, eV/Å³)
+            and every metadata key in ``atoms.info``.
+        row_id: the database row id.
+    """
+
+    atoms: Atoms
+    row_id: int
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.atoms.info
+
+
+def frame_hash(atoms: Atoms) -> str:
+    """sha256 of numbers, positions and cell bytes (float64): identifies a frame's geometry."""
+    h = hashlib.sha256()
+    h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    h.update(np.asarray(atoms.positions, dtype=np.float64).tobytes())
+    h.update(np.asarray(atoms.cell.array, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def validate_frame(atoms: Atoms, where: str, require_forces: bool = True,
+                   require_stress: bool = False) -> dict[str, np.ndarray | float]:
+    """Check a frame's labels; return them. Raises DatasetError naming `where`.
+
+    Labels are read from ``atoms.calc.results`` (energy eV, forces (n_atoms, 3) eV/Å,
+    stress (6,) or (3, 3) eV/Å³).
+    """
+    results = dict(atoms.calc.results) if atoms.calc is not None else {}
+    if "energy" not in results:
+        raise DatasetError(f"{where}: no energy label")
+    energy = float(np.asarray(results["energy"]).reshape(()))
+    if not math.isfinite(energy):
+        raise DatasetError(f"{where}: energy is not finite ({energy})")
+    out: dict[str, np.ndarray | float] = {"energy": energy}
+    if not np.all(np.isfinite(atoms.positions)):
+        raise DatasetError(f"{where}: positions contain NaN/inf")
+    forces = results.get("forces")
+    if forces is None:
+        if require_forces:
+            raise DatasetError(f"{where}: missing forces")
+    else:
+        forces = np.asarray(forces, dtype=float)
+        if forces.shape != (len(atoms), 3):
+            raise DatasetError(
+                f"{where}: forces have shape {forces.shape}, expected ({len(atoms)}, 3) "
+                "(atom-count mismatch)"
+            )
+        if not np.all(np.isfinite(forces)):
+            bad = int(np.flatnonzero(~np.isfinite(forces).all(axis=1))[0])
+            raise DatasetError(f"{where}: force on atom {bad} is not finite")
+        out["forces"] = forces
+    stress = results.get("stress")
+    if stress is None:
+        if require_stress:
+            raise DatasetError(f"{where}: missing stress")
+    else:
+        stress = np.asarray(stress, dtype=float)
+        if stress.shape == (3, 3):
+            stress = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        if stress.shape != (6,) or not np.all(np.isfinite(stress)):
+            raise DatasetError(f"{where}: stress must be 6 finite Voigt components")
+        out["stress"] = stress
+    return out
+
+
+class DatasetStore:
+    """Frames with labels and metadata in an ASE database.
+
+    Args:
+        url: an ASE database URL or a path (``.db`` → SQLite). Parent folders are created.
+    """
+
+    def __init__(self, url: str | os.PathLike):
+        url = str(url)
+        if "://" not in url:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+        self.url = url
+        # A bare path is always SQLite, whatever its extension; URLs pick their backend.
+        self._db = ase.db.connect(url) if "://" in url else ase.db.connect(url, type="db")
+
+    def __len__(self) -> int:
+        return self._db.count()
+
+    def has_frame(self, run_id: str, frame_index: int) -> bool:
+        """True if (run_id, frame_index) is already stored."""
+        return self._db.count(run_id=run_id, frame_index=int(frame_index)) > 0
+
+    def frame_indices(self, run_id: str) -> list[int]:
+        """Sorted frame indices stored for a run."""
+        return sorted(int(r.frame_index) for r in self._db.select(run_id=run_id))
+
+    def add_frames(self, frames: Sequence[Atoms], metadata: Sequence[dict[str, Any]],
+                   counts: dict[str, int] | None = None, require_forces: bool = True,
+                   skip_existing: bool = False) -> list[int]:
+        """Insert frames in one transaction: all rows are written, or none.
+
+        Args:
+            frames: Atoms with labels on ``atoms.calc``.
+            metadata: one dict per frame with REQUIRED_KEYS (and OPTIONAL_KEYS).
+            counts: species name → count, stored as ``n_<species>`` on every row.
+            require_forces: reject frames without forces.
+            skip_existing: silently skip (run_id, frame_index) pairs already stored
+                (resuming a run); otherwise a duplicate is an error.
+
+        Returns:
+            the new row ids.
+        """
+        if len(frames) != len(metadata):
+            raise DatasetError(f"{len(frames)} frames but {len(metadata)} metadata records")
+        rows = []
+        for atoms, meta in zip(frames, metadata, strict=True):
+            where = f"frame {meta.get('frame_index', '?')} of run {meta.get('run_id', '?')}"
+            missing = [k for k in REQUIRED_KEYS if k not in meta]
+            if missing:
+                raise DatasetError(f"{where}: metadata lacks {missing}")
+            unknown = set(meta) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS)
+            if unknown:
+                raise DatasetError(f"{where}: unknown metadata key(s) {sorted(unknown)}")
+            if self.has_frame(meta["run_id"], meta["frame_index"]):
+                if skip_existing:
+                    continue
+                raise DatasetError(f"{where}: already stored in {self.url}")
+            labels = validate_frame(atoms, where, require_forces)
+            kv = {k: v for k, v in meta.items() if v is not None}
+            kv["frame_index"] = int(kv["frame_index"])
+            for unit, x in parse_composition_key(kv["composition"]).items():
+                kv[f"x_{unit}"] = x
+            for species, n in (counts or {}).items():
+                kv[f"n_{species}"] = int(n)
+            if counts:
+                # Atom order is molecule by molecule in this order: enough to rebuild the
+                # force-field topology of the frame (see `molecules_of`).
+                kv["molecules"] = ",".join(f"{s}:{int(n)}" for s, n in counts.items() if n)
+            kv["hash"] = frame_hash(atoms)
+            clean = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+            clean.calc = SinglePointCalculator(clean, **labels)
+            rows.append((clean, kv))
+        ids = []
+        with self._db:  # one transaction (SQLite); rolled back if anything raises
+            for clean, kv in rows:
+                ids.append(self._db.write(clean, key_value_pairs=kv))
+        return ids
+
+    def select(self, composition: dict[str, float] | str | None = None,
+               temperature_K: float | None = None, replica: int | None = None,
+               teacher: str | None = None, run_id: str | None = None) -> list[Frame]:
+        """Frames matching every given criterion, ordered by (run_id, frame_index)."""
+        query: dict[str, Any] = {}
+        if composition is not None:
+            query["composition"] = (
+                composition if isinstance(composition, str) else composition_key(composition)
+            )
+        if temperature_K is not None:
+            query["temperature_K"] = float(temperature_K)
+        if replica is not None:
+            query["replica"] = int(replica)
+        if teacher is not None:
+            query["teacher"] = teacher
+        if run_id is not None:
+            query["run_id"] = run_id
+        frames = []
+        for row in self._db.select(**query):
+            atoms = row.toatoms(add_additional_information=False)
+            atoms.info.update(row.key_value_pairs)
+            frames.append(Frame(atoms, row.id))
+        frames.sort(key=lambda f: (f.info["run_id"], f.info["frame_index"]))
+        return frames
+
+    def compositions(self) -> list[str]:
+        """Distinct composition keys in the store, sorted."""
+        return sorted({r.composition for r in self._db.select(columns=["key_value_pairs"])})
+
+
+def molecules_of(frame: Frame | Atoms) -> list[tuple[str, int]]:
+    """The ordered (ion name, count) runs of a stored frame, e.g. [("Li", 2), ("PF6", 4)].
+
+    Pass them to ``ClassicalCalculator(molecules=...)`` to label the frame with the teacher.
+    """
+    info = frame.info if isinstance(frame, Frame) else frame.info
+    if "molecules" not in info:
+        raise DatasetError("frame has no 'molecules' key: it was stored without counts")
+    return [(name, int(n)) for name, n in (p.split(":") for p in info["molecules"].split(","))]
+
+
+def equally_spaced(frames: Sequence[Frame], n: int, what: str = "selection") -> list[Frame]:
+    """`n` frames equally spaced along `frames` (first included), as the paper selects.
+
+    Raises DatasetError if fewer than `n` frames are available.
+    """
+    if n <= 0:
+        raise DatasetError(f"{what}: asked for {n} frames")
+    if len(frames) < n:
+        raise DatasetError(f"{what}: asked for {n} frames but only {len(frames)} are stored")
+    idx = np.floor(np.arange(n) * len(frames) / n).astype(int)
+    return [frames[i] for i in idx]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Frames for training, validation and testing (lists of Frame)."""
+
+    train: list[Frame]
+    val: list[Frame]
+    test: list[Frame]
+
+
+def split_by_replica(store: DatasetStore, compositions: Iterable[dict[str, float] | str],
+                     n_train: int, n_val: int, n_test: int, train_replica: int = 0,
+                     test_replica: int = 1, seed: int = 0, teacher: str | None = None,
+                     temperature_K: float | None = None) -> Split:
+    """The paper's split: train/val from one replica, test from the independent one.
+
+    For each composition, ``n_train + n_val`` frames are taken equally spaced along the
+    training replica and shuffled with `seed` into train and val; ``n_test`` frames are taken
+    equally spaced along the test replica. Same seed → same split.
+    """
+    rng = np.random.default_rng(seed)
+    train, val, test = [], [], []
+    for comp in compositions:
+        key = comp if isinstance(comp, str) else composition_key(comp)
+        pool = store.select(key, temperature_K, train_replica, teacher)
+        picked = equally_spaced(pool, n_train + n_val, f"{key} replica {train_replica}")
+        order = rng.permutation(len(picked))
+        train += [picked[i] for i in sorted(order[:n_train])]
+        val += [picked[i] for i in sorted(order[n_train:])]
+        if n_test:
+            pool = store.select(key, temperature_K, test_replica, teacher)
+            test += equally_spaced(pool, n_test, f"{key} replica {test_replica}")
+    return Split(train, val, test)
+
+
+def atomic_write_extxyz(frames: Sequence[Frame | Atoms], path: str | os.PathLike) -> Path:
+    """Write frames (with labels and metadata) as extxyz, atomically (tmp file + rename).
+
+    The file is what nequip's ASE dataset reads: energy and stress in the comment line,
+    forces as per-atom columns.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [f.atoms if isinstance(f, Frame) else f for f in frames]
+    if not images:
+        raise DatasetError(f"nothing to write to {path}: the selection is empty")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        ase.io.write(tmp, images, format="extxyz")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

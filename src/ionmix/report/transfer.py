@@ -1,0 +1,228 @@
+"""Outputs of the transferability study: metrics files, Figure-1 heat maps, report.md."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ionmix import design  # noqa: E402
+from ionmix.data import composition_key  # noqa: E402
+
+
+def _label(mixture: design.Mixture, comp: dict[str, float]) -> str:
+    if len(mixture.units) == 2:
+        return f"{comp[mixture.units[0]]:g}"
+    return "/".join(f"{comp[u]:g}" for u in mixture.units)
+
+
+def heatmaps(path: Path, mixture: design.Mixture, recipes, compositions, metrics) -> Path:
+    """The paper's Figure 1: force and energy MAE, rows = recipes, columns = test comps."""
+    names = [r.name for r in recipes if any(m["recipe"] == r.name for m in metrics)]
+    keys = [composition_key(c) for c in compositions]
+    lookup = {(m["recipe"], m["test_composition"]): m for m in metrics}
+    fig, axes = plt.subplots(1, 2, figsize=(2 + 1.1 * len(keys) * 2, 1.2 + 0.55 * len(names)),
+                             constrained_layout=True)
+    panels = [("force_mae_meV_per_A", "force MAE (meV/Å)", "Blues"),
+              ("energy_mae_meV_per_atom", "energy MAE (meV/atom)", "Reds")]
+    for ax, (field, title, cmap) in zip(axes, panels, strict=True):
+        data = np.array([[lookup[(n, k)][field] if (n, k) in lookup else np.nan for k in keys]
+                         for n in names])
+        positive = data[np.isfinite(data) & (data > 0)]
+        norm = matplotlib.colors.LogNorm(vmin=positive.min(), vmax=positive.max()) \
+            if positive.size and positive.max() > 5 * positive.min() else None
+        ax.imshow(data, cmap=cmap, norm=norm, aspect="auto")
+        for i, n in enumerate(names):
+            for j, k in enumerate(keys):
+                v = data[i, j]
+                if not np.isfinite(v):
+                    continue
+                text = f"{v:.0f}" if v >= 10 else f"{v:.1f}" if v >= 1 else f"{v:.2f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8)
+                if lookup[(n, k)]["in_training_set"]:
+                    ax.plot(j, i - 0.32, marker="v", color="green", markersize=6)
+        ax.set_xticks(range(len(keys)), [_label(mixture, c) for c in compositions])
+        ax.set_yticks(range(len(names)), names)
+        xlabel = (f"test composition: {mixture.units[0]} mole fraction"
+                  if len(mixture.units) == 2 else "test composition")
+        ax.set_xlabel(xlabel)
+        ax.set_title(title + "  (▼ = trained on)")
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def species_figure(path: Path, analysis: dict[str, Any]) -> Path | None:
+    """Determined per-species combinations per model vs the teacher, and the undetermined
+    projection of each model's own ion energies."""
+    models = analysis["models"]
+    if not models or analysis["teacher"] is None:
+        return None
+    combos = analysis["combinations"]
+    names = list(models)
+    has_proj = bool(analysis["undetermined_projection_eV"])
+    ncols = len(combos) + (1 if has_proj else 0)
+    fig, axes = plt.subplots(1, ncols, figsize=(3.2 * ncols, 0.6 + 0.45 * len(names)),
+                             constrained_layout=True, squeeze=False)
+    for ax, combo in zip(axes[0], combos, strict=False):
+        vals = np.array([models[n][combo][0] for n in names])
+        errs = np.array([models[n][combo][1] for n in names])
+        teacher = analysis["teacher"][combo][0]
+        ax.errorbar(vals - teacher, range(len(names)), xerr=errs, fmt="o")
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(range(len(names)), names if ax is axes[0][0] else [""] * len(names))
+        ax.set_title(f"{combo}\nmodel − teacher (eV)", fontsize=9)
+    if has_proj:
+        ax = axes[0][-1]
+        proj = analysis["undetermined_projection_eV"]
+        shown = [n for n in names if n in proj]
+        ax.plot([proj[n][0] for n in shown], [names.index(n) for n in shown], "s", color="C3")
+        ax.set_yticks(range(len(names)), [""] * len(names))
+        ax.set_title("undetermined direction ·\nmodel's own ion energies (eV)", fontsize=9)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def write_outputs(out: Path, cfg, mixture: design.Mixture, recipes, compositions,
+                  metrics: list[dict[str, Any]], analysis: dict[str, Any],
+                  failed: dict[str, str]) -> tuple[Path, Path]:
+    """Write metrics.json/.csv, transferability.png, species_energies.{json,png}, report.md.
+
+    Returns (figure path, report path).
+    """
+    from ionmix.transfer import _atomic_write_text, metrics_csv, transfer_ratios
+
+    ratios = transfer_ratios(metrics) if metrics else {}
+    _atomic_write_text(out / "metrics.json", json.dumps(
+        {"metrics": metrics, "transfer_ratios": ratios, "failed": failed}, indent=2) + "\n")
+    _atomic_write_text(out / "metrics.csv", metrics_csv(metrics))
+    _atomic_write_text(out / "species_energies.json", json.dumps(analysis, indent=2) + "\n")
+    fig_path = out / "transferability.png"
+    if metrics:
+        heatmaps(fig_path, mixture, recipes, compositions, metrics)
+    species_png = species_figure(out / "species_energies.png", analysis)
+    report = out / "report.md"
+    _atomic_write_text(report, _report_text(cfg, mixture, recipes, compositions, metrics,
+                                            ratios, analysis, failed, species_png))
+    return fig_path, report
+
+
+def _report_text(cfg, mixture, recipes, compositions, metrics, ratios, analysis, failed,
+                 species_png) -> str:
+    c = mixture.min_compositions
+    s = cfg.study
+    lines = [
+        "# Transferability study",
+        "",
+        f"Mixture units: {', '.join(mixture.units)}; species "
+        + ", ".join(f"{sp}({q:+d})" for sp, q in
+                    zip(mixture.species, mixture.charges, strict=True)) + "."
+        f" C = N − M = {mixture.n_species} − {mixture.n_constraints} = **{c}** compositions are "
+        "needed for the energy to transfer (see docs/composition-design.md).",
+        "",
+        f"Teacher: classical OPLS-2009IL (charges × {cfg.mixture.charge_scale}), "
+        f"{cfg.sampling.temperature_K:g} K; {len(compositions)} compositions × "
+        f"{cfg.sampling.replicas} replicas, {cfg.mixture.n_ion_pairs or cfg.mixture.n_ions} "
+        f"{'ion pairs' if cfg.mixture.n_ion_pairs else 'ions'} per box. Model: `{s.preset}`, "
+        f"energy reference `{s.energy_reference}`, {s.n_train} train + {s.n_val} validation "
+        f"frames per training composition (replica 0), {s.n_test} test frames per composition "
+        "(replica 1, an independent box).",
+        "",
+        "![transferability](transferability.png)",
+        "",
+    ]
+    if failed:
+        lines += ["## Recipes that failed", ""]
+        lines += [f"- **{k}**: {v}" for k, v in failed.items()] + [""]
+    if metrics:
+        lines += ["## How far each recipe transfers", "",
+                  "ratio = worst energy MAE over all test compositions ÷ mean energy MAE on "
+                  "the recipe's own training compositions.", ""]
+        rows = []
+        for recipe in recipes:
+            if recipe.name not in ratios:
+                continue
+            r = ratios[recipe.name]
+            vecs = np.array([mixture.counts(x) for x in recipe.compositions])
+            rank = design.matrix_rank(vecs)
+            fmae = [m["force_mae_meV_per_A"] for m in metrics if m["recipe"] == recipe.name]
+            rows.append([recipe.name, f"{rank} of {c}", "yes" if rank >= c else "**no**",
+                         f"{r['in_distribution_energy_mae_meV_per_atom']:.2f}",
+                         f"{r['worst_energy_mae_meV_per_atom']:.2f}", f"{r['ratio']:.1f}",
+                         f"{min(fmae):.0f}–{max(fmae):.0f}"])
+        lines.append(_table(rows, ["recipe", "rank", "≥ C?", "in-distribution energy MAE "
+                                   "(meV/atom)", "worst energy MAE (meV/atom)", "ratio",
+                                   "force MAE range (meV/Å)"]))
+        lines += ["", "## Reading", ""] + _reading(mixture, recipes, ratios) + [""]
+    if analysis.get("teacher"):
+        lines += ["## Per-species energies", "",
+                  "Each model's predictions at every test composition are fitted to "
+                  "E ≈ Σ μ_j N_j on the identifiable subspace only. Combinations that C "
+                  "compositions determine should agree with the teacher's for models trained "
+                  "on ≥ C compositions; the part along the undetermined direction "
+                  + ", ".join(str(np.round(v, 3).tolist())
+                              for v in mixture.undetermined_directions()) + " "
+                  "is the model's own choice (from its atomic energies) and may drift.", ""]
+        header = ["model"] + [f"{k} − teacher (eV)" for k in analysis["combinations"]]
+        has_proj = bool(analysis["undetermined_projection_eV"])
+        if has_proj:
+            header.append("undetermined projection (eV)")
+        rows = []
+        for name, vals in analysis["models"].items():
+            row = [name] + [f"{vals[k][0] - analysis['teacher'][k][0]:+.3f} ± {vals[k][1]:.3f}"
+                            for k in analysis["combinations"]]
+            if has_proj:
+                proj = analysis["undetermined_projection_eV"].get(name)
+                row.append(f"{proj[0]:+.3f}" if proj else "-")
+            rows.append(row)
+        lines.append(_table(rows, header))
+        if species_png:
+            lines += ["", "![per-species energies](species_energies.png)"]
+        lines.append("")
+    lines += ["## Files", "",
+              "- `metrics.json`, `metrics.csv`: every recipe × test composition (energy MAE "
+              "meV/atom, force MAE meV/Å overall and per element, frame counts)",
+              "- `species_energies.json`: the per-species analysis",
+              "- `models/<recipe>/`: nequip config, checkpoints, packaged model, evaluation",
+              "- `data/`: the extxyz splits; `frames.db`: every sampled frame", ""]
+    return "\n".join(lines)
+
+
+def _reading(mixture, recipes, ratios) -> list[str]:
+    c = mixture.min_compositions
+    out = []
+    good = [n for n, r in ratios.items() if r["ratio"] <= 3]
+    bad = [n for n, r in ratios.items() if r["ratio"] > 3]
+    for recipe in recipes:
+        if recipe.name not in ratios:
+            continue
+        rank = design.matrix_rank(np.array([mixture.counts(x) for x in recipe.compositions]))
+        r = ratios[recipe.name]["ratio"]
+        verdict = "transfers (worst ≤ 3× in-distribution)" if r <= 3 else \
+            f"does not transfer: energy errors grow {r:.0f}× away from its training data"
+        theory = "as C = N − M predicts for a rank-deficient set" if rank < c and r > 3 else \
+            "although C = N − M is met: the composition span is covered but extrapolation " \
+            "amplifies errors (ill-conditioned set or unsampled interactions)" \
+            if rank >= c and r > 3 else \
+            "consistent with C = N − M" if rank >= c else \
+            "although rank < C (errors happen to stay small at these compositions)"
+        out.append(f"- **{recipe.name}** (rank {rank} of {c}) {verdict}, {theory}.")
+    if good and bad:
+        out.append(f"- Transferring: {', '.join(good)}. Not transferring: {', '.join(bad)}.")
+    if not math.isfinite(min((r["ratio"] for r in ratios.values()), default=math.nan)):
+        out.append("- Some in-distribution errors are zero or missing; ratios are undefined.")
+    return out

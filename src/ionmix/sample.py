@@ -1,0 +1,399 @@
+"""Classical sampling: packed box → minimise → NPT equilibration → production snapshots.
+
+One *run* is one independent box (a replica) at one composition. Its snapshots are labelled
+by the classical force field itself (the teacher: energy eV, forces eV/Å, stress eV/Å³ from
+:class:`ionmix.classical.ClassicalCalculator`) and stored in the dataset store with their
+metadata. Replica 0 is for training/validation, replica 1 for testing, as in the paper.
+
+Protocol (defaults from the paper where it gives them; `SamplingConfig` documents each):
+
+1. Packmol box at `initial_density_g_cm3` (kept whole, deterministic per seed).
+2. Energy minimisation (OpenMM L-BFGS).
+3. NPT equilibration: Langevin-middle thermostat + Monte Carlo barostat at
+   `temperature_K`, `pressure_bar`. The box is then set to the mean volume of the second
+   half of equilibration (molecule centres scaled, molecules kept rigid), so production
+   starts at the equilibrium density rather than at one fluctuation of it.
+4. Production: NVT with a Nosé–Hoover thermostat (default; the paper's protocol) or NPT
+   (Langevin + barostat), a snapshot every `snapshot_interval_ps`.
+
+Resumable: after each snapshot is stored, an OpenMM checkpoint and `progress.json` are
+written atomically in the run folder. A restarted run loads the checkpoint and continues;
+a snapshot already in the store (e.g. stored just before an interruption) is skipped, so
+no snapshot is duplicated or lost.
+
+The LJ/real-space cutoff is one value for the whole study, so the teacher is the same
+energy function at every composition: by default min(12 Å, 0.49 × the smallest box edge
+the study can reach), where the smallest edge is estimated at `max_density_g_cm3`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import openmm
+import openmm.unit as u
+from ase import Atoms
+
+from ionmix import design
+from ionmix.build import ION_NAME_ARRAY, MOL_ID_ARRAY, box_length_A, build_box
+from ionmix.chemistry import Ion, load_ion, load_user_ion
+from ionmix.classical import ClassicalCalculator, make_context, make_system_for_atoms
+from ionmix.classical.system import MAX_DEFAULT_CUTOFF_A, ClassicalSystem
+from ionmix.config import ConfigError, SampleConfig
+from ionmix.data import DatasetStore, composition_key
+from ionmix.units import NM_IN_ANGSTROM, density_g_per_cm3, kj_per_mol_to_ev
+
+#: Teacher name stored with every classically labelled frame.
+TEACHER = "classical"
+#: Densest box the default cutoff must still fit in (g/cm³); LiPF6-rich boxes are dense.
+MAX_DENSITY_G_CM3 = 2.2
+
+
+@dataclass(frozen=True)
+class Run:
+    """One independent box at one composition.
+
+    Attributes:
+        composition: unit → mole fraction.
+        replica: 0 (train/val) or 1 (test), ...
+        seed: packing/velocity/thermostat seed derived from the config seed and run_id.
+        counts: ion name → number of ions (canonical library names, in unit order).
+        run_id: stable, file-system-safe identifier (also the run folder's name).
+    """
+
+    composition: dict[str, float]
+    replica: int
+    seed: int
+    counts: dict[str, int]
+    run_id: str
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """Everything `ionmix sample` will do, resolved from a config before any work."""
+
+    mixture: design.Mixture
+    runs: list[Run]
+    cutoff_A: float
+    ions: dict[str, Ion]
+
+
+def _run_id(composition: dict[str, float], temperature_K: float, replica: int) -> str:
+    comp = "_".join(f"{u}-{x:.6g}" for u, x in composition.items())
+    return f"{comp}_T{temperature_K:g}K_r{replica}"
+
+
+def resolve_mixture(cfg: SampleConfig) -> tuple[design.Mixture, dict[str, Ion]]:
+    """Mixture over canonical library ion names, charges taken from the ion library."""
+    user = {}
+    for name, spec in cfg.mixture.user_ions.items():
+        ion = load_user_ion(spec.itp, spec.coordinates, name=name)
+        user[ion.name] = ion
+    charges: dict[str, int] = {}
+    units: dict[str, dict[str, int]] = {}
+    for unit, content in cfg.mixture.units.items():
+        units[unit] = {}
+        for name, count in content.items():
+            ion = load_ion(name, user)
+            charges[ion.name] = ion.charge
+            units[unit][ion.name] = units[unit].get(ion.name, 0) + count
+    mixture = design.Mixture.from_dicts(charges, units)
+    ions = {name: load_ion(name, user) for name in mixture.species}
+    return mixture, ions
+
+
+def plan_sampling(cfg: SampleConfig) -> SamplePlan:
+    """Resolve compositions, counts, seeds and the study-wide cutoff (errors before work)."""
+    mixture, ions = resolve_mixture(cfg)
+    s = cfg.sampling
+    runs = []
+    smallest_edge_A = np.inf
+    for comp in cfg.mixture.composition_list(mixture):
+        n_units = cfg.mixture.n_units_for(mixture, comp)
+        counts = mixture.species_counts(comp, n_units)
+        counts = {k: v for k, v in counts.items() if v > 0}
+        smallest_edge_A = min(smallest_edge_A, box_length_A(counts, MAX_DENSITY_G_CM3, ions))
+        for replica in range(s.replicas):
+            run_id = _run_id(comp, s.temperature_K, replica)
+            seed = (s.seed * 1_000_003 + zlib.crc32(run_id.encode())) % (2**31 - 1)
+            runs.append(Run(comp, replica, seed, counts, run_id))
+    max_cutoff = 0.49 * smallest_edge_A
+    if s.cutoff_A is None:
+        cutoff = min(MAX_DEFAULT_CUTOFF_A, max_cutoff)
+    else:
+        cutoff = s.cutoff_A
+        if cutoff > max_cutoff:
+            raise ConfigError(
+                f"[sampling] cutoff_A = {cutoff} Å is longer than half the smallest box the "
+                f"study can reach ({smallest_edge_A:.2f} Å edge at {MAX_DENSITY_G_CM3} g/cm³); "
+                "use more ion pairs or a cutoff ≤ "
+                f"{max_cutoff:.2f} Å"
+            )
+    return SamplePlan(mixture, runs, float(cutoff), ions)
+
+
+# --------------------------------------------------------------------------------------
+# file helpers
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _atomic_write_json(path: Path, obj: dict) -> None:
+    _atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def _platform(name: str) -> openmm.Platform | None:
+    return None if name == "auto" else openmm.Platform.getPlatformByName(name)
+
+
+# --------------------------------------------------------------------------------------
+# one run
+
+
+def _clone_system(system: openmm.System) -> openmm.System:
+    return openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+
+
+def _box_A(state: openmm.State) -> np.ndarray:
+    return np.array(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.angstrom))
+
+
+def _positions_A(state: openmm.State) -> np.ndarray:
+    return np.array(state.getPositions(asNumpy=True).value_in_unit(u.angstrom))
+
+
+def _rescale_molecules(positions_A: np.ndarray, mol_id: np.ndarray, masses: np.ndarray,
+                       factor: float) -> np.ndarray:
+    """Scale molecule centres of mass by `factor`, keeping each molecule rigid."""
+    out = positions_A.copy()
+    for m in np.unique(mol_id):
+        sel = mol_id == m
+        com = (masses[sel, None] * positions_A[sel]).sum(0) / masses[sel].sum()
+        out[sel] += (factor - 1.0) * com
+    return out
+
+
+def _equilibrate(csys: ClassicalSystem, atoms: Atoms, run: Run, cfg: SampleConfig,
+                 platform: openmm.Platform | None, log: list[dict]) -> tuple[np.ndarray,
+                                                                           np.ndarray]:
+    """Minimise and NPT-equilibrate; return (positions Å, cubic cell Å) at the mean volume."""
+    s = cfg.sampling
+    system = _clone_system(csys.system)
+    barostat = openmm.MonteCarloBarostat(s.pressure_bar * u.bar, s.temperature_K * u.kelvin,
+                                         s.barostat_interval_steps)
+    barostat.setRandomNumberSeed(run.seed)
+    system.addForce(barostat)
+    integrator = openmm.LangevinMiddleIntegrator(
+        s.temperature_K * u.kelvin, 1.0 / (s.thermostat_time_ps * u.picosecond),
+        s.timestep_fs * u.femtosecond)
+    integrator.setRandomNumberSeed(run.seed)
+    ctx = make_context(_with_system(csys, system), integrator, platform)
+    ctx.setPositions(atoms.positions / NM_IN_ANGSTROM)
+    if cfg.sampling.minimise:
+        openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, 2000)
+    ctx.setVelocitiesToTemperature(s.temperature_K * u.kelvin, run.seed)
+    mass_amu = float(np.sum(csys.masses_amu))
+    chunk_steps = max(1, int(round(1000.0 / s.timestep_fs / 10)))  # log every 0.1 ps
+    n_steps = int(round(s.equilibration_ps * 1000.0 / s.timestep_fs))
+    volumes = []
+    done = 0
+    while done < n_steps:
+        step = min(chunk_steps, n_steps - done)
+        integrator.step(step)
+        done += step
+        st = ctx.getState(getEnergy=True)
+        volume = float(np.linalg.det(_box_A(st)))
+        volumes.append(volume)
+        log.append({"stage": "npt-equilibration", "time_ps": done * s.timestep_fs / 1000,
+                    "potential_eV": float(kj_per_mol_to_ev(
+                        st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole))),
+                    "volume_A3": volume,
+                    "density_g_cm3": density_g_per_cm3(mass_amu, volume)})
+    state = ctx.getState(getPositions=True)
+    positions = _positions_A(state)
+    box = _box_A(state)
+    if volumes:
+        mean_volume = float(np.mean(volumes[len(volumes) // 2:]))
+        factor = (mean_volume / np.linalg.det(box)) ** (1.0 / 3.0)
+        positions = _rescale_molecules(positions, atoms.arrays[MOL_ID_ARRAY],
+                                       np.asarray(csys.masses_amu), factor)
+        box = box * factor
+    return positions, box
+
+
+def _with_system(csys: ClassicalSystem, system: openmm.System) -> ClassicalSystem:
+    from dataclasses import replace
+
+    return replace(csys, system=system)
+
+
+def _production_context(csys: ClassicalSystem, run: Run, cfg: SampleConfig,
+                        platform: openmm.Platform | None) -> openmm.Context:
+    s = cfg.sampling
+    system = _clone_system(csys.system)
+    if s.production_ensemble == "nvt":
+        integrator = openmm.NoseHooverIntegrator(
+            s.temperature_K * u.kelvin, 1.0 / (s.thermostat_time_ps * u.picosecond),
+            s.timestep_fs * u.femtosecond)
+    else:
+        barostat = openmm.MonteCarloBarostat(s.pressure_bar * u.bar,
+                                             s.temperature_K * u.kelvin,
+                                             s.barostat_interval_steps)
+        barostat.setRandomNumberSeed(run.seed + 1)
+        system.addForce(barostat)
+        integrator = openmm.LangevinMiddleIntegrator(
+            s.temperature_K * u.kelvin, 1.0 / (s.thermostat_time_ps * u.picosecond),
+            s.timestep_fs * u.femtosecond)
+        integrator.setRandomNumberSeed(run.seed + 1)
+    return make_context(_with_system(csys, system), integrator, platform)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run produced: stored snapshot indices and where its files are."""
+
+    run_id: str
+    run_dir: Path
+    n_frames: int
+    resumed_from: int
+    mean_density_g_cm3: float | None
+
+
+def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
+               store: DatasetStore,
+               on_snapshot: Callable[[Run, int], None] | None = None) -> RunResult:
+    """Sample one run into `store`, resuming from its checkpoint if one exists.
+
+    Args:
+        run: the run (from `plan_sampling`).
+        cfg: the sampling config.
+        plan: the resolved plan (cutoff, ions).
+        out_dir: study folder; the run's files go to ``out_dir/sample/<run_id>/``.
+        store: where labelled snapshots go.
+        on_snapshot: called as ``on_snapshot(run, frame_index)`` after each stored frame
+            (progress bars; an exception raised there interrupts the run cleanly).
+    """
+    s = cfg.sampling
+    run_dir = Path(out_dir) / "sample" / run.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    progress_path = run_dir / "progress.json"
+    checkpoint_path = run_dir / "production.chk"
+    n_frames = s.n_snapshots
+    progress = json.loads(progress_path.read_text()) if progress_path.exists() else {}
+    if progress.get("next_frame", 0) >= n_frames and len(store.frame_indices(run.run_id)) \
+            >= n_frames:
+        return RunResult(run.run_id, run_dir, n_frames, n_frames, progress.get("density"))
+    platform = _platform(s.platform)
+
+    packed_path = run_dir / "packed.extxyz"
+    if packed_path.exists():
+        atoms = ase.io.read(packed_path)
+    else:
+        atoms = build_box(run.counts, density_g_cm3=s.initial_density_g_cm3, seed=run.seed,
+                          ions=plan.ions)
+        tmp = run_dir / ".packed.extxyz.tmp"
+        ase.io.write(tmp, atoms, format="extxyz")
+        os.replace(tmp, packed_path)
+
+    csys = make_system_for_atoms(atoms, charge_scale=cfg.mixture.charge_scale,
+                                 cutoff_A=plan.cutoff_A, ions=plan.ions)
+    ctx = _production_context(csys, run, cfg, platform)
+    resumed_from = 0
+    log: list[dict] = []
+    if checkpoint_path.exists() and progress.get("next_frame") is not None:
+        ctx.loadCheckpoint(checkpoint_path.read_bytes())
+        resumed_from = int(progress["next_frame"])
+    else:
+        positions, box = _equilibrate(csys, atoms, run, cfg, platform, log)
+        ctx.setPeriodicBoxVectors(*(openmm.Vec3(*row) for row in box / NM_IN_ANGSTROM))
+        ctx.setPositions(positions / NM_IN_ANGSTROM)
+        ctx.setVelocitiesToTemperature(s.temperature_K * u.kelvin, run.seed + 2)
+        _atomic_write_bytes(checkpoint_path, ctx.createCheckpoint())
+        progress = {"next_frame": 0, "n_frames": n_frames}
+        _atomic_write_json(progress_path, progress)
+        _write_log(run_dir / "equilibration.csv", log)
+
+    teacher = ClassicalCalculator(charge_scale=cfg.mixture.charge_scale, cutoff_A=plan.cutoff_A,
+                                  platform=None if s.platform == "auto" else s.platform,
+                                  ions=plan.ions)
+    steps_per_snapshot = int(round(s.snapshot_interval_ps * 1000.0 / s.timestep_fs))
+    mass_amu = float(np.sum(csys.masses_amu))
+    integrator = ctx.getIntegrator()
+    densities = []
+    for k in range(resumed_from, n_frames):
+        integrator.step(steps_per_snapshot)
+        state = ctx.getState(getPositions=True, enforcePeriodicBox=False)
+        frame = Atoms(atoms.get_chemical_symbols(), positions=_positions_A(state),
+                      cell=_box_A(state), pbc=True)
+        frame.arrays[MOL_ID_ARRAY] = atoms.arrays[MOL_ID_ARRAY]
+        frame.arrays[ION_NAME_ARRAY] = atoms.arrays[ION_NAME_ARRAY]
+        frame.calc = teacher
+        frame.get_potential_energy()
+        frame.get_forces()
+        frame.get_stress()
+        density = density_g_per_cm3(mass_amu, frame.get_volume())
+        densities.append(density)
+        meta = {"run_id": run.run_id, "frame_index": k,
+                "composition": composition_key(run.composition),
+                "temperature_K": s.temperature_K,
+                "pressure_bar": s.pressure_bar if s.production_ensemble == "npt" else None,
+                "replica": run.replica, "seed": run.seed,
+                "time_ps": (k + 1) * s.snapshot_interval_ps, "teacher": TEACHER,
+                "charge_scale": cfg.mixture.charge_scale, "cutoff_A": plan.cutoff_A,
+                "ensemble": s.production_ensemble}
+        store.add_frames([frame], [meta], counts=run.counts, skip_existing=True)
+        _atomic_write_bytes(checkpoint_path, ctx.createCheckpoint())
+        progress = {"next_frame": k + 1, "n_frames": n_frames, "density": density}
+        _atomic_write_json(progress_path, progress)
+        if on_snapshot is not None:
+            on_snapshot(run, k)
+    mean_density = float(np.mean(densities)) if densities else progress.get("density")
+    return RunResult(run.run_id, run_dir, n_frames, resumed_from, mean_density)
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    keys = list(rows[0])
+    text = ",".join(keys) + "\n" + "".join(
+        ",".join(str(r[k]) for k in keys) + "\n" for r in rows)
+    _atomic_write_bytes(path, text.encode())
+
+
+def sample(cfg: SampleConfig, out_dir: str | Path, dataset: str | None = None,
+           on_snapshot: Callable[[Run, int], None] | None = None,
+           only: Callable[[Run], bool] | None = None) -> list[RunResult]:
+    """Sample every run of `cfg` (compositions × replicas) into one dataset store.
+
+    Args:
+        cfg: validated sampling config.
+        out_dir: study folder (created).
+        dataset: ASE database URL or path; default ``out_dir/frames.db``.
+        on_snapshot: progress callback, see `sample_run`.
+        only: optional filter selecting which runs to do.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_sampling(cfg)
+    _atomic_write_json(out_dir / "sample-config.json",
+                       {**cfg.model_dump(mode="json"), "resolved_cutoff_A": plan.cutoff_A})
+    store = DatasetStore(dataset or out_dir / "frames.db")
+    return [sample_run(run, cfg, plan, out_dir, store, on_snapshot)
+            for run in plan.runs if only is None or only(run)]

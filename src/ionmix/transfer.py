@@ -1,0 +1,508 @@
+"""The transferability study (the paper's Figure 1): train per recipe, test everywhere.
+
+A study config (TOML) is a sampling config plus a ``[study]`` table:
+
+```toml
+[mixture]   # as for `ionmix sample`
+[sampling]  # as for `ionmix sample`
+[study]
+recipes = [[0.5], [0.0, 0.1], [0.0, 0.1, 0.2], [0.0, 1.0], [0.4, 0.6], "recommended"]
+n_train = 16        # frames per training composition (replica 0)
+n_val = 4           # validation frames per training composition (replica 0)
+n_test = 10         # test frames per composition (replica 1, the independent box)
+preset = "cpu-tiny-nequip"
+energy_reference = "isolated-atoms"   # or "fit" or "mean"
+```
+
+A recipe is a list of training compositions: numbers are mole fractions of the first unit
+of a two-unit mixture (the paper's Li-salt fraction), tables are full compositions, and
+``"recommended"`` is the set `ionmix plan` recommends.
+
+Stages, each reusing what is on disk (so an interrupted or extended study picks up where
+it stopped): sample → export splits → train one model per recipe → evaluate every model
+on every composition's test frames → metrics, figures, report. Trainings and
+evaluations of different recipes are independent Dask tasks; a recipe that fails is
+reported and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from ionmix import design
+from ionmix.config import (
+    ConfigError,
+    MixtureConfig,
+    SamplingConfig,
+    _Strict,
+    parse_model,
+    read_toml,
+)
+from ionmix.data import (
+    DatasetStore,
+    atomic_write_extxyz,
+    composition_key,
+    equally_spaced,
+    split_by_replica,
+)
+
+#: The paper's Figure 1 rows, as Li-salt fractions.
+PAPER_RECIPES: list[Any] = [[0.5], [0.0, 0.1], [0.0, 0.1, 0.2], [0.0, 1.0], [0.4, 0.6]]
+
+#: Elements per ion for the per-species analysis are taken from the ion library.
+IN_DISTRIBUTION_TOL = 1e-9
+
+
+class StudySettings(_Strict):
+    """The ``[study]`` table."""
+
+    recipes: list[list[float | dict[str, float]] | Literal["recommended"]] = Field(
+        default_factory=lambda: [list(r) for r in PAPER_RECIPES])
+    n_train: int = Field(16, gt=0, description="training frames per training composition")
+    n_val: int = Field(4, gt=0, description="validation frames per training composition")
+    n_test: int = Field(10, gt=0, description="test frames per composition (replica 1)")
+    preset: str = "cpu-tiny-nequip"
+    energy_reference: Literal["isolated-atoms", "fit", "mean"] = "isolated-atoms"
+    isolated_atom_energies_eV: dict[str, float] | None = Field(
+        None, description="element → eV; default 0 for every element (classical teacher)")
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    seed: int = Field(0, ge=0)
+
+
+class StudyConfig(_Strict):
+    """A study config file: mixture, sampling protocol and study settings."""
+
+    mixture: MixtureConfig
+    sampling: SamplingConfig = SamplingConfig()
+    study: StudySettings = StudySettings()
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study TOML (errors name the file and key)."""
+    return parse_model(StudyConfig, read_toml(path), str(path))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A set of training compositions with a stable, readable name."""
+
+    name: str
+    compositions: list[dict[str, float]]
+
+
+def _fraction_label(mixture: design.Mixture, comp: dict[str, float]) -> str:
+    if len(mixture.units) == 2:
+        return f"{comp[mixture.units[0]]:g}"
+    return "/".join(f"{comp[u]:g}" for u in mixture.units)
+
+
+def resolve_recipes(cfg: StudyConfig, mixture: design.Mixture,
+                    compositions: list[dict[str, float]]) -> list[Recipe]:
+    """Recipes as explicit compositions, each one of the study's sampled compositions."""
+    known = {composition_key(c): c for c in compositions}
+    recipes, names = [], set()
+    for i, raw in enumerate(cfg.study.recipes):
+        if raw == "recommended":
+            comps = design.recommend(mixture, compositions)
+            label = "recommended"
+        else:
+            if not raw:
+                raise ConfigError(f"[study] recipes[{i}] is empty")
+            comps = []
+            for item in raw:
+                if isinstance(item, int | float):
+                    if len(mixture.units) != 2:
+                        raise ConfigError(
+                            f"[study] recipes[{i}]: a bare number ({item}) is a fraction of "
+                            f"the first unit and needs a two-unit mixture; use tables")
+                    comp = {mixture.units[0]: float(item),
+                            mixture.units[1]: round(1.0 - float(item), 12)}
+                else:
+                    comp = {u: float(item.get(u, 0.0)) for u in mixture.units}
+                comps.append(comp)
+            label = None
+        for comp in comps:
+            if composition_key(comp) not in known:
+                raise ConfigError(
+                    f"[study] recipes[{i}]: composition {comp} is not among the sampled "
+                    "compositions ("
+                    + ", ".join(_fraction_label(mixture, c) for c in compositions) + ")")
+        comps = [known[composition_key(c)] for c in comps]
+        name = "x=" + "+".join(_fraction_label(mixture, c) for c in comps)
+        if label:
+            name = f"{label}({name[2:]})"
+        if name in names:
+            raise ConfigError(f"[study] recipes[{i}] repeats recipe {name}")
+        names.add(name)
+        recipes.append(Recipe(name, comps))
+    if not recipes:
+        raise ConfigError("[study] recipes is empty")
+    return recipes
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in name)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# --------------------------------------------------------------------------------------
+# tasks (module-level functions so that Dask can ship them to any worker)
+
+
+def train_recipe_task(recipe_name: str, files: dict[str, str], type_names: list[str],
+                      preset: str, energy_shifts: dict[str, float] | str, run_dir: str,
+                      seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Train one recipe's model (resumes / returns the finished result if on disk)."""
+    from ionmix.train import run_training
+
+    log_path = Path(run_dir) / "ionmix-progress.log"
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+
+    def progress(line: str) -> None:
+        with open(log_path, "a") as fh:
+            fh.write(line + "\n")
+
+    result = run_training(files["train"], files["val"], files["test"], type_names,
+                          preset=preset, energy_shifts=energy_shifts, run_dir=run_dir,
+                          seed=seed, overrides=overrides, progress=progress)
+    return result.to_json()
+
+
+def evaluate_recipe_task(package_path: str, test_files: dict[str, str],
+                         out_path: str) -> dict[str, Any]:
+    """Evaluate a packaged model on every composition's test file; cache to `out_path`.
+
+    Also records, per test frame, the predicted and reference energies (eV) and the
+    species counts, for the per-species energy analysis.
+    """
+    out = Path(out_path)
+    if out.exists():
+        cached = json.loads(out.read_text())
+        if cached.get("package_path") == package_path and set(cached["by_composition"]) == \
+                set(test_files):
+            return cached
+    import ase.io
+
+    from ionmix.chemistry import load_ion
+    from ionmix.train import evaluate, load_calculator
+
+    calc = load_calculator(package_path)
+    by_comp, frames_out = {}, []
+    for key, path in test_files.items():
+        frames = ase.io.read(path, ":")
+        by_comp[key] = evaluate(calc, frames)
+        for atoms in frames:
+            ref = atoms.get_potential_energy()
+            pred_atoms = atoms.copy()
+            pred_atoms.calc = calc
+            energy = float(pred_atoms.get_potential_energy())
+            molecules = atoms.info.get("molecules", "")
+            record = {"composition": key, "n_atoms": len(atoms), "molecules": molecules,
+                      "energy_ref_eV": float(ref), "energy_pred_eV": energy}
+            atomic = calc.results.get("energies")
+            if molecules and atomic is not None:
+                # The model's own split of the energy into ions: per-ion sums of its
+                # atomic energies, averaged per ion type (includes the part no data fixes).
+                sums: dict[str, list[float]] = {}
+                start = 0
+                for name, n in (p.split(":") for p in molecules.split(",")):
+                    size = load_ion(name).n_atoms
+                    for _ in range(int(n)):
+                        sums.setdefault(name, []).append(
+                            float(np.sum(atomic[start:start + size])))
+                        start += size
+                record["ion_energy_pred_eV"] = {k: float(np.mean(v)) for k, v in sums.items()}
+            frames_out.append(record)
+    result = {"package_path": package_path, "by_composition": by_comp, "frames": frames_out}
+    _atomic_write_text(out, json.dumps(result, indent=1))
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# the study
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """Where a study's outputs are, and its headline numbers."""
+
+    out_dir: Path
+    metrics: list[dict[str, Any]]
+    failed: dict[str, str]
+    report_path: Path
+    figure_path: Path
+
+
+def _client(scheduler: str | None, n_workers: int | None):
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler), None
+    cores = os.cpu_count() or 1
+    # Each training already uses every core through torch threads; on a small machine
+    # one worker at a time is fastest. Bigger machines run several recipes at once.
+    workers = n_workers or max(1, cores // 4)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    return Client(cluster), cluster
+
+
+def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = None,
+              n_workers: int | None = None,
+              say: Callable[[str], None] = print,
+              on_snapshot: Callable[[Any, int], None] | None = None) -> StudyResult:
+    """Run (or resume) the whole study; see the module docstring.
+
+    Args:
+        cfg: validated study config.
+        out_dir: study folder (created).
+        scheduler: address of an existing Dask scheduler (e.g. ``tcp://host:8786``);
+            default: a LocalCluster sized to this machine.
+        n_workers: LocalCluster workers (default: cores // 4, at least 1).
+        say: where progress lines go.
+        on_snapshot: sampling progress callback (see `ionmix.sample.sample_run`).
+    """
+    from ionmix.config import SampleConfig
+    from ionmix.sample import plan_sampling, sample
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    sample_cfg = SampleConfig(mixture=cfg.mixture, sampling=cfg.sampling)
+    plan = plan_sampling(sample_cfg)
+    compositions = cfg.mixture.composition_list(plan.mixture)
+    recipes = resolve_recipes(cfg, plan.mixture, compositions)
+    if cfg.sampling.replicas < 2:
+        raise ConfigError("[sampling] replicas must be ≥ 2: replica 1 is the test set")
+    s = cfg.study
+    need = s.n_train + s.n_val
+    if cfg.sampling.n_snapshots < max(need, s.n_test):
+        raise ConfigError(
+            f"[study] needs {max(need, s.n_test)} snapshots per run (n_train + n_val = "
+            f"{need}, n_test = {s.n_test}) but [sampling] gives {cfg.sampling.n_snapshots}")
+    from ionmix.train import get_preset
+
+    get_preset(s.preset)  # unknown preset → error before any work
+    _atomic_write_text(out / "study-config.json",
+                       json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+
+    # 1. sampling (sequential: OpenMM already uses every core of this machine)
+    say(f"sampling {len(plan.runs)} runs ({len(compositions)} compositions × "
+        f"{cfg.sampling.replicas} replicas)")
+    sample(sample_cfg, out, on_snapshot=on_snapshot)
+    store = DatasetStore(out / "frames.db")
+
+    # 2. splits: per-composition test files; per-recipe train/val files
+    data_dir = out / "data"
+    test_files: dict[str, str] = {}
+    for comp in compositions:
+        key = composition_key(comp)
+        path = data_dir / f"test_{_safe(key)}.extxyz"
+        if not path.exists():
+            frames = equally_spaced(store.select(key, replica=1), s.n_test, f"{key} replica 1")
+            atomic_write_extxyz(frames, path)
+        test_files[key] = str(path)
+    type_names = sorted({sym for key in test_files for sym in
+                         _symbols_of(test_files[key])})
+    if s.energy_reference == "isolated-atoms":
+        iso = s.isolated_atom_energies_eV or {t: 0.0 for t in type_names}
+        missing = set(type_names) - set(iso)
+        if missing:
+            raise ConfigError(f"[study] isolated_atom_energies_eV lacks {sorted(missing)}")
+        shifts: dict[str, float] | str = {t: float(iso[t]) for t in type_names}
+    else:
+        shifts = s.energy_reference
+    train_jobs = {}
+    for recipe in recipes:
+        rdir = data_dir / _safe(recipe.name)
+        files = {"train": rdir / "train.extxyz", "val": rdir / "val.extxyz",
+                 "test": rdir / "test.extxyz"}
+        if not all(p.exists() for p in files.values()):
+            split = split_by_replica(store, recipe.compositions, s.n_train, s.n_val, s.n_test,
+                                     seed=s.seed)
+            atomic_write_extxyz(split.train, files["train"])
+            atomic_write_extxyz(split.val, files["val"])
+            atomic_write_extxyz(split.test, files["test"])
+        train_jobs[recipe.name] = {k: str(v) for k, v in files.items()}
+
+    # 3-4. train and evaluate on Dask
+    client, cluster = _client(scheduler, n_workers)
+    failed: dict[str, str] = {}
+    evaluations: dict[str, dict] = {}
+    try:
+        say(f"training {len(recipes)} recipes on {len(client.scheduler_info()['workers'])} "
+            f"Dask worker(s) ({s.preset}, energy reference {s.energy_reference})")
+        futures = {}
+        for recipe in recipes:
+            run_dir = str(out / "models" / _safe(recipe.name))
+            fut = client.submit(train_recipe_task, recipe.name, train_jobs[recipe.name],
+                                type_names, s.preset, shifts, run_dir, s.seed, s.overrides,
+                                key=f"train-{_safe(recipe.name)}", pure=False)
+            futures[recipe.name] = fut
+        eval_futures = {}
+        for recipe in recipes:
+            try:
+                res = futures[recipe.name].result()
+            except Exception as exc:  # noqa: BLE001 - one failing recipe must not stop others
+                failed[recipe.name] = f"training failed: {type(exc).__name__}: {exc}"
+                say(f"[{recipe.name}] {failed[recipe.name]}")
+                continue
+            say(f"[{recipe.name}] trained ({res['metrics'].get('epochs', '?')} epochs, "
+                f"{res['train_wall_s']:.0f} s)")
+            eval_futures[recipe.name] = client.submit(
+                evaluate_recipe_task, res["package_path"], test_files,
+                str(out / "models" / _safe(recipe.name) / "evaluation.json"),
+                key=f"evaluate-{_safe(recipe.name)}", pure=False)
+        for name, fut in eval_futures.items():
+            try:
+                evaluations[name] = fut.result()
+            except Exception as exc:  # noqa: BLE001
+                failed[name] = f"evaluation failed: {type(exc).__name__}: {exc}"
+                say(f"[{name}] {failed[name]}")
+                (out / "models" / _safe(name) / "evaluation-error.txt").write_text(
+                    traceback.format_exc())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+    # 5. metrics, figures, report
+    from ionmix.report.transfer import write_outputs
+
+    metrics = metrics_table(recipes, compositions, evaluations)
+    analysis = species_analysis(plan.mixture, recipes, evaluations, store, compositions)
+    fig, report = write_outputs(out, cfg, plan.mixture, recipes, compositions, metrics,
+                                analysis, failed)
+    return StudyResult(out, metrics, failed, report, fig)
+
+
+def _symbols_of(path: str) -> set[str]:
+    import ase.io
+
+    return {s for atoms in ase.io.read(path, ":") for s in atoms.get_chemical_symbols()}
+
+
+def metrics_table(recipes: list[Recipe], compositions: list[dict[str, float]],
+                  evaluations: dict[str, dict]) -> list[dict[str, Any]]:
+    """One row per recipe × test composition (recipes that failed are left out)."""
+    rows = []
+    for recipe in recipes:
+        ev = evaluations.get(recipe.name)
+        if ev is None:
+            continue
+        trained = {composition_key(c) for c in recipe.compositions}
+        for comp in compositions:
+            key = composition_key(comp)
+            m = ev["by_composition"][key]
+            rows.append({
+                "recipe": recipe.name, "test_composition": key,
+                "in_training_set": key in trained,
+                "energy_mae_meV_per_atom": m["energy_mae_meV_per_atom"],
+                "force_mae_meV_per_A": m["force_mae_meV_per_A"],
+                "force_mae_meV_per_A_by_element": m["force_mae_meV_per_A_by_element"],
+                "n_frames": m["n_frames"], "n_atoms": m["n_atoms"]})
+    return rows
+
+
+def transfer_ratios(metrics: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per recipe: worst energy MAE over all test compositions / mean in-distribution MAE."""
+    out = {}
+    for name in dict.fromkeys(r["recipe"] for r in metrics):
+        rows = [r for r in metrics if r["recipe"] == name]
+        ind = [r["energy_mae_meV_per_atom"] for r in rows if r["in_training_set"]]
+        worst = max(r["energy_mae_meV_per_atom"] for r in rows)
+        mean_ind = float(np.mean(ind)) if ind else math.nan
+        out[name] = {"worst_energy_mae_meV_per_atom": worst,
+                     "in_distribution_energy_mae_meV_per_atom": mean_ind,
+                     "ratio": worst / mean_ind if mean_ind > 0 else math.inf}
+    return out
+
+
+def metrics_csv(metrics: list[dict[str, Any]]) -> str:
+    """The metrics as CSV text; per-element force MAEs become `force_mae_<El>` columns."""
+    elements = sorted({el for r in metrics for el in r["force_mae_meV_per_A_by_element"]})
+    fields = ["recipe", "test_composition", "in_training_set", "energy_mae_meV_per_atom",
+              "force_mae_meV_per_A"] + [f"force_mae_meV_per_A_{el}" for el in elements] + \
+        ["n_frames", "n_atoms"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for r in metrics:
+        row = {k: r[k] for k in fields if k in r}
+        for el in elements:
+            row[f"force_mae_meV_per_A_{el}"] = r["force_mae_meV_per_A_by_element"].get(el, "")
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def species_analysis(mixture: design.Mixture, recipes: list[Recipe],
+                     evaluations: dict[str, dict], store: DatasetStore,
+                     compositions: list[dict[str, float]]) -> dict[str, Any]:
+    """Per-species energies each model implies, fitted on its predictions at every
+    test composition with the identifiable-subspace fit; the teacher's from its labels.
+
+    Returns {"species", "combinations": [text...], "models": {name: {text: [value, se]}},
+    "teacher": {...}, "undetermined": [[...]]} (values in eV).
+    """
+    species = list(mixture.species)
+
+    def fit(records: list[dict], key: str) -> dict[str, list[float]]:
+        counts = np.array([_counts_from_molecules(r["molecules"], species) for r in records])
+        energies = np.array([r[key] for r in records])
+        f = design.fit_species_energies(counts, energies, species)
+        return {text: [value, err] for text, value, err in f.determined_values()}
+
+    undetermined = mixture.undetermined_directions()
+    out: dict[str, Any] = {"species": species, "models": {}, "teacher": None,
+                           "undetermined": [list(v) for v in undetermined],
+                           "model_ion_energies_eV": {}, "undetermined_projection_eV": {}}
+    records_any = None
+    for name, ev in evaluations.items():
+        records = [r for r in ev["frames"] if r["molecules"]]
+        if not records:
+            continue
+        records_any = records
+        out["models"][name] = fit(records, "energy_pred_eV")
+        per_ion = [r["ion_energy_pred_eV"] for r in records if "ion_energy_pred_eV" in r]
+        if per_ion:
+            mu = {sp: float(np.mean([d[sp] for d in per_ion if sp in d])) for sp in species
+                  if any(sp in d for d in per_ion)}
+            out["model_ion_energies_eV"][name] = mu
+            if len(mu) == len(species):
+                vec = np.array([mu[sp] for sp in species])
+                out["undetermined_projection_eV"][name] = [float(v @ vec) for v in undetermined]
+    if records_any is not None:
+        out["teacher"] = fit(records_any, "energy_ref_eV")
+    out["combinations"] = list(out["teacher"] or {})
+    return out
+
+
+def _counts_from_molecules(text: str, species: list[str]) -> list[int]:
+    counts = dict.fromkeys(species, 0)
+    for part in text.split(","):
+        name, _, n = part.partition(":")
+        counts[name] = counts.get(name, 0) + int(n)
+    return [counts[s] for s in species]

@@ -1,0 +1,112 @@
+"""Classical sampling: counts, metadata, labels, resume without duplicates, bad configs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ionmix.chemistry import IonLibraryError
+from ionmix.classical import ClassicalCalculator
+from ionmix.config import ConfigError, SampleConfig, load_sample_config, parse_model
+from ionmix.data import DatasetStore, molecules_of
+from ionmix.design import DesignError
+from ionmix.sample import plan_sampling, sample
+
+BASE = {
+    "mixture": {"units": {"LiPF6": {"Li": 1, "PF6": 1}, "EMIMPF6": {"EMIM": 1, "PF6": 1}},
+                "compositions": [{"LiPF6": 0.5, "EMIMPF6": 0.5}], "n_ion_pairs": 4},
+    "sampling": {"equilibration_ps": 0.2, "production_ps": 0.4, "snapshot_interval_ps": 0.1,
+                 "replicas": 1, "seed": 3},
+}
+
+
+def cfg(**changes) -> SampleConfig:
+    data = {"mixture": dict(BASE["mixture"]), "sampling": dict(BASE["sampling"])}
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        data[section][name] = value
+    return parse_model(SampleConfig, data, "test.toml")
+
+
+def test_tiny_study_has_both_replicas_and_teacher_labels(tiny_sample):
+    store = DatasetStore(tiny_sample / "frames.db")
+    assert len(store) == 2 * 2 * 8
+    for comp in store.compositions():
+        for replica in (0, 1):
+            frames = store.select(comp, replica=replica)
+            assert [f.info["frame_index"] for f in frames] == list(range(8))
+    frame = store.select(replica=1)[3]
+    assert frame.info["teacher"] == "classical" and frame.info["charge_scale"] == 0.8
+    assert frame.info["n_Li"] + frame.info["n_EMIM"] == frame.info["n_PF6"] == 4
+    # The stored labels are the force field's own: recompute them on the stored geometry.
+    atoms = frame.atoms.copy()
+    atoms.calc = ClassicalCalculator(molecules_of(frame), charge_scale=0.8,
+                                     cutoff_A=frame.info["cutoff_A"])
+    np.testing.assert_allclose(atoms.get_forces(), frame.atoms.get_forces(), atol=2e-4)
+    np.testing.assert_allclose(atoms.get_stress(), frame.atoms.get_stress(), atol=1e-6)
+    assert atoms.get_potential_energy() == pytest.approx(frame.atoms.get_potential_energy(),
+                                                         abs=1e-4)
+
+
+def test_resume_after_interruption_no_duplicates(tmp_path):
+    config = cfg()
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(run, k):
+        if k == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        sample(config, tmp_path, on_snapshot=stop_after_two)
+    store = DatasetStore(tmp_path / "frames.db")
+    (run_id,) = {f.info["run_id"] for f in store.select()}
+    assert store.frame_indices(run_id) == [0, 1]
+    (result,) = sample(config, tmp_path)
+    assert result.resumed_from == 2
+    assert store.frame_indices(run_id) == [0, 1, 2, 3]
+    times = [f.info["time_ps"] for f in store.select(run_id=run_id)]
+    np.testing.assert_allclose(times, [0.1, 0.2, 0.3, 0.4])
+    # A finished run is not redone.
+    (again,) = sample(config, tmp_path)
+    assert again.resumed_from == 4 and len(store) == 4
+
+
+def test_seeds_are_stable_and_distinct():
+    plan = plan_sampling(cfg(sampling__replicas=2))
+    again = plan_sampling(cfg(sampling__replicas=2))
+    other = plan_sampling(cfg(sampling__replicas=2, sampling__seed=4))
+    assert [r.seed for r in plan.runs] == [r.seed for r in again.runs]
+    assert plan.runs[0].seed != plan.runs[1].seed
+    assert [r.seed for r in plan.runs] != [r.seed for r in other.runs]
+
+
+def test_counts_from_grid():
+    plan = plan_sampling(cfg(mixture__compositions=None, mixture__grid_step=0.25,
+                             mixture__n_ion_pairs=4))
+    counts = [r.counts for r in plan.runs]
+    assert {"Li": 1, "PF6": 4, "EMIM": 3} in counts
+    assert all(c.get("Li", 0) + c.get("EMIM", 0) == c["PF6"] for c in counts)
+
+
+@pytest.mark.parametrize("changes, error, match", [
+    ({"mixture__compositions": [{"LiPF6": 0.33, "EMIMPF6": 0.67}]}, DesignError,
+     r"nearest valid fractions: 0\.25 \(1 LiPF6\) or 0\.5 \(2 LiPF6\)"),
+    ({"mixture__units": {"NaPF6": {"Na": 1, "PF6": 1}}}, IonLibraryError, "unknown ion 'Na'"),
+    ({"mixture__units": {"X": {"Li": 2, "PF6": 1}}}, DesignError, "unit 'X' is not neutral"),
+    ({"sampling__cutoff_A": 9.0}, ConfigError, "cutoff_A = 9.0"),
+    ({"sampling__temprature_K": 300}, ConfigError, "sampling.temprature_K: unknown key"),
+    ({"sampling__temperature_K": -5}, ConfigError, "sampling.temperature_K"),
+    ({"mixture__n_ion_pairs": None}, ConfigError, "exactly one of n_ion_pairs or n_ions"),
+])
+def test_bad_sampling_config(changes, error, match):
+    with pytest.raises(error, match=match):
+        plan_sampling(cfg(**changes))
+
+
+def test_config_file_errors_name_file(tmp_path):
+    p = tmp_path / "broken.toml"
+    p.write_text("[mixture]\nunits = {LiPF6 = {Li = 1, PF6 = 1}}\nn_ion_pairs = 4\n[samplng]\n")
+    with pytest.raises(ConfigError, match="broken.toml: samplng: unknown key"):
+        load_sample_config(p)
