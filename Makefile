@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: the scaled-down transferability study (sample → train → test everywhere).
+# Reuses what is already in runs/demo; `rm -rf runs/demo` to start over.
 demo: $(STAMP)
 	$(BIN)/ionmix plan examples/li-emim-pf6.toml
+	$(BIN)/ionmix transfer examples/demo-study.toml --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -71,6 +71,11 @@ def test_resume_after_interruption_no_duplicates(tmp_path):
     # A finished run is not redone.
     (again,) = sample(config, tmp_path)
     assert again.resumed_from == 4 and len(store) == 4
+    # Another teacher or protocol may not be mixed into the same folder.
+    with pytest.raises(ConfigError, match="sampling.*temperature_K.*310"):
+        sample(cfg(sampling__temperature_K=310.0), tmp_path)
+    with pytest.raises(ConfigError, match="charge_scale"):
+        sample(cfg(mixture__charge_scale=0.7), tmp_path)
 
 
 def test_seeds_are_stable_and_distinct():

@@ -109,7 +109,10 @@ class SamplingConfig(_Strict):
     initial_density_g_cm3: float = Field(1.0, gt=0.1, le=5.0,
                                          description="Packmol target (below the liquid's)")
     cutoff_A: float | None = Field(None, gt=0, description="LJ/real-space cutoff; default: "
-                                   "min(12 Å, just under half the box)")
+                                   "min(12 Å, 0.49 × the smallest box edge at "
+                                   "max_density_g_cm3)")
+    max_density_g_cm3: float = Field(2.6, gt=0.5, le=10.0, description="densest box the "
+                                     "default cutoff must fit (salt-rich boxes densify)")
     platform: Literal["auto", "CPU", "CUDA", "OpenCL", "Reference"] = "auto"
 
     @field_validator("snapshot_interval_ps")

@@ -23,7 +23,11 @@ no snapshot is duplicated or lost.
 
 The LJ/real-space cutoff is one value for the whole study, so the teacher is the same
 energy function at every composition: by default min(12 Å, 0.49 × the smallest box edge
-the study can reach), where the smallest edge is estimated at `max_density_g_cm3`.
+the study can reach), where the smallest edge is estimated at `max_density_g_cm3`
+(default 2.6 g/cm³: salt-rich boxes such as pure Li[PF6] at 0.8 charges densify well
+beyond the ionic liquid's 1.3–1.4 g/cm³). The settings that define the teacher and the
+protocol are recorded in ``sample-config.json``; rerunning into the same folder with
+different ones is refused, so one dataset never mixes two teachers.
 """
 
 from __future__ import annotations
@@ -53,8 +57,10 @@ from ionmix.units import NM_IN_ANGSTROM, density_g_per_cm3, kj_per_mol_to_ev
 
 #: Teacher name stored with every classically labelled frame.
 TEACHER = "classical"
-#: Densest box the default cutoff must still fit in (g/cm³); LiPF6-rich boxes are dense.
-MAX_DENSITY_G_CM3 = 2.2
+
+
+class SamplingError(RuntimeError):
+    """A run could not continue (e.g. its box collapsed below twice the cutoff)."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,8 @@ def plan_sampling(cfg: SampleConfig) -> SamplePlan:
         n_units = cfg.mixture.n_units_for(mixture, comp)
         counts = mixture.species_counts(comp, n_units)
         counts = {k: v for k, v in counts.items() if v > 0}
-        smallest_edge_A = min(smallest_edge_A, box_length_A(counts, MAX_DENSITY_G_CM3, ions))
+        smallest_edge_A = min(smallest_edge_A,
+                              box_length_A(counts, s.max_density_g_cm3, ions))
         for replica in range(s.replicas):
             run_id = _run_id(comp, s.temperature_K, replica)
             seed = (s.seed * 1_000_003 + zlib.crc32(run_id.encode())) % (2**31 - 1)
@@ -133,7 +140,7 @@ def plan_sampling(cfg: SampleConfig) -> SamplePlan:
         if cutoff > max_cutoff:
             raise ConfigError(
                 f"[sampling] cutoff_A = {cutoff} Å is longer than half the smallest box the "
-                f"study can reach ({smallest_edge_A:.2f} Å edge at {MAX_DENSITY_G_CM3} g/cm³); "
+                f"study can reach ({smallest_edge_A:.2f} Å edge at {s.max_density_g_cm3} g/cm³); "
                 "use more ion pairs or a cutoff ≤ "
                 f"{max_cutoff:.2f} Å"
             )
@@ -216,7 +223,7 @@ def _equilibrate(csys: ClassicalSystem, atoms: Atoms, run: Run, cfg: SampleConfi
     done = 0
     while done < n_steps:
         step = min(chunk_steps, n_steps - done)
-        integrator.step(step)
+        _step(integrator, step, run, csys)
         done += step
         st = ctx.getState(getEnergy=True)
         volume = float(np.linalg.det(_box_A(st)))
@@ -236,6 +243,18 @@ def _equilibrate(csys: ClassicalSystem, atoms: Atoms, run: Run, cfg: SampleConfi
                                        np.asarray(csys.masses_amu), factor)
         box = box * factor
     return positions, box
+
+
+def _step(integrator: openmm.Integrator, n_steps: int, run: Run, csys: ClassicalSystem) -> None:
+    """Integrate, turning OpenMM's box/NaN failures into an error that names the run."""
+    try:
+        integrator.step(n_steps)
+    except openmm.OpenMMException as exc:
+        raise SamplingError(
+            f"run {run.run_id}: OpenMM stopped: {exc} (cutoff {csys.cutoff_A:.2f} Å). The box "
+            "got denser than [sampling] max_density_g_cm3 allows for this cutoff: raise "
+            "max_density_g_cm3 (shorter default cutoff), set a shorter cutoff_A, or use more "
+            "ion pairs") from None
 
 
 def _with_system(csys: ClassicalSystem, system: openmm.System) -> ClassicalSystem:
@@ -338,7 +357,7 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
     integrator = ctx.getIntegrator()
     densities = []
     for k in range(resumed_from, n_frames):
-        integrator.step(steps_per_snapshot)
+        _step(integrator, steps_per_snapshot, run, csys)
         state = ctx.getState(getPositions=True, enforcePeriodicBox=False)
         frame = Atoms(atoms.get_chemical_symbols(), positions=_positions_A(state),
                       cell=_box_A(state), pbc=True)
@@ -377,6 +396,30 @@ def _write_log(path: Path, rows: list[dict]) -> None:
     _atomic_write_bytes(path, text.encode())
 
 
+#: Settings that define the teacher or the protocol: they may not change within a folder.
+#: (Compositions may be added: that extends a study.)
+_FIXED_SETTINGS = ("sampling", "resolved_cutoff_A", "mixture.charge_scale", "mixture.units",
+                   "mixture.n_ion_pairs", "mixture.n_ions", "mixture.user_ions")
+
+
+def _check_same_teacher(path: Path, record: dict) -> None:
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+
+    def get(d: dict, key: str):
+        for part in key.split("."):
+            d = d.get(part) if isinstance(d, dict) else None
+        return d
+
+    changed = [k for k in _FIXED_SETTINGS if get(old, k) != get(record, k)]
+    if changed:
+        detail = "; ".join(f"{k}: {get(old, k)!r} → {get(record, k)!r}" for k in changed)
+        raise ConfigError(
+            f"{path.parent} was sampled with other settings ({detail}); one dataset must not "
+            "mix teachers or protocols: use a new --out folder, or set the old values")
+
+
 def sample(cfg: SampleConfig, out_dir: str | Path, dataset: str | None = None,
            on_snapshot: Callable[[Run, int], None] | None = None,
            only: Callable[[Run], bool] | None = None) -> list[RunResult]:
@@ -392,8 +435,9 @@ def sample(cfg: SampleConfig, out_dir: str | Path, dataset: str | None = None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_sampling(cfg)
-    _atomic_write_json(out_dir / "sample-config.json",
-                       {**cfg.model_dump(mode="json"), "resolved_cutoff_A": plan.cutoff_A})
+    record = {**cfg.model_dump(mode="json"), "resolved_cutoff_A": plan.cutoff_A}
+    _check_same_teacher(out_dir / "sample-config.json", record)
+    _atomic_write_json(out_dir / "sample-config.json", record)
     store = DatasetStore(dataset or out_dir / "frames.db")
     return [sample_run(run, cfg, plan, out_dir, store, on_snapshot)
             for run in plan.runs if only is None or only(run)]

@@ -142,11 +142,14 @@ def resolve_recipes(cfg: StudyConfig, mixture: design.Mixture,
                     + ", ".join(_fraction_label(mixture, c) for c in compositions) + ")")
         comps = [known[composition_key(c)] for c in comps]
         name = "x=" + "+".join(_fraction_label(mixture, c) for c in comps)
+        members = frozenset(composition_key(c) for c in comps)
+        if members in names:
+            if label:  # "recommended" equals a listed recipe: train it once
+                continue
+            raise ConfigError(f"[study] recipes[{i}] repeats recipe {name}")
         if label:
             name = f"{label}({name[2:]})"
-        if name in names:
-            raise ConfigError(f"[study] recipes[{i}] repeats recipe {name}")
-        names.add(name)
+        names.add(members)
         recipes.append(Recipe(name, comps))
     if not recipes:
         raise ConfigError("[study] recipes is empty")
@@ -175,8 +178,13 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 def train_recipe_task(recipe_name: str, files: dict[str, str], type_names: list[str],
                       preset: str, energy_shifts: dict[str, float] | str, run_dir: str,
-                      seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Train one recipe's model (resumes / returns the finished result if on disk)."""
+                      seed: int, overrides: dict[str, Any],
+                      num_threads: int | None = None) -> dict[str, Any]:
+    """Train one recipe's model (resumes / returns the finished result if on disk).
+
+    `num_threads` sets torch's threads in nequip-train (Dask workers default to
+    OMP_NUM_THREADS=1, which would leave cores idle); None keeps the worker's setting.
+    """
     from ionmix.train import run_training
 
     log_path = Path(run_dir) / "ionmix-progress.log"
@@ -188,7 +196,8 @@ def train_recipe_task(recipe_name: str, files: dict[str, str], type_names: list[
 
     result = run_training(files["train"], files["val"], files["test"], type_names,
                           preset=preset, energy_shifts=energy_shifts, run_dir=run_dir,
-                          seed=seed, overrides=overrides, progress=progress)
+                          seed=seed, overrides=overrides, progress=progress,
+                          num_threads=num_threads)
     return result.to_json()
 
 
@@ -258,17 +267,18 @@ class StudyResult:
 
 
 def _client(scheduler: str | None, n_workers: int | None):
+    """(client, cluster or None, torch threads per training or None)."""
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
-        return Client(scheduler), None
+        return Client(scheduler), None, None
     cores = os.cpu_count() or 1
-    # Each training already uses every core through torch threads; on a small machine
-    # one worker at a time is fastest. Bigger machines run several recipes at once.
+    # Each training uses several cores through torch threads; on a small machine one
+    # worker at a time is fastest. Bigger machines run several recipes at once.
     workers = n_workers or max(1, cores // 4)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                            dashboard_address=None)
-    return Client(cluster), cluster
+    return Client(cluster), cluster, max(1, cores // workers)
 
 
 def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = None,
@@ -349,7 +359,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
         train_jobs[recipe.name] = {k: str(v) for k, v in files.items()}
 
     # 3-4. train and evaluate on Dask
-    client, cluster = _client(scheduler, n_workers)
+    client, cluster, threads = _client(scheduler, n_workers)
     failed: dict[str, str] = {}
     evaluations: dict[str, dict] = {}
     try:
@@ -360,7 +370,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
             run_dir = str(out / "models" / _safe(recipe.name))
             fut = client.submit(train_recipe_task, recipe.name, train_jobs[recipe.name],
                                 type_names, s.preset, shifts, run_dir, s.seed, s.overrides,
-                                key=f"train-{_safe(recipe.name)}", pure=False)
+                                threads, key=f"train-{_safe(recipe.name)}", pure=False)
             futures[recipe.name] = fut
         eval_futures = {}
         for recipe in recipes:

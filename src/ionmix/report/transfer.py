@@ -28,7 +28,7 @@ def heatmaps(path: Path, mixture: design.Mixture, recipes, compositions, metrics
     names = [r.name for r in recipes if any(m["recipe"] == r.name for m in metrics)]
     keys = [composition_key(c) for c in compositions]
     lookup = {(m["recipe"], m["test_composition"]): m for m in metrics}
-    fig, axes = plt.subplots(1, 2, figsize=(2 + 1.1 * len(keys) * 2, 1.2 + 0.55 * len(names)),
+    fig, axes = plt.subplots(1, 2, figsize=(3 + 1.1 * len(keys), 1.6 + 0.5 * len(names)),
                              constrained_layout=True)
     panels = [("force_mae_meV_per_A", "force MAE (meV/Å)", "Blues"),
               ("energy_mae_meV_per_atom", "energy MAE (meV/atom)", "Reds")]
@@ -45,7 +45,7 @@ def heatmaps(path: Path, mixture: design.Mixture, recipes, compositions, metrics
                 if not np.isfinite(v):
                     continue
                 text = f"{v:.0f}" if v >= 10 else f"{v:.1f}" if v >= 1 else f"{v:.2f}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=8)
+                ax.text(j, i, text, ha="center", va="center", fontsize=7)
                 if lookup[(n, k)]["in_training_set"]:
                     ax.plot(j, i - 0.32, marker="v", color="green", markersize=6)
         ax.set_xticks(range(len(keys)), [_label(mixture, c) for c in compositions])
@@ -53,7 +53,7 @@ def heatmaps(path: Path, mixture: design.Mixture, recipes, compositions, metrics
         xlabel = (f"test composition: {mixture.units[0]} mole fraction"
                   if len(mixture.units) == 2 else "test composition")
         ax.set_xlabel(xlabel)
-        ax.set_title(title + "  (▼ = trained on)")
+        ax.set_title(title + "  (▼ = trained on)", fontsize=10)
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path

@@ -1,0 +1,44 @@
+"""Training NequIP and Allegro models from extxyz datasets with the nequip framework.
+
+Public API:
+    PRESETS, Preset, get_preset, build_config, apply_overrides   (ionmix.train.presets)
+    per_type_energy_shifts, fit_species_energies_svd              (ionmix.train.energy)
+    run_training, TrainResult, loss_curve, read_test_metrics      (ionmix.train.run)
+    train_from_store                                              (ionmix.train.from_store)
+    load_calculator                                               (ionmix.train.model)
+    evaluate                                                      (ionmix.train.evaluate)
+    TrainConfigError, TrainDataError, TrainRunError               (ionmix.train.errors)
+
+Heavy imports (torch, nequip) happen only when a model is loaded or evaluated.
+"""
+
+from .energy import ENERGY_REFERENCE_MODES, fit_species_energies_svd, per_type_energy_shifts
+from .errors import TrainConfigError, TrainDataError, TrainRunError
+from .evaluate import evaluate
+from .from_store import train_from_store
+from .model import load_calculator
+from .presets import PRESETS, Preset, apply_overrides, build_config, config_to_yaml, get_preset
+from .run import TrainResult, loss_curve, read_metrics_csv, read_test_metrics, run_training
+
+__all__ = [
+    "ENERGY_REFERENCE_MODES",
+    "PRESETS",
+    "Preset",
+    "TrainConfigError",
+    "TrainDataError",
+    "TrainResult",
+    "TrainRunError",
+    "apply_overrides",
+    "build_config",
+    "config_to_yaml",
+    "evaluate",
+    "fit_species_energies_svd",
+    "get_preset",
+    "load_calculator",
+    "loss_curve",
+    "per_type_energy_shifts",
+    "read_metrics_csv",
+    "read_test_metrics",
+    "run_training",
+    "train_from_store",
+]

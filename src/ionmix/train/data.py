@@ -1,0 +1,193 @@
+"""Reading, validating and fingerprinting the extxyz files a training run consumes.
+
+Labels are read as ASE stores them after ``ase.io.read`` of an extxyz written from a
+SinglePointCalculator: ``atoms.calc.results`` with ``energy`` (eV), ``forces``
+(n_atoms, 3) eV/Å and optionally ``stress`` (Voigt 6 or 3×3) eV/Å³.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ase.io
+import numpy as np
+from ase import Atoms
+
+from .errors import TrainDataError
+
+
+@dataclass(frozen=True)
+class DataFileSummary:
+    """What validation learned about one file.
+
+    Attributes:
+        role: "train", "val" or "test".
+        path: absolute path.
+        n_frames: number of frames.
+        n_atoms: total atoms over all frames.
+        species: sorted chemical symbols present.
+        all_have_stress: every frame carries a stress label.
+        min_half_width_A: smallest half perpendicular box width over periodic frames (Å),
+            ``inf`` when no frame is periodic.
+    """
+
+    role: str
+    path: Path
+    n_frames: int
+    n_atoms: int
+    species: tuple[str, ...]
+    all_have_stress: bool
+    min_half_width_A: float
+
+
+def read_frames(path: str | Path, role: str) -> list[Atoms]:
+    """All frames of an ASE-readable file. TrainDataError if missing, unreadable or empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainDataError(f"{role} file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise TrainDataError(f"{role} file {path} is empty (0 bytes)")
+    try:
+        frames = ase.io.read(path, index=":")
+    except Exception as exc:  # ASE raises many types for truncated/garbled files
+        raise TrainDataError(f"{role} file {path} cannot be read by ASE: {exc}") from exc
+    if isinstance(frames, Atoms):
+        frames = [frames]
+    if not frames:
+        raise TrainDataError(f"{role} file {path} contains no frames")
+    return list(frames)
+
+
+def perpendicular_widths_A(cell: np.ndarray) -> np.ndarray:
+    """Distances between opposite faces of a cell, shape (3,), Å: V / |a_j × a_k|."""
+    cell = np.asarray(cell, dtype=float)
+    volume = abs(float(np.linalg.det(cell)))
+    widths = np.empty(3)
+    for i in range(3):
+        j, k = (i + 1) % 3, (i + 2) % 3
+        area = float(np.linalg.norm(np.cross(cell[j], cell[k])))
+        widths[i] = volume / area if area > 0 else 0.0
+    return widths
+
+
+def frame_sha256(atoms: Atoms) -> str:
+    """sha256 of the numbers (int64), positions (float64, Å) and cell (float64, Å) bytes.
+
+    Same definition as `ionmix.data.store.frame_hash`, so manifests and the store agree.
+    """
+    h = hashlib.sha256()
+    h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(atoms.cell.array, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def validate_frames(
+    frames: Sequence[Atoms],
+    path: str | Path,
+    role: str,
+    type_names: Sequence[str],
+    cutoff_radius_A: float,
+    require_stress: bool = False,
+) -> DataFileSummary:
+    """Check labels, species and box size of every frame.
+
+    Raises:
+        TrainDataError naming the file and frame index: a species not in `type_names`;
+        missing/non-finite energy or forces; wrong force shape; missing stress when
+        `require_stress`; non-finite positions or stress; a periodic cell whose smallest
+        perpendicular width is under 2 × `cutoff_radius_A`.
+    """
+    where_file = f"{role} file {path}"
+    allowed = set(type_names)
+    species: set[str] = set()
+    n_atoms = 0
+    all_stress = True
+    min_half = math.inf
+    for k, atoms in enumerate(frames):
+        where = f"{where_file}, frame {k}"
+        symbols = set(atoms.get_chemical_symbols())
+        unknown = symbols - allowed
+        if unknown:
+            raise TrainDataError(
+                f"{where_file}: species {sorted(unknown)} (first in frame {k}) not among "
+                f"type_names {list(type_names)}"
+            )
+        species |= symbols
+        n_atoms += len(atoms)
+        if not np.all(np.isfinite(atoms.positions)):
+            raise TrainDataError(f"{where}: positions are not finite")
+        results: dict[str, Any] = dict(atoms.calc.results) if atoms.calc is not None else {}
+        if "energy" not in results:
+            raise TrainDataError(f"{where}: no energy label")
+        energy = float(np.asarray(results["energy"]).reshape(()))
+        if not math.isfinite(energy):
+            raise TrainDataError(f"{where}: energy is not finite ({energy})")
+        if "forces" not in results:
+            raise TrainDataError(f"{where}: no forces label")
+        forces = np.asarray(results["forces"], dtype=float)
+        if forces.shape != (len(atoms), 3):
+            raise TrainDataError(
+                f"{where}: forces have shape {forces.shape}, expected ({len(atoms)}, 3)"
+            )
+        if not np.all(np.isfinite(forces)):
+            atom = int(np.flatnonzero(~np.isfinite(forces).all(axis=1))[0])
+            raise TrainDataError(f"{where}: force on atom {atom} is not finite")
+        if "stress" in results:
+            if not np.all(np.isfinite(np.asarray(results["stress"], dtype=float))):
+                raise TrainDataError(f"{where}: stress is not finite")
+        else:
+            all_stress = False
+            if require_stress:
+                raise TrainDataError(
+                    f"{where}: no stress label, but the preset's loss has a stress term"
+                )
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        if pbc.any():
+            widths = perpendicular_widths_A(atoms.cell.array)[pbc]
+            half = 0.5 * float(widths.min())
+            min_half = min(min_half, half)
+            if cutoff_radius_A > half:
+                raise TrainDataError(
+                    f"{where}: cutoff r_max = {cutoff_radius_A:g} Å is longer than half the "
+                    f"smallest perpendicular box width ({half:.4g} Å; width {2 * half:.4g} Å)"
+                )
+    return DataFileSummary(
+        role=role,
+        path=Path(path).resolve(),
+        n_frames=len(frames),
+        n_atoms=n_atoms,
+        species=tuple(sorted(species)),
+        all_have_stress=all_stress,
+        min_half_width_A=min_half,
+    )
+
+
+def file_manifest(summary: DataFileSummary, frames: Sequence[Atoms]) -> dict[str, Any]:
+    """JSON-ready record of one file: path, sha256 of the file and of each frame's geometry."""
+    return {
+        "path": str(summary.path),
+        "sha256": file_sha256(summary.path),
+        "n_frames": summary.n_frames,
+        "n_atoms": summary.n_atoms,
+        "species": list(summary.species),
+        "all_have_stress": summary.all_have_stress,
+        "frames": [
+            {"index": k, "n_atoms": len(a), "sha256": frame_sha256(a)}
+            for k, a in enumerate(frames)
+        ],
+    }

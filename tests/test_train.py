@@ -1,0 +1,473 @@
+"""Tests of ionmix.train: presets, energy references, validation, and a real tiny training.
+
+Data are generated on the fly: 32-atom fcc Cu/Au boxes (7.2 Å cubes), rattled, labelled
+with ASE's EMT (energy, forces, stress), at two compositions so that per-species energies
+are identifiable. Training runs the real ``nequip-train`` and ``nequip-package``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import yaml
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from ionmix.train import (
+    PRESETS,
+    TrainConfigError,
+    TrainDataError,
+    apply_overrides,
+    build_config,
+    evaluate,
+    fit_species_energies_svd,
+    get_preset,
+    load_calculator,
+    loss_curve,
+    per_type_energy_shifts,
+    run_training,
+)
+
+# nequip.utils.global_state.set_global_state() calls torch.jit.set_fusion_strategy, which
+# torch >= 2.10 deprecates; it runs whenever a nequip model is loaded and is not ours to fix.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.set_fusion_strategy` is deprecated:DeprecationWarning"
+)
+
+TYPE_NAMES = ["Au", "Cu"]
+#: Half of the 7.2 Å box is 3.6 Å: the tiny presets' cutoffs (4.5-5 Å) must be shortened.
+R_MAX_A = 3.5
+FAST = {"max_epochs": 2, "cutoff_radius": R_MAX_A}
+
+
+def emt_frames(n_frames: int, seed: int, n_au: int = 8, stress: bool = True) -> list:
+    """Rattled 2x2x2 fcc (a = 3.6 Å) Cu boxes with `n_au` Au atoms, EMT-labelled."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n_frames):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+        symbols = atoms.get_chemical_symbols()
+        for j in rng.choice(len(atoms), size=n_au, replace=False):
+            symbols[j] = "Au"
+        atoms.set_chemical_symbols(symbols)
+        atoms.rattle(0.1, seed=int(rng.integers(2**31)))
+        atoms.calc = EMT()
+        labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+        if stress:
+            labels["stress"] = atoms.get_stress()
+        atoms.calc = SinglePointCalculator(atoms, **labels)
+        atoms.info["composition"] = f"Au{n_au}Cu{32 - n_au}"
+        frames.append(atoms)
+    return frames
+
+
+def write(path: Path, frames: list) -> Path:
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    """train (6 frames), val (2), test (4; an independent 'replica': other seeds)."""
+    d = tmp_path_factory.mktemp("emt")
+    return {
+        "train": write(d / "train.xyz", emt_frames(3, 1, 8) + emt_frames(3, 2, 16)),
+        "val": write(d / "val.xyz", emt_frames(1, 3, 8) + emt_frames(1, 4, 16)),
+        "test": write(d / "test.xyz", emt_frames(2, 5, 8) + emt_frames(2, 6, 16)),
+    }
+
+
+def train(data, run_dir, **kwargs):
+    args = {
+        "preset": "cpu-tiny-allegro",
+        "energy_shifts": "fit",
+        "seed": 7,
+        "overrides": FAST,
+        "progress": None,
+        # one torch thread: these systems are tiny, and other work on a shared 2-core
+        # machine makes oversubscribed OpenMP threads 5-10x slower
+        "num_threads": 1,
+    }
+    args.update(kwargs)
+    return run_training(
+        data["train"], data["val"], data["test"], TYPE_NAMES, run_dir=run_dir, **args
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    """A real 2-epoch cpu-tiny-allegro run, packaged (~15 s on 2 cores)."""
+    return train(data, tmp_path_factory.mktemp("run") / "allegro")
+
+
+# --------------------------------------------------------------------------------------
+# the trained model
+# --------------------------------------------------------------------------------------
+
+
+def test_run_writes_a_rerunnable_config_manifest_and_package(trained, data):
+    run_dir = trained.run_dir
+    for path in (trained.config_path, trained.manifest_path, trained.checkpoint_path,
+                 trained.last_checkpoint_path, trained.package_path,
+                 run_dir / "ionmix_train.json"):
+        assert path.is_file(), path
+    config = yaml.safe_load(trained.config_path.read_text())
+    # one source of truth for shared values, absolute data paths, separate test file
+    model = config["training_module"]["model"]
+    assert model["r_max"] == "${cutoff_radius}" and config["cutoff_radius"] == R_MAX_A
+    assert model["type_names"] == "${model_type_names}"
+    assert config["data"]["transforms"][1]["r_max"] == "${cutoff_radius}"
+    assert config["data"]["test_file_path"] == str(data["test"].resolve())
+    assert config["run"] == ["train", "test"]
+    assert set(model["per_type_energy_shifts"]) == set(TYPE_NAMES)
+    manifest = json.loads(trained.manifest_path.read_text())
+    assert manifest["energy_reference"]["mode"] == "fit"
+    assert manifest["files"]["train"]["n_frames"] == 6
+    assert len(manifest["files"]["test"]["frames"]) == 4
+    assert all(len(f["sha256"]) == 64 for f in manifest["files"]["val"]["frames"])
+    assert trained.metrics["epochs"] == 2
+
+
+def test_package_and_checkpoint_agree(trained, data):
+    packaged = load_calculator(trained.package_path)
+    checkpoint = load_calculator(trained.checkpoint_path)
+    for atoms in ase.io.read(data["test"], ":"):
+        a, b = atoms.copy(), atoms.copy()
+        a.calc, b.calc = packaged, checkpoint
+        assert abs(a.get_potential_energy() - b.get_potential_energy()) < 1e-4  # eV
+        assert np.abs(a.get_forces() - b.get_forces()).max() <= 5e-5  # eV/Å, float32
+
+
+def test_reported_test_mae_equals_mae_recomputed_from_package(trained, data):
+    ours = evaluate(trained.package_path, data["test"], group_by="composition")
+    # Same weights (best.ckpt's EMA), same float32 model, same MAE definitions; nequip
+    # batches 2 frames where we run 1, which can only change float32 rounding (~1e-7).
+    for key in ("energy_mae_meV_per_atom", "force_mae_meV_per_A", "stress_mae_meV_per_A3"):
+        assert ours[key] == pytest.approx(trained.metrics[key], rel=1e-5, abs=1e-6), key
+    assert ours["n_frames"] == 4 and ours["n_frames_with_stress"] == 4
+    assert set(ours["force_mae_meV_per_A_by_element"]) == {"Au", "Cu"}
+    assert set(ours["groups"]) == {"Au8Cu24", "Au16Cu16"}
+    assert sum(g["n_frames"] for g in ours["groups"].values()) == 4
+    n_atoms = {el: 0 for el in TYPE_NAMES}
+    for atoms in ase.io.read(data["test"], ":"):
+        for s in atoms.get_chemical_symbols():
+            n_atoms[s] += 1
+    per_el = ours["force_mae_meV_per_A_by_element"]
+    weighted = sum(per_el[el] * n_atoms[el] for el in TYPE_NAMES) / sum(n_atoms.values())
+    assert weighted == pytest.approx(ours["force_mae_meV_per_A"], rel=1e-12)
+
+
+def test_forces_and_stress_are_energy_derivatives_in_float64(trained, data):
+    calc = load_calculator(trained.checkpoint_path, float64=True)
+    atoms = ase.io.read(data["test"], 0)
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    stress = atoms.get_stress(voigt=False)
+    eps = 1e-4  # Å
+    for i in (0, 5, 17):
+        for k in range(3):
+            energies = []
+            for sign in (1, -1):
+                moved = atoms.copy()
+                moved.calc = calc
+                moved.positions[i, k] += sign * eps
+                energies.append(moved.get_potential_energy())
+            assert -(energies[0] - energies[1]) / (2 * eps) == pytest.approx(
+                forces[i, k], abs=1e-6
+            )
+    # stress = (1/V) dE/dε for a symmetric strain ε, applied to cell and positions
+    volume = atoms.get_volume()
+    for i, j in ((0, 0), (1, 2)):
+        energies = []
+        for sign in (1, -1):
+            strain = np.eye(3)
+            strain[i, j] += sign * eps / (2 if i != j else 1)
+            strain[j, i] += sign * eps / 2 if i != j else 0.0
+            deformed = atoms.copy()
+            deformed.set_cell(atoms.cell.array @ strain, scale_atoms=True)
+            deformed.calc = calc
+            energies.append(deformed.get_potential_energy())
+        assert (energies[0] - energies[1]) / (2 * eps) / volume == pytest.approx(
+            stress[i, j], abs=1e-6
+        )
+
+
+def test_float32_package_refuses_float64(trained):
+    with pytest.raises(TrainConfigError, match="model_dtype"):
+        load_calculator(trained.package_path, float64=True)
+
+
+def test_same_seed_same_loss_curve(trained, data, tmp_path):
+    lines: list[str] = []
+    again = train(data, tmp_path / "same", package=False, progress=lines.append)
+    assert [line.split(" [")[0] for line in lines if line.startswith("epoch")] == [
+        "epoch 1/2", "epoch 2/2"
+    ]
+    assert again.package_path is None
+    assert loss_curve(again.run_dir) == loss_curve(trained.run_dir)
+    assert again.metrics == trained.metrics
+
+
+@pytest.mark.slow
+def test_different_seed_different_loss_curve(trained, data, tmp_path):
+    other = train(data, tmp_path / "other", package=False, seed=8)
+    assert loss_curve(other.run_dir) != loss_curve(trained.run_dir)
+
+
+def test_finished_run_is_not_retrained(trained, data):
+    t0 = time.perf_counter()
+    again = train(data, trained.run_dir)
+    assert time.perf_counter() - t0 < 10
+    assert again == trained
+
+
+def test_reused_run_dir_with_other_settings_is_refused(trained, data):
+    with pytest.raises(TrainConfigError, match="learning_rate"):
+        train(data, trained.run_dir, overrides={**FAST, "learning_rate": 0.1})
+
+
+# --------------------------------------------------------------------------------------
+# bad inputs, all caught before training starts
+# --------------------------------------------------------------------------------------
+
+
+def test_unknown_preset_is_named(data, tmp_path):
+    with pytest.raises(TrainConfigError, match="no-such-preset"):
+        train(data, tmp_path, preset="no-such-preset")
+
+
+def test_unknown_override_key_is_named(data, tmp_path):
+    with pytest.raises(TrainConfigError, match="training_module.model.num_layerz"):
+        train(data, tmp_path, overrides={"training_module.model.num_layerz": 2})
+    assert not any(tmp_path.iterdir())
+
+
+def test_species_missing_from_type_names(data, tmp_path):
+    with pytest.raises(TrainDataError, match=r"train file .*train.xyz: species \['Au'\]"):
+        run_training(data["train"], data["val"], data["test"], ["Cu"], preset="cpu-tiny-allegro",
+                     energy_shifts={"Cu": 0.0}, run_dir=tmp_path, overrides=FAST, progress=None)
+
+
+def test_frame_without_forces_is_named(data, tmp_path):
+    frames = emt_frames(3, 11)
+    frames[2].calc = SinglePointCalculator(frames[2], energy=frames[2].get_potential_energy())
+    bad = write(tmp_path / "val_noforces.xyz", frames)
+    with pytest.raises(TrainDataError, match=r"val file .*val_noforces.xyz, frame 2: no forces"):
+        train({**data, "val": bad}, tmp_path / "run")
+
+
+def test_truncated_file_and_nan_energy_are_named(data, tmp_path):
+    text = data["train"].read_text()
+    truncated = tmp_path / "truncated.xyz"
+    truncated.write_text(text[: len(text) // 2])
+    with pytest.raises(TrainDataError, match=r"train file .*truncated.xyz cannot be read"):
+        train({**data, "train": truncated}, tmp_path / "run")
+    frames = emt_frames(2, 13)
+    frames[1].calc = SinglePointCalculator(frames[1], energy=float("nan"),
+                                           forces=frames[1].get_forces())
+    nan = write(tmp_path / "nan.xyz", frames)
+    with pytest.raises(TrainDataError, match=r"nan.xyz, frame 1: energy is not finite"):
+        train({**data, "test": nan}, tmp_path / "run")
+
+
+def test_empty_file_is_named(data, tmp_path):
+    empty = tmp_path / "empty.xyz"
+    empty.write_text("")
+    with pytest.raises(TrainDataError, match=r"test file .*empty.xyz is empty"):
+        train({**data, "test": empty}, tmp_path / "run")
+
+
+def test_cutoff_longer_than_half_box_is_named(data, tmp_path):
+    with pytest.raises(TrainDataError, match=r"frame 0: cutoff r_max = 4.5 Å .* \(3.6 Å"):
+        train(data, tmp_path, overrides={"max_epochs": 1})  # preset r_max 4.5 Å
+
+
+def test_stress_preset_needs_stress_labels(data, tmp_path):
+    no_stress = write(tmp_path / "train_nostress.xyz", emt_frames(4, 12, stress=False))
+    with pytest.raises(TrainDataError, match=r"frame 0: no stress label"):
+        train({**data, "train": no_stress}, tmp_path / "run", preset="cpu-tiny-allegro-722")
+
+
+def test_energy_shifts_must_match_type_names(data, tmp_path):
+    with pytest.raises(TrainConfigError, match=r"missing \['Au'\]"):
+        train(data, tmp_path, energy_shifts={"Cu": 0.0})
+
+
+# --------------------------------------------------------------------------------------
+# presets and overrides (no training)
+# --------------------------------------------------------------------------------------
+
+
+def _config(preset: str, **overrides):
+    return build_config(
+        preset, train_file="t.xyz", val_file="v.xyz", test_file="x.xyz",
+        type_names=["C", "F", "H", "Li", "N", "P"],
+        per_type_energy_shifts_eV=dict.fromkeys(["C", "F", "H", "Li", "N", "P"], 0.0),
+        seed=3, run_dir="/tmp/r", overrides=overrides,
+    )
+
+
+def test_paper_presets_carry_the_papers_hyperparameters():
+    nequip = _config("paper-nequip-transfer")
+    model = nequip["training_module"]["model"]
+    assert model["_target_"] == "nequip.model.NequIPGNNModel"
+    assert (nequip["cutoff_radius"], model["l_max"], model["num_layers"]) == (5.0, 1, 5)
+    assert model["num_features"] == [16, 8] and model["parity"] is True  # 16x0o+16x0e+8x1o+8x1e
+    assert (nequip["learning_rate"], nequip["batch_size"]) == (0.05, 5)
+    transfer = _config("paper-allegro-transfer")
+    assert transfer["training_module"]["model"]["_target_"] == "allegro.model.AllegroModel"
+    assert (transfer["cutoff_radius"], transfer["training_module"]["model"]["l_max"],
+            transfer["training_module"]["model"]["num_layers"]) == (6.0, 2, 2)
+    assert (transfer["learning_rate"], transfer["batch_size"]) == (5e-4, 1)
+    assert get_preset("paper-allegro-transfer").val_fraction == 0.2
+    p722 = _config("paper-allegro-722")
+    assert (p722["cutoff_radius"], p722["learning_rate"], p722["batch_size"]) == (7.0, 1e-3, 4)
+    assert p722["loss_coeffs"] == {"total_energy": 1.0, "forces": 1.0, "stress": 100.0}
+    assert p722["training_module"]["loss"]["_target_"] == "nequip.train.EnergyForceStressLoss"
+    assert {"cpu-tiny-nequip", "cpu-tiny-allegro", "cpu-tiny-allegro-722"} <= set(PRESETS)
+
+
+def test_overrides_follow_interpolations_and_can_add_keys():
+    config = _config(
+        "cpu-tiny-nequip",
+        **{
+            "training_module.optimizer.lr": 0.02,  # is ${learning_rate}: set at the source
+            "training_module.model.num_layers": 2,
+            "trainer.callbacks.1.patience": "${max_epochs}",
+            "+trainer.max_time": "00:00:10:00",
+            "model_dtype": "float64",
+        },
+    )
+    assert config["learning_rate"] == 0.02
+    assert config["training_module"]["optimizer"]["lr"] == "${learning_rate}"
+    assert config["training_module"]["model"]["num_layers"] == 2
+    assert config["trainer"]["callbacks"][1]["patience"] == "${max_epochs}"
+    assert config["trainer"]["max_time"] == "00:00:10:00"
+    assert config["training_module"]["model"]["model_dtype"] == "${model_dtype}"
+    assert config["model_dtype"] == "float64"
+    with pytest.raises(TrainConfigError, match="'trainer.max_time'"):
+        apply_overrides(config, {"trainer.max_time": 1, "+trainer.max_time": 2})
+    with pytest.raises(TrainConfigError, match="model_dtype"):
+        _config("cpu-tiny-nequip", model_dtype="float16")
+    with pytest.raises(TrainConfigError, match="trainer.callbacks.7"):
+        _config("cpu-tiny-nequip", **{"trainer.callbacks.7.patience": 1})
+
+
+# --------------------------------------------------------------------------------------
+# energy references
+# --------------------------------------------------------------------------------------
+
+
+def _synthetic(counts: list[tuple[int, int]], mu: tuple[float, float]) -> list:
+    frames = []
+    for n_au, n_cu in counts:
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))[: n_au + n_cu]
+        atoms.set_chemical_symbols(["Au"] * n_au + ["Cu"] * n_cu)
+        atoms.calc = SinglePointCalculator(atoms, energy=n_au * mu[0] + n_cu * mu[1])
+        frames.append(atoms)
+    return frames
+
+
+def test_fit_recovers_per_species_energies_when_identifiable():
+    frames = _synthetic([(8, 24), (16, 16), (4, 28)], (-3.0, -5.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shifts = per_type_energy_shifts("fit", TYPE_NAMES, frames=frames)
+    assert shifts == pytest.approx({"Au": -3.0, "Cu": -5.0})
+
+
+def test_fit_warns_and_names_undetermined_combination():
+    frames = _synthetic([(8, 24), (8, 24)], (-3.0, -5.0))
+    with pytest.warns(UserWarning, match=r"3\*mu\[Au\] - mu\[Cu\]"):
+        shifts = per_type_energy_shifts("fit", TYPE_NAMES, frames=frames)
+    # the determined combination (8 μ_Au + 24 μ_Cu) is exact, the other one is zero
+    assert 8 * shifts["Au"] + 24 * shifts["Cu"] == pytest.approx(8 * -3.0 + 24 * -5.0)
+    assert 3 * shifts["Au"] - shifts["Cu"] == pytest.approx(0.0, abs=1e-9)
+    # with isolated-atom energies, the undetermined part is taken from them instead
+    with pytest.warns(UserWarning, match="isolated-atom energies"):
+        fixed = per_type_energy_shifts("fit", TYPE_NAMES, frames=frames,
+                                       isolated_atom_energies_eV={"Au": -3.0, "Cu": -5.0})
+    assert fixed == pytest.approx({"Au": -3.0, "Cu": -5.0})
+
+
+def test_svd_fallback_matches_and_reports_null_space():
+    counts = np.array([[8.0, 24.0, 0.0], [16.0, 16.0, 0.0]])  # third species never seen
+    energies = counts @ np.array([-3.0, -5.0, -7.0])
+    mu, undetermined = fit_species_energies_svd(counts, energies)
+    assert mu == pytest.approx([-3.0, -5.0, 0.0])
+    assert undetermined.shape == (1, 3)
+    assert np.abs(undetermined[0]) == pytest.approx([0.0, 0.0, 1.0])
+    with pytest.warns(UserWarning, match=r"mu\[Ag\]"):
+        shifts = per_type_energy_shifts(
+            "fit", ["Au", "Cu", "Ag"], frames=_synthetic([(8, 24), (16, 16)], (-3.0, -5.0)),
+            fit=lambda c, e, s, reference_eV=None: fit_species_energies_svd(c, e, reference_eV)[0],
+        )
+    assert shifts == pytest.approx({"Au": -3.0, "Cu": -5.0, "Ag": 0.0})
+
+
+def test_mean_and_isolated_atoms_modes():
+    frames = _synthetic([(8, 24), (16, 16)], (-3.0, -5.0))
+    with pytest.warns(UserWarning, match="mean per-atom energy"):
+        mean = per_type_energy_shifts("mean", TYPE_NAMES, frames=frames)
+    assert mean["Au"] == mean["Cu"] == pytest.approx(np.mean([(-24 - 120) / 32, (-48 - 80) / 32]))
+    zeros = per_type_energy_shifts("isolated-atoms", TYPE_NAMES,
+                                   isolated_atom_energies_eV={"Au": 0.0, "Cu": 0.0})
+    assert zeros == {"Au": 0.0, "Cu": 0.0}
+    with pytest.raises(TrainConfigError, match="isolated_atom_energies_eV"):
+        per_type_energy_shifts("isolated-atoms", TYPE_NAMES)
+    with pytest.raises(TrainConfigError, match="'median'"):
+        per_type_energy_shifts("median", TYPE_NAMES, frames=frames)
+
+
+# --------------------------------------------------------------------------------------
+# slower end-to-end checks
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_float64_nequip_package_and_resume(data, tmp_path):
+    """cpu-tiny-nequip trained in float64: the package itself is float64 and exact
+    finite-difference forces hold; raising max_epochs continues from last.ckpt."""
+    overrides = {**FAST, "model_dtype": "float64"}
+    first = train(data, tmp_path / "nequip64", preset="cpu-tiny-nequip", overrides=overrides)
+    calc = load_calculator(first.package_path, float64=True)
+    atoms = ase.io.read(data["test"], 0)
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    eps = 1e-4
+    for i, k in ((0, 0), (9, 2)):
+        energies = []
+        for sign in (1, -1):
+            moved = atoms.copy()
+            moved.calc = calc
+            moved.positions[i, k] += sign * eps
+            energies.append(moved.get_potential_energy())
+        assert -(energies[0] - energies[1]) / (2 * eps) == pytest.approx(forces[i, k], abs=1e-6)
+    curve = loss_curve(first.run_dir)
+    longer = train(data, tmp_path / "nequip64", preset="cpu-tiny-nequip",
+                   overrides={**overrides, "max_epochs": 3})
+    assert longer.resumed
+    assert loss_curve(longer.run_dir)[:2] == curve and len(loss_curve(longer.run_dir)) == 3
+    assert longer.package_path.is_file()
+
+
+@pytest.mark.slow
+def test_stress_preset_trains_and_reports_stress(data, tmp_path):
+    # no validation file: the preset's 80/20 split of the training file is used
+    result = run_training(
+        data["train"], None, data["test"], TYPE_NAMES, preset="cpu-tiny-allegro-722",
+        energy_shifts="fit", run_dir=tmp_path / "a722", seed=1, overrides=FAST, progress=None,
+    )
+    assert "stress_mae_meV_per_A3" in result.metrics
+    manifest = json.loads(result.manifest_path.read_text())
+    assert manifest["split"] == {"from": "train", "n_train": 5, "n_val": 1, "seed": 1}
+    ours = evaluate(result.package_path, data["test"])
+    assert ours["stress_mae_meV_per_A3"] == pytest.approx(
+        result.metrics["stress_mae_meV_per_A3"], rel=1e-5)

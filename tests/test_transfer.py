@@ -1,0 +1,120 @@
+"""The transferability study on a tiny real study: 2 compositions, 2 recipes (+1 broken),
+a few frames, 1 epoch. One study run and one resumed run share a module fixture."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import ase.io
+import pytest
+
+from conftest import TINY_SAMPLE_TOML
+from ionmix.config import ConfigError
+from ionmix.transfer import (
+    load_study_config,
+    resolve_recipes,
+    run_study,
+    transfer_ratios,
+)
+
+STUDY_TOML = TINY_SAMPLE_TOML + """
+[study]
+recipes = [[0.25], [0.25, 0.75], [0.75]]
+n_train = 3
+n_val = 1
+n_test = 2
+preset = "cpu-tiny-allegro"
+energy_reference = "isolated-atoms"
+overrides = {max_epochs = 1}
+"""
+
+BROKEN = "x=0.75"
+
+
+@pytest.fixture(scope="module")
+def study(tiny_sample, tmp_path_factory):
+    """Run the study twice (the second run resumes); recipe x=0.75 has corrupt data."""
+    root = tmp_path_factory.mktemp("study")
+    config = root / "study.toml"
+    config.write_text(STUDY_TOML)
+    out = root / "out"
+    shutil.copytree(tiny_sample, out)  # reuse the sampled frames: same config, same runs
+    broken = out / "data" / BROKEN.replace("=", "_") / "train.extxyz"
+    broken.parent.mkdir(parents=True)
+    for name in ("train", "val", "test"):
+        (broken.parent / f"{name}.extxyz").write_text("3\ntruncated frame\nLi 0 0 0\n")
+    cfg = load_study_config(config)
+    lines: list[str] = []
+    first = run_study(cfg, out, say=lines.append)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("models/*/model.nequip.zip")}
+    second = run_study(cfg, out, say=lines.append)
+    return {"cfg": cfg, "out": out, "first": first, "second": second, "mtimes": mtimes,
+            "lines": lines}
+
+
+def test_outputs_written(study):
+    out = study["out"]
+    for name in ("metrics.json", "metrics.csv", "transferability.png", "report.md",
+                 "species_energies.json"):
+        assert (out / name).stat().st_size > 0, name
+    data = json.loads((out / "metrics.json").read_text())
+    rows = data["metrics"]
+    assert {r["recipe"] for r in rows} == {"x=0.25", "x=0.25+0.75"}
+    assert len(rows) == 4
+    assert all(r["n_frames"] == 2 for r in rows)
+    assert set(rows[0]["force_mae_meV_per_A_by_element"]) == {"C", "F", "H", "Li", "N", "P"}
+    assert "x=0.25+0.75" in (out / "report.md").read_text()
+
+
+def test_failing_recipe_does_not_stop_others(study):
+    first = study["first"]
+    assert list(first.failed) == [BROKEN]
+    assert "train.extxyz" in first.failed[BROKEN]
+    assert len(first.metrics) == 4
+
+
+def test_resume_does_not_retrain(study):
+    after = {p: p.stat().st_mtime_ns for p in study["out"].glob("models/*/model.nequip.zip")}
+    assert after == study["mtimes"] and len(after) == 2
+    assert study["second"].metrics == study["first"].metrics
+
+
+def test_metrics_recomputable_from_saved_models(study):
+    from ionmix.train import evaluate, load_calculator
+
+    out = study["out"]
+    row = next(r for r in study["first"].metrics if r["recipe"] == "x=0.25+0.75")
+    calc = load_calculator(out / "models" / "x_0.25+0.75" / "model.nequip.zip")
+    (path,) = [p for p in (out / "data").glob("test_*.extxyz")
+               if ase.io.read(p, 0).info["composition"] == row["test_composition"]]
+    frames = ase.io.read(path, ":")
+    again = evaluate(calc, frames)
+    assert again["energy_mae_meV_per_atom"] == pytest.approx(row["energy_mae_meV_per_atom"],
+                                                             rel=1e-6)
+    assert again["force_mae_meV_per_A"] == pytest.approx(row["force_mae_meV_per_A"], rel=1e-6)
+
+
+def test_species_analysis_and_ratios(study):
+    analysis = json.loads((study["out"] / "species_energies.json").read_text())
+    assert "mu[Li] - mu[EMIM]" in analysis["combinations"]
+    assert set(analysis["models"]) == {"x=0.25", "x=0.25+0.75"}
+    ratios = transfer_ratios(study["first"].metrics)
+    assert ratios["x=0.25"]["ratio"] >= 1.0
+
+
+def test_recipe_errors(tmp_path):
+    config = tmp_path / "s.toml"
+    config.write_text(STUDY_TOML.replace("[[0.25], [0.25, 0.75], [0.75]]", "[[0.5]]"))
+    cfg = load_study_config(config)
+    from ionmix.config import SampleConfig
+    from ionmix.sample import plan_sampling
+
+    plan = plan_sampling(SampleConfig(mixture=cfg.mixture, sampling=cfg.sampling))
+    comps = cfg.mixture.composition_list(plan.mixture)
+    with pytest.raises(ConfigError, match="not among the sampled compositions"):
+        resolve_recipes(cfg, plan.mixture, comps)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(STUDY_TOML.replace("n_test = 2", "n_tset = 2"))
+    with pytest.raises(ConfigError, match="study.n_tset: unknown key"):
+        load_study_config(bad)
