@@ -33,8 +33,6 @@ different ones is refused, so one dataset never mixes two teachers.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,7 +50,8 @@ from ionmix.chemistry import Ion, load_ion, load_user_ion
 from ionmix.classical import ClassicalCalculator, make_context, make_system_for_atoms
 from ionmix.classical.system import MAX_DEFAULT_CUTOFF_A, ClassicalSystem
 from ionmix.config import ConfigError, SampleConfig
-from ionmix.data import DatasetStore, composition_key
+from ionmix.data import DatasetStore, atomic_write_extxyz, composition_key
+from ionmix.io import atomic_write_bytes, atomic_write_json
 from ionmix.units import NM_IN_ANGSTROM, density_g_per_cm3, kj_per_mol_to_ev
 
 #: Teacher name stored with every classically labelled frame.
@@ -149,21 +148,6 @@ def plan_sampling(cfg: SampleConfig) -> SamplePlan:
 
 # --------------------------------------------------------------------------------------
 # file helpers
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_write_json(path: Path, obj: dict) -> None:
-    _atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def _platform(name: str) -> openmm.Platform | None:
@@ -327,9 +311,7 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
     else:
         atoms = build_box(run.counts, density_g_cm3=s.initial_density_g_cm3, seed=run.seed,
                           ions=plan.ions)
-        tmp = run_dir / ".packed.extxyz.tmp"
-        ase.io.write(tmp, atoms, format="extxyz")
-        os.replace(tmp, packed_path)
+        atomic_write_extxyz([atoms], packed_path)
 
     csys = make_system_for_atoms(atoms, charge_scale=cfg.mixture.charge_scale,
                                  cutoff_A=plan.cutoff_A, ions=plan.ions)
@@ -344,9 +326,9 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
         ctx.setPeriodicBoxVectors(*(openmm.Vec3(*row) for row in box / NM_IN_ANGSTROM))
         ctx.setPositions(positions / NM_IN_ANGSTROM)
         ctx.setVelocitiesToTemperature(s.temperature_K * u.kelvin, run.seed + 2)
-        _atomic_write_bytes(checkpoint_path, ctx.createCheckpoint())
+        atomic_write_bytes(checkpoint_path, ctx.createCheckpoint())
         progress = {"next_frame": 0, "n_frames": n_frames}
-        _atomic_write_json(progress_path, progress)
+        atomic_write_json(progress_path, progress)
         _write_log(run_dir / "equilibration.csv", log)
 
     teacher = ClassicalCalculator(charge_scale=cfg.mixture.charge_scale, cutoff_A=plan.cutoff_A,
@@ -378,9 +360,9 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
                 "charge_scale": cfg.mixture.charge_scale, "cutoff_A": plan.cutoff_A,
                 "ensemble": s.production_ensemble}
         store.add_frames([frame], [meta], counts=run.counts, skip_existing=True)
-        _atomic_write_bytes(checkpoint_path, ctx.createCheckpoint())
+        atomic_write_bytes(checkpoint_path, ctx.createCheckpoint())
         progress = {"next_frame": k + 1, "n_frames": n_frames, "density": density}
-        _atomic_write_json(progress_path, progress)
+        atomic_write_json(progress_path, progress)
         if on_snapshot is not None:
             on_snapshot(run, k)
     mean_density = float(np.mean(densities)) if densities else progress.get("density")
@@ -393,7 +375,7 @@ def _write_log(path: Path, rows: list[dict]) -> None:
     keys = list(rows[0])
     text = ",".join(keys) + "\n" + "".join(
         ",".join(str(r[k]) for k in keys) + "\n" for r in rows)
-    _atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, text.encode())
 
 
 #: Settings that define the teacher or the protocol: they may not change within a folder.
@@ -437,7 +419,7 @@ def sample(cfg: SampleConfig, out_dir: str | Path, dataset: str | None = None,
     plan = plan_sampling(cfg)
     record = {**cfg.model_dump(mode="json"), "resolved_cutoff_A": plan.cutoff_A}
     _check_same_teacher(out_dir / "sample-config.json", record)
-    _atomic_write_json(out_dir / "sample-config.json", record)
+    atomic_write_json(out_dir / "sample-config.json", record)
     store = DatasetStore(dataset or out_dir / "frames.db")
     return [sample_run(run, cfg, plan, out_dir, store, on_snapshot)
             for run in plan.runs if only is None or only(run)]

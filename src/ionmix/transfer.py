@@ -32,7 +32,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ from ionmix.data import (
     equally_spaced,
     split_by_replica,
 )
+from ionmix.io import atomic_write_text
 
 #: The paper's Figure 1 rows, as Li-salt fractions.
 PAPER_RECIPES: list[Any] = [[0.5], [0.0, 0.1], [0.0, 0.1, 0.2], [0.0, 1.0], [0.4, 0.6]]
@@ -160,18 +160,6 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in name)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 # --------------------------------------------------------------------------------------
 # tasks (module-level functions so that Dask can ship them to any worker)
 
@@ -247,7 +235,7 @@ def evaluate_recipe_task(package_path: str, test_files: dict[str, str],
                 record["ion_energy_pred_eV"] = {k: float(np.mean(v)) for k, v in sums.items()}
             frames_out.append(record)
     result = {"package_path": package_path, "by_composition": by_comp, "frames": frames_out}
-    _atomic_write_text(out, json.dumps(result, indent=1))
+    atomic_write_text(out, json.dumps(result, indent=1))
     return result
 
 
@@ -316,7 +304,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
     from ionmix.train import get_preset
 
     get_preset(s.preset)  # unknown preset → error before any work
-    _atomic_write_text(out / "study-config.json",
+    atomic_write_text(out / "study-config.json",
                        json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
 
     # 1. sampling (sequential: OpenMM already uses every core of this machine)

@@ -19,9 +19,9 @@ the molecule order of the atoms so the force-field topology can be rebuilt.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,8 @@ import ase.io
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+
+from ionmix.io import atomic_write_text
 
 REQUIRED_KEYS = ("run_id", "frame_index", "composition", "temperature_K", "replica", "seed",
                  "time_ps", "teacher")
@@ -308,12 +310,7 @@ def atomic_write_extxyz(frames: Sequence[Frame | Atoms], path: str | os.PathLike
     images = [f.atoms if isinstance(f, Frame) else f for f in frames]
     if not images:
         raise DatasetError(f"nothing to write to {path}: the selection is empty")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        ase.io.write(tmp, images, format="extxyz")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buffer = io.StringIO()
+    ase.io.write(buffer, images, format="extxyz")
+    atomic_write_text(path, buffer.getvalue())
     return path

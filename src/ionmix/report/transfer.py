@@ -104,19 +104,20 @@ def write_outputs(out: Path, cfg, mixture: design.Mixture, recipes, compositions
 
     Returns (figure path, report path).
     """
-    from ionmix.transfer import _atomic_write_text, metrics_csv, transfer_ratios
+    from ionmix.io import atomic_write_text
+    from ionmix.transfer import metrics_csv, transfer_ratios
 
     ratios = transfer_ratios(metrics) if metrics else {}
-    _atomic_write_text(out / "metrics.json", json.dumps(
+    atomic_write_text(out / "metrics.json", json.dumps(
         {"metrics": metrics, "transfer_ratios": ratios, "failed": failed}, indent=2) + "\n")
-    _atomic_write_text(out / "metrics.csv", metrics_csv(metrics))
-    _atomic_write_text(out / "species_energies.json", json.dumps(analysis, indent=2) + "\n")
+    atomic_write_text(out / "metrics.csv", metrics_csv(metrics))
+    atomic_write_text(out / "species_energies.json", json.dumps(analysis, indent=2) + "\n")
     fig_path = out / "transferability.png"
     if metrics:
         heatmaps(fig_path, mixture, recipes, compositions, metrics)
     species_png = species_figure(out / "species_energies.png", analysis)
     report = out / "report.md"
-    _atomic_write_text(report, _report_text(cfg, mixture, recipes, compositions, metrics,
+    atomic_write_text(report, _report_text(cfg, mixture, recipes, compositions, metrics,
                                             ratios, analysis, failed, species_png))
     return fig_path, report
 

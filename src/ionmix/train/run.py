@@ -30,13 +30,14 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
+
+from ionmix.io import atomic_write_text
 
 from .data import DataFileSummary, file_manifest, read_frames, validate_frames
 from .energy import per_type_energy_shifts
@@ -102,18 +103,6 @@ class TrainResult:
 # --------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _versions() -> dict[str, str]:
@@ -432,8 +421,8 @@ def run_training(
             say(f"{run_dir}: already trained, nothing to do")
             return done
 
-    _atomic_write_text(config_path, config_text)
-    _atomic_write_text(manifest_path, json.dumps(manifest, indent=1) + "\n")
+    atomic_write_text(config_path, config_text)
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=1) + "\n")
 
     # 6. train (or resume)
     stamp_path = run_dir / TRAIN_STAMP_NAME
@@ -484,7 +473,7 @@ def run_training(
                 f"nequip-train in {run_dir} stopped before finishing its test run; call "
                 f"run_training again to resume from last.ckpt. Last lines:\n{tail}"
             )
-        _atomic_write_text(stamp_path, json.dumps({"config_sha256": config_sha}) + "\n")
+        atomic_write_text(stamp_path, json.dumps({"config_sha256": config_sha}) + "\n")
     elif marker_path.is_file():
         train_wall_s = float(json.loads(marker_path.read_text()).get("train_wall_s", 0.0))
 
@@ -517,7 +506,7 @@ def run_training(
         package_wall_s=package_wall_s,
         resumed=resumed,
     )
-    _atomic_write_text(marker_path, json.dumps(result.to_json(), indent=1) + "\n")
+    atomic_write_text(marker_path, json.dumps(result.to_json(), indent=1) + "\n")
     say(
         "done: test E MAE "
         f"{metrics.get('energy_mae_meV_per_atom', float('nan')):.4g} meV/atom, "
