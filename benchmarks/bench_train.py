@@ -47,6 +47,7 @@ def main() -> None:
     results = {"sampling_wall_s": time.perf_counter() - t0, "presets": {}}
     for preset in args.presets.split(","):
         run_dir = out / preset
+        shutil.rmtree(run_dir, ignore_errors=True)  # time a fresh training every time
         t0 = time.perf_counter()
         res = train_from_store(out / "sample" / "frames.db", COMPS, n_train=36, n_val=4,
                                n_test=40, preset=preset, run_dir=run_dir,
@@ -62,6 +63,7 @@ def main() -> None:
             bare = out / f"{preset}-bare"
             shutil.rmtree(bare, ignore_errors=True)
             bare.mkdir(parents=True)
+            shutil.copytree(run_dir / "data", bare / "data")  # the config's data paths
             text = (run_dir / "config.yaml").read_text().replace(str(run_dir), str(bare))
             (bare / "config.yaml").write_text(text)
             t0 = time.perf_counter()

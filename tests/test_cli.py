@@ -59,3 +59,28 @@ def test_plan_missing_file():
     out = run("plan", "does-not-exist.toml")
     assert out.returncode == 2
     assert "does-not-exist.toml" in out.stderr
+
+
+def test_sample_bad_config_is_a_user_error(tmp_path):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text("[mixture]\nunits = {LiPF6 = {Li = 1, PF6 = 1}, EMIMPF6 = {EMIM = 1, PF6 = 1}}"
+                   "\ncompositions = [{LiPF6 = 0.33, EMIMPF6 = 0.67}]\nn_ion_pairs = 4\n")
+    out = run("sample", str(cfg), "--out", str(tmp_path / "out"))
+    assert out.returncode == 2
+    assert "nearest valid fractions" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_train_unknown_composition_is_a_user_error(tmp_path):
+    out = run("train", "--dataset", str(tmp_path / "empty.db"), "--composition",
+              "LiPF6=0.5,EMIMPF6=0.5", "--out", str(tmp_path / "m"))
+    assert out.returncode == 2
+    assert "LiPF6=0.5,EMIMPF6=0.5 is not in" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_transfer_unknown_key_is_a_user_error(tmp_path):
+    cfg = tmp_path / "study.toml"
+    cfg.write_text("[mixture]\nunits = {LiPF6 = {Li = 1, PF6 = 1}}\nn_ion_pairs = 4\n"
+                   "[study]\nrecipies = [[0.5]]\n")
+    out = run("transfer", str(cfg), "--out", str(tmp_path / "o"))
+    assert out.returncode == 2
+    assert "study.recipies: unknown key" in out.stderr
