@@ -253,9 +253,19 @@ def transfer(
 
     try:
         cfg = load_study_config(study)
+        from ionmix.config import SampleConfig
+        from ionmix.data import DatasetStore
+        from ionmix.sample import plan_sampling
+
+        runs = plan_sampling(SampleConfig(mixture=cfg.mixture, sampling=cfg.sampling)).runs
+        done = 0
+        if (out / "frames.db").exists():
+            store = DatasetStore(out / "frames.db")
+            done = sum(len(store.frame_indices(r.run_id)) for r in runs)
         with Progress("[progress.description]{task.description}", BarColumn(),
                       MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
-            task = bar.add_task("sampling", total=None)
+            task = bar.add_task("sampling", total=len(runs) * cfg.sampling.n_snapshots,
+                                completed=done)
 
             def tick(run, k):
                 bar.update(task, advance=1, description=f"sampling {run.run_id}")

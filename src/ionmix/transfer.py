@@ -62,8 +62,6 @@ from ionmix.io import atomic_write_text
 #: The paper's Figure 1 rows, as Li-salt fractions.
 PAPER_RECIPES: list[Any] = [[0.5], [0.0, 0.1], [0.0, 0.1, 0.2], [0.0, 1.0], [0.4, 0.6]]
 
-#: Elements per ion for the per-species analysis are taken from the ion library.
-IN_DISTRIBUTION_TOL = 1e-9
 
 
 class StudySettings(_Strict):
