@@ -43,7 +43,7 @@ def test_plan_report_is_readable():
     [
         ("", "empty"),
         ("[species]\nLi = 1\nPF6 = -1\n[units]\nLiPF6 = {Li = 1, PF6 = 2}\n", "not neutral"),
-        ("[species]\nLi = 1\n[units]\nLiX = {Li = 1, X = 1}\n", "unknown species 'X'"),
+        ("[species]\nLi = 1\n[units]\nLiX = {Li = 1, X = 1}\n", "species 'X' is neither"),
     ],
 )
 def test_plan_user_error_is_one_line_without_traceback(tmp_path, text, match):

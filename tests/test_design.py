@@ -219,10 +219,11 @@ def test_fit_bad_input(counts, energies, match):
     [
         ({}, "empty"),
         ({"species": {"Li": 1}}, r"no \[units\]"),
+        ({"units": {"NaX": {"Na": 1, "X": 1}}}, "'Na' is neither in \\[species\\] nor in the ion"),
         ({"species": {"Li": 1, "PF6": -1}, "units": {"LiPF6": {"Li": 1, "PF6": 2}}},
          "unit 'LiPF6' is not neutral"),
-        ({"species": {"Li": 1, "PF6": -1}, "units": {"LiPF6": {"Li": 1, "BF4": 1}}},
-         "unknown species 'BF4'"),
+        ({"species": {"Li": 1, "PF6": -1}, "units": {"LiPF6": {"Li": 1, "Q": 1}}},
+         "species 'Q' is neither in"),
         ({"species": {"Li": 1, "PF6": -1}, "units": {"Li": {"Li": 1, "PF6": 1}}},
          "duplicate name"),
         ({"species": {"Li": 0.5}, "units": {"x": {"Li": 1}}}, "integer"),
@@ -286,3 +287,15 @@ def test_counts_multivalent():
         {"Li": 1, "Zr": 4, "F": -1}, {"LiF": {"Li": 1, "F": 1}, "ZrF4": {"Zr": 1, "F": 4}}
     )
     assert m.species_counts({"LiF": 0.5, "ZrF4": 0.5}, 10) == {"Li": 5, "Zr": 5, "F": 25}
+
+
+def test_units_with_library_ions_take_their_charges():
+    spec = design.parse_spec({"units": {"EMIMBF4": {"EMIM": 1, "BF4": 1},
+                                        "BMIMBF4": {"BMIM": 1, "BF4": 1}}})
+    assert spec.mixture.charges == (1, -1, 1)
+    assert spec.mixture.min_compositions == 2
+
+
+def test_mixture_api_rejects_unknown_species():
+    with pytest.raises(DesignError, match="unknown species 'BF4'"):
+        Mixture.from_dicts({"Li": 1, "PF6": -1}, {"LiPF6": {"Li": 1, "BF4": 1}})

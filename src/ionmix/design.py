@@ -687,20 +687,41 @@ def _units_from_spec(raw: Any) -> dict[str, dict[str, int]]:
     return raw
 
 
+def _library_charges(units: dict, species: dict, source: str) -> dict[str, int]:
+    """Charges of unit species not listed in [species], taken from the ion library."""
+    out: dict[str, int] = {}
+    for content in units.values():
+        for name in content if isinstance(content, dict) else ():
+            if name in species or name in out:
+                continue
+            from ionmix.chemistry import IonLibraryError, load_ion
+
+            try:
+                out[name] = load_ion(name).charge
+            except IonLibraryError as exc:
+                raise DesignError(
+                    f"{source}: species {name!r} is neither in [species] nor in the ion "
+                    f"library ({exc})") from None
+    return out
+
+
 def parse_spec(data: dict[str, Any], source: str = "<spec>") -> PlanSpec:
     """Validate a spec already read from TOML (see `load_spec`)."""
     if not data:
-        raise DesignError(f"{source}: the spec is empty; it needs [species] and [units]")
+        raise DesignError(f"{source}: the spec is empty; it needs [units] (and [species] "
+                          "for species that are not in the ion library)")
     unknown = set(data) - _SPEC_SECTIONS
     if unknown:
         raise DesignError(
             f"{source}: unknown section(s) {sorted(unknown)}; allowed: {sorted(_SPEC_SECTIONS)}"
         )
-    species = data.get("species")
+    species = data.get("species", {})
     if not isinstance(species, dict):
         raise DesignError(f"{source}: [species] must be a table of name = charge")
+    units = _units_from_spec(data.get("units"))
+    species = {**species, **_library_charges(units, species, source)}
     try:
-        mixture = Mixture.from_dicts(species, _units_from_spec(data.get("units")))
+        mixture = Mixture.from_dicts(species, units)
     except DesignError as exc:
         raise DesignError(f"{source}: {exc}") from None
 
