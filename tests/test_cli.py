@@ -84,3 +84,21 @@ def test_transfer_unknown_key_is_a_user_error(tmp_path):
     out = run("transfer", str(cfg), "--out", str(tmp_path / "o"))
     assert out.returncode == 2
     assert "study.recipies: unknown key" in out.stderr
+
+
+def test_props_eos_json_and_bad_table(tmp_path):
+    import numpy as np
+
+    from ionmix.properties import tait_volume
+
+    p = np.array([1.0, 1001, 2001, 3001, 4001, 5001])
+    table = tmp_path / "pv.csv"
+    table.write_text("pressure_bar,volume_A3\n" + "".join(
+        f"{pi},{vi}\n" for pi, vi in zip(p, tait_volume(p, 5000.0, 900.0, 0.09), strict=True)))
+    out = run("props", "eos", str(table), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["kappa_T_per_Pa"] == pytest.approx(0.09 / 900 / 1e5,
+                                                                      rel=1e-4)
+    table.write_text("pressure,volume\n1,2\n")
+    out = run("props", "eos", str(table))
+    assert out.returncode == 2 and "missing column" in out.stderr

@@ -58,3 +58,34 @@ def test_block_average_on_known_correlated_series():
     assert se > 2.5 * x.std() / np.sqrt(n)
     with pytest.raises(ValueError, match="n_blocks"):
         block_average([1.0], 5)
+
+
+def test_tait_fit_recovers_known_compressibility():
+    import numpy as np
+
+    from ionmix.properties import fit_tait, tait_volume
+
+    # The paper's ramp: 1 bar, then +1 kbar steps, 18 of them. Tait parameters of a typical
+    # IL: V0 = 10000 Å³, C = 0.0894, B = 1100 bar → κ_T = C/B = 8.13e-10 Pa⁻¹.
+    rng = np.random.default_rng(42)
+    p = np.concatenate([[1.0], 1.0 + 1000.0 * np.arange(1, 19)])
+    v = tait_volume(p, 10000.0, 1100.0, 0.0894, 1.0) + rng.normal(0, 5.0, p.size)
+    fit = fit_tait(p, v)
+    true_kappa = 0.0894 / 1100.0 / 1e5
+    assert fit.kappa_T_per_Pa_err > 0
+    assert abs(fit.kappa_T_per_Pa - true_kappa) < 2 * fit.kappa_T_per_Pa_err
+    assert fit.kappa_T_per_Pa_err < 0.2 * true_kappa
+    assert fit.residual_rms_A3 < 10
+
+
+@pytest.mark.parametrize("p, v, match", [
+    ([1, 1000, 2000], [10, 9.9, 9.8], "at least 4"),
+    ([1, 1000, 2000, 3000], [10, 9.9, 9.95, 9.8], "does not decrease"),
+    ([1, 1000, 1000, 3000], [10, 9.9, 9.8, 9.7], "appears twice"),
+    ([1, 1000, 2000, 3000], [10, float("nan"), 9.8, 9.7], "row 1"),
+])
+def test_tait_fit_bad_tables(p, v, match):
+    from ionmix.properties import EOSError, fit_tait
+
+    with pytest.raises(EOSError, match=match):
+        fit_tait(p, v)

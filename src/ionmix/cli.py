@@ -381,5 +381,38 @@ def evaluate(
     console.print(t)
 
 
+props_app = typer.Typer(help="Liquid properties: equation of state (more to come).",
+                        no_args_is_help=True)
+app.add_typer(props_app, name="props")
+
+
+@props_app.command("eos")
+def props_eos(
+    table: Annotated[Path, typer.Argument(help="CSV with columns pressure_bar, volume_A3.")],
+    reference_pressure_bar: Annotated[float | None, typer.Option(
+        help="P0 where V0 and kappa_T are reported (default: lowest pressure).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Fit the Tait equation V = V0 [1 − C ln(1 + (P − P0)/B)] to a V(P) table and report
+    the isothermal compressibility κ_T = C/B at P0 (for LAMMPS or experimental data too)."""
+    from dataclasses import asdict
+
+    from ionmix.properties import EOSError, fit_tait, read_pv_table
+
+    try:
+        fit = fit_tait(*read_pv_table(table), reference_pressure_bar=reference_pressure_bar)
+    except EOSError as exc:
+        raise fail(exc) from None
+    if as_json:
+        print(json.dumps(asdict(fit), indent=2))
+        return
+    console.print(
+        f"Tait fit of {table} ({fit.n_points} points, P0 = {fit.reference_pressure_bar:g} bar): "
+        f"V0 = {fit.V0_A3:.6g} ± {fit.V0_A3_err:.2g} Å³, B = {fit.B_bar:.5g} ± "
+        f"{fit.B_bar_err:.2g} bar, C = {fit.C:.4g} ± {fit.C_err:.2g}\n"
+        f"[bold]κ_T = {fit.kappa_T_per_Pa:.4g} ± {fit.kappa_T_per_Pa_err:.2g} Pa⁻¹[/] "
+        f"(residual RMS {fit.residual_rms_A3:.3g} Å³)", highlight=False)
+
+
 def main() -> None:  # pragma: no cover - console-script entry point
     app()
