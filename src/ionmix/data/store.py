@@ -83,8 +83,8 @@ def frame_hash(atoms: Atoms) -> str:
     """sha256 of numbers, positions and cell bytes (float64): identifies a frame's geometry."""
     h = hashlib.sha256()
     h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
-    h.update(np.asarray(atoms.positions, dtype=np.float64).tobytes())
-    h.update(np.asarray(atoms.cell.array, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(atoms.cell.array, dtype=np.float64).tobytes())
     return h.hexdigest()
 
 

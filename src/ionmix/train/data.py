@@ -18,6 +18,8 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
+from ionmix.data.store import frame_hash
+
 from .errors import TrainDataError
 
 
@@ -73,18 +75,6 @@ def perpendicular_widths_A(cell: np.ndarray) -> np.ndarray:
         area = float(np.linalg.norm(np.cross(cell[j], cell[k])))
         widths[i] = volume / area if area > 0 else 0.0
     return widths
-
-
-def frame_sha256(atoms: Atoms) -> str:
-    """sha256 of the numbers (int64), positions (float64, Å) and cell (float64, Å) bytes.
-
-    Same definition as `ionmix.data.store.frame_hash`, so manifests and the store agree.
-    """
-    h = hashlib.sha256()
-    h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
-    h.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
-    h.update(np.ascontiguousarray(atoms.cell.array, dtype=np.float64).tobytes())
-    return h.hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:
@@ -187,7 +177,7 @@ def file_manifest(summary: DataFileSummary, frames: Sequence[Atoms]) -> dict[str
         "species": list(summary.species),
         "all_have_stress": summary.all_have_stress,
         "frames": [
-            {"index": k, "n_atoms": len(a), "sha256": frame_sha256(a)}
+            {"index": k, "n_atoms": len(a), "sha256": frame_hash(a)}
             for k, a in enumerate(frames)
         ],
     }
