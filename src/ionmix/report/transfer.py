@@ -152,7 +152,9 @@ def _report_text(cfg, mixture, recipes, compositions, metrics, ratios, analysis,
     if metrics:
         lines += ["## How far each recipe transfers", "",
                   "ratio = worst energy MAE over all test compositions ÷ mean energy MAE on "
-                  "the recipe's own training compositions.", ""]
+                  "the recipe's own training compositions. The condition number (see "
+                  "`ionmix plan`) measures how much an error in the learned per-species "
+                  "energies is amplified away from the training compositions.", ""]
         rows = []
         for recipe in recipes:
             if recipe.name not in ratios:
@@ -161,11 +163,14 @@ def _report_text(cfg, mixture, recipes, compositions, metrics, ratios, analysis,
             vecs = np.array([mixture.counts(x) for x in recipe.compositions])
             rank = design.matrix_rank(vecs)
             fmae = [m["force_mae_meV_per_A"] for m in metrics if m["recipe"] == recipe.name]
+            cond = design.condition_number(mixture, recipe.compositions)
             rows.append([recipe.name, f"{rank} of {c}", "yes" if rank >= c else "**no**",
+                         f"{cond:.1f}" if math.isfinite(cond) else "∞",
                          f"{r['in_distribution_energy_mae_meV_per_atom']:.2f}",
                          f"{r['worst_energy_mae_meV_per_atom']:.2f}", f"{r['ratio']:.1f}",
                          f"{min(fmae):.0f}–{max(fmae):.0f}"])
-        lines.append(_table(rows, ["recipe", "rank", "≥ C?", "in-distribution energy MAE "
+        lines.append(_table(rows, ["recipe", "rank", "≥ C?", "condition number",
+                                   "in-distribution energy MAE "
                                    "(meV/atom)", "worst energy MAE (meV/atom)", "ratio",
                                    "force MAE range (meV/Å)"]))
         lines += ["", "## Reading", ""] + _reading(mixture, recipes, ratios) + [""]
