@@ -118,3 +118,43 @@ def test_recipe_errors(tmp_path):
     bad.write_text(STUDY_TOML.replace("n_test = 2", "n_tset = 2"))
     with pytest.raises(ConfigError, match="study.n_tset: unknown key"):
         load_study_config(bad)
+
+
+LARGER_STUDY_TOML = """
+[mixture]
+units = {LiPF6 = {Li = 1, PF6 = 1}, EMIMPF6 = {EMIM = 1, PF6 = 1}}
+compositions = [{LiPF6 = 0.0, EMIMPF6 = 1.0}, {LiPF6 = 0.5, EMIMPF6 = 0.5},
+                {LiPF6 = 1.0, EMIMPF6 = 0.0}]
+n_ion_pairs = 4
+
+[sampling]
+initial_density_g_cm3 = 1.3
+equilibration_ps = 2.0
+production_ps = 3.0
+snapshot_interval_ps = 0.25
+seed = 11
+
+[study]
+recipes = [[0.5], [0.0, 1.0], "recommended"]
+n_train = 8
+n_val = 2
+n_test = 6
+preset = "cpu-tiny-nequip"
+overrides = {max_epochs = 15}
+"""
+
+
+@pytest.mark.slow
+def test_larger_study_single_composition_transfers_worst(tmp_path):
+    """A larger end-to-end study (3 compositions, 3 recipes, 15 epochs; a few minutes):
+    the rank-deficient {0.5} recipe must transfer worse than {0, 1} (C = N − M)."""
+    config = tmp_path / "study.toml"
+    config.write_text(LARGER_STUDY_TOML)
+    result = run_study(load_study_config(config), tmp_path / "out", say=lambda line: None)
+    assert not result.failed
+    ratios = transfer_ratios(result.metrics)
+    # Among {0, 0.5, 1} every pair has a pure end member (entropy 0), so the best-
+    # conditioned pair {0, 1} is recommended: it equals a listed recipe, trained once.
+    assert set(ratios) == {"x=0.5", "x=0+1"}
+    assert ratios["x=0.5"]["ratio"] > ratios["x=0+1"]["ratio"]
+    assert (tmp_path / "out" / "transferability.png").exists()
