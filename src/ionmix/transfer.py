@@ -162,7 +162,7 @@ def _safe(name: str) -> str:
 # tasks (module-level functions so that Dask can ship them to any worker)
 
 
-def train_recipe_task(recipe_name: str, files: dict[str, str], type_names: list[str],
+def train_recipe_task(files: dict[str, str], type_names: list[str],
                       preset: str, energy_shifts: dict[str, float] | str, run_dir: str,
                       seed: int, overrides: dict[str, Any],
                       num_threads: int | None = None) -> dict[str, Any]:
@@ -354,7 +354,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
         futures = {}
         for recipe in recipes:
             run_dir = str(out / "models" / _safe(recipe.name))
-            fut = client.submit(train_recipe_task, recipe.name, train_jobs[recipe.name],
+            fut = client.submit(train_recipe_task, train_jobs[recipe.name],
                                 type_names, s.preset, shifts, run_dir, s.seed, s.overrides,
                                 threads, key=f"train-{_safe(recipe.name)}", pure=False)
             futures[recipe.name] = fut

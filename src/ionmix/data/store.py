@@ -246,7 +246,7 @@ def molecules_of(frame: Frame | Atoms) -> list[tuple[str, int]]:
 
     Pass them to ``ClassicalCalculator(molecules=...)`` to label the frame with the teacher.
     """
-    info = frame.info if isinstance(frame, Frame) else frame.info
+    info = frame.info  # Frame.info is its atoms' info
     if "molecules" not in info:
         raise DatasetError("frame has no 'molecules' key: it was stored without counts")
     return [(name, int(n)) for name, n in (p.split(":") for p in info["molecules"].split(","))]
