@@ -17,6 +17,7 @@ from rich.table import Table
 
 from ionmix import design
 from ionmix.config import ConfigError
+from ionmix.properties import EOSError
 
 app = typer.Typer(
     help="Machine-learned potentials for ionic liquids and their mixtures that transfer "
@@ -381,8 +382,56 @@ def evaluate(
     console.print(t)
 
 
-props_app = typer.Typer(help="Liquid properties: equation of state (more to come).",
-                        no_args_is_help=True)
+@app.command()
+def md(
+    structure: Annotated[Path, typer.Argument(
+        help="Starting structure: any ASE-readable file, or a dataset store (.db).")],
+    model: Annotated[str, typer.Option(
+        help="Trained model (.nequip.zip/.ckpt), or 'classical' for the OPLS teacher.")],
+    out: Annotated[Path, typer.Option(help="Run folder (log, trajectory, checkpoint).")],
+    ensemble: Annotated[str, typer.Option(help="npt, nvt or nve.")] = "npt",
+    temperature_K: Annotated[float, typer.Option("--temperature-K", "-T")] = 300.0,
+    pressure_bar: Annotated[float, typer.Option("--pressure-bar", "-P")] = 1.0,
+    steps: Annotated[int, typer.Option(help="Number of time steps.")] = 2000,
+    timestep_fs: Annotated[float, typer.Option("--timestep-fs")] = 0.5,
+    log_every: Annotated[int, typer.Option(help="Steps between thermo.csv rows.")] = 10,
+    trajectory_every: Annotated[int, typer.Option(
+        help="Steps between trajectory frames (and checkpoints).")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the initial velocities.")] = 0,
+    index: Annotated[int, typer.Option(help="Frame of a multi-frame structure file.")] = -1,
+    composition: Annotated[str | None, typer.Option(
+        help="With a .db: composition key, e.g. LiPF6=0.4,EMIMPF6=0.6.")] = None,
+    float64: Annotated[bool, typer.Option(
+        help="Evaluate the model in float64 (checkpoints, or models trained in float64).")
+    ] = False,
+) -> None:
+    """NPT/NVT/NVE molecular dynamics with a trained model (or the classical teacher).
+
+    Defaults are Goodwin et al.'s: 0.5 fs, Nosé–Hoover chain thermostat and MTK barostat
+    with time constants of 1000 steps. Run the same command again to continue an
+    interrupted run (or to extend it with a larger --steps).
+    """
+    from ionmix.md import run_md
+
+    settings = _md_settings("ionmix md", ensemble=ensemble, temperature_K=temperature_K,
+                            pressure_bar=pressure_bar, n_steps=steps, timestep_fs=timestep_fs,
+                            log_interval_steps=log_every,
+                            trajectory_interval_steps=trajectory_every, seed=seed)
+    label = f"{settings.ensemble} {settings.temperature_K:g} K"
+    result = _run_study("md", structure, model, composition, lambda atoms, calc, progress:
+                        run_md(atoms, calc, settings, out,
+                               progress=lambda k, n: progress(label, k, n)),
+                        index=index, float64=float64)
+    meta = json.loads((out / "md.json").read_text())
+    rate = meta.get("steps_per_s")
+    console.print(f"[green]{result.steps_done} steps[/] in {out} "
+                  f"(resumed at {result.resumed_from_step}; "
+                  + (f"{rate:.3g} steps/s, {meta['ns_per_day']:.3g} ns/day)" if rate else "done)"))
+
+
+props_app = typer.Typer(
+    help="Liquid properties from NPT MD: density vs temperature, compressibility (pressure "
+    "ramp + Tait fit), and Tait fits of your own V(P) tables.", no_args_is_help=True)
 app.add_typer(props_app, name="props")
 
 
@@ -397,7 +446,7 @@ def props_eos(
     the isothermal compressibility κ_T = C/B at P0 (for LAMMPS or experimental data too)."""
     from dataclasses import asdict
 
-    from ionmix.properties import EOSError, fit_tait, read_pv_table
+    from ionmix.properties import fit_tait, read_pv_table
 
     try:
         fit = fit_tait(*read_pv_table(table), reference_pressure_bar=reference_pressure_bar)
@@ -412,6 +461,221 @@ def props_eos(
         f"{fit.B_bar_err:.2g} bar, C = {fit.C:.4g} ± {fit.C_err:.2g}\n"
         f"[bold]κ_T = {fit.kappa_T_per_Pa:.4g} ± {fit.kappa_T_per_Pa_err:.2g} Pa⁻¹[/] "
         f"(residual RMS {fit.residual_rms_A3:.3g} Å³)", highlight=False)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise fail(ConfigError(f"{what}: expected comma-separated numbers, got {text!r}")) from None
+
+
+def _md_settings(source: str, **kw):
+    """MDSettings from command-line values; a bad value ends the command naming the key."""
+    from ionmix.config import parse_model
+    from ionmix.md import MDSettings
+
+    try:
+        return parse_model(MDSettings, kw, source)
+    except ConfigError as exc:
+        raise fail(exc) from None
+
+
+def _run_study(label: str, structure: Path, model: str, composition: str | None, study,
+               index: int = -1, float64: bool = False):
+    """Load the structure and calculator, then run ``study(atoms, calc, progress)`` under a
+    rich progress bar (per MD run, per step; on stderr, so --json output stays clean); user
+    errors and blow-ups end the command."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from ionmix.md import MDBlowUp, MDError, load_structure, make_calculator
+    from ionmix.train import TrainConfigError
+
+    try:
+        atoms = load_structure(structure, index=index, composition=composition)
+        calc = make_calculator(model, atoms, float64=float64)
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeRemainingColumn(), console=err_console) as bar:
+            task = bar.add_task(label, total=None)
+
+            def progress(name, k, n):
+                bar.update(task, description=f"{label}: {name}", completed=k, total=n)
+
+            return study(atoms, calc, progress)
+    except (*_user_errors(), MDError, TrainConfigError, EOSError) as exc:
+        raise fail(exc) from None
+    except MDBlowUp as exc:
+        err_console.print(f"[bold red]blew up:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=3) from None
+
+
+StructureArg = Annotated[Path, typer.Argument(
+    help="Starting structure: any ASE-readable file, or a dataset store (.db).")]
+ModelOpt = Annotated[str, typer.Option(
+    help="Trained model (.nequip.zip/.ckpt), or 'classical' for the OPLS teacher.")]
+CompositionOpt = Annotated[str | None, typer.Option(
+    help="With a .db: composition key, e.g. LiPF6=0.4,EMIMPF6=0.6.")]
+
+
+@props_app.command("density")
+def props_density(
+    structure: StructureArg,
+    model: ModelOpt,
+    out: Annotated[Path, typer.Option(help="Study folder (one MD run per temperature).")],
+    temperatures: Annotated[str, typer.Option(
+        help="Comma-separated temperatures (K).")] = "300,325,350,375",
+    steps: Annotated[int, typer.Option(
+        help="MD steps per temperature (the first 25% are discarded).")] = 20000,
+    pressure_bar: Annotated[float, typer.Option("--pressure-bar", "-P")] = 1.0,
+    timestep_fs: Annotated[float, typer.Option("--timestep-fs")] = 0.5,
+    log_every: Annotated[int, typer.Option(help="Steps between samples.")] = 10,
+    equilibration_fraction: Annotated[float, typer.Option(
+        help="Leading share of each run discarded as equilibration.")] = 0.25,
+    teacher: Annotated[Path | None, typer.Option(
+        help="density.json of the same study run with the teacher, plotted along.")] = None,
+    experiment: Annotated[Path | None, typer.Option(
+        help="CSV temperature_K,density_g_cm3 of measurements, plotted along.")] = None,
+    composition: CompositionOpt = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Density vs temperature from NPT MD: block-averaged means, dρ/dT and α_P, and a figure
+    (OUT/density.png) with the teacher and experiment when given. Resumable."""
+    from ionmix.props import density_study
+
+    temps = _floats(temperatures, "--temperatures")
+    settings = _md_settings("ionmix props density", ensemble="npt",
+                            temperature_K=temps[0] if temps else 300.0,
+                            pressure_bar=pressure_bar, n_steps=steps, timestep_fs=timestep_fs,
+                            log_interval_steps=log_every,
+                            trajectory_interval_steps=max(log_every, 100 // log_every * log_every),
+                            seed=seed)
+    result = _run_study("density", structure, model, composition, lambda atoms, calc, progress:
+                        density_study(atoms, calc, temps, settings, out,
+                                      equilibration_fraction=equilibration_fraction,
+                                      teacher=teacher, experiment=experiment, progress=progress))
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    t = Table(title=f"Density at {pressure_bar:g} bar ({out / 'density.png'})")
+    for col in ("T (K)", "ρ (g/cm³)", "± block error", "samples", "drift (σ)"):
+        t.add_column(col)
+    for r in result["points"]:
+        t.add_row(f"{r['temperature_K']:g}", f"{r['density_g_cm3']:.4f}",
+                  f"{r['density_err_g_cm3']:.4f}", str(r["n_samples"]),
+                  f"{r['drift_sigma']:.1f}")
+    console.print(t)
+    if "fit" in result:
+        f = result["fit"]
+        console.print(f"dρ/dT = {f['slope_g_cm3_per_K']:.3e} ± {f['slope_err']:.1e} g cm⁻³ K⁻¹; "
+                      f"α_P({f['reference_temperature_K']:g} K) = {f['alpha_P_per_K']:.3e} ± "
+                      f"{f['alpha_P_err']:.1e} K⁻¹", highlight=False)
+    if result["drifting_runs"]:
+        console.print(f"[yellow]still drifting (> 3σ between halves):[/] "
+                      f"{', '.join(result['drifting_runs'])}; run longer (same command, "
+                      "larger --steps)")
+
+
+@props_app.command("compressibility")
+def props_compressibility(
+    structure: StructureArg,
+    model: ModelOpt,
+    out: Annotated[Path, typer.Option(help="Study folder (one MD run per pressure).")],
+    temperature_K: Annotated[float, typer.Option("--temperature-K", "-T")] = 300.0,
+    pressures: Annotated[str | None, typer.Option(
+        help="Comma-separated pressures (bar), increasing. Default: the paper's ramp, "
+             "1 bar then --ramp-steps steps of --ramp-step-bar.")] = None,
+    ramp_steps: Annotated[int, typer.Option(help="Number of pressure increments.")] = 18,
+    ramp_step_bar: Annotated[float, typer.Option(help="Pressure increment (bar).")] = 1000.0,
+    steps: Annotated[int, typer.Option(
+        help="MD steps per pressure (the first 25% are discarded).")] = 10000,
+    first_stage_steps: Annotated[int | None, typer.Option(
+        help="MD steps at the first pressure (default: --steps).")] = None,
+    timestep_fs: Annotated[float, typer.Option("--timestep-fs")] = 0.5,
+    log_every: Annotated[int, typer.Option(help="Steps between samples.")] = 10,
+    composition: CompositionOpt = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Isothermal compressibility: NPT along a pressure ramp, Tait fit of V(P), κ_T at the
+    first pressure, and κ_T from volume fluctuations as a cross-check. Resumable."""
+    from ionmix.props import compressibility_study
+
+    ramp = (_floats(pressures, "--pressures") if pressures is not None
+            else [1.0] + [ramp_step_bar * k for k in range(1, ramp_steps + 1)])
+    settings = _md_settings("ionmix props compressibility", ensemble="npt",
+                            temperature_K=temperature_K, n_steps=steps,
+                            timestep_fs=timestep_fs, log_interval_steps=log_every,
+                            trajectory_interval_steps=max(log_every, 100 // log_every * log_every),
+                            seed=seed)
+    result = _run_study("ramp", structure, model, composition, lambda atoms, calc, progress:
+                        compressibility_study(atoms, calc, settings, out, pressures_bar=ramp,
+                                              first_stage_steps=first_stage_steps,
+                                              progress=progress))
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    t = Table(title=f"V(P) at {temperature_K:g} K ({out / 'compressibility.png'})")
+    for col in ("P (bar)", "V (Å³)", "± block error", "ρ (g/cm³)", "drift (σ)"):
+        t.add_column(col)
+    for r in result["points"]:
+        t.add_row(f"{r['pressure_bar']:g}", f"{r['volume_A3']:.1f}", f"{r['volume_err_A3']:.1f}",
+                  f"{r['density_g_cm3']:.4f}", f"{r['drift_sigma']:.1f}")
+    console.print(t)
+    console.print(f"[bold]κ_T (Tait, {ramp[0]:g} bar) = {result['kappa_T_per_Pa']:.3e} ± "
+                  f"{result['kappa_T_err_per_Pa']:.1e} Pa⁻¹[/]; from volume fluctuations "
+                  f"{result['kappa_T_fluctuation_per_Pa']:.3e} ± "
+                  f"{result['kappa_T_fluctuation_err_per_Pa']:.1e} Pa⁻¹", highlight=False)
+
+
+@app.command()
+def validate(
+    trajectory: Annotated[Path, typer.Argument(
+        help="An `ionmix md` run folder or its trajectory.extxyz.")],
+    teacher: Annotated[str, typer.Option(
+        help="'classical' (the OPLS teacher) or a reference model file.")] = "classical",
+    frames: Annotated[int, typer.Option(help="Frames to relabel, equally spaced.")] = 10,
+    out: Annotated[Path | None, typer.Option(
+        help="Output folder (default: RUN/validate).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Check a model along its own MD trajectory against the teacher (Figure 2c–e): force
+    parity per element, energy along the trajectory, energy parity, numbers as JSON."""
+    import ase.io
+
+    from ionmix.md import MDError, make_calculator
+    from ionmix.props import validate_trajectory
+    from ionmix.train import TrainConfigError
+
+    run_dir = trajectory if trajectory.is_dir() else trajectory.parent
+    out = out or run_dir / "validate"
+    try:
+        traj = trajectory / "trajectory.extxyz" if trajectory.is_dir() else trajectory
+        if not traj.exists():
+            raise MDError(f"no trajectory at {traj}")
+        first = ase.io.read(traj, 0)
+        calc = make_calculator(teacher, first)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), console=err_console) as bar:
+            task = bar.add_task("teacher labels", total=frames)
+            result = validate_trajectory(traj, calc, out, n_frames=frames,
+                                         progress=lambda k, n: bar.update(task, completed=k,
+                                                                          total=n))
+    except (*_user_errors(), MDError, TrainConfigError) as exc:
+        raise fail(exc) from None
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    per_el = " ".join(f"{k} {v['mae_meV_per_A']:.0f}"
+                      for k, v in result["force_by_element"].items())
+    console.print(
+        f"{result['n_frames']} frames vs {teacher}: energy MAE "
+        f"{result['energy_mae_meV_per_atom']:.2f} meV/atom (offset "
+        f"{result['energy_mean_offset_meV_per_atom']:+.2f}), force MAE "
+        f"{result['force_mae_meV_per_A']:.1f} meV/Å ({per_el}); figure {out / 'validate.png'}",
+        highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console-script entry point

@@ -246,6 +246,26 @@ PRESETS: dict[str, Preset] = {
             tags=("cpu", "tiny"),
         ),
         Preset(
+            name="cpu-tiny-allegro-npt",
+            backend="allegro",
+            description=(
+                "cpu-tiny-allegro with a stress term for NPT MD: loss weights energy 1, "
+                "forces 1, stress 1e4 (a stress error of 1e-3 eV/Å³ = 1.6 kbar then costs as "
+                "much as a force error of 0.1 eV/Å; at the paper's weight of 100 stress is "
+                "~1% of the loss and the density is left to chance), 60 epochs. Needs "
+                "stress labels."
+            ),
+            cutoff_radius_A=4.5,
+            batch_size=2,
+            learning_rate=5e-3,
+            loss_coeffs={"total_energy": 1.0, "forces": 1.0, "stress": 1.0e4},
+            architecture=_allegro_arch(1, 2, 16, 8, 32, 1, 16),
+            max_epochs=60,
+            early_stopping_patience=20,
+            lr_scheduler_patience=10,
+            tags=("cpu", "tiny"),
+        ),
+        Preset(
             name="cpu-tiny-allegro-722",
             backend="allegro",
             description=(

@@ -1,0 +1,598 @@
+"""Molecular dynamics with any ASE calculator: NVE, NVT and isotropic NPT, restartable.
+
+Integrators are ASE's (no hand-written equations of motion):
+
+* ``nve``: velocity Verlet (`ase.md.verlet.VelocityVerlet`).
+* ``nvt``: Nosé–Hoover chain (`ase.md.nose_hoover_chain.NoseHooverChainNVT`).
+* ``npt``: Martyna–Tobias–Klein isotropic barostat with Nosé–Hoover chains
+  (`ase.md.nose_hoover_chain.IsotropicMTKNPT`), the integrator of Goodwin et al.'s NPT runs.
+
+Defaults follow the paper: time step 0.5 fs, thermostat and barostat time constants of
+1000 time steps (0.5 ps), 1 bar.
+
+Files written to the run folder, incrementally (a crash loses at most the steps since the
+last checkpoint, and those are recomputed identically on restart):
+
+* ``thermo.csv``: one row every ``log_interval_steps``: step, time_ps, temperature_K,
+  potential/kinetic/conserved energy (eV), volume_A3, density_g_cm3, pressure_bar
+  (instantaneous, including the kinetic term; blank where the calculator gives no stress).
+* ``trajectory.extxyz``: one frame every ``trajectory_interval_steps`` with the calculator's
+  energy, forces and (when computed) stress, ``step`` and ``time_ps`` in the frame info.
+  Positions are *unwrapped* (as integrated), so diffusion can be read off directly. Per-atom
+  ``mol_id``/``ion_name`` arrays and the ``molecules``/``charge_scale`` info of the input
+  structure are carried so any frame can be relabelled by the classical teacher.
+* ``checkpoint.json``: written atomically with every trajectory frame: positions, momenta,
+  cell and the integrator's internal state (thermostat and barostat variables), plus the
+  byte lengths of ``thermo.csv`` and ``trajectory.extxyz`` at that step. A restart truncates
+  both files to those lengths and continues the same trajectory: with a deterministic
+  calculator, the continued run is identical to one that was never interrupted.
+* ``md.json``: settings, system, calculator, status (``running``/``done``/``blew_up``),
+  steps done and throughput.
+
+A run that leaves sane bounds (non-finite energy, temperature or volume; temperature above
+``max_temperature_factor`` × target; volume outside a factor ``max_volume_ratio`` of the
+starting volume) stops with `MDBlowUp`. Everything written up to the last good frame is
+kept, and the state at the failure goes to ``blowup.extxyz`` for inspection.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from ase import Atoms, units
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ionmix.io import atomic_write_json
+from ionmix.units import bar_to_ev_per_a3, density_g_per_cm3, ev_per_a3_to_bar
+
+__all__ = [
+    "ENSEMBLES",
+    "MDBlowUp",
+    "MDError",
+    "MDResult",
+    "MDSettings",
+    "load_structure",
+    "make_calculator",
+    "read_thermo",
+    "run_md",
+]
+
+ENSEMBLES = ("nve", "nvt", "npt")
+THERMO_COLUMNS = ("step", "time_ps", "temperature_K", "potential_energy_eV",
+                  "kinetic_energy_eV", "conserved_energy_eV", "volume_A3", "density_g_cm3",
+                  "pressure_bar")
+#: Settings that may change between a run and its restart (extending a run is allowed).
+RESTART_MAY_CHANGE = ("n_steps",)
+#: Frame info keys of the input structure carried into the trajectory (for relabelling).
+CARRIED_INFO = ("molecules", "charge_scale", "cutoff_A", "composition", "counts")
+CARRIED_ARRAYS = ("mol_id", "ion_name")
+
+
+class MDError(ValueError):
+    """Settings, structure or calculator that cannot run; found before any step is taken."""
+
+
+class MDBlowUp(RuntimeError):
+    """The trajectory left sane bounds (the model blew up); the data written so far is kept."""
+
+
+class MDSettings(BaseModel):
+    """One MD run. Units are in the names; defaults are Goodwin et al.'s NPT settings.
+
+    ``thermostat_time_steps`` and ``barostat_time_steps`` are ASE's ``tdamp``/``pdamp`` in
+    units of the time step (1000 δt = 0.5 ps at 0.5 fs).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    ensemble: Literal["nve", "nvt", "npt"] = "npt"
+    temperature_K: float = Field(300.0, gt=0.0, le=1.0e4)
+    pressure_bar: float = Field(1.0, ge=-1.0e4, le=1.0e6)
+    timestep_fs: float = Field(0.5, gt=0.0, le=5.0)
+    n_steps: int = Field(1000, ge=1)
+    thermostat_time_steps: float = Field(1000.0, gt=0.0)
+    barostat_time_steps: float = Field(1000.0, gt=0.0)
+    log_interval_steps: int = Field(10, ge=1)
+    trajectory_interval_steps: int = Field(100, ge=1)
+    seed: int = Field(0, ge=0)
+    #: "maxwell": draw Maxwell–Boltzmann velocities at temperature_K (seeded, zero total
+    #: momentum); "keep": use the structure's momenta (e.g. a frame of an earlier run).
+    initial_velocities: Literal["maxwell", "keep"] = "maxwell"
+    max_temperature_factor: float = Field(5.0, gt=1.0)
+    max_volume_ratio: float = Field(2.0, gt=1.0)
+
+    @field_validator("temperature_K", "pressure_bar", "timestep_fs")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @property
+    def time_ps(self) -> float:
+        """Length of the whole run, ps."""
+        return self.n_steps * self.timestep_fs / 1000.0
+
+
+@dataclass(frozen=True)
+class MDResult:
+    """Outcome of `run_md` (all paths inside ``out_dir``)."""
+
+    out_dir: Path
+    steps_done: int
+    resumed_from_step: int
+    wall_s: float
+    steps_per_s: float
+    thermo_path: Path
+    trajectory_path: Path
+
+
+# --------------------------------------------------------------------------------------
+# calculators
+
+
+def make_calculator(model: str | os.PathLike, atoms: Atoms | None = None, *,
+                    charge_scale: float | None = None, float64: bool = False,
+                    device: str = "cpu"):
+    """An ASE calculator from a model path or the name ``classical``.
+
+    Args:
+        model: a trained ionmix/nequip model (``*.nequip.zip`` or ``*.ckpt``), or
+            ``"classical"`` for the OPLS teacher (OpenMM) of the ion library.
+        atoms: the structure (for ``classical``: its molecules, charge scale and cutoff are
+            read from ``atoms.info``/``atoms.arrays``).
+        charge_scale: override for ``classical`` (default: the structure's, else 0.8).
+        float64: evaluate a nequip model in float64 (see `ionmix.train.load_calculator`).
+    """
+    if str(model) == "classical":
+        from ionmix.classical import ClassicalCalculator
+        from ionmix.data.store import molecules_of
+
+        info = {} if atoms is None else atoms.info
+        molecules = molecules_of(atoms) if atoms is not None and "molecules" in info else None
+        scale = charge_scale if charge_scale is not None else info.get("charge_scale", 0.8)
+        return ClassicalCalculator(molecules, charge_scale=float(scale),
+                                   cutoff_A=info.get("cutoff_A"))
+    from ionmix.train import load_calculator
+
+    path = Path(model)
+    if not path.is_file():
+        raise MDError(f"model {path}: no such file (give a .nequip.zip/.ckpt or 'classical')")
+    return load_calculator(path, device=device, float64=float64)
+
+
+def load_structure(path: str | os.PathLike, index: int = -1,
+                   composition: str | None = None, replica: int | None = None) -> Atoms:
+    """A starting structure: any ASE-readable file, or a frame of a dataset store.
+
+    Args:
+        path: structure file (extxyz, PDB, POSCAR, ...; ``index`` picks the frame), or an
+            ionmix dataset store (``*.db``): the last stored frame of ``composition`` (a key
+            such as ``LiPF6=0.4,EMIMPF6=0.6``; optional if the store has one composition)
+            and ``replica`` (default: the lowest). The frame keeps ``molecules`` and
+            ``charge_scale`` so the classical teacher can run on it.
+
+    Returns:
+        Atoms without a calculator (labels dropped).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MDError(f"structure {path}: no such file")
+    if path.suffix == ".db":
+        from ionmix.data import DatasetStore
+
+        store = DatasetStore(path)
+        stored = store.compositions()
+        if composition is None:
+            if len(stored) != 1:
+                raise MDError(f"{path} holds {len(stored)} compositions; pick one with "
+                              f"--composition (one of: {'; '.join(stored)})")
+            composition = stored[0]
+        if composition not in stored:
+            raise MDError(f"{path} has no composition {composition!r}; it has: "
+                          f"{'; '.join(stored)}")
+        frames = store.select(composition=composition, replica=replica)
+        if not frames:
+            raise MDError(f"{path}: no frames of {composition} with replica {replica}")
+        if replica is None:
+            lowest = min(f.info["replica"] for f in frames)
+            frames = [f for f in frames if f.info["replica"] == lowest]
+        atoms = frames[-1].atoms
+    else:
+        import ase.io
+
+        try:
+            atoms = ase.io.read(path, index=index)
+        except Exception as exc:  # noqa: BLE001 - ASE raises many types for bad files
+            raise MDError(f"cannot read a structure from {path}: {exc}") from None
+    atoms.calc = None
+    return atoms
+
+
+def model_species(calc) -> list[str] | None:
+    """Chemical species a nequip model was trained on, or None if the calculator can't say."""
+    metadata = getattr(getattr(calc, "model", None), "metadata", None)
+    if isinstance(metadata, dict) and "type_names" in metadata:
+        return str(metadata["type_names"]).split()
+    return None
+
+
+def _describe(calc) -> str:
+    return type(calc).__name__
+
+
+# --------------------------------------------------------------------------------------
+# integrator state (for exact restarts)
+
+
+def _make_dynamics(atoms: Atoms, s: MDSettings):
+    dt = s.timestep_fs * units.fs
+    if s.ensemble == "nve":
+        from ase.md.verlet import VelocityVerlet
+
+        return VelocityVerlet(atoms, timestep=dt)
+    from ase.md.nose_hoover_chain import IsotropicMTKNPT, NoseHooverChainNVT
+
+    if s.ensemble == "nvt":
+        return NoseHooverChainNVT(atoms, timestep=dt, temperature_K=s.temperature_K,
+                                  tdamp=s.thermostat_time_steps * dt)
+    return IsotropicMTKNPT(atoms, timestep=dt, temperature_K=s.temperature_K,
+                           pressure_au=float(bar_to_ev_per_a3(s.pressure_bar)),
+                           tdamp=s.thermostat_time_steps * dt,
+                           pdamp=s.barostat_time_steps * dt)
+
+
+# The thermostat/barostat variables are private attributes of ASE's integrators (ASE has no
+# public state API); tests/test_md.py checks bitwise restart continuity, so a change in ASE
+# fails loudly there instead of silently breaking restarts.
+_THERMOSTAT_KEYS = ("_eta", "_p_eta")
+_BAROSTAT_KEYS = ("_xi", "_p_xi")
+
+
+def _integrator_state(dyn) -> dict:
+    state: dict = {}
+    if hasattr(dyn, "_thermostat"):
+        state["thermostat"] = {k: getattr(dyn._thermostat, k).tolist() for k in _THERMOSTAT_KEYS}
+    if hasattr(dyn, "_barostat"):
+        state["barostat"] = {k: getattr(dyn._barostat, k).tolist() for k in _BAROSTAT_KEYS}
+        state["eps"] = float(dyn._eps)
+        state["p_eps"] = float(dyn._p_eps)
+        state["volume0"] = float(dyn._volume0)
+        state["cell0"] = np.asarray(dyn._cell0).tolist()
+    return state
+
+
+def _restore_integrator(dyn, state: dict) -> None:
+    for key in _THERMOSTAT_KEYS:
+        if "thermostat" in state:
+            setattr(dyn._thermostat, key, np.array(state["thermostat"][key], dtype=float))
+    if "barostat" in state:
+        for key in _BAROSTAT_KEYS:
+            setattr(dyn._barostat, key, np.array(state["barostat"][key], dtype=float))
+        dyn._eps = float(state["eps"])
+        dyn._p_eps = float(state["p_eps"])
+        dyn._volume0 = float(state["volume0"])
+        dyn._cell0 = np.array(state["cell0"], dtype=float)
+    if hasattr(dyn, "_q"):
+        dyn._q = dyn.atoms.get_positions()
+        dyn._p = dyn.atoms.get_momenta()
+
+
+def _conserved_energy_eV(dyn) -> float:
+    if hasattr(dyn, "get_conserved_energy"):
+        return float(dyn.get_conserved_energy())
+    return float(dyn.atoms.get_potential_energy() + dyn.atoms.get_kinetic_energy())
+
+
+# --------------------------------------------------------------------------------------
+# checks before any work
+
+
+def check_inputs(atoms: Atoms, calc, settings: MDSettings) -> None:
+    """Raise MDError for a structure/calculator/settings combination that cannot run."""
+    if len(atoms) == 0:
+        raise MDError("the structure has no atoms")
+    species = model_species(calc)
+    if species is not None:
+        missing = sorted(set(atoms.get_chemical_symbols()) - set(species))
+        if missing:
+            raise MDError(f"the model was trained on {' '.join(species)} only; the structure "
+                          f"also has {' '.join(missing)}")
+    if settings.ensemble == "npt":
+        if not np.all(atoms.pbc) or atoms.cell.rank != 3:
+            raise MDError("NPT needs a periodic structure with a full 3-D cell")
+        if "stress" not in getattr(calc, "implemented_properties", ()):
+            raise MDError(f"NPT needs stress, and the calculator {_describe(calc)} does not "
+                          "compute it; use --ensemble nvt, or a model that predicts stress")
+    if atoms.constraints:
+        raise MDError("the structure has constraints; ASE's Nosé–Hoover/MTK integrators "
+                      "do not support them")
+    if settings.trajectory_interval_steps % settings.log_interval_steps:
+        raise MDError(f"trajectory_interval_steps ({settings.trajectory_interval_steps}) must "
+                      f"be a multiple of log_interval_steps ({settings.log_interval_steps})")
+
+
+def _first_evaluation(atoms: Atoms, settings: MDSettings) -> None:
+    """Evaluate the starting structure; stress-less NPT and non-finite output fail here."""
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    energy = atoms.get_potential_energy()
+    forces = atoms.get_forces()
+    if settings.ensemble == "npt":
+        try:
+            stress = atoms.get_stress()
+        except (PropertyNotImplementedError, KeyError, NotImplementedError):
+            raise MDError(f"NPT needs stress, and the calculator {_describe(atoms.calc)} did "
+                          "not return one for this structure (was the model trained with "
+                          "stress?); use --ensemble nvt") from None
+        if not np.all(np.isfinite(stress)):
+            raise MDError("the calculator's stress on the starting structure is not finite")
+    if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
+        raise MDError("the calculator's energy or forces on the starting structure are not "
+                      "finite")
+
+
+# --------------------------------------------------------------------------------------
+# the run
+
+
+def carry_metadata(source: Atoms, target: Atoms) -> Atoms:
+    """Copy the per-atom molecule arrays and the teacher-relevant info of `source` onto
+    `target` (same atoms, in the same order); returns `target`."""
+    for key in CARRIED_ARRAYS:
+        if key in source.arrays:
+            target.arrays[key] = source.arrays[key].copy()
+    for key in CARRIED_INFO:
+        if key in source.info:
+            target.info[key] = source.info[key]
+    return target
+
+
+def _snapshot(atoms: Atoms, step: int, time_ps: float) -> Atoms:
+    """A copy of `atoms` with the calculator's results attached, for the trajectory."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frame = carry_metadata(atoms, Atoms(atoms.get_chemical_symbols(),
+                                        positions=atoms.get_positions(),
+                                        cell=atoms.cell.array, pbc=atoms.pbc))
+    frame.info["step"] = step
+    frame.info["time_ps"] = time_ps
+    results = {k: atoms.calc.results[k] for k in ("energy", "forces", "stress")
+               if atoms.calc is not None and k in atoms.calc.results}
+    frame.calc = SinglePointCalculator(frame, **results)
+    return frame
+
+
+def _observables(dyn, atoms: Atoms, mass_amu: float, step: int, dt_fs: float) -> dict:
+    volume = atoms.get_volume() if atoms.cell.rank == 3 else float("nan")
+    pressure = ""
+    stress = atoms.calc.results.get("stress") if atoms.calc is not None else None
+    if stress is not None and atoms.cell.rank == 3:
+        # instantaneous pressure with the ideal-gas (kinetic) term, as the barostat sees it
+        kinetic = atoms.get_momenta() ** 2 / atoms.get_masses()[:, None]
+        pressure = float(ev_per_a3_to_bar(-np.mean(stress[:3]) + kinetic.sum() / (3.0 * volume)))
+    return {
+        "step": step,
+        "time_ps": step * dt_fs / 1000.0,
+        "temperature_K": atoms.get_temperature(),
+        "potential_energy_eV": float(atoms.get_potential_energy()),
+        "kinetic_energy_eV": float(atoms.get_kinetic_energy()),
+        "conserved_energy_eV": _conserved_energy_eV(dyn),
+        "volume_A3": volume,
+        "density_g_cm3": density_g_per_cm3(mass_amu, volume) if volume == volume else "",
+        "pressure_bar": pressure,
+    }
+
+
+def _out_of_bounds(row: dict, settings: MDSettings, volume0_A3: float) -> str | None:
+    """Why this thermo row means the run blew up, or None."""
+    for key in ("potential_energy_eV", "temperature_K", "volume_A3"):
+        value = row[key]
+        if key == "volume_A3" and not np.isfinite(volume0_A3):
+            continue
+        if not np.isfinite(value):
+            return f"{key} is {value}"
+    t_max = settings.max_temperature_factor * settings.temperature_K
+    if row["temperature_K"] > t_max:
+        return (f"temperature {row['temperature_K']:.4g} K exceeds "
+                f"{settings.max_temperature_factor:g} × {settings.temperature_K:g} K")
+    if np.isfinite(volume0_A3):
+        ratio = row["volume_A3"] / volume0_A3
+        if not 1.0 / settings.max_volume_ratio <= ratio <= settings.max_volume_ratio:
+            return (f"volume {row['volume_A3']:.6g} Å³ is {ratio:.3g} × the starting "
+                    f"{volume0_A3:.6g} Å³ (limit: a factor {settings.max_volume_ratio:g})")
+    return None
+
+
+def _format_row(row: dict) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(
+        [row[c] if isinstance(row[c], str) else f"{row[c]:.10g}" for c in THERMO_COLUMNS])
+    return buf.getvalue()
+
+
+def _check_same_settings(path: Path, settings: MDSettings) -> None:
+    if not path.exists():
+        return
+    old = json.loads(path.read_text()).get("settings", {})
+    new = settings.model_dump()
+    for key, value in new.items():
+        if key not in RESTART_MAY_CHANGE and key in old and old[key] != value:
+            raise MDError(
+                f"{path.parent} holds a run with {key} = {old[key]!r}; this call has "
+                f"{value!r}. Use another --out folder, or delete {path.parent} to start over")
+
+
+def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
+           progress: Callable[[int, int], None] | None = None) -> MDResult:
+    """Run (or continue) MD of `atoms` with `calc`, writing into `out_dir`.
+
+    Args:
+        atoms: starting structure (not modified). Ignored when `out_dir` holds a checkpoint:
+            the run continues from there (with more steps if ``settings.n_steps`` grew).
+        calc: any ASE calculator; for NPT it must give stress.
+        settings: see `MDSettings`.
+        out_dir: run folder (created).
+        progress: called as ``progress(steps_done, n_steps)`` at every log step.
+
+    Raises:
+        MDError: bad inputs (before any step), or a restart with changed settings.
+        MDBlowUp: the trajectory left sane bounds (data up to the last frame kept).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path, ckpt_path = out / "md.json", out / "checkpoint.json"
+    thermo_path, traj_path = out / "thermo.csv", out / "trajectory.extxyz"
+    _check_same_settings(meta_path, settings)
+
+    checkpoint = json.loads(ckpt_path.read_text()) if ckpt_path.exists() else None
+    atoms = atoms.copy()
+    if checkpoint is not None:
+        state = checkpoint["atoms"]
+        if len(state["positions"]) != len(atoms):
+            raise MDError(f"{ckpt_path} is a run of {len(state['positions'])} atoms; the "
+                          f"structure given has {len(atoms)}")
+        atoms.set_cell(state["cell"], scale_atoms=False)
+        atoms.set_positions(state["positions"])
+        atoms.set_momenta(state["momenta"])
+    check_inputs(atoms, calc, settings)
+    atoms.calc = calc
+    _first_evaluation(atoms, settings)
+    if checkpoint is None and settings.initial_velocities == "maxwell":
+        from ase.md import velocitydistribution as vd
+
+        rng = np.random.default_rng(settings.seed)
+        if hasattr(vd, "thermalize_momenta"):  # ASE ≥ 3.29; the older name is deprecated
+            vd.thermalize_momenta(atoms, settings.temperature_K, rng=rng)
+        else:  # pragma: no cover - ASE < 3.29
+            vd.MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature_K,
+                                            rng=rng)
+        vd.Stationary(atoms)
+
+    dyn = _make_dynamics(atoms, settings)
+    mass_amu = float(atoms.get_masses().sum())
+    if checkpoint is not None:
+        _restore_integrator(dyn, checkpoint["integrator"])
+        start = int(checkpoint["step"])
+        volume0 = float(checkpoint["volume0_A3"])
+        # drop what was written after the checkpoint; it is recomputed identically
+        for path, key in ((thermo_path, "thermo_bytes"), (traj_path, "trajectory_bytes")):
+            with open(path, "r+b") as fh:
+                fh.truncate(int(checkpoint[key]))
+    else:
+        start = 0
+        volume0 = atoms.get_volume() if atoms.cell.rank == 3 else float("nan")
+        thermo_path.write_text(",".join(THERMO_COLUMNS) + "\n")
+        traj_path.write_bytes(b"")
+
+    meta = {"settings": settings.model_dump(), "calculator": _describe(calc),
+            "n_atoms": len(atoms), "formula": atoms.get_chemical_formula(),
+            "mass_amu": mass_amu, "status": "running", "steps_done": start,
+            "resumed_from_step": start}
+    atomic_write_json(meta_path, meta)
+    dt_fs = settings.timestep_fs
+    thermo = open(thermo_path, "a", encoding="utf-8")
+    traj = open(traj_path, "a", encoding="utf-8")
+
+    def save_checkpoint(step: int) -> None:
+        thermo.flush()
+        traj.flush()
+        os.fsync(traj.fileno())
+        atomic_write_json(ckpt_path, {
+            "step": step, "volume0_A3": volume0,
+            "thermo_bytes": thermo.tell(), "trajectory_bytes": traj.tell(),
+            "atoms": {"positions": atoms.get_positions().tolist(),
+                      "momenta": atoms.get_momenta().tolist(),
+                      "cell": atoms.cell.array.tolist()},
+            "integrator": _integrator_state(dyn)})
+
+    def blow_up(step: int, why: str) -> None:
+        import ase.io
+
+        try:
+            ase.io.write(out / "blowup.extxyz",
+                         _snapshot(atoms, step, step * dt_fs / 1000.0), format="extxyz")
+        except Exception:  # noqa: BLE001 - the diagnosis file is best effort
+            pass
+        meta.update(status="blew_up", steps_done=step, reason=why)
+        atomic_write_json(meta_path, meta)
+        raise MDBlowUp(
+            f"MD stopped at step {step} ({step * dt_fs / 1000.0:.4g} ps): {why}. The model "
+            f"left the region it can describe. Data up to the last checkpoint is kept in "
+            f"{out}; the failing structure is in blowup.extxyz")
+
+    def record(step: int) -> None:
+        row = _observables(dyn, atoms, mass_amu, step, dt_fs)
+        why = _out_of_bounds(row, settings, volume0)
+        if why is not None:
+            blow_up(step, why)
+        thermo.write(_format_row(row))
+        if step % settings.trajectory_interval_steps == 0:
+            import ase.io
+
+            ase.io.write(traj, _snapshot(atoms, step, row["time_ps"]), format="extxyz")
+            save_checkpoint(step)
+
+    t0 = time.perf_counter()
+    step = start
+    try:
+        if checkpoint is None:
+            record(0)
+        for step in range(start + 1, settings.n_steps + 1):
+            try:
+                dyn.step()
+            except Exception as exc:
+                # a blown-up state often makes the calculator itself fail (NaN coordinates,
+                # atoms on top of each other); report that as a blow-up, not a crash
+                if np.all(np.isfinite(atoms.get_positions())) and np.all(
+                        np.isfinite(atoms.get_momenta())):
+                    raise
+                blow_up(step, f"non-finite positions or momenta ({type(exc).__name__}: {exc})")
+            if not np.isfinite(atoms.calc.results.get("energy", 0.0)):
+                record(step)  # names the quantity and keeps the failing frame
+            if step % settings.log_interval_steps == 0:
+                record(step)
+                if progress is not None:
+                    progress(step, settings.n_steps)
+        if settings.n_steps % settings.trajectory_interval_steps and step > start:
+            # the last step always ends up in the trajectory and the checkpoint
+            if settings.n_steps % settings.log_interval_steps:
+                row = _observables(dyn, atoms, mass_amu, settings.n_steps, dt_fs)
+                thermo.write(_format_row(row))
+            import ase.io
+
+            ase.io.write(traj, _snapshot(atoms, settings.n_steps,
+                                         settings.n_steps * dt_fs / 1000.0), format="extxyz")
+            save_checkpoint(settings.n_steps)
+        if progress is not None:
+            progress(settings.n_steps, settings.n_steps)
+    finally:
+        thermo.close()
+        traj.close()
+    wall = time.perf_counter() - t0
+    n_done = max(settings.n_steps - start, 0)
+    meta.update(status="done", steps_done=settings.n_steps, wall_s=wall,
+                steps_per_s=n_done / wall if wall > 0 else None,
+                atom_steps_per_s=n_done * len(atoms) / wall if wall > 0 else None,
+                ns_per_day=(n_done * dt_fs * 1e-6) / (wall / 86400.0) if wall > 0 else None)
+    atomic_write_json(meta_path, meta)
+    return MDResult(out, settings.n_steps, start, wall,
+                    n_done / wall if wall > 0 else float("nan"), thermo_path, traj_path)
+
+
+def read_thermo(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``thermo.csv`` as column arrays (blank cells become NaN)."""
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
+    return {c: np.array([float(r[c]) if r[c] != "" else np.nan for r in rows])
+            for c in THERMO_COLUMNS}

@@ -1,0 +1,352 @@
+"""Liquid properties from NPT MD: density vs temperature, compressibility from a pressure
+ramp, and validation of a trajectory against the teacher (Goodwin et al., Figure 2).
+
+Each study is a set of `ionmix.md` runs in sub-folders of one study folder, so every study
+resumes where it stopped (run the same command again) and the analysis can be redone from
+what is on disk. Analysis conventions (documented in docs/properties.md):
+
+* the first 25 % of every run is discarded as equilibration (`properties.production_part`),
+  and the rest is checked for drift (`properties.drift_sigma`, reported per run);
+* means carry block-averaged standard errors (5 contiguous blocks);
+* densities are fitted linearly in T (weighted by their errors) for dρ/dT and α_P;
+* the ramp's mean volumes are fitted by the Tait equation for κ_T, cross-checked by the
+  volume fluctuations of the first (lowest-pressure) stage.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from ionmix import properties as P
+from ionmix.io import atomic_write_json, atomic_write_text
+from ionmix.md import MDError, MDSettings, carry_metadata, read_thermo, run_md
+
+__all__ = [
+    "DEFAULT_RAMP_BAR",
+    "compressibility_study",
+    "density_study",
+    "read_experiment_csv",
+    "validate_trajectory",
+]
+
+#: The paper's ramp: 1 bar, then 18 steps of +1 kbar.
+DEFAULT_RAMP_BAR: tuple[float, ...] = (1.0,) + tuple(1000.0 * k for k in range(1, 19))
+
+
+def _check_temperatures(temperatures_K: Sequence[float]) -> list[float]:
+    temps = [float(t) for t in temperatures_K]
+    if not temps:
+        raise MDError("give at least one temperature")
+    bad = [t for t in temps if not np.isfinite(t) or t <= 0 or t > 1e4]
+    if bad:
+        raise MDError(f"temperature {bad[0]} K is not physical (need 0 < T ≤ 10000 K)")
+    if len(set(temps)) != len(temps):
+        raise MDError(f"temperatures repeat: {temps}")
+    return temps
+
+
+def _series_summary(values, n_blocks: int, equilibration_fraction: float) -> dict:
+    prod = P.production_part(values, equilibration_fraction)
+    if prod.size < 2 * n_blocks:
+        raise MDError(f"only {prod.size} production samples after discarding "
+                      f"{equilibration_fraction:.0%}; run longer or log more often "
+                      f"(need ≥ {2 * n_blocks})")
+    mean, err = P.block_average(prod, n_blocks)
+    return {"mean": mean, "err": err, "n_samples": int(prod.size),
+            "drift_sigma": P.drift_sigma(prod, n_blocks)}
+
+
+def _csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------
+# density vs temperature
+
+
+def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings: MDSettings,
+                  out_dir: str | os.PathLike, *, equilibration_fraction: float =
+                  P.EQUILIBRATION_FRACTION, n_blocks: int = 5,
+                  reference_temperature_K: float | None = None,
+                  teacher: str | os.PathLike | None = None,
+                  experiment: str | os.PathLike | None = None,
+                  progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """NPT at each temperature → mean density ± block error → ρ(T) line, dρ/dT and α_P.
+
+    Args:
+        atoms: starting structure of every run (each temperature starts from it).
+        calc: ASE calculator with stress.
+        temperatures_K: shape (n,), distinct, physical.
+        settings: MD settings; ``ensemble`` is forced to ``npt`` and ``temperature_K`` is set
+            per run; ``n_steps`` is the length of each run (equilibration included).
+        out_dir: study folder; runs go to ``out_dir/T_<T>K``.
+        teacher: a ``density.json`` of the same study run with the teacher (plotted along).
+        experiment: CSV with ``temperature_K,density_g_cm3`` (plotted along).
+        progress: ``progress(run_name, step, n_steps)``.
+
+    Returns (and writes ``density.json``, ``density.csv``, ``density.png``): per-temperature
+    means, the fit and, when two or more temperatures were run, dρ/dT and α_P.
+    """
+    temps = _check_temperatures(temperatures_K)
+    if "stress" not in getattr(calc, "implemented_properties", ()):
+        raise MDError("the density study runs NPT, which needs a calculator with stress")
+    teacher_data = _read_density_json(teacher) if teacher is not None else None
+    experiment_data = read_experiment_csv(experiment) if experiment is not None else None
+    out = Path(out_dir)
+    rows = []
+    for t in temps:
+        name = f"T_{t:g}K"
+        s = settings.model_copy(update={"ensemble": "npt", "temperature_K": t})
+        run_md(atoms, calc, s, out / name,
+               progress=None if progress is None else (lambda k, n, nm=name: progress(nm, k, n)))
+        thermo = read_thermo(out / name / "thermo.csv")
+        summary = _series_summary(thermo["density_g_cm3"], n_blocks, equilibration_fraction)
+        temp_summary = _series_summary(thermo["temperature_K"], n_blocks, equilibration_fraction)
+        rows.append({"temperature_K": t, "density_g_cm3": summary["mean"],
+                     "density_err_g_cm3": summary["err"], "n_samples": summary["n_samples"],
+                     "drift_sigma": summary["drift_sigma"],
+                     "mean_temperature_K": temp_summary["mean"], "run": name})
+    result: dict = {"settings": settings.model_dump(), "equilibration_fraction":
+                    equilibration_fraction, "n_blocks": n_blocks, "points": rows}
+    if len(rows) >= 2:
+        fit = P.fit_density_vs_temperature([r["temperature_K"] for r in rows],
+                                           [r["density_g_cm3"] for r in rows],
+                                           [r["density_err_g_cm3"] for r in rows],
+                                           reference_temperature_K)
+        result["fit"] = asdict(fit)
+    drifting = [r["run"] for r in rows if r["drift_sigma"] > 3]
+    result["drifting_runs"] = drifting
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "density.json", result)
+    atomic_write_text(out / "density.csv", _csv_text(rows))
+    from ionmix.report.properties import plot_density
+
+    plot_density(result, out / "density.png", teacher=teacher_data, experiment=experiment_data)
+    return result
+
+
+def _read_density_json(path) -> dict:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        data["points"][0]["density_g_cm3"]  # noqa: B018 - shape check
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        raise MDError(f"{path} is not a density.json written by `ionmix props density`") from None
+    return data
+
+
+def read_experiment_csv(path) -> dict[str, np.ndarray]:
+    """Experimental ρ(T): CSV with columns ``temperature_K,density_g_cm3`` (header row)."""
+    path = Path(path)
+    try:
+        rows = list(csv.DictReader(path.read_text().splitlines()))
+    except OSError as exc:
+        raise MDError(f"cannot read {path}: {exc.strerror}") from None
+    if not rows or {"temperature_K", "density_g_cm3"} - set(rows[0]):
+        raise MDError(f"{path}: need a header with temperature_K,density_g_cm3")
+    try:
+        t = np.array([float(r["temperature_K"]) for r in rows])
+        rho = np.array([float(r["density_g_cm3"]) for r in rows])
+    except (TypeError, ValueError):
+        raise MDError(f"{path}: every row must be two numbers") from None
+    return {"temperature_K": t, "density_g_cm3": rho}
+
+
+# --------------------------------------------------------------------------------------
+# compressibility from a pressure ramp
+
+
+def _continue_from(atoms: Atoms, run_dir: Path) -> Atoms:
+    """`atoms` (topology, info) at the final state of the run in `run_dir`, with momenta."""
+    state = json.loads((run_dir / "checkpoint.json").read_text())["atoms"]
+    return carry_metadata(atoms, Atoms(atoms.get_chemical_symbols(),
+                                       positions=state["positions"], cell=state["cell"],
+                                       pbc=True, momenta=state["momenta"]))
+
+
+def compressibility_study(atoms: Atoms, calc, settings: MDSettings,
+                          out_dir: str | os.PathLike, *,
+                          pressures_bar: Sequence[float] = DEFAULT_RAMP_BAR,
+                          first_stage_steps: int | None = None,
+                          equilibration_fraction: float = P.EQUILIBRATION_FRACTION,
+                          n_blocks: int = 5,
+                          progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """The paper's pressure ramp at one temperature → V(P) → Tait fit → κ_T.
+
+    Stage 0 runs at the first pressure (1 bar) from `atoms` for `first_stage_steps`
+    (default ``settings.n_steps``); every later stage starts from the final positions,
+    velocities and cell of the previous one and runs ``settings.n_steps``. In each stage the
+    first ``equilibration_fraction`` is discarded (equilibration) and the rest is production.
+
+    Returns (and writes ``compressibility.json``, ``pv.csv`` — readable by ``ionmix props
+    eos`` — and ``compressibility.png``): mean volume ± block error per pressure, the Tait
+    fit with κ_T at the first pressure, and κ_T from the volume fluctuations of stage 0.
+    """
+    pressures = [float(p) for p in pressures_bar]
+    if len(pressures) < 4:
+        raise MDError(f"the Tait fit needs at least 4 pressures, got {len(pressures)}")
+    bad = [p for p in pressures if not np.isfinite(p) or not -1e4 <= p <= 1e6]
+    if bad:
+        raise MDError(f"pressure {bad[0]} bar is not physical (need -1e4 ≤ P ≤ 1e6 bar)")
+    if any(b <= a for a, b in zip(pressures, pressures[1:], strict=False)):
+        raise MDError(f"pressures must increase along the ramp, got {pressures}")
+    if "stress" not in getattr(calc, "implemented_properties", ()):
+        raise MDError("the pressure ramp runs NPT, which needs a calculator with stress")
+    out = Path(out_dir)
+    rows = []
+    start = atoms
+    stage_kappa = None
+    for k, p in enumerate(pressures):
+        name = f"stage{k:02d}_P_{p:g}bar"
+        n_steps = first_stage_steps if (k == 0 and first_stage_steps) else settings.n_steps
+        s = settings.model_copy(update={
+            "ensemble": "npt", "pressure_bar": p, "n_steps": n_steps,
+            "initial_velocities": "maxwell" if k == 0 else "keep"})
+        run_md(start, calc, s, out / name,
+               progress=None if progress is None else (lambda i, n, nm=name: progress(nm, i, n)))
+        thermo = read_thermo(out / name / "thermo.csv")
+        vol = _series_summary(thermo["volume_A3"], n_blocks, equilibration_fraction)
+        rho = _series_summary(thermo["density_g_cm3"], n_blocks, equilibration_fraction)
+        pres = _series_summary(thermo["pressure_bar"], n_blocks, equilibration_fraction)
+        rows.append({"pressure_bar": p, "volume_A3": vol["mean"], "volume_err_A3": vol["err"],
+                     "density_g_cm3": rho["mean"], "density_err_g_cm3": rho["err"],
+                     "measured_pressure_bar": pres["mean"],
+                     "measured_pressure_err_bar": pres["err"],
+                     "n_samples": vol["n_samples"], "drift_sigma": vol["drift_sigma"],
+                     "run": name})
+        if k == 0:
+            prod = P.production_part(thermo["volume_A3"], equilibration_fraction)
+            stage_kappa = P.kappa_T_from_volume_fluctuations(prod, settings.temperature_K,
+                                                             n_blocks)
+        start = _continue_from(atoms, out / name)
+    fit = P.fit_tait([r["pressure_bar"] for r in rows], [r["volume_A3"] for r in rows],
+                     reference_pressure_bar=pressures[0])
+    result = {"settings": settings.model_dump(), "temperature_K": settings.temperature_K,
+              "equilibration_fraction": equilibration_fraction, "n_blocks": n_blocks,
+              "points": rows, "tait": asdict(fit),
+              "kappa_T_per_Pa": fit.kappa_T_per_Pa, "kappa_T_err_per_Pa": fit.kappa_T_per_Pa_err,
+              "kappa_T_fluctuation_per_Pa": stage_kappa[0],
+              "kappa_T_fluctuation_err_per_Pa": stage_kappa[1],
+              "drifting_runs": [r["run"] for r in rows if r["drift_sigma"] > 3]}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "compressibility.json", result)
+    atomic_write_text(out / "pv.csv", _csv_text(rows))
+    from ionmix.report.properties import plot_compressibility
+
+    plot_compressibility(result, out / "compressibility.png")
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# validation against the teacher
+
+
+def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: str | os.PathLike,
+                        n_frames: int = 10,
+                        progress: Callable[[int, int], None] | None = None) -> dict:
+    """Relabel `n_frames` equally spaced trajectory frames with the teacher and compare.
+
+    The model's energies and forces are the ones stored in the trajectory (written by
+    `ionmix md`), so the model is not re-run. Teacher labels are appended to
+    ``out_dir/teacher_labels.extxyz`` frame by frame; a rerun skips frames already labelled
+    (a DFT teacher is slow).
+
+    Returns (and writes ``validate.json`` and ``validate.png``): energy MAE/RMSE/mean offset
+    (meV/atom), force MAE/RMSE overall and per element (meV/Å), and per-frame energies.
+    """
+    import ase.io
+
+    path = Path(trajectory)
+    if path.is_dir():
+        path = path / "trajectory.extxyz"
+    try:
+        frames = ase.io.read(path, ":")
+    except (OSError, StopIteration) as exc:
+        raise MDError(f"cannot read a trajectory from {path}: {exc}") from None
+    if not frames:
+        raise MDError(f"{path} has no frames")
+    for i, f in enumerate(frames):
+        if f.calc is None or "energy" not in f.calc.results or "forces" not in f.calc.results:
+            raise MDError(f"{path}: frame {i} has no model energy/forces (write trajectories "
+                          "with `ionmix md`)")
+    if n_frames < 2:
+        raise MDError(f"validate needs at least 2 frames, got --frames {n_frames}")
+    picks = np.unique(np.linspace(0, len(frames) - 1, min(n_frames, len(frames))).round()
+                      ).astype(int)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels_path = out / "teacher_labels.extxyz"
+    done = {}
+    if labels_path.exists():
+        for f in ase.io.read(labels_path, ":"):
+            done[int(f.info["step"])] = f
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    for j, i in enumerate(picks):
+        frame = frames[i]
+        step = int(frame.info.get("step", i))
+        if step not in done:
+            atoms = frame.copy()
+            atoms.calc = teacher_calc
+            labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+            labelled = frame.copy()
+            labelled.calc = SinglePointCalculator(labelled, **labels)
+            with open(labels_path, "a", encoding="utf-8") as fh:
+                ase.io.write(fh, labelled, format="extxyz")
+                fh.flush()
+                os.fsync(fh.fileno())
+            done[step] = labelled
+        if progress is not None:
+            progress(j + 1, len(picks))
+
+    n_atoms = len(frames[0])
+    symbols = np.array(frames[0].get_chemical_symbols())
+    per_frame, f_model, f_teacher = [], [], []
+    for i in picks:
+        frame = frames[i]
+        step = int(frame.info.get("step", i))
+        teacher = done[step]
+        per_frame.append({
+            "step": step, "time_ps": float(frame.info.get("time_ps", np.nan)),
+            "model_energy_eV_per_atom": float(frame.get_potential_energy()) / n_atoms,
+            "teacher_energy_eV_per_atom": float(teacher.get_potential_energy()) / n_atoms})
+        f_model.append(frame.get_forces())
+        f_teacher.append(teacher.get_forces())
+    f_model, f_teacher = np.array(f_model), np.array(f_teacher)
+    de = np.array([r["model_energy_eV_per_atom"] - r["teacher_energy_eV_per_atom"]
+                   for r in per_frame]) * 1000.0
+    df = (f_model - f_teacher) * 1000.0
+    by_element = {}
+    for el in sorted(set(symbols)):
+        d = df[:, symbols == el, :]
+        by_element[el] = {"mae_meV_per_A": float(np.mean(np.abs(d))),
+                          "rmse_meV_per_A": float(np.sqrt(np.mean(d**2)))}
+    result = {
+        "trajectory": str(path), "n_frames": int(len(picks)), "n_atoms": n_atoms,
+        "energy_mae_meV_per_atom": float(np.mean(np.abs(de))),
+        "energy_rmse_meV_per_atom": float(np.sqrt(np.mean(de**2))),
+        "energy_mean_offset_meV_per_atom": float(np.mean(de)),
+        "energy_mae_after_offset_meV_per_atom": float(np.mean(np.abs(de - de.mean()))),
+        "force_mae_meV_per_A": float(np.mean(np.abs(df))),
+        "force_rmse_meV_per_A": float(np.sqrt(np.mean(df**2))),
+        "force_by_element": by_element,
+        "frames": per_frame,
+    }
+    atomic_write_json(out / "validate.json", result)
+    from ionmix.report.properties import plot_validation
+
+    plot_validation(result, f_model, f_teacher, symbols, out / "validate.png")
+    return result
