@@ -251,3 +251,23 @@ def test_cli_md_bad_input_exits_2_before_work(tiny_sample, tmp_path, args, messa
     assert out.returncode == 2 and message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "run" / "thermo.csv").exists()
+
+
+def test_cli_teacher_density_natively_in_openmm(tiny_sample, tmp_path):
+    """`props density --model classical --engine openmm`: the teacher's ρ(T) curve, the
+    reference a student's `props density --teacher .../density.json` is plotted against."""
+    args = ["props", "density", str(tiny_sample / "frames.db"), "--model", "classical",
+            "--engine", "openmm", "--composition", "LiPF6=0.25,EMIMPF6=0.75", "--out",
+            str(tmp_path), "--temperatures", "300,400", "--steps", "4000", "--log-every", "20",
+            "--json"]
+    out = cli(*args)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert [p["temperature_K"] for p in result["points"]] == [300.0, 400.0]
+    for p in result["points"]:
+        # 2 ps sampled every 10 fs, minus the first 25 %
+        assert 1.0 < p["density_g_cm3"] < 2.0 and p["n_samples"] == 150
+    assert "fit" in result and (tmp_path / "density.png").exists()
+    assert cli(*args).stdout == out.stdout  # a rerun reuses the stored series
+    bad = cli(*args[:4], "missing.nequip.zip", *args[5:])
+    assert bad.returncode == 2 and "--engine openmm" in bad.stderr

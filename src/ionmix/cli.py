@@ -535,6 +535,9 @@ def props_density(
         help="density.json of the same study run with the teacher, plotted along.")] = None,
     experiment: Annotated[Path | None, typer.Option(
         help="CSV temperature_K,density_g_cm3 of measurements, plotted along.")] = None,
+    engine: Annotated[str, typer.Option(
+        help="ase (any model; MTK NPT) or openmm (only with --model classical: the teacher "
+             "natively in OpenMM, ~100x faster).")] = "ase",
     composition: CompositionOpt = None,
     seed: Annotated[int, typer.Option()] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -550,8 +553,13 @@ def props_density(
                             log_interval_steps=log_every,
                             trajectory_interval_steps=max(log_every, 100 // log_every * log_every),
                             seed=seed)
+    if engine not in ("ase", "openmm") or (engine == "openmm" and model != "classical"):
+        raise fail(ConfigError(f"--engine {engine}: use ase, or openmm with --model classical"))
+    from ionmix.props import OPENMM_CLASSICAL
+
     result = _run_study("density", structure, model, composition, lambda atoms, calc, progress:
-                        density_study(atoms, calc, temps, settings, out,
+                        density_study(atoms, OPENMM_CLASSICAL if engine == "openmm" else calc,
+                                      temps, settings, out,
                                       equilibration_fraction=equilibration_fraction,
                                       teacher=teacher, experiment=experiment, progress=progress))
     if as_json:
@@ -676,6 +684,43 @@ def validate(
         f"{result['energy_mean_offset_meV_per_atom']:+.2f}), force MAE "
         f"{result['force_mae_meV_per_A']:.1f} meV/Å ({per_el}); figure {out / 'validate.png'}",
         highlight=False)
+
+
+@app.command("export-lammps")
+def export_lammps(
+    structure: StructureArg,
+    model: Annotated[Path, typer.Option(help="Trained model (.nequip.zip or .ckpt).")],
+    out: Annotated[Path, typer.Option(
+        help="Job folder (system.data, in.lammps, README.txt), created.")],
+    index: Annotated[int, typer.Option(help="Frame of a multi-frame structure file.")] = -1,
+    composition: CompositionOpt = None,
+    ensemble: Annotated[str, typer.Option(help="npt, nvt or nve.")] = "npt",
+    temperature_K: Annotated[float, typer.Option("--temperature-K", "-T")] = 300.0,
+    pressure_bar: Annotated[float, typer.Option("--pressure-bar", "-P")] = 1.0,
+    timestep_fs: Annotated[float, typer.Option("--timestep-fs")] = 0.5,
+    steps: Annotated[int, typer.Option(help="Number of time steps.")] = 20000,
+    pair_style: Annotated[str | None, typer.Option(
+        help="allegro or nequip; default: read from the model.")] = None,
+) -> None:
+    """Write a LAMMPS job (pair_nequip_allegro) for a structure and a trained model.
+
+    LAMMPS needs the model compiled with nequip-compile on the machine that runs it: the
+    command is in in.lammps and README.txt (printed below). Thermostat and barostat time
+    constants are 1000 time steps, as in `ionmix md`.
+    """
+    from ionmix.lammps import LammpsExportError, write_lammps_inputs
+    from ionmix.md import MDError, load_structure
+
+    try:
+        atoms = load_structure(structure, index=index, composition=composition)
+        paths = write_lammps_inputs(
+            atoms, model, out, ensemble=ensemble, temperature_K=temperature_K,
+            pressure_bar=pressure_bar, timestep_fs=timestep_fs, n_steps=steps,
+            pair_style=pair_style)
+    except (*_user_errors(), LammpsExportError, MDError) as exc:
+        raise fail(exc) from None
+    console.print(f"[green]wrote[/] {paths['data']}, {paths['input']}", highlight=False)
+    console.print(paths["readme"].read_text(), highlight=False, soft_wrap=True, markup=False)
 
 
 def main() -> None:  # pragma: no cover - console-script entry point

@@ -1,0 +1,53 @@
+"""Slow end-to-end check of the property workflow (`make test-slow`, ~10 min on 2 cores):
+a student trained on the classical teacher's labels at one composition reproduces the
+teacher's own NPT density there.
+
+Everything is computed here: sampling with the teacher (OpenMM), training
+(`cpu-tiny-allegro-npt`), the teacher's NPT density (OpenMM), the student's (`run_md`).
+The full-size version (20 ion pairs, 10 ps) is benchmarks/bench_md.py --stage density.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+SAMPLE = {
+    "mixture": {"units": {"LiPF6": {"Li": 1, "PF6": 1}, "EMIMPF6": {"EMIM": 1, "PF6": 1}},
+                "compositions": [{"LiPF6": 0.5, "EMIMPF6": 0.5}], "n_ion_pairs": 10},
+    "sampling": {"temperature_K": 300.0, "equilibration_ps": 20.0, "production_ps": 20.0,
+                 "snapshot_interval_ps": 0.5, "replicas": 2, "seed": 3,
+                 "initial_density_g_cm3": 1.4},
+}
+COMPOSITION = "LiPF6=0.5,EMIMPF6=0.5"
+
+
+@pytest.mark.slow
+def test_student_npt_density_matches_the_teacher(tmp_path):
+    from ionmix.config import SampleConfig, parse_model
+    from ionmix.md import MDSettings, load_structure, make_calculator, read_thermo, run_md
+    from ionmix.properties import block_average, production_part
+    from ionmix.props import classical_npt_density
+    from ionmix.sample import sample
+    from ionmix.train import train_from_store
+
+    sample(parse_model(SampleConfig, SAMPLE, "test"), tmp_path / "sample")
+    db = tmp_path / "sample" / "frames.db"
+    result = train_from_store(db, [COMPOSITION], n_train=36, n_val=4, n_test=40,
+                              preset="cpu-tiny-allegro-npt", run_dir=tmp_path / "model",
+                              progress=None)
+    assert result.metrics["stress_mae_meV_per_A3"] < 1.0  # it learned the stress at all
+
+    atoms = load_structure(db, composition=COMPOSITION, replica=0)
+    teacher = classical_npt_density(atoms, 300.0, 1.0, time_ps=100.0, seed=5)
+    calc = make_calculator(result.package_path, atoms)
+    run_md(atoms, calc, MDSettings(n_steps=10000), tmp_path / "student")
+    thermo = read_thermo(tmp_path / "student" / "thermo.csv")
+    student, student_err = block_average(production_part(thermo["density_g_cm3"]))
+
+    rel = student / teacher["density_g_cm3"] - 1.0
+    rel_err = np.hypot(student_err, teacher["density_err_g_cm3"]) / teacher["density_g_cm3"]
+    print(f"teacher {teacher['density_g_cm3']:.4f} ± {teacher['density_err_g_cm3']:.4f}, "
+          f"student {student:.4f} ± {student_err:.4f} g/cm³: {100 * rel:+.2f} ± "
+          f"{100 * rel_err:.2f} %")
+    assert abs(rel) < 0.02
