@@ -8,6 +8,7 @@ are identifiable. Training runs the real ``nequip-train`` and ``nequip-package``
 from __future__ import annotations
 
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -471,3 +472,41 @@ def test_stress_preset_trains_and_reports_stress(data, tmp_path):
     ours = evaluate(result.package_path, data["test"])
     assert ours["stress_mae_meV_per_A3"] == pytest.approx(
         result.metrics["stress_mae_meV_per_A3"], rel=1e-5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+def test_killed_parent_leaves_no_orphan_training(tmp_path):
+    """SIGKILL the process running `_run_subprocess` (as when a job is killed): the child
+    (nequip-train in real use; `sleep` here) must die too, not keep writing to the run."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    script = (
+        "import sys; from pathlib import Path; from ionmix.train.run import _run_subprocess\n"
+        f"_run_subprocess(['sleep', '120'], Path({str(tmp_path)!r}), "
+        f"Path({str(tmp_path / 'log.txt')!r}), 'sleep')\n")
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    child_pid = None
+    for _ in range(100):
+        out = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True)
+        if out.stdout.strip():
+            child_pid = int(out.stdout.split()[0])
+            break
+        time.sleep(0.1)
+    assert child_pid is not None, "the child never started"
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    for _ in range(50):
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            break
+        # a zombie (dead, not yet reaped by init) also counts as gone
+        if Path(f"/proc/{child_pid}/stat").read_text().split()[2] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child_pid, signal.SIGKILL)
+        raise AssertionError("the training subprocess outlived its killed parent")

@@ -214,6 +214,27 @@ def _progress_lines(
     return len(rows), lines
 
 
+def _parent_death_signal():
+    """A preexec_fn that makes Linux send SIGTERM to the child when its parent dies.
+
+    Without it, a killed `ionmix train` (SIGTERM/SIGKILL run no Python cleanup) leaves an
+    orphan nequip-train that keeps writing into the run folder, and corrupts the metrics
+    file of the next run started there (seen in practice). The libc call is resolved here,
+    in the parent, so the forked child only calls into C. None off Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except OSError:
+        return None
+    pr_set_pdeathsig = 1
+    return lambda: prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+
+
 def _run_subprocess(
     cmd: list[str], cwd: Path, log_path: Path, what: str,
     poll: Callable[[], None] | None = None, num_threads: int | None = None,
@@ -226,7 +247,8 @@ def _run_subprocess(
     with open(log_path, "a") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=_parent_death_signal())
         try:
             while proc.poll() is None:
                 time.sleep(0.5)
