@@ -104,23 +104,24 @@ def stage_throughput(n_steps: int, repeats: int) -> None:
         "ionmix_ns_per_day": statistics.median(ours) * 0.5e-6 * 86400}})
 
 
-def stage_nve(ps: float) -> None:
+def stage_nve(ps: float, model_dir: Path) -> None:
     from ionmix.md import MDSettings, make_calculator, read_thermo, run_md
 
     atoms = start_frame()
-    calc = make_calculator(OUT / "model" / "best.ckpt", atoms, float64=True)
+    calc = make_calculator(model_dir / "best.ckpt", atoms, float64=True)
     # 0.5 ps of NVT first, so NVE starts from a state the model has thermalised
     nvt = MDSettings(ensemble="nvt", n_steps=1000, thermostat_time_steps=100)
-    run_md(atoms, calc, nvt, OUT / "nve-equil")
-    state = json.loads((OUT / "nve-equil" / "checkpoint.json").read_text())["atoms"]
+    run_md(atoms, calc, nvt, OUT / f"nve-equil-{model_dir.name}")
+    state = json.loads((OUT / f"nve-equil-{model_dir.name}" / "checkpoint.json").read_text())[
+        "atoms"]
     atoms.positions = state["positions"]
     atoms.set_momenta(state["momenta"])
     n_steps = int(round(ps * 2000))
     nve = MDSettings(ensemble="nve", n_steps=n_steps, initial_velocities="keep",
                      trajectory_interval_steps=500)
     t0 = time.perf_counter()
-    run_md(atoms, calc, nve, OUT / "nve")
-    t = read_thermo(OUT / "nve" / "thermo.csv")
+    run_md(atoms, calc, nve, OUT / f"nve-{model_dir.name}")
+    t = read_thermo(OUT / f"nve-{model_dir.name}" / "thermo.csv")
     n = len(atoms)
     e = t["conserved_energy_eV"] / n * 1000.0  # meV/atom
     slope, _ = np.polyfit(t["time_ps"], e, 1)
@@ -137,31 +138,38 @@ def stage_nve(ps: float) -> None:
     ax.set_ylabel("energy − E_tot(0) (meV/atom)")
     ax.set_title(f"NVE, 0.5 fs, float64: drift {slope:+.3f} meV/atom/ps", fontsize=9)
     ax.legend(fontsize=7)
-    fig.savefig(OUT / "nve.png", dpi=150)
-    merge({"nve": {"n_atoms": n, "time_ps": float(t["time_ps"][-1]), "timestep_fs": 0.5,
+    fig.savefig(OUT / f"nve-{model_dir.name}.png", dpi=150)
+    merge({f"nve_{model_dir.name}": {
+                   "n_atoms": n, "time_ps": float(t["time_ps"][-1]), "timestep_fs": 0.5,
                    "drift_meV_per_atom_per_ps": float(slope),
                    "total_energy_std_meV_per_atom": float(np.std(e)),
                    "potential_energy_std_meV_per_atom": float(
                        np.std(t["potential_energy_eV"] / n * 1000.0)),
                    "mean_temperature_K": float(np.mean(t["temperature_K"])),
-                   "wall_s": time.perf_counter() - t0, "figure": str(OUT / "nve.png")}})
+                   "wall_s": time.perf_counter() - t0,
+                   "figure": str(OUT / f"nve-{model_dir.name}.png")}})
 
 
-def stage_density(teacher_ps: float, student_steps: int) -> None:
+def stage_density(teacher_ps: float, student_steps: int, model_dir: Path) -> None:
     from ionmix.md import MDSettings, make_calculator, read_thermo, run_md
     from ionmix.properties import block_average, drift_sigma, production_part
     from ionmix.props import classical_npt_density
 
-    t0 = time.perf_counter()
-    teacher = classical_npt_density(start_frame(), 300.0, 1.0, time_ps=teacher_ps, seed=11)
-    teacher["wall_s"] = time.perf_counter() - t0
-    merge({"density_teacher": {k: v for k, v in teacher.items() if k != "series"}})
+    series_path = OUT / "density-teacher-series.json"
+    if series_path.exists():  # the teacher does not depend on the student: run it once
+        teacher = json.loads(series_path.read_text())
+    else:
+        t0 = time.perf_counter()
+        teacher = classical_npt_density(start_frame(), 300.0, 1.0, time_ps=teacher_ps, seed=11)
+        teacher["wall_s"] = time.perf_counter() - t0
+        series_path.write_text(json.dumps(teacher))
+        merge({"density_teacher": {k: v for k, v in teacher.items() if k != "series"}})
     atoms = start_frame()
-    calc = make_calculator(OUT / "model" / "model.nequip.zip", atoms)
+    calc = make_calculator(model_dir / "model.nequip.zip", atoms)
+    run_dir = OUT / f"density-student-{model_dir.name}"
     t0 = time.perf_counter()
-    # resumable: a finished student run is reused, so rerunning this stage redoes the teacher
-    run_md(atoms, calc, MDSettings(n_steps=student_steps), OUT / "density-student")
-    t = read_thermo(OUT / "density-student" / "thermo.csv")
+    run_md(atoms, calc, MDSettings(n_steps=student_steps), run_dir)  # resumable
+    t = read_thermo(run_dir / "thermo.csv")
     prod = production_part(t["density_g_cm3"])
     mean, err = block_average(prod)
     student = {"density_g_cm3": mean, "density_err_g_cm3": err,
@@ -186,9 +194,10 @@ def stage_density(teacher_ps: float, student_steps: int) -> None:
     ax.set_title(f"Li[PF6]/[EMIM][PF6] x=0.4, 300 K, 1 bar: {100 * rel:+.2f} ± "
                  f"{100 * rel_err:.2f} %", fontsize=9)
     ax.legend(fontsize=7)
-    fig.savefig(OUT / "density.png", dpi=150)
-    merge({"density_student": student, "density_relative_difference": rel,
-           "density_relative_difference_err": rel_err, "density_figure": str(OUT / "density.png")})
+    fig.savefig(OUT / f"density-{model_dir.name}.png", dpi=150)
+    merge({f"density_student_{model_dir.name}": {
+        **student, "relative_difference": rel, "relative_difference_err": rel_err,
+        "figure": str(OUT / f"density-{model_dir.name}.png")}})
 
 
 def main() -> None:
@@ -200,6 +209,8 @@ def main() -> None:
     parser.add_argument("--nve-ps", type=float, default=2.0)
     parser.add_argument("--teacher-ps", type=float, default=200.0)
     parser.add_argument("--student-steps", type=int, default=20000)
+    parser.add_argument("--model-dir", type=Path, default=OUT / "model",
+                        help="training run folder with model.nequip.zip (and best.ckpt)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.stage == "train":
@@ -207,9 +218,9 @@ def main() -> None:
     elif args.stage == "throughput":
         stage_throughput(args.throughput_steps, args.repeats)
     elif args.stage == "nve":
-        stage_nve(args.nve_ps)
+        stage_nve(args.nve_ps, args.model_dir)
     else:
-        stage_density(args.teacher_ps, args.student_steps)
+        stage_density(args.teacher_ps, args.student_steps, args.model_dir)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Slow end-to-end check of the property workflow (`make test-slow`, ~10 min on 2 cores):
+"""Slow end-to-end check of the property workflow (`make test-slow`, ~15 min on 2 cores):
 a student trained on the classical teacher's labels at one composition reproduces the
 teacher's own NPT density there.
 
@@ -15,7 +15,7 @@ import pytest
 SAMPLE = {
     "mixture": {"units": {"LiPF6": {"Li": 1, "PF6": 1}, "EMIMPF6": {"EMIM": 1, "PF6": 1}},
                 "compositions": [{"LiPF6": 0.5, "EMIMPF6": 0.5}], "n_ion_pairs": 10},
-    "sampling": {"temperature_K": 300.0, "equilibration_ps": 20.0, "production_ps": 20.0,
+    "sampling": {"temperature_K": 300.0, "equilibration_ps": 50.0, "production_ps": 60.0,
                  "snapshot_interval_ps": 0.5, "replicas": 2, "seed": 3,
                  "initial_density_g_cm3": 1.4},
 }
@@ -33,9 +33,11 @@ def test_student_npt_density_matches_the_teacher(tmp_path):
 
     sample(parse_model(SampleConfig, SAMPLE, "test"), tmp_path / "sample")
     db = tmp_path / "sample" / "frames.db"
-    result = train_from_store(db, [COMPOSITION], n_train=36, n_val=4, n_test=40,
+    # 120 frames: with 40 (36 + 4) the same model blows up in NPT within 1 ps (H atoms
+    # collapse; docs/benchmarks.md)
+    result = train_from_store(db, [COMPOSITION], n_train=108, n_val=12, n_test=40,
                               preset="cpu-tiny-allegro-npt", run_dir=tmp_path / "model",
-                              progress=None)
+                              overrides={"max_epochs": 40}, progress=None)
     assert result.metrics["stress_mae_meV_per_A3"] < 1.0  # it learned the stress at all
 
     atoms = load_structure(db, composition=COMPOSITION, replica=0)

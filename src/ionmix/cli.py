@@ -561,7 +561,9 @@ def props_density(
                         density_study(atoms, OPENMM_CLASSICAL if engine == "openmm" else calc,
                                       temps, settings, out,
                                       equilibration_fraction=equilibration_fraction,
-                                      teacher=teacher, experiment=experiment, progress=progress))
+                                      teacher=teacher, experiment=experiment,
+                                      label="classical (OpenMM)" if engine == "openmm"
+                                      else Path(model).name, progress=progress))
     if as_json:
         print(json.dumps(result, indent=2))
         return

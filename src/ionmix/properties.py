@@ -114,7 +114,8 @@ def fit_tait(pressure_bar, volume_A3, reference_pressure_bar: float | None = Non
         i = int(rising[0])
         raise EOSError(
             f"volume does not decrease with pressure: {v[i]:.6g} Å³ at {p[i]:g} bar but "
-            f"{v[i + 1]:.6g} Å³ at {p[i + 1]:g} bar")
+            f"{v[i + 1]:.6g} Å³ at {p[i + 1]:g} bar (noisy MD means: run each pressure longer, "
+            "or use fewer, wider-spaced pressures)")
     p0 = float(p[0]) if reference_pressure_bar is None else float(reference_pressure_bar)
     # Start from a linear fit: κ ≈ −slope/V, and the common C ≈ 0.0894 (Tait/Dymond).
     slope = np.polyfit(p, v, 1)[0]

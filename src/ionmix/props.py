@@ -87,6 +87,7 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
                   reference_temperature_K: float | None = None,
                   teacher: str | os.PathLike | None = None,
                   experiment: str | os.PathLike | None = None,
+                  label: str | None = None,
                   progress: Callable[[str, int, int], None] | None = None) -> dict:
     """NPT at each temperature → mean density ± block error → ρ(T) line, dρ/dT and α_P.
 
@@ -102,6 +103,8 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
         out_dir: study folder; runs go to ``out_dir/T_<T>K``.
         teacher: a ``density.json`` of the same study run with the teacher (plotted along).
         experiment: CSV with ``temperature_K,density_g_cm3`` (plotted along).
+        label: what was run, for the figure legend and the JSON (default: the calculator's
+            class name, or "classical (OpenMM)").
         progress: ``progress(run_name, step, n_steps)``.
 
     Returns (and writes ``density.json``, ``density.csv``, ``density.png``): per-temperature
@@ -143,7 +146,9 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
                      "density_err_g_cm3": summary["err"], "n_samples": summary["n_samples"],
                      "drift_sigma": summary["drift_sigma"],
                      "mean_temperature_K": temp_summary["mean"], "run": name})
-    result: dict = {"settings": settings.model_dump(), "equilibration_fraction":
+    if label is None:
+        label = "classical (OpenMM)" if calc == OPENMM_CLASSICAL else type(calc).__name__
+    result: dict = {"label": label, "settings": settings.model_dump(), "equilibration_fraction":
                     equilibration_fraction, "n_blocks": n_blocks, "points": rows}
     if len(rows) >= 2:
         fit = P.fit_density_vs_temperature([r["temperature_K"] for r in rows],

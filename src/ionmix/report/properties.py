@@ -41,9 +41,9 @@ def plot_density(result: dict, path: Path, teacher: dict | None = None,
                     label=f"  α_P = {fit['alpha_P_per_K'] * 1e4:.2f} ± "
                           f"{fit['alpha_P_err'] * 1e4:.2f} ×10⁻⁴ K⁻¹")
 
-    series(result, "model", "C0", "o")
+    series(result, result.get("label", "model"), "C0", "o")
     if teacher is not None:
-        series(teacher, "teacher", "C3", "s")
+        series(teacher, f"teacher: {teacher.get('label', '')}".rstrip(": "), "C3", "s")
     if experiment is not None:
         ax.plot(experiment["temperature_K"], experiment["density_g_cm3"], "k^",
                 label="experiment")
