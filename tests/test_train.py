@@ -8,6 +8,7 @@ are identifiable. Training runs the real ``nequip-train`` and ``nequip-package``
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 import warnings
@@ -474,7 +475,8 @@ def test_stress_preset_trains_and_reports_stress(data, tmp_path):
         result.metrics["stress_mae_meV_per_A3"], rel=1e-5)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+@pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("setpriv") is None,
+                    reason="needs Linux and util-linux's setpriv (PR_SET_PDEATHSIG)")
 def test_killed_parent_leaves_no_orphan_training(tmp_path):
     """SIGKILL the process running `_run_subprocess` (as when a job is killed): the child
     (nequip-train in real use; `sleep` here) must die too, not keep writing to the run."""

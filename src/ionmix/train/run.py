@@ -214,25 +214,17 @@ def _progress_lines(
     return len(rows), lines
 
 
-def _parent_death_signal():
-    """A preexec_fn that makes Linux send SIGTERM to the child when its parent dies.
+def _dies_with_parent(cmd: list[str]) -> list[str]:
+    """`cmd` wrapped so that Linux sends it SIGTERM when this process dies.
 
     Without it, a killed `ionmix train` (SIGTERM/SIGKILL run no Python cleanup) leaves an
     orphan nequip-train that keeps writing into the run folder, and corrupts the metrics
-    file of the next run started there (seen in practice). The libc call is resolved here,
-    in the parent, so the forked child only calls into C. None off Linux.
+    file of the next run started there (seen in practice). util-linux's `setpriv
+    --pdeathsig` sets PR_SET_PDEATHSIG and execs the command; unlike a preexec_fn it is
+    safe in threaded parents (Dask workers). Unchanged where setpriv is missing.
     """
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-    import signal
-
-    try:
-        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except OSError:
-        return None
-    pr_set_pdeathsig = 1
-    return lambda: prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "TERM", "--", *cmd] if setpriv else cmd
 
 
 def _run_subprocess(
@@ -247,8 +239,8 @@ def _run_subprocess(
     with open(log_path, "a") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=_parent_death_signal())
+        proc = subprocess.Popen(_dies_with_parent(cmd), cwd=cwd, stdout=log,
+                                stderr=subprocess.STDOUT, env=env)
         try:
             while proc.poll() is None:
                 time.sleep(0.5)
