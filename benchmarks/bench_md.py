@@ -200,17 +200,61 @@ def stage_density(teacher_ps: float, student_steps: int, model_dir: Path) -> Non
         "figure": str(OUT / f"density-{model_dir.name}.png")}})
 
 
+def stage_pv_scan(model_dirs: list[Path], n_frames: int) -> None:
+    """Configurational pressure vs volume, teacher against each model, on test frames whose
+    molecule centres are scaled (molecules rigid): where a model's equation of state differs
+    from its teacher's. Mean over `n_frames` frames of the independent replica at 300 K."""
+    from ionmix.chemistry import load_ion
+    from ionmix.data import DatasetStore
+    from ionmix.data.store import equally_spaced, molecules_of
+    from ionmix.md import make_calculator
+    from ionmix.units import ev_per_a3_to_bar
+
+    factors = [0.97, 0.98, 0.99, 1.0, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06]  # on edge lengths
+    frames = equally_spaced(DatasetStore(STORE).select(COMPOSITION, 300.0, 1), n_frames)
+    calcs = {"teacher": None, **{d.name: d / "model.nequip.zip" for d in model_dirs}}
+    pressure = {name: np.zeros((n_frames, len(factors))) for name in calcs}
+    v_ratio = np.array(factors) ** 3
+    for i, frame in enumerate(frames):
+        atoms = frame.atoms
+        # molecule index per atom: the stored (ion, count) runs, atoms of a molecule contiguous
+        sizes = [load_ion(name).n_atoms for name, n in molecules_of(frame) for _ in range(n)]
+        mol_id = np.repeat(np.arange(len(sizes)), sizes)
+        masses = atoms.get_masses()
+        for name, model in calcs.items():
+            calc = make_calculator(model or "classical", atoms)
+            for j, f in enumerate(factors):
+                a = atoms.copy()
+                out = a.get_positions().copy()
+                for m in np.unique(mol_id):
+                    sel = mol_id == m
+                    com = (masses[sel, None] * out[sel]).sum(0) / masses[sel].sum()
+                    out[sel] += (f - 1.0) * com
+                a.set_cell(atoms.cell * f, scale_atoms=False)
+                a.set_positions(out)
+                a.calc = calc
+                pressure[name][i, j] = -ev_per_a3_to_bar(np.trace(a.get_stress(voigt=False)) / 3)
+        print(f"frame {i + 1}/{n_frames}", flush=True)
+    rows = {name: {"mean_bar": p.mean(0).tolist(),
+                   "err_bar": (p.std(0, ddof=1) / np.sqrt(n_frames)).tolist()}
+            for name, p in pressure.items()}
+    merge({"pv_scan": {"volume_ratio": v_ratio.tolist(), "n_frames": n_frames,
+                       "frames": "replica 1, 300 K, equally spaced", **rows}})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stage", required=True,
-                        choices=["train", "throughput", "nve", "density"])
+                        choices=["train", "throughput", "nve", "density", "pv-scan"])
     parser.add_argument("--throughput-steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--nve-ps", type=float, default=2.0)
     parser.add_argument("--teacher-ps", type=float, default=200.0)
     parser.add_argument("--student-steps", type=int, default=20000)
-    parser.add_argument("--model-dir", type=Path, default=OUT / "model",
-                        help="training run folder with model.nequip.zip (and best.ckpt)")
+    parser.add_argument("--model-dir", type=Path, default=OUT / "model", nargs="+",
+                        help="training run folder(s) with model.nequip.zip (and best.ckpt); "
+                             "several only for pv-scan")
+    parser.add_argument("--pv-frames", type=int, default=4)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.stage == "train":
@@ -218,9 +262,11 @@ def main() -> None:
     elif args.stage == "throughput":
         stage_throughput(args.throughput_steps, args.repeats)
     elif args.stage == "nve":
-        stage_nve(args.nve_ps, args.model_dir)
+        stage_nve(args.nve_ps, args.model_dir[0])
+    elif args.stage == "pv-scan":
+        stage_pv_scan(args.model_dir, args.pv_frames)
     else:
-        stage_density(args.teacher_ps, args.student_steps, args.model_dir)
+        stage_density(args.teacher_ps, args.student_steps, args.model_dir[0])
 
 
 if __name__ == "__main__":
