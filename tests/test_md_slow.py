@@ -1,4 +1,4 @@
-"""Slow end-to-end check of the property workflow (`make test-slow`, ~15 min on 2 cores):
+"""Slow end-to-end check of the property workflow (`make test-slow`, ~17 min on 2 cores):
 a student trained on the classical teacher's labels at one composition reproduces the
 teacher's own NPT density there.
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ionmix.md import MDBlowUp
+
 SAMPLE = {
     "mixture": {"units": {"LiPF6": {"Li": 1, "PF6": 1}, "EMIMPF6": {"EMIM": 1, "PF6": 1}},
                 "compositions": [{"LiPF6": 0.5, "EMIMPF6": 0.5}], "n_ion_pairs": 10},
@@ -22,6 +24,14 @@ SAMPLE = {
 COMPOSITION = "LiPF6=0.5,EMIMPF6=0.5"
 
 
+# Known to fail, for reasons measured in docs/benchmarks.md ("Student vs teacher NPT
+# density"): a student trained on frames of one volume has a soft P(V) that turns over
+# above ~1.12 V0, so the box inflates (2026-11-24 run: volume doubled at 4.31 ps, MDBlowUp);
+# trained on three temperatures it settles 17 % too light. Strict: if a student starts to
+# pass, this test fails and the marker must go.
+@pytest.mark.xfail(strict=True, raises=(MDBlowUp, AssertionError),
+                   reason="local CPU-sized student leaves its training data in NPT; "
+                          "see docs/benchmarks.md")
 @pytest.mark.slow
 def test_student_npt_density_matches_the_teacher(tmp_path):
     from ionmix.config import SampleConfig, parse_model
@@ -38,7 +48,8 @@ def test_student_npt_density_matches_the_teacher(tmp_path):
     result = train_from_store(db, [COMPOSITION], n_train=108, n_val=12, n_test=40,
                               preset="cpu-tiny-allegro-npt", run_dir=tmp_path / "model",
                               overrides={"max_epochs": 40}, progress=None)
-    assert result.metrics["stress_mae_meV_per_A3"] < 1.0  # it learned the stress at all
+    if result.metrics["stress_mae_meV_per_A3"] >= 1.0:  # not an expected failure (xfail)
+        pytest.fail(f"the student did not learn the stress: {result.metrics}")
 
     atoms = load_structure(db, composition=COMPOSITION, replica=0)
     teacher = classical_npt_density(atoms, 300.0, 1.0, time_ps=100.0, seed=5)
