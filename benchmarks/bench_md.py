@@ -208,6 +208,7 @@ def stage_pv_scan(model_dirs: list[Path], n_frames: int) -> None:
     from ionmix.data import DatasetStore
     from ionmix.data.store import equally_spaced, molecules_of
     from ionmix.md import make_calculator
+    from ionmix.sample import rescale_molecules
     from ionmix.units import ev_per_a3_to_bar
 
     factors = [0.97, 0.98, 0.99, 1.0, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06]  # on edge lengths
@@ -220,18 +221,15 @@ def stage_pv_scan(model_dirs: list[Path], n_frames: int) -> None:
         # molecule index per atom: the stored (ion, count) runs, atoms of a molecule contiguous
         sizes = [load_ion(name).n_atoms for name, n in molecules_of(frame) for _ in range(n)]
         mol_id = np.repeat(np.arange(len(sizes)), sizes)
-        masses = atoms.get_masses()
+        scaled = []  # the same scaled structures for every model
+        for f in factors:
+            a = atoms.copy()
+            a.set_cell(atoms.cell * f, scale_atoms=False)
+            a.set_positions(rescale_molecules(atoms.positions, mol_id, atoms.get_masses(), f))
+            scaled.append(a)
         for name, model in calcs.items():
             calc = make_calculator(model or "classical", atoms)
-            for j, f in enumerate(factors):
-                a = atoms.copy()
-                out = a.get_positions().copy()
-                for m in np.unique(mol_id):
-                    sel = mol_id == m
-                    com = (masses[sel, None] * out[sel]).sum(0) / masses[sel].sum()
-                    out[sel] += (f - 1.0) * com
-                a.set_cell(atoms.cell * f, scale_atoms=False)
-                a.set_positions(out)
+            for j, a in enumerate(scaled):
                 a.calc = calc
                 pressure[name][i, j] = -ev_per_a3_to_bar(np.trace(a.get_stress(voigt=False)) / 3)
         print(f"frame {i + 1}/{n_frames}", flush=True)
@@ -251,7 +249,7 @@ def main() -> None:
     parser.add_argument("--nve-ps", type=float, default=2.0)
     parser.add_argument("--teacher-ps", type=float, default=200.0)
     parser.add_argument("--student-steps", type=int, default=20000)
-    parser.add_argument("--model-dir", type=Path, default=OUT / "model", nargs="+",
+    parser.add_argument("--model-dir", type=Path, default=[OUT / "model"], nargs="+",
                         help="training run folder(s) with model.nequip.zip (and best.ckpt); "
                              "several only for pv-scan")
     parser.add_argument("--pv-frames", type=int, default=4)

@@ -170,9 +170,13 @@ def _positions_A(state: openmm.State) -> np.ndarray:
     return np.array(state.getPositions(asNumpy=True).value_in_unit(u.angstrom))
 
 
-def _rescale_molecules(positions_A: np.ndarray, mol_id: np.ndarray, masses: np.ndarray,
+def rescale_molecules(positions_A: np.ndarray, mol_id: np.ndarray, masses: np.ndarray,
                        factor: float) -> np.ndarray:
-    """Scale molecule centres of mass by `factor`, keeping each molecule rigid."""
+    """Scale molecule centres of mass by `factor`, keeping each molecule rigid.
+
+    positions_A: (n_atoms, 3) in Å; mol_id: (n_atoms,) molecule index; masses: (n_atoms,) in u.
+    Returns new (n_atoms, 3) positions in Å.
+    """
     out = positions_A.copy()
     for m in np.unique(mol_id):
         sel = mol_id == m
@@ -223,7 +227,7 @@ def _equilibrate(csys: ClassicalSystem, atoms: Atoms, run: Run, cfg: SampleConfi
     if volumes:
         mean_volume = float(np.mean(volumes[len(volumes) // 2:]))
         factor = (mean_volume / np.linalg.det(box)) ** (1.0 / 3.0)
-        positions = _rescale_molecules(positions, atoms.arrays[MOL_ID_ARRAY],
+        positions = rescale_molecules(positions, atoms.arrays[MOL_ID_ARRAY],
                                        np.asarray(csys.masses_amu), factor)
         box = box * factor
     return positions, box
