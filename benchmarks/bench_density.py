@@ -1,6 +1,6 @@
 """NPT densities at 1 bar with the classical force field, vs experiment.
 
-Runs `ionmix.sample` with NPT production (Monte Carlo barostat, Langevin thermostat) for
+Runs `ionmix.sampling` with NPT production (Monte Carlo barostat, Langevin thermostat) for
 neat ionic liquids of the library and for Li[PF6]/[EMIM][PF6] vs Li-salt fraction, and
 reports the mean density with a block-averaged standard error (5 blocks over production).
 
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from ionmix.config import SampleConfig, parse_model
-from ionmix.data import DatasetStore
-from ionmix.properties import block_average
-from ionmix.sample import plan_sampling, sample
+from ionmix.dataset import DatasetStore
+from ionmix.properties.stats import block_average
+from ionmix.sampling import plan_sampling, sample
 from ionmix.units import density_g_per_cm3
 
 #: Experimental densities at 298.15 K and 1 bar, g/cm³ (rounded literature values as

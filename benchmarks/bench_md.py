@@ -152,8 +152,8 @@ def stage_nve(ps: float, model_dir: Path) -> None:
 
 def stage_density(teacher_ps: float, student_steps: int, model_dir: Path) -> None:
     from ionmix.md import MDSettings, make_calculator, read_thermo, run_md
-    from ionmix.properties import block_average, drift_sigma, production_part
-    from ionmix.props import classical_npt_density
+    from ionmix.properties.stats import block_average, drift_sigma, production_part
+    from ionmix.properties.studies import classical_npt_density
 
     series_path = OUT / "density-teacher-series.json"
     if series_path.exists():  # the teacher does not depend on the student: run it once
@@ -205,10 +205,10 @@ def stage_pv_scan(model_dirs: list[Path], n_frames: int) -> None:
     molecule centres are scaled (molecules rigid): where a model's equation of state differs
     from its teacher's. Mean over `n_frames` frames of the independent replica at 300 K."""
     from ionmix.chemistry import load_ion
-    from ionmix.data import DatasetStore
-    from ionmix.data.store import equally_spaced, molecules_of
+    from ionmix.dataset import DatasetStore
+    from ionmix.dataset.store import equally_spaced, molecules_of
     from ionmix.md import make_calculator
-    from ionmix.sample import rescale_molecules
+    from ionmix.sampling import rescale_molecules
     from ionmix.units import ev_per_a3_to_bar
 
     factors = [0.97, 0.98, 0.99, 1.0, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06]  # on edge lengths

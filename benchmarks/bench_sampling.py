@@ -2,7 +2,7 @@
 
 Both sides integrate the same System (Li[PF6]/[EMIM][PF6], 20 ion pairs, x = 0.5 unless
 given) with the same Nosé–Hoover integrator on the same platform. The ionmix side is the
-production phase of `ionmix.sample.sample_run`: integration plus, at every snapshot,
+production phase of `ionmix.sampling.sample_run`: integration plus, at every snapshot,
 labelling by the classical teacher (energy, forces, finite-difference stress), the dataset
 insert and the checkpoint. Its rate is measured between the first and last snapshot.
 
@@ -22,10 +22,10 @@ import openmm
 import openmm.unit as u
 
 from ionmix.build import build_box
-from ionmix.classical import make_context, make_system_for_atoms
 from ionmix.config import SampleConfig, parse_model
-from ionmix.data import DatasetStore
-from ionmix.sample import plan_sampling, sample_run
+from ionmix.dataset import DatasetStore
+from ionmix.sampling import plan_sampling, sample_run
+from ionmix.teachers.classical import make_context, make_system_for_atoms
 
 
 def main() -> None:

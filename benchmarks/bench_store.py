@@ -21,7 +21,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ionmix.data import DatasetStore, composition_key
+from ionmix.dataset import DatasetStore, composition_key
 
 
 def make_frame(rng: np.random.Generator, n_atoms: int = 340) -> Atoms:

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from ionmix.properties import EOSError, fit_tait, tait_volume
+from ionmix.properties.eos import EOSError, fit_tait, tait_volume
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from ionmix.config import SampleConfig, parse_model
-from ionmix.sample import sample
+from ionmix.sampling import sample
 from ionmix.train import train_from_store
 
 COMPS = [{"LiPF6": 0.4, "EMIMPF6": 0.6}, {"LiPF6": 0.6, "EMIMPF6": 0.4}]

@@ -30,7 +30,7 @@ def tiny_sample(tmp_path_factory) -> Path:
     Returns the study folder; the frames are in ``frames.db`` there.
     """
     from ionmix.config import load_sample_config
-    from ionmix.sample import sample
+    from ionmix.sampling import sample
 
     root = tmp_path_factory.mktemp("tiny-sample")
     config = root / "sample.toml"

@@ -19,7 +19,7 @@ from ase.stress import voigt_6_to_full_3x3_stress
 from ionmix.build import build_box
 from ionmix.chemistry import load_ion, load_user_ion
 from ionmix.chemistry.ions import LIBRARY_DIR, parse_itp
-from ionmix.classical import (
+from ionmix.teachers.classical import (
     ClassicalCalculator,
     ClassicalSystemError,
     best_platform,

@@ -89,7 +89,7 @@ def test_transfer_unknown_key_is_a_user_error(tmp_path):
 def test_props_eos_json_and_bad_table(tmp_path):
     import numpy as np
 
-    from ionmix.properties import tait_volume
+    from ionmix.properties.eos import tait_volume
 
     p = np.array([1.0, 1001, 2001, 3001, 4001, 5001])
     table = tmp_path / "pv.csv"

@@ -1,4 +1,4 @@
-"""Tests of ionmix.lammps: LAMMPS data file and input script for pair_nequip_allegro.
+"""Tests of ionmix.export.lammps: LAMMPS data file and input script for pair_nequip_allegro.
 
 Most tests use `write_lammps_inputs_for` with explicit type names (no model). One module
 fixture trains a real tiny Allegro model (Cu/Au, EMT labels, 1 epoch, ~15 s) for the path
@@ -19,7 +19,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ionmix.lammps import (
+from ionmix.export.lammps import (
     LammpsExportError,
     _model_family,
     compile_command,

@@ -36,9 +36,9 @@ COMPOSITION = "LiPF6=0.5,EMIMPF6=0.5"
 def test_student_npt_density_matches_the_teacher(tmp_path):
     from ionmix.config import SampleConfig, parse_model
     from ionmix.md import MDSettings, load_structure, make_calculator, read_thermo, run_md
-    from ionmix.properties import block_average, production_part
-    from ionmix.props import classical_npt_density
-    from ionmix.sample import sample
+    from ionmix.properties.stats import block_average, production_part
+    from ionmix.properties.studies import classical_npt_density
+    from ionmix.sampling import sample
     from ionmix.train import train_from_store
 
     sample(parse_model(SampleConfig, SAMPLE, "test"), tmp_path / "sample")

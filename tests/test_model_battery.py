@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from ase.calculators.calculator import Calculator
 
-from ionmix.data import DatasetStore
+from ionmix.dataset import DatasetStore
 
 PRESETS = ["cpu-tiny-nequip", "cpu-tiny-allegro"]
 

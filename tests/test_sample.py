@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from ionmix.chemistry import IonLibraryError
-from ionmix.classical import ClassicalCalculator
 from ionmix.config import ConfigError, SampleConfig, load_sample_config, parse_model
-from ionmix.data import DatasetStore, molecules_of
+from ionmix.dataset import DatasetStore, molecules_of
 from ionmix.design import DesignError
-from ionmix.sample import plan_sampling, sample
+from ionmix.sampling import plan_sampling, sample
+from ionmix.teachers.classical import ClassicalCalculator
 
 BASE = {
     "mixture": {"units": {"LiPF6": {"Li": 1, "PF6": 1}, "EMIMPF6": {"EMIM": 1, "PF6": 1}},

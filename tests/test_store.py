@@ -9,7 +9,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ionmix.data import (
+from ionmix.dataset import (
     DatasetError,
     DatasetStore,
     atomic_write_extxyz,

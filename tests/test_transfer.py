@@ -11,7 +11,7 @@ import pytest
 
 from conftest import TINY_SAMPLE_TOML
 from ionmix.config import ConfigError
-from ionmix.transfer import (
+from ionmix.transferability import (
     load_study_config,
     resolve_recipes,
     run_study,
@@ -108,7 +108,7 @@ def test_recipe_errors(tmp_path):
     config.write_text(STUDY_TOML.replace("[[0.25], [0.25, 0.75], [0.75]]", "[[0.5]]"))
     cfg = load_study_config(config)
     from ionmix.config import SampleConfig
-    from ionmix.sample import plan_sampling
+    from ionmix.sampling import plan_sampling
 
     plan = plan_sampling(SampleConfig(mixture=cfg.mixture, sampling=cfg.sampling))
     comps = cfg.mixture.composition_list(plan.mixture)

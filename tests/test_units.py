@@ -39,7 +39,7 @@ def test_density():
 def test_block_average_on_known_correlated_series():
     import numpy as np
 
-    from ionmix.properties import block_average
+    from ionmix.properties.stats import block_average
 
     # AR(1) with phi = 0.9: the true standard error of the mean of n samples is
     # sigma_x * sqrt((1 + phi) / (1 - phi) / n); the naive one is sqrt(19) ≈ 4.4× too small.
@@ -63,7 +63,7 @@ def test_block_average_on_known_correlated_series():
 def test_tait_fit_recovers_known_compressibility():
     import numpy as np
 
-    from ionmix.properties import fit_tait, tait_volume
+    from ionmix.properties.eos import fit_tait, tait_volume
 
     # The paper's ramp: 1 bar, then +1 kbar steps, 18 of them. Tait parameters of a typical
     # IL: V0 = 10000 Å³, C = 0.0894, B = 1100 bar → κ_T = C/B = 8.13e-10 Pa⁻¹.
@@ -85,7 +85,7 @@ def test_tait_fit_recovers_known_compressibility():
     ([1, 1000, 2000, 3000], [10, float("nan"), 9.8, 9.7], "row 1"),
 ])
 def test_tait_fit_bad_tables(p, v, match):
-    from ionmix.properties import EOSError, fit_tait
+    from ionmix.properties.eos import EOSError, fit_tait
 
     with pytest.raises(EOSError, match=match):
         fit_tait(p, v)

@@ -155,8 +155,8 @@ def make_calculator(model: str | os.PathLike, atoms: Atoms | None = None, *,
         float64: evaluate a nequip model in float64 (see `ionmix.train.load_calculator`).
     """
     if str(model) == "classical":
-        from ionmix.classical import ClassicalCalculator
-        from ionmix.data.store import molecules_of
+        from ionmix.dataset.store import molecules_of
+        from ionmix.teachers.classical import ClassicalCalculator
 
         info = {} if atoms is None else atoms.info
         molecules = molecules_of(atoms) if atoms is not None and "molecules" in info else None
@@ -189,7 +189,7 @@ def load_structure(path: str | os.PathLike, index: int = -1,
     if not path.exists():
         raise MDError(f"structure {path}: no such file")
     if path.suffix == ".db":
-        from ionmix.data import DatasetStore
+        from ionmix.dataset import DatasetStore
 
         store = DatasetStore(path)
         stored = store.compositions()

@@ -1,6 +1,6 @@
 """Ion library: force-field topologies (GROMACS .itp) and coordinate templates of ions.
 
-Each shipped ion lives in a folder ``src/ionmix/data/ions/<NAME>/`` holding
+Each shipped ion lives in a folder ``src/ionmix/chemistry/library/<NAME>/`` holding
 
 - ``<NAME>.itp``: a self-contained GROMACS topology: its own ``[ atomtypes ]`` section, then
   ``[ moleculetype ]``, ``[ atoms ]``, ``[ bonds ]``, ``[ pairs ]``, ``[ angles ]``,
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 #: Folder holding the shipped ions, one sub-folder per ion.
-LIBRARY_DIR: Path = Path(__file__).resolve().parent.parent / "data" / "ions"
+LIBRARY_DIR: Path = Path(__file__).resolve().parent / "library"
 
 #: Largest |net charge - nearest integer| accepted, in e.
 CHARGE_TOLERANCE_E: float = 1e-3

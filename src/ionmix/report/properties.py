@@ -62,7 +62,7 @@ def plot_compressibility(result: dict, path: Path) -> Path:
     ax.errorbar(p / 1000.0, v, yerr=err, fmt="o", capsize=3, label="NPT mean volume")
     tait = result["tait"]
     pp = np.linspace(p.min(), p.max(), 100)
-    from ionmix.properties import tait_volume
+    from ionmix.properties.eos import tait_volume
 
     vv = tait_volume(pp, tait["V0_A3"], tait["B_bar"], tait["C"], tait["reference_pressure_bar"])
     ax.plot(pp / 1000.0, vv, "-", color="C1",

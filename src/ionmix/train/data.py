@@ -18,7 +18,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
-from ionmix.data.store import frame_hash
+from ionmix.dataset.store import frame_hash
 
 from .errors import TrainDataError
 

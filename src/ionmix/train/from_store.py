@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ionmix.data import DatasetStore, atomic_write_extxyz, composition_key, split_by_replica
+from ionmix.dataset import DatasetStore, atomic_write_extxyz, composition_key, split_by_replica
 
 from .energy import per_type_energy_shifts
 from .errors import TrainDataError

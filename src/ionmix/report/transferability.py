@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ionmix import design  # noqa: E402
-from ionmix.data import composition_key  # noqa: E402
+from ionmix.dataset import composition_key  # noqa: E402
 
 
 def _label(mixture: design.Mixture, comp: dict[str, float]) -> str:
@@ -105,7 +105,7 @@ def write_outputs(out: Path, cfg, mixture: design.Mixture, recipes, compositions
     Returns (figure path, report path).
     """
     from ionmix.io import atomic_write_text
-    from ionmix.transfer import metrics_csv, transfer_ratios
+    from ionmix.transferability import metrics_csv, transfer_ratios
 
     ratios = transfer_ratios(metrics) if metrics else {}
     atomic_write_text(out / "metrics.json", json.dumps(

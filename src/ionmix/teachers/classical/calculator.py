@@ -35,7 +35,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from ionmix.build import molecules_from_atoms
 from ionmix.chemistry.ions import Ion
-from ionmix.classical.system import (
+from ionmix.teachers.classical.system import (
     DEFAULT_CHARGE_SCALE,
     DEFAULT_EWALD_ERROR_TOLERANCE,
     DEFAULT_LJ_SWITCH_WIDTH_A,

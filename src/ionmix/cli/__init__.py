@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ionmix import design
 from ionmix.config import ConfigError
-from ionmix.properties import EOSError
+from ionmix.properties.eos import EOSError
 
 app = typer.Typer(
     help="Machine-learned potentials for ionic liquids and their mixtures that transfer "
@@ -36,9 +36,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """
     from ionmix.build import BuildError
     from ionmix.chemistry import IonLibraryError
-    from ionmix.classical import ClassicalSystemError
-    from ionmix.data import DatasetError
-    from ionmix.sample import SamplingError
+    from ionmix.dataset import DatasetError
+    from ionmix.sampling import SamplingError
+    from ionmix.teachers.classical import ClassicalSystemError
 
     return (design.DesignError, ConfigError, IonLibraryError, BuildError,
             ClassicalSystemError, DatasetError, SamplingError)
@@ -161,7 +161,7 @@ def build(
 
     from ionmix.build import build_box
     from ionmix.config import load_sample_config
-    from ionmix.sample import plan_sampling
+    from ionmix.sampling import plan_sampling
 
     try:
         cfg = load_sample_config(config)
@@ -197,8 +197,8 @@ def sample(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from ionmix.config import load_sample_config
-    from ionmix.sample import plan_sampling
-    from ionmix.sample import sample as run_sampling
+    from ionmix.sampling import plan_sampling
+    from ionmix.sampling import sample as run_sampling
 
     try:
         cfg = load_sample_config(config)
@@ -210,7 +210,7 @@ def sample(
                       MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
             task = bar.add_task("sampling", total=total)
             store_path = dataset or str(out / "frames.db")
-            from ionmix.data import DatasetStore
+            from ionmix.dataset import DatasetStore
 
             done = sum(len(DatasetStore(store_path).frame_indices(r.run_id)) for r in plan.runs)
             bar.update(task, completed=done)
@@ -250,13 +250,13 @@ def transfer(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from ionmix.train import TrainConfigError, TrainDataError
-    from ionmix.transfer import load_study_config, run_study
+    from ionmix.transferability import load_study_config, run_study
 
     try:
         cfg = load_study_config(study)
         from ionmix.config import SampleConfig
-        from ionmix.data import DatasetStore
-        from ionmix.sample import plan_sampling
+        from ionmix.dataset import DatasetStore
+        from ionmix.sampling import plan_sampling
 
         runs = plan_sampling(SampleConfig(mixture=cfg.mixture, sampling=cfg.sampling)).runs
         done = 0
@@ -318,7 +318,7 @@ def train(
     The run folder holds a nequip config you can re-run unchanged with
     `nequip-train -cp OUT -cn config`. Rerun the same command to resume.
     """
-    from ionmix.data import parse_composition_key
+    from ionmix.dataset import parse_composition_key
     from ionmix.train import TrainConfigError, TrainDataError, TrainRunError, train_from_store
 
     try:
@@ -352,7 +352,7 @@ def evaluate(
 
     try:
         if data.suffix == ".db":
-            from ionmix.data import DatasetStore
+            from ionmix.dataset import DatasetStore
 
             frames = [f.atoms for f in DatasetStore(data).select(replica=replica)]
         else:
@@ -446,7 +446,7 @@ def props_eos(
     the isothermal compressibility κ_T = C/B at P0 (for LAMMPS or experimental data too)."""
     from dataclasses import asdict
 
-    from ionmix.properties import fit_tait, read_pv_table
+    from ionmix.properties.eos import fit_tait, read_pv_table
 
     try:
         fit = fit_tait(*read_pv_table(table), reference_pressure_bar=reference_pressure_bar)
@@ -544,7 +544,7 @@ def props_density(
 ) -> None:
     """Density vs temperature from NPT MD: block-averaged means, dρ/dT and α_P, and a figure
     (OUT/density.png) with the teacher and experiment when given. Resumable."""
-    from ionmix.props import density_study
+    from ionmix.properties.studies import density_study
 
     temps = _floats(temperatures, "--temperatures")
     settings = _md_settings("ionmix props density", ensemble="npt",
@@ -555,7 +555,7 @@ def props_density(
                             seed=seed)
     if engine not in ("ase", "openmm") or (engine == "openmm" and model != "classical"):
         raise fail(ConfigError(f"--engine {engine}: use ase, or openmm with --model classical"))
-    from ionmix.props import OPENMM_CLASSICAL
+    from ionmix.properties.studies import OPENMM_CLASSICAL
 
     result = _run_study("density", structure, model, composition, lambda atoms, calc, progress:
                         density_study(atoms, OPENMM_CLASSICAL if engine == "openmm" else calc,
@@ -609,7 +609,7 @@ def props_compressibility(
 ) -> None:
     """Isothermal compressibility: NPT along a pressure ramp, Tait fit of V(P), κ_T at the
     first pressure, and κ_T from volume fluctuations as a cross-check. Resumable."""
-    from ionmix.props import compressibility_study
+    from ionmix.properties.studies import compressibility_study
 
     ramp = (_floats(pressures, "--pressures") if pressures is not None
             else [1.0] + [ramp_step_bar * k for k in range(1, ramp_steps + 1)])
@@ -654,7 +654,7 @@ def validate(
     import ase.io
 
     from ionmix.md import MDError, make_calculator
-    from ionmix.props import validate_trajectory
+    from ionmix.properties.studies import validate_trajectory
     from ionmix.train import TrainConfigError
 
     run_dir = trajectory if trajectory.is_dir() else trajectory.parent
@@ -710,7 +710,7 @@ def export_lammps(
     command is in in.lammps and README.txt (printed below). Thermostat and barostat time
     constants are 1000 time steps, as in `ionmix md`.
     """
-    from ionmix.lammps import LammpsExportError, write_lammps_inputs
+    from ionmix.export.lammps import LammpsExportError, write_lammps_inputs
     from ionmix.md import MDError, load_structure
 
     try:

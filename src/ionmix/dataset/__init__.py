@@ -3,7 +3,7 @@
 The folder also holds package data (``ions/``: the shipped ion library files).
 """
 
-from ionmix.data.store import (
+from ionmix.dataset.store import (
     DatasetError,
     DatasetStore,
     Frame,

@@ -1,11 +1,4 @@
-"""Properties from trajectories: block averages and the Tait equation of state.
-
-Block averaging (Flyvbjerg & Petersen, J. Chem. Phys. 1989, 91, 461): a correlated series
-is cut into `n_blocks` contiguous blocks; the standard error of the mean is the standard
-deviation of the block means over sqrt(n_blocks − 1). Blocks longer than the correlation
-time make the block means independent, so the estimate is honest where the naive
-std/sqrt(n) is not.
-"""
+"""Equation of state: the Tait equation fitted to V(P), and κ_T from volume fluctuations."""
 
 from __future__ import annotations
 
@@ -13,27 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def block_average(series, n_blocks: int = 5) -> tuple[float, float]:
-    """Mean and block standard error of a 1-D series (any units; same units returned).
-
-    Args:
-        series: shape (n_samples,), n_samples ≥ n_blocks ≥ 2. Trailing samples that do
-            not fill a block are dropped from the error estimate only.
-        n_blocks: number of contiguous blocks.
-    """
-    x = np.asarray(series, dtype=float)
-    if x.ndim != 1:
-        raise ValueError(f"series must be 1-D, got shape {x.shape}")
-    if n_blocks < 2 or x.size < n_blocks:
-        raise ValueError(f"need at least n_blocks ≥ 2 samples; got {x.size} for {n_blocks}")
-    size = x.size // n_blocks
-    means = x[: size * n_blocks].reshape(n_blocks, size).mean(axis=1)
-    return float(x.mean()), float(means.std(ddof=1) / np.sqrt(n_blocks))
-
-
-# --------------------------------------------------------------------------------------
-# Equation of state: the Tait equation
+BOLTZMANN_J_PER_K = 1.380649e-23
+A3_IN_M3 = 1e-30
 
 
 class EOSError(ValueError):
@@ -164,45 +138,6 @@ def read_pv_table(path) -> tuple[np.ndarray, np.ndarray]:
     return np.array(p), np.array(v)
 
 
-# --------------------------------------------------------------------------------------
-# Equilibration, drift and fluctuation estimates
-
-#: Default share of each run discarded as equilibration (see `production_part`).
-EQUILIBRATION_FRACTION = 0.25
-BOLTZMANN_J_PER_K = 1.380649e-23
-A3_IN_M3 = 1e-30
-
-
-def production_part(series, equilibration_fraction: float = EQUILIBRATION_FRACTION):
-    """The production part of a time series: everything after the first
-    ``equilibration_fraction`` of the samples.
-
-    The rule is deliberately simple and stated: ionmix discards a fixed leading share of
-    every run (25 % by default) and then *checks* that what is left is stationary with
-    `drift_sigma`; a drift of more than 3 block errors is reported, never silently used.
-    """
-    x = np.asarray(series, dtype=float)
-    if not 0.0 <= equilibration_fraction < 1.0:
-        raise ValueError(f"equilibration_fraction must be in [0, 1), got {equilibration_fraction}")
-    return x[int(np.floor(equilibration_fraction * x.size)):]
-
-
-def drift_sigma(series, n_blocks: int = 5) -> float:
-    """|mean(second half) − mean(first half)| in units of their combined block error.
-
-    Values above ~3 say the series is still equilibrating (or drifting): its mean is not
-    an equilibrium average. Returns 0 for a series too short to split into blocks.
-    """
-    x = np.asarray(series, dtype=float)
-    half = x.size // 2
-    if half < n_blocks:
-        return 0.0
-    m1, e1 = block_average(x[:half], n_blocks)
-    m2, e2 = block_average(x[half:], n_blocks)
-    err = np.hypot(e1, e2)
-    return float(abs(m2 - m1) / err) if err > 0 else (0.0 if m1 == m2 else float("inf"))
-
-
 def kappa_T_from_volume_fluctuations(volume_A3, temperature_K: float,
                                      n_blocks: int = 5) -> tuple[float, float]:
     """Isothermal compressibility κ_T = ⟨δV²⟩ / (k_B T ⟨V⟩) (Pa⁻¹) from an NPT volume series,
@@ -228,74 +163,3 @@ def kappa_T_from_volume_fluctuations(volume_A3, temperature_K: float,
                               for i in range(n_blocks)])
     err = np.sqrt((n_blocks - 1) / n_blocks * np.sum((leave_one_out - leave_one_out.mean())**2))
     return kappa(v), float(err)
-
-
-# --------------------------------------------------------------------------------------
-# Density vs temperature
-
-
-@dataclass(frozen=True)
-class DensityFit:
-    """ρ(T) = intercept + slope · T (weighted least squares on block errors).
-
-    Attributes:
-        slope_g_cm3_per_K, slope_err: dρ/dT (g cm⁻³ K⁻¹) and its standard error.
-        intercept_g_cm3: ρ at 0 K of the straight line (g/cm³; a fit parameter only).
-        reference_temperature_K: T where α_P is reported (default: the mean temperature).
-        alpha_P_per_K, alpha_P_err: thermal expansion α_P = −(1/ρ) dρ/dT at that T (K⁻¹).
-        chi2_per_dof: reduced χ² of the line (≫ 1: not linear within the errors, or errors
-            underestimated); None with two temperatures or an unweighted fit.
-    """
-
-    slope_g_cm3_per_K: float
-    slope_err: float
-    intercept_g_cm3: float
-    reference_temperature_K: float
-    density_at_reference_g_cm3: float
-    alpha_P_per_K: float
-    alpha_P_err: float
-    chi2_per_dof: float | None
-    n_points: int
-
-    def density_g_cm3(self, temperature_K):
-        return self.intercept_g_cm3 + self.slope_g_cm3_per_K * np.asarray(temperature_K, float)
-
-
-def fit_density_vs_temperature(temperature_K, density_g_cm3, density_err_g_cm3=None,
-                               reference_temperature_K: float | None = None) -> DensityFit:
-    """Straight-line fit of ρ(T) and the thermal expansion coefficient α_P at T_ref.
-
-    Args:
-        temperature_K, density_g_cm3: shape (n,), n ≥ 2 distinct temperatures.
-        density_err_g_cm3: shape (n,) standard errors (weights; absolute). If None or any
-            is zero, the fit is unweighted and errors come from the residuals (n ≥ 3).
-    """
-    t = np.asarray(temperature_K, dtype=float)
-    rho = np.asarray(density_g_cm3, dtype=float)
-    if t.size < 2 or len(set(t.tolist())) < t.size:
-        raise ValueError(f"need at least 2 distinct temperatures, got {t.tolist()}")
-    x = np.column_stack([np.ones_like(t), t])
-    err = None if density_err_g_cm3 is None else np.asarray(density_err_g_cm3, dtype=float)
-    if err is not None and np.all(err > 0):
-        w = 1.0 / err**2
-        cov = np.linalg.inv(x.T @ (x * w[:, None]))
-        params = cov @ (x.T @ (w * rho))
-        resid = (rho - x @ params) / err
-        chi2 = float(resid @ resid / (t.size - 2)) if t.size > 2 else None
-    else:
-        if t.size < 3:
-            raise ValueError("an unweighted fit needs at least 3 temperatures for an error")
-        params, *_ = np.linalg.lstsq(x, rho, rcond=None)
-        resid = rho - x @ params
-        s2 = float(resid @ resid / (t.size - 2))
-        cov = s2 * np.linalg.inv(x.T @ x)
-        chi2 = None
-    t_ref = float(np.mean(t)) if reference_temperature_K is None else float(reference_temperature_K)
-    a, b = float(params[0]), float(params[1])
-    rho_ref = a + b * t_ref
-    alpha = -b / rho_ref
-    # α = −b / (a + b T): gradient with respect to (a, b)
-    grad = np.array([b / rho_ref**2, -1.0 / rho_ref + b * t_ref / rho_ref**2])
-    alpha_err = float(np.sqrt(max(grad @ cov @ grad, 0.0)))
-    return DensityFit(b, float(np.sqrt(cov[1, 1])), a, t_ref, rho_ref, alpha, alpha_err, chi2,
-                      int(t.size))

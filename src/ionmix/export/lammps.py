@@ -330,7 +330,7 @@ def _input_script(*, type_names: list[str], pair_style: str, compiled_name: str,
     newton = "on" if pair_style == "allegro" else "off"
     species = " ".join(type_names)
 
-    lines = ["# LAMMPS input written by ionmix (ionmix.lammps.write_lammps_inputs)."]
+    lines = ["# LAMMPS input written by ionmix (ionmix.export.lammps.write_lammps_inputs)."]
     lines.append("# Needs LAMMPS built with pair_nequip_allegro "
                  "(https://github.com/mir-group/pair_nequip_allegro).")
     if source_model is not None:

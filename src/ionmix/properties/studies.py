@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from ionmix import properties as P
 from ionmix.io import atomic_write_json, atomic_write_text
 from ionmix.md import MDError, MDSettings, carry_metadata, read_thermo, run_md
+from ionmix.properties import eos
+from ionmix.properties import stats as P
 
 __all__ = [
     "DEFAULT_RAMP_BAR",
@@ -151,7 +152,7 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
     result: dict = {"label": label, "settings": settings.model_dump(), "equilibration_fraction":
                     equilibration_fraction, "n_blocks": n_blocks, "points": rows}
     if len(rows) >= 2:
-        fit = P.fit_density_vs_temperature([r["temperature_K"] for r in rows],
+        fit = thermo.fit_density_vs_temperature([r["temperature_K"] for r in rows],
                                            [r["density_g_cm3"] for r in rows],
                                            [r["density_err_g_cm3"] for r in rows],
                                            reference_temperature_K)
@@ -211,8 +212,8 @@ def classical_npt_density(atoms: Atoms, temperature_K: float = 300.0,
     import openmm
     import openmm.unit as u
 
-    from ionmix.classical import make_context, make_system
-    from ionmix.data.store import molecules_of
+    from ionmix.dataset.store import molecules_of
+    from ionmix.teachers.classical import make_context, make_system
     from ionmix.units import NM_IN_ANGSTROM, density_g_per_cm3
 
     if "molecules" not in atoms.info:
@@ -308,10 +309,10 @@ def compressibility_study(atoms: Atoms, calc, settings: MDSettings,
                      "run": name})
         if k == 0:
             prod = P.production_part(thermo["volume_A3"], equilibration_fraction)
-            stage_kappa = P.kappa_T_from_volume_fluctuations(prod, settings.temperature_K,
+            stage_kappa = eos.kappa_T_from_volume_fluctuations(prod, settings.temperature_K,
                                                              n_blocks)
         start = _continue_from(atoms, out / name)
-    fit = P.fit_tait([r["pressure_bar"] for r in rows], [r["volume_A3"] for r in rows],
+    fit = eos.fit_tait([r["pressure_bar"] for r in rows], [r["volume_A3"] for r in rows],
                      reference_pressure_bar=pressures[0])
     result = {"settings": settings.model_dump(), "temperature_K": settings.temperature_K,
               "equilibration_fraction": equilibration_fraction, "n_blocks": n_blocks,

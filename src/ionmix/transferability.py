@@ -50,7 +50,7 @@ from ionmix.config import (
     parse_model,
     read_toml,
 )
-from ionmix.data import (
+from ionmix.dataset import (
     DatasetStore,
     atomic_write_extxyz,
     composition_key,
@@ -280,10 +280,10 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
             default: a LocalCluster sized to this machine.
         n_workers: LocalCluster workers (default: cores // 4, at least 1).
         say: where progress lines go.
-        on_snapshot: sampling progress callback (see `ionmix.sample.sample_run`).
+        on_snapshot: sampling progress callback (see `ionmix.sampling.sample_run`).
     """
     from ionmix.config import SampleConfig
-    from ionmix.sample import plan_sampling, sample
+    from ionmix.sampling import plan_sampling, sample
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -386,7 +386,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
             cluster.close()
 
     # 5. metrics, figures, report
-    from ionmix.report.transfer import write_outputs
+    from ionmix.report.transferability import write_outputs
 
     metrics = metrics_table(recipes, compositions, evaluations)
     analysis = species_analysis(plan.mixture, recipes, evaluations, store, compositions)

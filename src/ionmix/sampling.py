@@ -2,7 +2,7 @@
 
 One *run* is one independent box (a replica) at one composition. Its snapshots are labelled
 by the classical force field itself (the teacher: energy eV, forces eV/Å, stress eV/Å³ from
-:class:`ionmix.classical.ClassicalCalculator`) and stored in the dataset store with their
+:class:`ionmix.teachers.classical.ClassicalCalculator`) and stored in the dataset store with their
 metadata. Replica 0 is for training/validation, replica 1 for testing, as in the paper.
 
 Protocol (defaults from the paper where it gives them; `SamplingConfig` documents each):
@@ -47,11 +47,11 @@ from ase import Atoms
 from ionmix import design
 from ionmix.build import ION_NAME_ARRAY, MOL_ID_ARRAY, box_length_A, build_box
 from ionmix.chemistry import Ion, load_ion, load_user_ion
-from ionmix.classical import ClassicalCalculator, make_context, make_system_for_atoms
-from ionmix.classical.system import MAX_DEFAULT_CUTOFF_A, ClassicalSystem
 from ionmix.config import ConfigError, SampleConfig
-from ionmix.data import DatasetStore, atomic_write_extxyz, composition_key
+from ionmix.dataset import DatasetStore, atomic_write_extxyz, composition_key
 from ionmix.io import atomic_write_bytes, atomic_write_json
+from ionmix.teachers.classical import ClassicalCalculator, make_context, make_system_for_atoms
+from ionmix.teachers.classical.system import MAX_DEFAULT_CUTOFF_A, ClassicalSystem
 from ionmix.units import NM_IN_ANGSTROM, density_g_per_cm3, kj_per_mol_to_ev
 
 #: Teacher name stored with every classically labelled frame.

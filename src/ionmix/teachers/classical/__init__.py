@@ -1,7 +1,7 @@
 """Classical force-field engine: OpenMM systems from the ion library and an ASE calculator."""
 
-from ionmix.classical.calculator import ClassicalCalculator
-from ionmix.classical.system import (
+from ionmix.teachers.classical.calculator import ClassicalCalculator
+from ionmix.teachers.classical.system import (
     ClassicalSystem,
     ClassicalSystemError,
     best_platform,

@@ -1,0 +1,1 @@
+"""Liquid properties from MD: statistics, equation of state, studies, validation."""
