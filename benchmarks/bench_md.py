@@ -153,7 +153,7 @@ def stage_nve(ps: float, model_dir: Path) -> None:
 def stage_density(teacher_ps: float, student_steps: int, model_dir: Path) -> None:
     from ionmix.md import MDSettings, make_calculator, read_thermo, run_md
     from ionmix.properties.stats import block_average, drift_sigma, production_part
-    from ionmix.properties.studies import classical_npt_density
+    from ionmix.teachers.classical.openmm_md import classical_npt_density
 
     series_path = OUT / "density-teacher-series.json"
     if series_path.exists():  # the teacher does not depend on the student: run it once

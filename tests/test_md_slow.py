@@ -37,8 +37,8 @@ def test_student_npt_density_matches_the_teacher(tmp_path):
     from ionmix.config import SampleConfig, parse_model
     from ionmix.md import MDSettings, load_structure, make_calculator, read_thermo, run_md
     from ionmix.properties.stats import block_average, production_part
-    from ionmix.properties.studies import classical_npt_density
     from ionmix.sampling import sample
+    from ionmix.teachers.classical.openmm_md import classical_npt_density
     from ionmix.train import train_from_store
 
     sample(parse_model(SampleConfig, SAMPLE, "test"), tmp_path / "sample")

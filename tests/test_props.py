@@ -11,7 +11,8 @@ import pytest
 from ase.calculators.tip3p import TIP3P
 
 from ionmix.md import MDError, MDSettings, run_md
-from ionmix.properties.studies import compressibility_study, density_study, validate_trajectory
+from ionmix.properties.studies import compressibility_study, density_study
+from ionmix.properties.validate import validate_trajectory
 from test_md import argon, lj
 
 FAST = MDSettings(timestep_fs=5.0, thermostat_time_steps=20, barostat_time_steps=40,

@@ -31,6 +31,7 @@ import numpy as np
 from ase import Atoms
 
 from ionmix.chemistry.ions import Ion, load_ion
+from ionmix.errors import InputError
 from ionmix.units import volume_A3_for_density
 
 __all__ = [
@@ -52,7 +53,7 @@ MOL_ID_ARRAY: str = "mol_id"
 ION_NAME_ARRAY: str = "ion_name"
 
 
-class BuildError(ValueError):
+class BuildError(InputError):
     """A box cannot be built: bad composition, or Packmol failed."""
 
 

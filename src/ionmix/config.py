@@ -27,9 +27,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ionmix import design
+from ionmix.errors import InputError
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config file is invalid; the message names the file and the key at fault."""
 
 

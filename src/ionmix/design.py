@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from ionmix.errors import InputError
+
 #: Relative singular-value threshold below which a direction counts as not spanned.
 RANK_RTOL = 1e-9
 #: Tolerance on mole fractions summing to 1.
@@ -41,7 +43,7 @@ FRACTION_SUM_TOL = 1e-9
 DEFAULT_MAX_CONDITION = 100.0
 
 
-class DesignError(ValueError):
+class DesignError(InputError):
     """A user error in a mixture spec or composition; the message names the culprit."""
 
 

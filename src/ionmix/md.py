@@ -52,6 +52,7 @@ import numpy as np
 from ase import Atoms, units
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ionmix.errors import InputError, RunError
 from ionmix.io import atomic_write_json
 from ionmix.units import bar_to_ev_per_a3, density_g_per_cm3, ev_per_a3_to_bar
 
@@ -78,12 +79,14 @@ CARRIED_INFO = ("molecules", "charge_scale", "cutoff_A", "composition", "counts"
 CARRIED_ARRAYS = ("mol_id", "ion_name")
 
 
-class MDError(ValueError):
+class MDError(InputError):
     """Settings, structure or calculator that cannot run; found before any step is taken."""
 
 
-class MDBlowUp(RuntimeError):
+class MDBlowUp(RunError):
     """The trajectory left sane bounds (the model blew up); the data written so far is kept."""
+
+    exit_code = 3
 
 
 class MDSettings(BaseModel):

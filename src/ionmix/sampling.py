@@ -49,6 +49,7 @@ from ionmix.build import ION_NAME_ARRAY, MOL_ID_ARRAY, box_length_A, build_box
 from ionmix.chemistry import Ion, load_ion, load_user_ion
 from ionmix.config import ConfigError, SampleConfig
 from ionmix.dataset import DatasetStore, atomic_write_extxyz, composition_key
+from ionmix.errors import RunError
 from ionmix.io import atomic_write_bytes, atomic_write_json
 from ionmix.teachers.classical import ClassicalCalculator, make_context, make_system_for_atoms
 from ionmix.teachers.classical.system import MAX_DEFAULT_CUTOFF_A, ClassicalSystem
@@ -58,7 +59,7 @@ from ionmix.units import NM_IN_ANGSTROM, density_g_per_cm3, kj_per_mol_to_ev
 TEACHER = "classical"
 
 
-class SamplingError(RuntimeError):
+class SamplingError(RunError):
     """A run could not continue (e.g. its box collapsed below twice the cutoff)."""
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from ase.data import atomic_masses, chemical_symbols
 
+from ionmix.errors import InputError
+
 __all__ = [
     "AtomType",
     "Ion",
@@ -73,7 +75,7 @@ _SUPPORTED_SECTIONS = (
 )
 
 
-class IonLibraryError(ValueError):
+class IonLibraryError(InputError):
     """An ion file is missing, malformed or inconsistent, or an ion name is unknown."""
 
 

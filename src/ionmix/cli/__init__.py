@@ -654,7 +654,7 @@ def validate(
     import ase.io
 
     from ionmix.md import MDError, make_calculator
-    from ionmix.properties.studies import validate_trajectory
+    from ionmix.properties.validate import validate_trajectory
     from ionmix.train import TrainConfigError
 
     run_dir = trajectory if trajectory.is_dir() else trajectory.parent

@@ -33,6 +33,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from ionmix.errors import InputError
 from ionmix.io import atomic_write_text
 
 REQUIRED_KEYS = ("run_id", "frame_index", "composition", "temperature_K", "replica", "seed",
@@ -40,7 +41,7 @@ REQUIRED_KEYS = ("run_id", "frame_index", "composition", "temperature_K", "repli
 OPTIONAL_KEYS = ("pressure_bar", "charge_scale", "cutoff_A", "ensemble")
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """Bad frames or a bad selection; the message names the frame or key at fault."""
 
 

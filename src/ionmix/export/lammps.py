@@ -44,6 +44,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
 
+from ionmix.errors import InputError
 from ionmix.io import atomic_write_text
 
 __all__ = [
@@ -77,7 +78,7 @@ TORCHSCRIPT_SUFFIX = ".nequip.pth"
 _MODEL_SUFFIXES = (".nequip.zip", ".ckpt")
 
 
-class LammpsExportError(ValueError):
+class LammpsExportError(InputError):
     """The structure, model or settings cannot be exported to LAMMPS (message names which)."""
 
 

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ionmix.errors import InputError
+
 BOLTZMANN_J_PER_K = 1.380649e-23
 A3_IN_M3 = 1e-30
 
 
-class EOSError(ValueError):
+class EOSError(InputError):
     """A V(P) table that cannot be fitted; the message names the row or column at fault."""
 
 

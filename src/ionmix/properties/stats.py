@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ionmix.errors import InputError
+
+
+class InsufficientDataError(InputError):
+    """A series too short for the requested statistics; the message says what to run."""
+
 
 def block_average(series, n_blocks: int = 5) -> tuple[float, float]:
     """Mean and block standard error of a 1-D series (any units; same units returned).
@@ -65,3 +71,14 @@ def drift_sigma(series, n_blocks: int = 5) -> float:
     m2, e2 = block_average(x[half:], n_blocks)
     err = np.hypot(e1, e2)
     return float(abs(m2 - m1) / err) if err > 0 else (0.0 if m1 == m2 else float("inf"))
+
+
+def series_summary(values, n_blocks: int, equilibration_fraction: float) -> dict:
+    prod = production_part(values, equilibration_fraction)
+    if prod.size < 2 * n_blocks:
+        raise InsufficientDataError(f"only {prod.size} production samples after discarding "
+                      f"{equilibration_fraction:.0%}; run longer or log more often "
+                      f"(need ≥ {2 * n_blocks})")
+    mean, err = block_average(prod, n_blocks)
+    return {"mean": mean, "err": err, "n_samples": int(prod.size),
+            "drift_sigma": drift_sigma(prod, n_blocks)}

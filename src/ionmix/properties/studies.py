@@ -30,15 +30,15 @@ from ionmix.io import atomic_write_json, atomic_write_text
 from ionmix.md import MDError, MDSettings, carry_metadata, read_thermo, run_md
 from ionmix.properties import eos
 from ionmix.properties import stats as P
+from ionmix.properties.thermo import fit_density_vs_temperature
+from ionmix.teachers.classical.openmm_md import classical_npt_density
 
 __all__ = [
     "DEFAULT_RAMP_BAR",
     "OPENMM_CLASSICAL",
-    "classical_npt_density",
     "compressibility_study",
     "density_study",
     "read_experiment_csv",
-    "validate_trajectory",
 ]
 
 #: `density_study(calc=OPENMM_CLASSICAL)`: the classical teacher, natively in OpenMM.
@@ -57,17 +57,6 @@ def _check_temperatures(temperatures_K: Sequence[float]) -> list[float]:
     if len(set(temps)) != len(temps):
         raise MDError(f"temperatures repeat: {temps}")
     return temps
-
-
-def _series_summary(values, n_blocks: int, equilibration_fraction: float) -> dict:
-    prod = P.production_part(values, equilibration_fraction)
-    if prod.size < 2 * n_blocks:
-        raise MDError(f"only {prod.size} production samples after discarding "
-                      f"{equilibration_fraction:.0%}; run longer or log more often "
-                      f"(need ≥ {2 * n_blocks})")
-    mean, err = P.block_average(prod, n_blocks)
-    return {"mean": mean, "err": err, "n_samples": int(prod.size),
-            "drift_sigma": P.drift_sigma(prod, n_blocks)}
 
 
 def _csv_text(rows: list[dict]) -> str:
@@ -141,8 +130,8 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
                 lambda k, n, nm=name: progress(nm, k, n)))
             thermo = read_thermo(out / name / "thermo.csv")
             density, temperature = thermo["density_g_cm3"], thermo["temperature_K"]
-        summary = _series_summary(density, n_blocks, equilibration_fraction)
-        temp_summary = _series_summary(temperature, n_blocks, equilibration_fraction)
+        summary = P.series_summary(density, n_blocks, equilibration_fraction)
+        temp_summary = P.series_summary(temperature, n_blocks, equilibration_fraction)
         rows.append({"temperature_K": t, "density_g_cm3": summary["mean"],
                      "density_err_g_cm3": summary["err"], "n_samples": summary["n_samples"],
                      "drift_sigma": summary["drift_sigma"],
@@ -152,7 +141,7 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
     result: dict = {"label": label, "settings": settings.model_dump(), "equilibration_fraction":
                     equilibration_fraction, "n_blocks": n_blocks, "points": rows}
     if len(rows) >= 2:
-        fit = thermo.fit_density_vs_temperature([r["temperature_K"] for r in rows],
+        fit = fit_density_vs_temperature([r["temperature_K"] for r in rows],
                                            [r["density_g_cm3"] for r in rows],
                                            [r["density_err_g_cm3"] for r in rows],
                                            reference_temperature_K)
@@ -193,56 +182,6 @@ def read_experiment_csv(path) -> dict[str, np.ndarray]:
     except (TypeError, ValueError):
         raise MDError(f"{path}: every row must be two numbers") from None
     return {"temperature_K": t, "density_g_cm3": rho}
-
-
-def classical_npt_density(atoms: Atoms, temperature_K: float = 300.0,
-                          pressure_bar: float = 1.0, time_ps: float = 200.0,
-                          sample_interval_ps: float = 0.1, seed: int = 0,
-                          equilibration_fraction: float = P.EQUILIBRATION_FRACTION,
-                          n_blocks: int = 5) -> dict:
-    """The classical teacher's own NPT density, run natively in OpenMM (~100× faster than
-    the same force field through ASE): Langevin middle integrator (1 fs, 1 ps⁻¹) and a
-    Monte Carlo barostat (every 25 steps), same force field, charge scale and cutoff as
-    the labels (read from ``atoms.info``, as stored by ``ionmix sample``).
-
-    Returns: ``density_g_cm3`` and ``density_err_g_cm3`` (block error of the production
-    part), ``drift_sigma``, ``time_ps`` and the whole ``series`` (g/cm³, every
-    `sample_interval_ps`).
-    """
-    import openmm
-    import openmm.unit as u
-
-    from ionmix.dataset.store import molecules_of
-    from ionmix.teachers.classical import make_context, make_system
-    from ionmix.units import NM_IN_ANGSTROM, density_g_per_cm3
-
-    if "molecules" not in atoms.info:
-        raise MDError("the structure has no 'molecules' info; take it from a dataset store "
-                      "or an `ionmix md` trajectory")
-    csys = make_system(molecules_of(atoms), atoms.cell.array,
-                       charge_scale=float(atoms.info.get("charge_scale", 0.8)),
-                       cutoff_A=atoms.info.get("cutoff_A"))
-    system = csys.system
-    system.addForce(openmm.MonteCarloBarostat(pressure_bar * u.bar, temperature_K * u.kelvin,
-                                              25))
-    system.setDefaultPeriodicBoxVectors(
-        *[openmm.Vec3(*row) for row in atoms.cell.array / NM_IN_ANGSTROM])
-    integrator = openmm.LangevinMiddleIntegrator(temperature_K * u.kelvin, 1.0 / u.picosecond,
-                                                 1.0 * u.femtosecond)
-    integrator.setRandomNumberSeed(seed + 1)
-    ctx = make_context(csys, integrator=integrator)
-    ctx.setPositions(atoms.positions / NM_IN_ANGSTROM)
-    ctx.setVelocitiesToTemperature(temperature_K * u.kelvin, seed + 1)
-    mass = float(np.sum(csys.masses_amu))
-    steps = max(1, int(round(sample_interval_ps * 1000.0)))
-    series = []
-    for _ in range(int(round(time_ps / sample_interval_ps))):
-        integrator.step(steps)
-        box = ctx.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.angstrom)
-        series.append(density_g_per_cm3(mass, float(abs(np.linalg.det(np.asarray(box))))))
-    summary = _series_summary(series, n_blocks, equilibration_fraction)
-    return {"density_g_cm3": summary["mean"], "density_err_g_cm3": summary["err"],
-            "drift_sigma": summary["drift_sigma"], "time_ps": time_ps, "series": series}
 
 
 # --------------------------------------------------------------------------------------
@@ -298,9 +237,9 @@ def compressibility_study(atoms: Atoms, calc, settings: MDSettings,
         run_md(start, calc, s, out / name,
                progress=None if progress is None else (lambda i, n, nm=name: progress(nm, i, n)))
         thermo = read_thermo(out / name / "thermo.csv")
-        vol = _series_summary(thermo["volume_A3"], n_blocks, equilibration_fraction)
-        rho = _series_summary(thermo["density_g_cm3"], n_blocks, equilibration_fraction)
-        pres = _series_summary(thermo["pressure_bar"], n_blocks, equilibration_fraction)
+        vol = P.series_summary(thermo["volume_A3"], n_blocks, equilibration_fraction)
+        rho = P.series_summary(thermo["density_g_cm3"], n_blocks, equilibration_fraction)
+        pres = P.series_summary(thermo["pressure_bar"], n_blocks, equilibration_fraction)
         rows.append({"pressure_bar": p, "volume_A3": vol["mean"], "volume_err_A3": vol["err"],
                      "density_g_cm3": rho["mean"], "density_err_g_cm3": rho["err"],
                      "measured_pressure_bar": pres["mean"],
@@ -327,106 +266,4 @@ def compressibility_study(atoms: Atoms, calc, settings: MDSettings,
     from ionmix.report.properties import plot_compressibility
 
     plot_compressibility(result, out / "compressibility.png")
-    return result
-
-
-# --------------------------------------------------------------------------------------
-# validation against the teacher
-
-
-def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: str | os.PathLike,
-                        n_frames: int = 10,
-                        progress: Callable[[int, int], None] | None = None) -> dict:
-    """Relabel `n_frames` equally spaced trajectory frames with the teacher and compare.
-
-    The model's energies and forces are the ones stored in the trajectory (written by
-    `ionmix md`), so the model is not re-run. Teacher labels are appended to
-    ``out_dir/teacher_labels.extxyz`` frame by frame; a rerun skips frames already labelled
-    (a DFT teacher is slow).
-
-    Returns (and writes ``validate.json`` and ``validate.png``): energy MAE/RMSE/mean offset
-    (meV/atom), force MAE/RMSE overall and per element (meV/Å), and per-frame energies.
-    """
-    import ase.io
-
-    path = Path(trajectory)
-    if path.is_dir():
-        path = path / "trajectory.extxyz"
-    try:
-        frames = ase.io.read(path, ":")
-    except (OSError, StopIteration) as exc:
-        raise MDError(f"cannot read a trajectory from {path}: {exc}") from None
-    if not frames:
-        raise MDError(f"{path} has no frames")
-    for i, f in enumerate(frames):
-        if f.calc is None or "energy" not in f.calc.results or "forces" not in f.calc.results:
-            raise MDError(f"{path}: frame {i} has no model energy/forces (write trajectories "
-                          "with `ionmix md`)")
-    if n_frames < 2:
-        raise MDError(f"validate needs at least 2 frames, got --frames {n_frames}")
-    picks = np.unique(np.linspace(0, len(frames) - 1, min(n_frames, len(frames))).round()
-                      ).astype(int)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    labels_path = out / "teacher_labels.extxyz"
-    done = {}
-    if labels_path.exists():
-        for f in ase.io.read(labels_path, ":"):
-            done[int(f.info["step"])] = f
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    for j, i in enumerate(picks):
-        frame = frames[i]
-        step = int(frame.info.get("step", i))
-        if step not in done:
-            atoms = frame.copy()
-            atoms.calc = teacher_calc
-            labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
-            labelled = frame.copy()
-            labelled.calc = SinglePointCalculator(labelled, **labels)
-            with open(labels_path, "a", encoding="utf-8") as fh:
-                ase.io.write(fh, labelled, format="extxyz")
-                fh.flush()
-                os.fsync(fh.fileno())
-            done[step] = labelled
-        if progress is not None:
-            progress(j + 1, len(picks))
-
-    n_atoms = len(frames[0])
-    symbols = np.array(frames[0].get_chemical_symbols())
-    per_frame, f_model, f_teacher = [], [], []
-    for i in picks:
-        frame = frames[i]
-        step = int(frame.info.get("step", i))
-        teacher = done[step]
-        per_frame.append({
-            "step": step, "time_ps": float(frame.info.get("time_ps", np.nan)),
-            "model_energy_eV_per_atom": float(frame.get_potential_energy()) / n_atoms,
-            "teacher_energy_eV_per_atom": float(teacher.get_potential_energy()) / n_atoms})
-        f_model.append(frame.get_forces())
-        f_teacher.append(teacher.get_forces())
-    f_model, f_teacher = np.array(f_model), np.array(f_teacher)
-    de = np.array([r["model_energy_eV_per_atom"] - r["teacher_energy_eV_per_atom"]
-                   for r in per_frame]) * 1000.0
-    df = (f_model - f_teacher) * 1000.0
-    by_element = {}
-    for el in sorted(set(symbols)):
-        d = df[:, symbols == el, :]
-        by_element[el] = {"mae_meV_per_A": float(np.mean(np.abs(d))),
-                          "rmse_meV_per_A": float(np.sqrt(np.mean(d**2)))}
-    result = {
-        "trajectory": str(path), "n_frames": int(len(picks)), "n_atoms": n_atoms,
-        "energy_mae_meV_per_atom": float(np.mean(np.abs(de))),
-        "energy_rmse_meV_per_atom": float(np.sqrt(np.mean(de**2))),
-        "energy_mean_offset_meV_per_atom": float(np.mean(de)),
-        "energy_mae_after_offset_meV_per_atom": float(np.mean(np.abs(de - de.mean()))),
-        "force_mae_meV_per_A": float(np.mean(np.abs(df))),
-        "force_rmse_meV_per_A": float(np.sqrt(np.mean(df**2))),
-        "force_by_element": by_element,
-        "frames": per_frame,
-    }
-    atomic_write_json(out / "validate.json", result)
-    from ionmix.report.properties import plot_validation
-
-    plot_validation(result, f_model, f_teacher, symbols, out / "validate.png")
     return result

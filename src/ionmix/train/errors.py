@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from ionmix.errors import InputError, RunError
 
-class TrainConfigError(ValueError):
+
+class TrainConfigError(InputError):
     """Unknown preset, unknown or invalid override key, or an inconsistent run directory."""
 
 
-class TrainDataError(ValueError):
+class TrainDataError(InputError):
     """Bad training/validation/test data: empty or unreadable file, missing labels,
     species outside ``type_names``, non-finite labels, cutoff too long for a box."""
 
 
-class TrainRunError(RuntimeError):
+class TrainRunError(RunError):
     """``nequip-train`` or ``nequip-package`` failed; the message carries its log tail."""

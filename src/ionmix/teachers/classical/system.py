@@ -37,6 +37,7 @@ import openmm.app as app
 import openmm.unit as u
 
 from ionmix.chemistry.ions import AtomType, Ion, load_ion, parse_itp
+from ionmix.errors import InputError
 from ionmix.units import NM_IN_ANGSTROM
 
 __all__ = [
@@ -70,7 +71,7 @@ DEFAULT_LJ_SWITCH_WIDTH_A: float = 1.0
 DEFAULT_CUTOFF_BOX_FRACTION: float = 0.49
 
 
-class ClassicalSystemError(ValueError):
+class ClassicalSystemError(InputError):
     """A classical system cannot be built as asked (cutoff, cell, ions, topology)."""
 
 

@@ -1,0 +1,110 @@
+"""Validation of a model along its own MD trajectory against the teacher (Figure 2c–e)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ionmix.io import atomic_write_json
+from ionmix.md import MDError
+
+
+def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: str | os.PathLike,
+                        n_frames: int = 10,
+                        progress: Callable[[int, int], None] | None = None) -> dict:
+    """Relabel `n_frames` equally spaced trajectory frames with the teacher and compare.
+
+    The model's energies and forces are the ones stored in the trajectory (written by
+    `ionmix md`), so the model is not re-run. Teacher labels are appended to
+    ``out_dir/teacher_labels.extxyz`` frame by frame; a rerun skips frames already labelled
+    (a DFT teacher is slow).
+
+    Returns (and writes ``validate.json`` and ``validate.png``): energy MAE/RMSE/mean offset
+    (meV/atom), force MAE/RMSE overall and per element (meV/Å), and per-frame energies.
+    """
+    import ase.io
+
+    path = Path(trajectory)
+    if path.is_dir():
+        path = path / "trajectory.extxyz"
+    try:
+        frames = ase.io.read(path, ":")
+    except (OSError, StopIteration) as exc:
+        raise MDError(f"cannot read a trajectory from {path}: {exc}") from None
+    if not frames:
+        raise MDError(f"{path} has no frames")
+    for i, f in enumerate(frames):
+        if f.calc is None or "energy" not in f.calc.results or "forces" not in f.calc.results:
+            raise MDError(f"{path}: frame {i} has no model energy/forces (write trajectories "
+                          "with `ionmix md`)")
+    if n_frames < 2:
+        raise MDError(f"validate needs at least 2 frames, got --frames {n_frames}")
+    picks = np.unique(np.linspace(0, len(frames) - 1, min(n_frames, len(frames))).round()
+                      ).astype(int)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels_path = out / "teacher_labels.extxyz"
+    done = {}
+    if labels_path.exists():
+        for f in ase.io.read(labels_path, ":"):
+            done[int(f.info["step"])] = f
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    for j, i in enumerate(picks):
+        frame = frames[i]
+        step = int(frame.info.get("step", i))
+        if step not in done:
+            atoms = frame.copy()
+            atoms.calc = teacher_calc
+            labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+            labelled = frame.copy()
+            labelled.calc = SinglePointCalculator(labelled, **labels)
+            with open(labels_path, "a", encoding="utf-8") as fh:
+                ase.io.write(fh, labelled, format="extxyz")
+                fh.flush()
+                os.fsync(fh.fileno())
+            done[step] = labelled
+        if progress is not None:
+            progress(j + 1, len(picks))
+
+    n_atoms = len(frames[0])
+    symbols = np.array(frames[0].get_chemical_symbols())
+    per_frame, f_model, f_teacher = [], [], []
+    for i in picks:
+        frame = frames[i]
+        step = int(frame.info.get("step", i))
+        teacher = done[step]
+        per_frame.append({
+            "step": step, "time_ps": float(frame.info.get("time_ps", np.nan)),
+            "model_energy_eV_per_atom": float(frame.get_potential_energy()) / n_atoms,
+            "teacher_energy_eV_per_atom": float(teacher.get_potential_energy()) / n_atoms})
+        f_model.append(frame.get_forces())
+        f_teacher.append(teacher.get_forces())
+    f_model, f_teacher = np.array(f_model), np.array(f_teacher)
+    de = np.array([r["model_energy_eV_per_atom"] - r["teacher_energy_eV_per_atom"]
+                   for r in per_frame]) * 1000.0
+    df = (f_model - f_teacher) * 1000.0
+    by_element = {}
+    for el in sorted(set(symbols)):
+        d = df[:, symbols == el, :]
+        by_element[el] = {"mae_meV_per_A": float(np.mean(np.abs(d))),
+                          "rmse_meV_per_A": float(np.sqrt(np.mean(d**2)))}
+    result = {
+        "trajectory": str(path), "n_frames": int(len(picks)), "n_atoms": n_atoms,
+        "energy_mae_meV_per_atom": float(np.mean(np.abs(de))),
+        "energy_rmse_meV_per_atom": float(np.sqrt(np.mean(de**2))),
+        "energy_mean_offset_meV_per_atom": float(np.mean(de)),
+        "energy_mae_after_offset_meV_per_atom": float(np.mean(np.abs(de - de.mean()))),
+        "force_mae_meV_per_A": float(np.mean(np.abs(df))),
+        "force_rmse_meV_per_A": float(np.sqrt(np.mean(df**2))),
+        "force_by_element": by_element,
+        "frames": per_frame,
+    }
+    atomic_write_json(out / "validate.json", result)
+    from ionmix.report.properties import plot_validation
+
+    plot_validation(result, f_model, f_teacher, symbols, out / "validate.png")
+    return result
