@@ -205,8 +205,9 @@ def stage_pv_scan(model_dirs: list[Path], n_frames: int) -> None:
     molecule centres are scaled (molecules rigid): where a model's equation of state differs
     from its teacher's. Mean over `n_frames` frames of the independent replica at 300 K."""
     from ionmix.chemistry import load_ion
+    from ionmix.chemistry.topology import molecules_of
     from ionmix.dataset import DatasetStore
-    from ionmix.dataset.store import equally_spaced, molecules_of
+    from ionmix.dataset.store import equally_spaced
     from ionmix.md import make_calculator
     from ionmix.sampling import rescale_molecules
     from ionmix.units import ev_per_a3_to_bar
@@ -219,7 +220,7 @@ def stage_pv_scan(model_dirs: list[Path], n_frames: int) -> None:
     for i, frame in enumerate(frames):
         atoms = frame.atoms
         # molecule index per atom: the stored (ion, count) runs, atoms of a molecule contiguous
-        sizes = [load_ion(name).n_atoms for name, n in molecules_of(frame) for _ in range(n)]
+        sizes = [load_ion(name).n_atoms for name, n in molecules_of(frame.atoms) for _ in range(n)]
         mol_id = np.repeat(np.arange(len(sizes)), sizes)
         scaled = []  # the same scaled structures for every model
         for f in factors:

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 import ionmix.build as build
-from ionmix.build import BuildError, box_length_A, build_box, molecules_from_atoms
+from ionmix.build import BuildError, box_length_A, build_box
 from ionmix.chemistry import IonLibraryError, load_ion
 from ionmix.chemistry.ions import parse_itp
+from ionmix.chemistry.topology import TopologyError
+from ionmix.chemistry.topology import molecules_of as molecules_from_atoms
 from ionmix.units import density_g_per_cm3
 
 # (Li, EMIM, PF6) counts: 4-6 ion pairs across the Li-salt fraction range
@@ -141,8 +143,11 @@ def test_packmol_failure_reports_output(tmp_path, monkeypatch):
         build_box({"Li": 1, "PF6": 1})
 
 
-def test_molecules_from_atoms_needs_arrays():
+def test_molecules_need_arrays_or_info():
     atoms = _box(COMPOSITIONS[0], 0).copy()
+    runs = molecules_from_atoms(atoms)
     del atoms.arrays["mol_id"]
-    with pytest.raises(BuildError, match="no per-atom array 'mol_id'"):
+    assert molecules_from_atoms(atoms) == runs  # the info string carries the same runs
+    del atoms.info["molecules"]
+    with pytest.raises(TopologyError, match="carries no molecule information"):
         molecules_from_atoms(atoms)

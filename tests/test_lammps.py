@@ -28,6 +28,7 @@ from ionmix.export.lammps import (
     write_lammps_inputs,
     write_lammps_inputs_for,
 )
+from ionmix.io import ReadError
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`torch.jit.set_fusion_strategy` is deprecated:DeprecationWarning"
@@ -291,12 +292,12 @@ def test_read_structure_reads_a_frame_and_names_bad_files(tmp_path):
     np.testing.assert_allclose(atoms.positions, frames[1].positions, atol=1e-8)
     assert read_structure(tmp_path / "frames.extxyz").get_chemical_symbols() == \
         frames[2].get_chemical_symbols()
-    with pytest.raises(LammpsExportError, match="structure file not found"):
+    with pytest.raises(ReadError, match="structure file not found"):
         read_structure(tmp_path / "none.extxyz")
-    with pytest.raises(LammpsExportError, match="has no frame 7"):
+    with pytest.raises(ReadError, match="has no frame 7"):
         read_structure(tmp_path / "frames.extxyz", index=7)
     (tmp_path / "junk.xyz").write_text("not a structure\n")
-    with pytest.raises(LammpsExportError, match="junk.xyz"):
+    with pytest.raises(ReadError, match="junk.xyz"):
         read_structure(tmp_path / "junk.xyz")
 
 

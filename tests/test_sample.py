@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from ionmix.chemistry import IonLibraryError
+from ionmix.chemistry.topology import molecules_of
 from ionmix.config import ConfigError, SampleConfig, load_sample_config, parse_model
-from ionmix.dataset import DatasetStore, molecules_of
+from ionmix.dataset import DatasetStore
 from ionmix.design import DesignError
 from ionmix.sampling import plan_sampling, sample
 from ionmix.teachers.classical import ClassicalCalculator
@@ -36,11 +37,15 @@ def test_tiny_study_has_both_replicas_and_teacher_labels(tiny_sample):
             frames = store.select(comp, replica=replica)
             assert [f.info["frame_index"] for f in frames] == list(range(8))
     frame = store.select(replica=1)[3]
-    assert frame.info["teacher"] == "classical" and frame.info["charge_scale"] == 0.8
+    spec = store.provenance().teacher_spec(frame.atoms)
+    assert frame.info["teacher"] == spec.key and spec.kind == "classical"
+    assert spec.params["charge_scale"] == frame.info["charge_scale"] == 0.8
+    assert spec.params["cutoff_A"] == frame.info["cutoff_A"]
+    assert frame.info["task"] == "md" and frame.info["ion_set"] in store.records()["ion_sets"]
     assert frame.info["n_Li"] + frame.info["n_EMIM"] == frame.info["n_PF6"] == 4
     # The stored labels are the force field's own: recompute them on the stored geometry.
     atoms = frame.atoms.copy()
-    atoms.calc = ClassicalCalculator(molecules_of(frame), charge_scale=0.8,
+    atoms.calc = ClassicalCalculator(molecules_of(frame.atoms), charge_scale=0.8,
                                      cutoff_A=frame.info["cutoff_A"])
     np.testing.assert_allclose(atoms.get_forces(), frame.atoms.get_forces(), atol=2e-4)
     np.testing.assert_allclose(atoms.get_stress(), frame.atoms.get_stress(), atol=1e-6)

@@ -11,7 +11,8 @@ and returns an ``ase.Atoms``:
 - molecules whole (unwrapped): a molecule near a face sticks out of the box rather than
   being split;
 - per-atom arrays ``mol_id`` (int, 0-based molecule index) and ``ion_name`` (str), from
-  which :func:`molecules_from_atoms` recovers the composition for the classical topology;
+  and the info ``molecules`` (``"Li:2,PF6:4"``), the one convention of
+  :mod:`ionmix.chemistry.topology` from which every stage rebuilds the classical topology;
 - masses from the force field (so densities match the classical system).
 
 The initial density should be a bit below the liquid's (Packmol packs more easily, the
@@ -31,6 +32,7 @@ import numpy as np
 from ase import Atoms
 
 from ionmix.chemistry.ions import Ion, load_ion
+from ionmix.chemistry.topology import ION_NAME_ARRAY, MOL_ID_ARRAY, encode_runs
 from ionmix.errors import InputError
 from ionmix.units import volume_A3_for_density
 
@@ -41,16 +43,11 @@ __all__ = [
     "MOL_ID_ARRAY",
     "box_length_A",
     "build_box",
-    "molecules_from_atoms",
     "packmol_executable",
 ]
 
 #: Default packing density, g/cm³ (below the liquid's; see the module docstring).
 DEFAULT_DENSITY_G_CM3: float = 1.2
-#: Per-atom array holding the 0-based molecule index.
-MOL_ID_ARRAY: str = "mol_id"
-#: Per-atom array holding the ion name of the atom's molecule.
-ION_NAME_ARRAY: str = "ion_name"
 
 
 class BuildError(InputError):
@@ -222,35 +219,7 @@ def build_box(
             "packmol_seed": int(seed),
             "packing_density_g_cm3": float(density_g_cm3),
             "packing_tolerance_A": float(tolerance_A),
+            "molecules": encode_runs([(ion.name, n) for ion, n in resolved]),
         }
     )
     return atoms
-
-
-def molecules_from_atoms(atoms: Atoms) -> tuple[tuple[str, int], ...]:
-    """Ordered runs ``((ion_name, count), ...)`` of the molecules in ``atoms``.
-
-    Reads the per-atom arrays ``mol_id`` and ``ion_name`` written by :func:`build_box` and
-    checks that molecules are contiguous and numbered 0, 1, 2, ... in atom order.
-    """
-    for key in (MOL_ID_ARRAY, ION_NAME_ARRAY):
-        if key not in atoms.arrays:
-            raise BuildError(
-                f"atoms has no per-atom array {key!r}; build boxes with ionmix.build.build_box "
-                "(or set atoms.arrays['mol_id'] and atoms.arrays['ion_name'])"
-            )
-    mol = np.asarray(atoms.arrays[MOL_ID_ARRAY])
-    names = np.asarray(atoms.arrays[ION_NAME_ARRAY])
-    if len(mol) == 0:
-        raise BuildError("atoms is empty")
-    starts = np.flatnonzero(np.diff(mol) != 0) + 1
-    if mol[0] != 0 or np.any(np.diff(mol) < 0) or np.any(np.diff(mol[np.r_[0, starts]]) != 1):
-        raise BuildError("mol_id must be 0, 1, 2, ... with each molecule's atoms contiguous")
-    runs: list[tuple[str, int]] = []
-    for start in np.r_[0, starts]:
-        name = str(names[start])
-        if runs and runs[-1][0] == name:
-            runs[-1] = (name, runs[-1][1] + 1)
-        else:
-            runs.append((name, 1))
-    return tuple(runs)

@@ -130,11 +130,17 @@ class SamplingConfig(_Strict):
         return int(round(self.production_ps / self.snapshot_interval_ps + 1e-9))
 
 
+#: The ``[teacher]`` table's default: the classical force field of the ion library.
+DEFAULT_TEACHER: dict[str, Any] = {"kind": "classical"}
+
+
 class SampleConfig(_Strict):
-    """A sampling config file: the mixture and the protocol."""
+    """A sampling config file: the mixture, the protocol and the teacher (``[teacher]``:
+    ``kind`` plus that kind's parameters; see `ionmix.teachers`)."""
 
     mixture: MixtureConfig
     sampling: SamplingConfig = SamplingConfig()
+    teacher: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_TEACHER))
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:

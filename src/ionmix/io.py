@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either.
+"""File I/O: atomic writes (a reader sees the old file or the new one, never half of
+either) and the one wrapper of ASE's readers (`read_frames`).
 
 Every stage writes its outputs through these, so an interrupted run never leaves a
 truncated file that a resumed run would trust.
@@ -11,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from ionmix.errors import InputError
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -37,3 +40,37 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
     """JSON version of `atomic_write_bytes` (a trailing newline added)."""
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+class ReadError(InputError):
+    """A structure or trajectory file that is missing, unreadable or lacks the frame asked."""
+
+
+def read_frames(path: str | os.PathLike, index: int | str = -1, what: str = "structure"):
+    """Frame(s) of any ASE-readable file, calculators kept (labels in extxyz files).
+
+    The one place ionmix wraps ASE's readers: ASE raises many exception types for missing,
+    truncated or garbled files; every one becomes a `ReadError` naming the file (and `what`
+    it was meant to be).
+
+    Args:
+        index: an int for one frame (Atoms), or a slice string such as ":" (list of Atoms,
+            never empty).
+    """
+    import ase.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise ReadError(f"{what} file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ReadError(f"{what} file {path} is empty (0 bytes)")
+    try:
+        frames = ase.io.read(path, index=index)
+    except (IndexError, StopIteration):  # the latter from extxyz's frame iterator
+        raise ReadError(f"{path} has no frame {index}") from None
+    except Exception as exc:  # noqa: BLE001 - ASE raises many types for unreadable files
+        reason = str(exc) or type(exc).__name__
+        raise ReadError(f"{what} file {path} cannot be read (frame {index}): {reason}") from None
+    if isinstance(index, str) and not frames:
+        raise ReadError(f"{what} file {path} contains no frames")
+    return frames

@@ -53,7 +53,7 @@ from ase import Atoms, units
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ionmix.errors import InputError, RunError
-from ionmix.io import atomic_write_json
+from ionmix.io import atomic_write_json, read_frames
 from ionmix.units import bar_to_ev_per_a3, density_g_per_cm3, ev_per_a3_to_bar
 
 __all__ = [
@@ -75,7 +75,8 @@ THERMO_COLUMNS = ("step", "time_ps", "temperature_K", "potential_energy_eV",
 #: Settings that may change between a run and its restart (extending a run is allowed).
 RESTART_MAY_CHANGE = ("n_steps",)
 #: Frame info keys of the input structure carried into the trajectory (for relabelling).
-CARRIED_INFO = ("molecules", "charge_scale", "cutoff_A", "composition", "counts")
+CARRIED_INFO = ("molecules", "charge_scale", "cutoff_A", "composition", "counts", "teacher",
+                "ion_set")
 CARRIED_ARRAYS = ("mol_id", "ion_name")
 
 
@@ -145,27 +146,26 @@ class MDResult:
 
 
 def make_calculator(model: str | os.PathLike, atoms: Atoms | None = None, *,
-                    charge_scale: float | None = None, float64: bool = False,
-                    device: str = "cpu"):
+                    provenance=None, float64: bool = False, device: str = "cpu"):
     """An ASE calculator from a model path or the name ``classical``.
 
     Args:
         model: a trained ionmix/nequip model (``*.nequip.zip`` or ``*.ckpt``), or
-            ``"classical"`` for the OPLS teacher (OpenMM) of the ion library.
-        atoms: the structure (for ``classical``: its molecules, charge scale and cutoff are
-            read from ``atoms.info``/``atoms.arrays``).
-        charge_scale: override for ``classical`` (default: the structure's, else 0.8).
+            ``"classical"`` for the classical teacher of the structure's data: the teacher
+            spec and ion set recorded with `atoms` (``info["teacher"]``/``["ion_set"]``,
+            resolved through `provenance`), else the classical force field with the
+            structure's charge scale and cutoff and library ions.
+        atoms: the structure (its molecules define the classical topology).
+        provenance: `ionmix.dataset.provenance.Provenance` of the structure's source
+            (default: none; library ions).
         float64: evaluate a nequip model in float64 (see `ionmix.train.load_calculator`).
     """
     if str(model) == "classical":
-        from ionmix.dataset.store import molecules_of
-        from ionmix.teachers.classical import ClassicalCalculator
+        from ionmix.dataset.provenance import Provenance
 
-        info = {} if atoms is None else atoms.info
-        molecules = molecules_of(atoms) if atoms is not None and "molecules" in info else None
-        scale = charge_scale if charge_scale is not None else info.get("charge_scale", 0.8)
-        return ClassicalCalculator(molecules, charge_scale=float(scale),
-                                   cutoff_A=info.get("cutoff_A"))
+        if atoms is None:
+            raise MDError("the classical teacher needs the structure (its molecules)")
+        return (provenance or Provenance()).teacher(atoms, "classical").calculator(atoms)
     from ionmix.train import load_calculator
 
     path = Path(model)
@@ -180,10 +180,11 @@ def load_structure(path: str | os.PathLike, index: int = -1,
 
     Args:
         path: structure file (extxyz, PDB, POSCAR, ...; ``index`` picks the frame), or an
-            ionmix dataset store (``*.db``): the last stored frame of ``composition`` (a key
-            such as ``LiPF6=0.4,EMIMPF6=0.6``; optional if the store has one composition)
-            and ``replica`` (default: the lowest). The frame keeps ``molecules`` and
-            ``charge_scale`` so the classical teacher can run on it.
+            ionmix dataset store (``*.db``): the last stored MD frame of ``composition`` (a
+            key such as ``LiPF6=0.4,EMIMPF6=0.6``; optional if the store has one
+            composition) and ``replica`` (default: the lowest). Frames keep their molecule
+            information and their ``teacher``/``ion_set`` keys (`load_provenance` of the
+            same path resolves them).
 
     Returns:
         Atoms without a calculator (labels dropped).
@@ -192,34 +193,33 @@ def load_structure(path: str | os.PathLike, index: int = -1,
     if not path.exists():
         raise MDError(f"structure {path}: no such file")
     if path.suffix == ".db":
-        from ionmix.dataset import DatasetStore
-
-        store = DatasetStore(path)
-        stored = store.compositions()
-        if composition is None:
-            if len(stored) != 1:
-                raise MDError(f"{path} holds {len(stored)} compositions; pick one with "
-                              f"--composition (one of: {'; '.join(stored)})")
-            composition = stored[0]
-        if composition not in stored:
-            raise MDError(f"{path} has no composition {composition!r}; it has: "
-                          f"{'; '.join(stored)}")
-        frames = store.select(composition=composition, replica=replica)
-        if not frames:
-            raise MDError(f"{path}: no frames of {composition} with replica {replica}")
-        if replica is None:
-            lowest = min(f.info["replica"] for f in frames)
-            frames = [f for f in frames if f.info["replica"] == lowest]
-        atoms = frames[-1].atoms
+        atoms = _frame_from_store(path, composition, replica)
     else:
-        import ase.io
-
-        try:
-            atoms = ase.io.read(path, index=index)
-        except Exception as exc:  # noqa: BLE001 - ASE raises many types for bad files
-            raise MDError(f"cannot read a structure from {path}: {exc}") from None
+        atoms = read_frames(path, index)
     atoms.calc = None
     return atoms
+
+
+def _frame_from_store(path: Path, composition: str | None, replica: int | None) -> Atoms:
+    from ionmix.dataset import DatasetStore
+
+    store = DatasetStore(path)
+    stored = store.compositions()
+    if composition is None:
+        if len(stored) != 1:
+            raise MDError(f"{path} holds {len(stored)} compositions; pick one with "
+                          f"--composition (one of: {'; '.join(stored)})")
+        composition = stored[0]
+    if composition not in stored:
+        raise MDError(f"{path} has no composition {composition!r}; it has: "
+                      f"{'; '.join(stored)}")
+    frames = store.select(composition=composition, replica=replica, task="md")
+    if not frames:
+        raise MDError(f"{path}: no MD frames of {composition} with replica {replica}")
+    if replica is None:
+        lowest = min(f.info["replica"] for f in frames)
+        frames = [f for f in frames if f.info["replica"] == lowest]
+    return frames[-1].atoms
 
 
 def model_species(calc) -> list[str] | None:

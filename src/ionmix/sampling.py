@@ -45,18 +45,24 @@ import openmm.unit as u
 from ase import Atoms
 
 from ionmix import design
-from ionmix.build import ION_NAME_ARRAY, MOL_ID_ARRAY, box_length_A, build_box
-from ionmix.chemistry import Ion, load_ion, load_user_ion
+from ionmix.build import box_length_A, build_box
+from ionmix.chemistry import load_ion, load_user_ion
+from ionmix.chemistry.ionset import IonSet
+from ionmix.chemistry.topology import (
+    ION_NAME_ARRAY,
+    MOL_ID_ARRAY,
+    MOLECULES_INFO,
+    encode_runs,
+    molecules_of,
+)
 from ionmix.config import ConfigError, SampleConfig
 from ionmix.dataset import DatasetStore, atomic_write_extxyz, composition_key
 from ionmix.errors import RunError
 from ionmix.io import atomic_write_bytes, atomic_write_json
-from ionmix.teachers.classical import ClassicalCalculator, make_context, make_system_for_atoms
+from ionmix.teachers import TeacherSpec, make_teacher, teacher_spec
+from ionmix.teachers.classical import make_context, make_system_for_atoms
 from ionmix.teachers.classical.system import MAX_DEFAULT_CUTOFF_A, ClassicalSystem
 from ionmix.units import NM_IN_ANGSTROM, density_g_per_cm3, kj_per_mol_to_ev
-
-#: Teacher name stored with every classically labelled frame.
-TEACHER = "classical"
 
 
 class SamplingError(RunError):
@@ -89,7 +95,8 @@ class SamplePlan:
     mixture: design.Mixture
     runs: list[Run]
     cutoff_A: float
-    ions: dict[str, Ion]
+    ions: IonSet
+    teacher: TeacherSpec
 
 
 def _run_id(composition: dict[str, float], temperature_K: float, replica: int) -> str:
@@ -97,8 +104,8 @@ def _run_id(composition: dict[str, float], temperature_K: float, replica: int) -
     return f"{comp}_T{temperature_K:g}K_r{replica}"
 
 
-def resolve_mixture(cfg: SampleConfig) -> tuple[design.Mixture, dict[str, Ion]]:
-    """Mixture over canonical library ion names, charges taken from the ion library."""
+def resolve_mixture(cfg: SampleConfig) -> tuple[design.Mixture, IonSet]:
+    """Mixture over canonical ion names (charges from the ions) and the study's ion set."""
     user = {}
     for name, spec in cfg.mixture.user_ions.items():
         ion = load_user_ion(spec.itp, spec.coordinates, name=name)
@@ -112,7 +119,7 @@ def resolve_mixture(cfg: SampleConfig) -> tuple[design.Mixture, dict[str, Ion]]:
             charges[ion.name] = ion.charge
             units[unit][ion.name] = units[unit].get(ion.name, 0) + count
     mixture = design.Mixture.from_dicts(charges, units)
-    ions = {name: load_ion(name, user) for name in mixture.species}
+    ions = IonSet({name: load_ion(name, user) for name in mixture.species})
     return mixture, ions
 
 
@@ -144,7 +151,25 @@ def plan_sampling(cfg: SampleConfig) -> SamplePlan:
                 "use more ion pairs or a cutoff ≤ "
                 f"{max_cutoff:.2f} Å"
             )
-    return SamplePlan(mixture, runs, float(cutoff), ions)
+    return SamplePlan(mixture, runs, float(cutoff), ions,
+                      _resolve_teacher(cfg, float(cutoff), ions))
+
+
+def _resolve_teacher(cfg: SampleConfig, cutoff_A: float, ions: IonSet) -> TeacherSpec:
+    """The study's teacher spec, with the mixture's charge scale, the study-wide cutoff and
+    the ion set filled in (the classical labels depend on all three)."""
+    raw = dict(cfg.teacher)
+    if raw.get("kind", "classical") != "classical":
+        raise ConfigError(f"[teacher] kind = {raw.get('kind')!r}: the sampler's MD and labels "
+                          "use the classical force field; label its frames with another "
+                          "teacher afterwards")
+    given = raw.get("charge_scale")
+    if given is not None and given != cfg.mixture.charge_scale:
+        raise ConfigError(f"[teacher] charge_scale = {given} disagrees with [mixture] "
+                          f"charge_scale = {cfg.mixture.charge_scale}; give it once")
+    return teacher_spec({"kind": "classical", **raw}, "[teacher]",
+                        charge_scale=cfg.mixture.charge_scale, cutoff_A=cutoff_A,
+                        ion_set=ions.key)
 
 
 # --------------------------------------------------------------------------------------
@@ -336,9 +361,9 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
         atomic_write_json(progress_path, progress)
         _write_log(run_dir / "equilibration.csv", log)
 
-    teacher = ClassicalCalculator(charge_scale=cfg.mixture.charge_scale, cutoff_A=plan.cutoff_A,
-                                  platform=None if s.platform == "auto" else s.platform,
-                                  ions=plan.ions)
+    teacher = make_teacher(plan.teacher, plan.ions,
+                           platform=None if s.platform == "auto" else s.platform
+                           ).calculator(atoms)
     steps_per_snapshot = int(round(s.snapshot_interval_ps * 1000.0 / s.timestep_fs))
     mass_amu = float(np.sum(csys.masses_amu))
     integrator = ctx.getIntegrator()
@@ -350,6 +375,7 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
                       cell=_box_A(state), pbc=True)
         frame.arrays[MOL_ID_ARRAY] = atoms.arrays[MOL_ID_ARRAY]
         frame.arrays[ION_NAME_ARRAY] = atoms.arrays[ION_NAME_ARRAY]
+        frame.info[MOLECULES_INFO] = encode_runs(molecules_of(atoms))
         frame.calc = teacher
         frame.get_potential_energy()
         frame.get_forces()
@@ -361,7 +387,8 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
                 "temperature_K": s.temperature_K,
                 "pressure_bar": s.pressure_bar if s.production_ensemble == "npt" else None,
                 "replica": run.replica, "seed": run.seed,
-                "time_ps": (k + 1) * s.snapshot_interval_ps, "teacher": TEACHER,
+                "time_ps": (k + 1) * s.snapshot_interval_ps, "teacher": plan.teacher.key,
+                "task": "md", "ion_set": plan.ions.key,
                 "charge_scale": cfg.mixture.charge_scale, "cutoff_A": plan.cutoff_A,
                 "ensemble": s.production_ensemble}
         store.add_frames([frame], [meta], counts=run.counts, skip_existing=True)
@@ -386,13 +413,14 @@ def _write_log(path: Path, rows: list[dict]) -> None:
 #: Settings that define the teacher or the protocol: they may not change within a folder.
 #: (Compositions may be added: that extends a study.)
 _FIXED_SETTINGS = ("sampling", "resolved_cutoff_A", "mixture.charge_scale", "mixture.units",
-                   "mixture.n_ion_pairs", "mixture.n_ions", "mixture.user_ions")
+                   "mixture.n_ion_pairs", "mixture.n_ions", "mixture.user_ions", "teacher_key")
 
 
 def _check_same_teacher(path: Path, record: dict) -> None:
     if not path.exists():
         return
     old = json.loads(path.read_text())
+    old.setdefault("teacher_key", record["teacher_key"])  # folders from before teacher specs
 
     def get(d: dict, key: str):
         for part in key.split("."):
@@ -422,9 +450,11 @@ def sample(cfg: SampleConfig, out_dir: str | Path, dataset: str | None = None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_sampling(cfg)
-    record = {**cfg.model_dump(mode="json"), "resolved_cutoff_A": plan.cutoff_A}
+    record = {**cfg.model_dump(mode="json"), "resolved_cutoff_A": plan.cutoff_A,
+              "teacher_key": plan.teacher.key}
     _check_same_teacher(out_dir / "sample-config.json", record)
     atomic_write_json(out_dir / "sample-config.json", record)
     store = DatasetStore(dataset or out_dir / "frames.db")
+    store.register(plan.teacher, plan.ions)
     return [sample_run(run, cfg, plan, out_dir, store, on_snapshot)
             for run in plan.runs if only is None or only(run)]

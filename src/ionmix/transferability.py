@@ -43,8 +43,10 @@ from pydantic import Field
 
 from ionmix import design
 from ionmix.config import (
+    DEFAULT_TEACHER,
     ConfigError,
     MixtureConfig,
+    SampleConfig,
     SamplingConfig,
     _Strict,
     parse_model,
@@ -75,7 +77,7 @@ class StudySettings(_Strict):
     preset: str = "cpu-tiny-nequip"
     energy_reference: Literal["isolated-atoms", "fit", "mean"] = "isolated-atoms"
     isolated_atom_energies_eV: dict[str, float] | None = Field(
-        None, description="element → eV; default 0 for every element (classical teacher)")
+        None, description="element → eV; default: the teacher's own isolated-atom energies")
     overrides: dict[str, Any] = Field(default_factory=dict)
     seed: int = Field(0, ge=0)
 
@@ -85,7 +87,13 @@ class StudyConfig(_Strict):
 
     mixture: MixtureConfig
     sampling: SamplingConfig = SamplingConfig()
+    teacher: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_TEACHER))
     study: StudySettings = StudySettings()
+
+
+def sample_config(cfg: StudyConfig) -> SampleConfig:
+    """The sampling part of a study config."""
+    return SampleConfig(mixture=cfg.mixture, sampling=cfg.sampling, teacher=cfg.teacher)
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
@@ -188,11 +196,12 @@ def train_recipe_task(files: dict[str, str], type_names: list[str],
 
 
 def evaluate_recipe_task(package_path: str, test_files: dict[str, str],
-                         out_path: str) -> dict[str, Any]:
+                         out_path: str, atoms_per_ion: dict[str, int]) -> dict[str, Any]:
     """Evaluate a packaged model on every composition's test file; cache to `out_path`.
 
     Also records, per test frame, the predicted and reference energies (eV) and the
-    species counts, for the per-species energy analysis.
+    species counts, for the per-species energy analysis (`atoms_per_ion`: ion name → atoms
+    in one ion, from the study's ion set, user ions included).
     """
     out = Path(out_path)
     if out.exists():
@@ -200,15 +209,14 @@ def evaluate_recipe_task(package_path: str, test_files: dict[str, str],
         if cached.get("package_path") == package_path and set(cached["by_composition"]) == \
                 set(test_files):
             return cached
-    import ase.io
-
-    from ionmix.chemistry import load_ion
+    from ionmix.chemistry.topology import decode_runs
+    from ionmix.io import read_frames
     from ionmix.train import evaluate, load_calculator
 
     calc = load_calculator(package_path)
     by_comp, frames_out = {}, []
     for key, path in test_files.items():
-        frames = ase.io.read(path, ":")
+        frames = read_frames(path, ":", what="test")
         by_comp[key] = evaluate(calc, frames)
         for atoms in frames:
             ref = atoms.get_potential_energy()
@@ -224,9 +232,9 @@ def evaluate_recipe_task(package_path: str, test_files: dict[str, str],
                 # atomic energies, averaged per ion type (includes the part no data fixes).
                 sums: dict[str, list[float]] = {}
                 start = 0
-                for name, n in (p.split(":") for p in molecules.split(",")):
-                    size = load_ion(name).n_atoms
-                    for _ in range(int(n)):
+                for name, n in decode_runs(molecules):
+                    size = atoms_per_ion[name]
+                    for _ in range(n):
                         sums.setdefault(name, []).append(
                             float(np.sum(atomic[start:start + size])))
                         start += size
@@ -282,12 +290,12 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
         say: where progress lines go.
         on_snapshot: sampling progress callback (see `ionmix.sampling.sample_run`).
     """
-    from ionmix.config import SampleConfig
     from ionmix.sampling import plan_sampling, sample
+    from ionmix.train.from_store import teacher_isolated_atom_energies
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    sample_cfg = SampleConfig(mixture=cfg.mixture, sampling=cfg.sampling)
+    sample_cfg = sample_config(cfg)
     plan = plan_sampling(sample_cfg)
     compositions = cfg.mixture.composition_list(plan.mixture)
     recipes = resolve_recipes(cfg, plan.mixture, compositions)
@@ -318,13 +326,15 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
         key = composition_key(comp)
         path = data_dir / f"test_{_safe(key)}.extxyz"
         if not path.exists():
-            frames = equally_spaced(store.select(key, replica=1), s.n_test, f"{key} replica 1")
+            frames = equally_spaced(store.select(key, replica=1, teacher=plan.teacher.key),
+                                    s.n_test, f"{key} replica 1")
             atomic_write_extxyz(frames, path)
         test_files[key] = str(path)
     type_names = sorted({sym for key in test_files for sym in
                          _symbols_of(test_files[key])})
     if s.energy_reference == "isolated-atoms":
-        iso = s.isolated_atom_energies_eV or {t: 0.0 for t in type_names}
+        iso = s.isolated_atom_energies_eV or teacher_isolated_atom_energies(
+            store, plan.teacher.key, type_names, store.select(teacher=plan.teacher.key)[0].atoms)
         missing = set(type_names) - set(iso)
         if missing:
             raise ConfigError(f"[study] isolated_atom_energies_eV lacks {sorted(missing)}")
@@ -338,7 +348,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
                  "test": rdir / "test.extxyz"}
         if not all(p.exists() for p in files.values()):
             split = split_by_replica(store, recipe.compositions, s.n_train, s.n_val, s.n_test,
-                                     seed=s.seed)
+                                     seed=s.seed, teacher=plan.teacher.key)
             atomic_write_extxyz(split.train, files["train"])
             atomic_write_extxyz(split.val, files["val"])
             atomic_write_extxyz(split.test, files["test"])
@@ -371,6 +381,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
             eval_futures[recipe.name] = client.submit(
                 evaluate_recipe_task, res["package_path"], test_files,
                 str(out / "models" / _safe(recipe.name) / "evaluation.json"),
+                {name: ion.n_atoms for name, ion in plan.ions.items()},
                 key=f"evaluate-{_safe(recipe.name)}", pure=False)
         for name, fut in eval_futures.items():
             try:
@@ -391,14 +402,15 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
     metrics = metrics_table(recipes, compositions, evaluations)
     analysis = species_analysis(plan.mixture, recipes, evaluations, store, compositions)
     fig, report = write_outputs(out, cfg, plan.mixture, recipes, compositions, metrics,
-                                analysis, failed)
+                                analysis, failed, teacher=plan.teacher.describe())
     return StudyResult(out, metrics, failed, report, fig)
 
 
 def _symbols_of(path: str) -> set[str]:
-    import ase.io
+    from ionmix.io import read_frames
 
-    return {s for atoms in ase.io.read(path, ":") for s in atoms.get_chemical_symbols()}
+    frames = read_frames(path, ":", what="test")
+    return {s for atoms in frames for s in atoms.get_chemical_symbols()}
 
 
 def metrics_table(recipes: list[Recipe], compositions: list[dict[str, float]],

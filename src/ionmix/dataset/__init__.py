@@ -4,6 +4,7 @@ The folder also holds package data (``ions/``: the shipped ion library files).
 """
 
 from ionmix.dataset.store import (
+    TASKS,
     DatasetError,
     DatasetStore,
     Frame,
@@ -11,12 +12,12 @@ from ionmix.dataset.store import (
     atomic_write_extxyz,
     composition_key,
     equally_spaced,
-    molecules_of,
     parse_composition_key,
     split_by_replica,
 )
 
 __all__ = [
+    "TASKS",
     "DatasetError",
     "DatasetStore",
     "Frame",
@@ -24,7 +25,6 @@ __all__ = [
     "atomic_write_extxyz",
     "composition_key",
     "equally_spaced",
-    "molecules_of",
     "parse_composition_key",
     "split_by_replica",
 ]

@@ -6,14 +6,25 @@ energy (eV), forces (eV/Å) and, where labelled, stress (eV/Å³, Voigt order
 xx, yy, zz, yz, xz, xy), plus the metadata below as key-value pairs so that frames can be
 selected with ASE's own query language too (``ase db frames.db composition=...``).
 
-Metadata keys (all required at insert unless marked optional):
-    run_id (str), frame_index (int, position along the run), composition (str, canonical
-    "LiPF6=0.4,EMIMPF6=0.6"), temperature_K, pressure_bar (optional, NVT runs: None),
-    replica (int), seed (int), time_ps, teacher (str); optional: charge_scale, cutoff_A (Å),
-    ensemble.
+Metadata keys. Core (every frame): ``teacher`` (the teacher's spec key, see
+`ionmix.teachers.TeacherSpec.key`), ``task`` (one of `TASKS`), ``composition`` (canonical
+"LiPF6=0.4,EMIMPF6=0.6"; may be empty for an isolated atom), ``label_id`` (unique per
+teacher: "<run_id>/<frame_index>" for MD snapshots, "<source>/<task>/<step>" for derived
+labels) and, where the frame is made of ions, ``molecules`` ("Li:2,PF6:4,EMIM:2", the
+atom order; see `ionmix.chemistry.topology`) and ``ion_set`` (the ion set's key).
+Optional sampling keys (MD snapshots): run_id, frame_index, temperature_K, pressure_bar,
+replica, seed, time_ps, charge_scale, cutoff_A, ensemble. Optional labelling keys:
+``source`` (the label_id or hash of the frame a derived label started from), ``step``,
+``generation`` and ``walker`` (active learning).
 Per-unit fractions are added as ``x_<unit>`` and per-species counts as ``n_<species>``
-(from ``counts``) so numeric range queries work; ``molecules`` ("Li:2,PF6:4,EMIM:2") keeps
-the molecule order of the atoms so the force-field topology can be rebuilt.
+(from ``counts``) so numeric range queries work.
+
+The store's metadata holds the records that make its keys mean something anywhere:
+``teachers`` (key → spec record) and ``ion_sets`` (key → ion set record, user ions with
+their files' content). Stores written before these keys existed stay readable: a row
+without ``task`` is an MD snapshot, ``label_id`` defaults to "<run_id>/<frame_index>", and
+the legacy teacher name "classical" resolves to the classical teacher with the row's
+charge scale and cutoff and library ions (`ionmix.dataset.provenance`).
 """
 
 from __future__ import annotations
@@ -33,12 +44,20 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from ionmix.chemistry.topology import encode_runs, has_molecules, molecules_of
 from ionmix.errors import InputError
 from ionmix.io import atomic_write_text
 
-REQUIRED_KEYS = ("run_id", "frame_index", "composition", "temperature_K", "replica", "seed",
-                 "time_ps", "teacher")
-OPTIONAL_KEYS = ("pressure_bar", "charge_scale", "cutoff_A", "ensemble")
+#: What produced a label.
+TASKS = ("md", "single-point", "aimd", "relax", "isolated-atom", "volume-scan",
+         "active-learning")
+CORE_KEYS = ("teacher", "task", "composition")
+SAMPLING_KEYS = ("run_id", "frame_index", "temperature_K", "pressure_bar", "replica", "seed",
+                 "time_ps", "charge_scale", "cutoff_A", "ensemble")
+LABELLING_KEYS = ("label_id", "source", "step", "generation", "walker", "ion_set")
+#: Keys an MD snapshot (task "md") must have besides the core keys.
+MD_KEYS = ("run_id", "frame_index", "temperature_K", "replica", "seed", "time_ps")
+
 
 
 class DatasetError(InputError):
@@ -134,6 +153,13 @@ def validate_frame(atoms: Atoms, where: str, require_forces: bool = True,
     return out
 
 
+def _where(kv: dict[str, Any]) -> str:
+    """How error messages name a frame: by run and index for MD snapshots, else label_id."""
+    if "run_id" in kv:
+        return f"frame {kv.get('frame_index', '?')} of run {kv['run_id']}"
+    return f"frame {kv.get('label_id', '?')}"
+
+
 class DatasetStore:
     """Frames with labels and metadata in an ASE database.
 
@@ -152,13 +178,83 @@ class DatasetStore:
     def __len__(self) -> int:
         return self._db.count()
 
+    # ------------------------------------------------------------ records (metadata)
+
+    def records(self) -> dict[str, dict]:
+        """The store's records: ``{"teachers": {key: spec}, "ion_sets": {key: record}}``."""
+        meta = dict(self._db.metadata)
+        return {"teachers": dict(meta.get("teachers", {})),
+                "ion_sets": dict(meta.get("ion_sets", {}))}
+
+    def register(self, teacher=None, ion_set=None) -> None:
+        """Record a teacher spec and/or an ion set so the store's keys resolve anywhere."""
+        meta = dict(self._db.metadata)
+        changed = False
+        if teacher is not None and teacher.key not in meta.setdefault("teachers", {}):
+            meta["teachers"][teacher.key] = teacher.record()
+            changed = True
+        if ion_set is not None and ion_set.key not in meta.setdefault("ion_sets", {}):
+            meta["ion_sets"][ion_set.key] = ion_set.record
+            changed = True
+        if changed:
+            self._db.metadata = meta
+
+    def provenance(self):
+        """The store's records as a `Provenance` (resolves frames' teacher and ion set)."""
+        from ionmix.dataset.provenance import Provenance
+
+        records = self.records()
+        return Provenance(records["teachers"], records["ion_sets"], self.url)
+
+    # ------------------------------------------------------------ frames
+
     def has_frame(self, run_id: str, frame_index: int) -> bool:
         """True if (run_id, frame_index) is already stored."""
         return self._db.count(run_id=run_id, frame_index=int(frame_index)) > 0
 
+    def has_label(self, label_id: str, teacher: str) -> bool:
+        """True if `teacher` has already labelled `label_id`."""
+        return self._db.count(label_id=label_id, teacher=teacher) > 0
+
     def frame_indices(self, run_id: str) -> list[int]:
         """Sorted frame indices stored for a run."""
         return sorted(int(r.frame_index) for r in self._db.select(run_id=run_id))
+
+    def _row(self, atoms: Atoms, meta: dict[str, Any],
+             counts: dict[str, int] | None, require_forces: bool) -> tuple[Atoms, dict] | None:
+        """Validated (clean atoms, key-value pairs) for one frame."""
+        kv = {k: v for k, v in meta.items() if v is not None}
+        kv.setdefault("task", "md")
+        if kv["task"] == "md" and "label_id" not in kv and "run_id" in kv:
+            kv["label_id"] = f"{kv['run_id']}/{int(kv['frame_index'])}"
+        where = _where(kv)
+        required = CORE_KEYS + (MD_KEYS if kv["task"] == "md" else ())
+        missing = [k for k in required if k not in kv]
+        if missing:
+            raise DatasetError(f"{where}: metadata lacks {missing}")
+        unknown = set(meta) - set(CORE_KEYS) - set(SAMPLING_KEYS) - set(LABELLING_KEYS)
+        if unknown:
+            raise DatasetError(f"{where}: unknown metadata key(s) {sorted(unknown)}")
+        if kv["task"] not in TASKS:
+            raise DatasetError(f"{where}: task {kv['task']!r} is not one of {TASKS}")
+        if "label_id" not in kv:
+            raise DatasetError(f"{where}: metadata lacks 'label_id'")
+        labels = validate_frame(atoms, where, require_forces)
+        if "frame_index" in kv:
+            kv["frame_index"] = int(kv["frame_index"])
+        for unit, x in (parse_composition_key(kv["composition"]) if kv["composition"]
+                        else {}).items():
+            kv[f"x_{unit}"] = x
+        for species, n in (counts or {}).items():
+            kv[f"n_{species}"] = int(n)
+        if has_molecules(atoms):
+            kv["molecules"] = encode_runs(molecules_of(atoms))
+        elif counts:
+            kv["molecules"] = encode_runs(counts)
+        kv["hash"] = frame_hash(atoms)
+        clean = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        clean.calc = SinglePointCalculator(clean, **labels)
+        return clean, kv
 
     def add_frames(self, frames: Sequence[Atoms], metadata: Sequence[dict[str, Any]],
                    counts: dict[str, int] | None = None, require_forces: bool = True,
@@ -166,12 +262,13 @@ class DatasetStore:
         """Insert frames in one transaction: all rows are written, or none.
 
         Args:
-            frames: Atoms with labels on ``atoms.calc``.
-            metadata: one dict per frame with REQUIRED_KEYS (and OPTIONAL_KEYS).
+            frames: Atoms with labels on ``atoms.calc``; molecule information (arrays or
+                ``info["molecules"]``) is stored as ``molecules``.
+            metadata: one dict per frame with the core keys (and, for task "md", MD_KEYS).
             counts: species name → count, stored as ``n_<species>`` on every row.
             require_forces: reject frames without forces.
-            skip_existing: silently skip (run_id, frame_index) pairs already stored
-                (resuming a run); otherwise a duplicate is an error.
+            skip_existing: silently skip labels already stored (same label_id and teacher:
+                resuming a run); otherwise a duplicate is an error.
 
         Returns:
             the new row ids.
@@ -180,31 +277,13 @@ class DatasetStore:
             raise DatasetError(f"{len(frames)} frames but {len(metadata)} metadata records")
         rows = []
         for atoms, meta in zip(frames, metadata, strict=True):
-            where = f"frame {meta.get('frame_index', '?')} of run {meta.get('run_id', '?')}"
-            missing = [k for k in REQUIRED_KEYS if k not in meta]
-            if missing:
-                raise DatasetError(f"{where}: metadata lacks {missing}")
-            unknown = set(meta) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS)
-            if unknown:
-                raise DatasetError(f"{where}: unknown metadata key(s) {sorted(unknown)}")
-            if self.has_frame(meta["run_id"], meta["frame_index"]):
+            clean, kv = self._row(atoms, meta, counts, require_forces)
+            if self.has_label(kv["label_id"], kv["teacher"]) or (
+                    "run_id" in kv and kv["task"] == "md"
+                    and self.has_frame(kv["run_id"], kv["frame_index"])):
                 if skip_existing:
                     continue
-                raise DatasetError(f"{where}: already stored in {self.url}")
-            labels = validate_frame(atoms, where, require_forces)
-            kv = {k: v for k, v in meta.items() if v is not None}
-            kv["frame_index"] = int(kv["frame_index"])
-            for unit, x in parse_composition_key(kv["composition"]).items():
-                kv[f"x_{unit}"] = x
-            for species, n in (counts or {}).items():
-                kv[f"n_{species}"] = int(n)
-            if counts:
-                # Atom order is molecule by molecule in this order: enough to rebuild the
-                # force-field topology of the frame (see `molecules_of`).
-                kv["molecules"] = ",".join(f"{s}:{int(n)}" for s, n in counts.items() if n)
-            kv["hash"] = frame_hash(atoms)
-            clean = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-            clean.calc = SinglePointCalculator(clean, **labels)
+                raise DatasetError(f"{_where(kv)}: already stored in {self.url}")
             rows.append((clean, kv))
         ids = []
         with self._db:  # one transaction (SQLite); rolled back if anything raises
@@ -214,8 +293,12 @@ class DatasetStore:
 
     def select(self, composition: dict[str, float] | str | None = None,
                temperature_K: float | None = None, replica: int | None = None,
-               teacher: str | None = None, run_id: str | None = None) -> list[Frame]:
-        """Frames matching every given criterion, ordered by (run_id, frame_index)."""
+               teacher: str | None = None, run_id: str | None = None,
+               task: str | None = None) -> list[Frame]:
+        """Frames matching every given criterion, ordered by (run_id, frame_index, label_id).
+
+        Rows of stores written before the ``task`` key read back as task "md".
+        """
         query: dict[str, Any] = {}
         if composition is not None:
             query["composition"] = (
@@ -233,24 +316,19 @@ class DatasetStore:
         for row in self._db.select(**query):
             atoms = row.toatoms(add_additional_information=False)
             atoms.info.update(row.key_value_pairs)
-            frames.append(Frame(atoms, row.id))
-        frames.sort(key=lambda f: (f.info["run_id"], f.info["frame_index"]))
+            atoms.info.setdefault("task", "md")
+            if "label_id" not in atoms.info and "run_id" in atoms.info:
+                atoms.info["label_id"] = f"{atoms.info['run_id']}/{atoms.info['frame_index']}"
+            if task is None or atoms.info["task"] == task:
+                frames.append(Frame(atoms, row.id))
+        frames.sort(key=lambda f: (f.info.get("run_id", ""), f.info.get("frame_index", -1),
+                                   f.info.get("label_id", "")))
         return frames
 
     def compositions(self) -> list[str]:
-        """Distinct composition keys in the store, sorted."""
-        return sorted({r.composition for r in self._db.select(columns=["key_value_pairs"])})
-
-
-def molecules_of(frame: Frame | Atoms) -> list[tuple[str, int]]:
-    """The ordered (ion name, count) runs of a stored frame, e.g. [("Li", 2), ("PF6", 4)].
-
-    Pass them to ``ClassicalCalculator(molecules=...)`` to label the frame with the teacher.
-    """
-    info = frame.info  # Frame.info is its atoms' info
-    if "molecules" not in info:
-        raise DatasetError("frame has no 'molecules' key: it was stored without counts")
-    return [(name, int(n)) for name, n in (p.split(":") for p in info["molecules"].split(","))]
+        """Distinct non-empty composition keys in the store, sorted."""
+        return sorted({r.composition for r in self._db.select(columns=["key_value_pairs"])
+                       if r.get("composition")})
 
 
 def equally_spaced(frames: Sequence[Frame], n: int, what: str = "selection") -> list[Frame]:

@@ -45,7 +45,7 @@ from ase import Atoms
 from ase.data import atomic_numbers
 
 from ionmix.errors import InputError
-from ionmix.io import atomic_write_text
+from ionmix.io import atomic_write_text, read_frames
 
 __all__ = [
     "ENSEMBLES",
@@ -194,20 +194,9 @@ def read_structure(path: str | Path, index: int = -1) -> Atoms:
     """One frame of any ASE-readable file (positions Å), without its calculator.
 
     Raises:
-        LammpsExportError: no such file, or ASE cannot read frame `index` from it.
+        ReadError: no such file, or ASE cannot read frame `index` from it.
     """
-    import ase.io
-
-    path = Path(path)
-    if not path.is_file():
-        raise LammpsExportError(f"structure file not found: {path}")
-    try:
-        atoms = ase.io.read(path, index=index)
-    except (IndexError, StopIteration):  # the latter from extxyz's frame iterator
-        raise LammpsExportError(f"{path} has no frame {index}") from None
-    except Exception as exc:  # noqa: BLE001 - ASE raises many types for unreadable files
-        reason = str(exc) or type(exc).__name__
-        raise LammpsExportError(f"cannot read frame {index} of {path}: {reason}") from None
+    atoms = read_frames(path, index)
     atoms.calc = None
     return atoms
 

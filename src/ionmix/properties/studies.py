@@ -35,14 +35,11 @@ from ionmix.teachers.classical.openmm_md import classical_npt_density
 
 __all__ = [
     "DEFAULT_RAMP_BAR",
-    "OPENMM_CLASSICAL",
     "compressibility_study",
     "density_study",
     "read_experiment_csv",
 ]
 
-#: `density_study(calc=OPENMM_CLASSICAL)`: the classical teacher, natively in OpenMM.
-OPENMM_CLASSICAL = "openmm-classical"
 #: The paper's ramp: 1 bar, then 18 steps of +1 kbar.
 DEFAULT_RAMP_BAR: tuple[float, ...] = (1.0,) + tuple(1000.0 * k for k in range(1, 19))
 
@@ -77,16 +74,17 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
                   reference_temperature_K: float | None = None,
                   teacher: str | os.PathLike | None = None,
                   experiment: str | os.PathLike | None = None,
-                  label: str | None = None,
+                  label: str | None = None, engine: str = "ase",
                   progress: Callable[[str, int, int], None] | None = None) -> dict:
     """NPT at each temperature → mean density ± block error → ρ(T) line, dρ/dT and α_P.
 
     Args:
         atoms: starting structure of every run (each temperature starts from it).
-        calc: ASE calculator with stress, or `OPENMM_CLASSICAL` to run the classical
-            teacher natively in OpenMM (`classical_npt_density`: Langevin thermostat, Monte
-            Carlo barostat, same run length and sampling interval; the same equilibrium
-            density as the ASE/MTK route at ~100× the speed).
+        calc: ASE calculator with stress (engine "ase"), or the classical teacher's
+            calculator with engine "openmm": the teacher then runs natively in OpenMM
+            (`classical_npt_density`: Langevin thermostat, Monte Carlo barostat, same run
+            length and sampling interval; the same equilibrium density as the ASE/MTK
+            route at ~100× the speed).
         temperatures_K: shape (n,), distinct, physical.
         settings: MD settings; ``ensemble`` is forced to ``npt`` and ``temperature_K`` is set
             per run; ``n_steps`` is the length of each run (equilibration included).
@@ -101,7 +99,8 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
     means, the fit and, when two or more temperatures were run, dρ/dT and α_P.
     """
     temps = _check_temperatures(temperatures_K)
-    if calc != OPENMM_CLASSICAL and "stress" not in getattr(calc, "implemented_properties", ()):
+    openmm_teacher = _openmm_teacher(calc) if engine == "openmm" else None
+    if "stress" not in getattr(calc, "implemented_properties", ()):
         raise MDError("the density study runs NPT, which needs a calculator with stress")
     teacher_data = _read_density_json(teacher) if teacher is not None else None
     experiment_data = read_experiment_csv(experiment) if experiment is not None else None
@@ -109,7 +108,7 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
     rows = []
     for t in temps:
         name = f"T_{t:g}K"
-        if calc == OPENMM_CLASSICAL:
+        if openmm_teacher is not None:
             # the teacher natively in OpenMM: same force field, same time, ~100x faster
             series_path = out / name / "density_series.json"
             if series_path.exists():
@@ -119,7 +118,7 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
                     atoms, t, settings.pressure_bar,
                     time_ps=settings.n_steps * settings.timestep_fs / 1000.0,
                     sample_interval_ps=settings.log_interval_steps * settings.timestep_fs
-                    / 1000.0, seed=settings.seed)
+                    / 1000.0, seed=settings.seed, teacher=openmm_teacher)
                 series = {"density_g_cm3": run["series"]}
                 atomic_write_json(series_path, series)
             density = series["density_g_cm3"]
@@ -137,7 +136,7 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
                      "drift_sigma": summary["drift_sigma"],
                      "mean_temperature_K": temp_summary["mean"], "run": name})
     if label is None:
-        label = "classical (OpenMM)" if calc == OPENMM_CLASSICAL else type(calc).__name__
+        label = "classical (OpenMM)" if openmm_teacher else type(calc).__name__
     result: dict = {"label": label, "settings": settings.model_dump(), "equilibration_fraction":
                     equilibration_fraction, "n_blocks": n_blocks, "points": rows}
     if len(rows) >= 2:
@@ -155,6 +154,15 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
 
     plot_density(result, out / "density.png", teacher=teacher_data, experiment=experiment_data)
     return result
+
+
+def _openmm_teacher(calc):
+    """The classical teacher behind a calculator, for running it natively in OpenMM."""
+    teacher = getattr(calc, "teacher", None)
+    if teacher is None or teacher.kind != "classical":
+        raise MDError("engine 'openmm' runs the classical teacher only; use engine 'ase' "
+                      "for other calculators")
+    return teacher
 
 
 def _read_density_json(path) -> dict:

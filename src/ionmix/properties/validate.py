@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ionmix.io import atomic_write_json
+from ionmix.io import atomic_write_json, read_frames
 from ionmix.md import MDError
 
 
@@ -30,12 +30,7 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
     path = Path(trajectory)
     if path.is_dir():
         path = path / "trajectory.extxyz"
-    try:
-        frames = ase.io.read(path, ":")
-    except (OSError, StopIteration) as exc:
-        raise MDError(f"cannot read a trajectory from {path}: {exc}") from None
-    if not frames:
-        raise MDError(f"{path} has no frames")
+    frames = read_frames(path, ":", what="trajectory")
     for i, f in enumerate(frames):
         if f.calc is None or "energy" not in f.calc.results or "forces" not in f.calc.results:
             raise MDError(f"{path}: frame {i} has no model energy/forces (write trajectories "

@@ -99,7 +99,7 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 def write_outputs(out: Path, cfg, mixture: design.Mixture, recipes, compositions,
                   metrics: list[dict[str, Any]], analysis: dict[str, Any],
-                  failed: dict[str, str]) -> tuple[Path, Path]:
+                  failed: dict[str, str], teacher: str) -> tuple[Path, Path]:
     """Write metrics.json/.csv, transferability.png, species_energies.{json,png}, report.md.
 
     Returns (figure path, report path).
@@ -118,12 +118,12 @@ def write_outputs(out: Path, cfg, mixture: design.Mixture, recipes, compositions
     species_png = species_figure(out / "species_energies.png", analysis)
     report = out / "report.md"
     atomic_write_text(report, _report_text(cfg, mixture, recipes, compositions, metrics,
-                                            ratios, analysis, failed, species_png))
+                                            ratios, analysis, failed, species_png, teacher))
     return fig_path, report
 
 
 def _report_text(cfg, mixture, recipes, compositions, metrics, ratios, analysis, failed,
-                 species_png) -> str:
+                 species_png, teacher: str) -> str:
     c = mixture.min_compositions
     s = cfg.study
     lines = [
@@ -135,7 +135,7 @@ def _report_text(cfg, mixture, recipes, compositions, metrics, ratios, analysis,
         f" C = N − M = {mixture.n_species} − {mixture.n_constraints} = **{c}** compositions are "
         "needed for the energy to transfer (see docs/composition-design.md).",
         "",
-        f"Teacher: classical OPLS-2009IL (charges × {cfg.mixture.charge_scale}), "
+        f"Teacher: {teacher}; sampled at "
         f"{cfg.sampling.temperature_K:g} K; {len(compositions)} compositions × "
         f"{cfg.sampling.replicas} replicas, {cfg.mixture.n_ion_pairs or cfg.mixture.n_ions} "
         f"{'ion pairs' if cfg.mixture.n_ion_pairs else 'ions'} per box. Model: `{s.preset}`, "

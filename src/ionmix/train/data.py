@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ase.io
 import numpy as np
 from ase import Atoms
 
+from ionmix import io
 from ionmix.dataset.store import frame_hash
 
 from .errors import TrainDataError
@@ -49,20 +49,10 @@ class DataFileSummary:
 
 def read_frames(path: str | Path, role: str) -> list[Atoms]:
     """All frames of an ASE-readable file. TrainDataError if missing, unreadable or empty."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainDataError(f"{role} file {path} does not exist")
-    if path.stat().st_size == 0:
-        raise TrainDataError(f"{role} file {path} is empty (0 bytes)")
     try:
-        frames = ase.io.read(path, index=":")
-    except Exception as exc:  # ASE raises many types for truncated/garbled files
-        raise TrainDataError(f"{role} file {path} cannot be read by ASE: {exc}") from exc
-    if isinstance(frames, Atoms):
-        frames = [frames]
-    if not frames:
-        raise TrainDataError(f"{role} file {path} contains no frames")
-    return list(frames)
+        return list(io.read_frames(path, ":", what=role))
+    except io.ReadError as exc:
+        raise TrainDataError(str(exc)) from None
 
 
 def perpendicular_widths_A(cell: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ def train_from_store(
     seed: int = 0,
     overrides: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = print,
+    teacher: str | None = None,
 ) -> TrainResult:
     """Select, split, export and train (see `run_training` for the training itself).
 
@@ -46,10 +47,12 @@ def train_from_store(
         n_test: frames per composition from `test_replica` (the independent box).
         preset: a name from `ionmix.train.PRESETS`.
         run_dir: output folder (splits go to ``run_dir/data``).
-        energy_reference: ``isolated-atoms`` (default; element energies default to 0, right
-            for the classical teacher), ``fit`` or ``mean``.
+        energy_reference: ``isolated-atoms`` (default), ``fit`` or ``mean``.
         isolated_atom_energies_eV: element → eV for ``isolated-atoms`` (and to fix the
-            undetermined directions of ``fit``).
+            undetermined directions of ``fit``); default: the teacher's own (labels of task
+            ``isolated-atom`` in the store, else computed by the teacher).
+        teacher: teacher key of the frames to use; required only when the store holds
+            labels of several teachers at these compositions (they are never mixed).
     """
     if not compositions:
         raise TrainDataError("empty selection: give at least one training composition")
@@ -61,7 +64,8 @@ def train_from_store(
             raise TrainDataError(
                 f"composition {key} is not in {dataset}; stored: {', '.join(stored) or 'none'}")
     split = split_by_replica(store, keys, n_train, n_val, n_test, train_replica, test_replica,
-                             seed)
+                             seed, teacher=teacher)
+    teacher_key = _one_teacher(split.train + split.val + split.test, dataset)
     data = Path(run_dir) / "data"
     files = {name: data / f"{name}.extxyz" for name in ("train", "val", "test")}
     for name, frames in (("train", split.train), ("val", split.val), ("test", split.test)):
@@ -70,7 +74,8 @@ def train_from_store(
     type_names = sorted({s for f in split.train + split.val + split.test
                          for s in f.atoms.get_chemical_symbols()})
     if energy_reference == "isolated-atoms":
-        iso = dict(isolated_atom_energies_eV or dict.fromkeys(type_names, 0.0))
+        iso = dict(isolated_atom_energies_eV or teacher_isolated_atom_energies(
+            store, teacher_key, type_names, split.train[0].atoms))
         shifts: Mapping[str, float] | str = per_type_energy_shifts(
             "isolated-atoms", type_names, isolated_atom_energies_eV=iso)
     else:
@@ -80,3 +85,30 @@ def train_from_store(
     return run_training(files["train"], files["val"], files["test"], type_names,
                         preset=preset, energy_shifts=shifts, run_dir=run_dir, seed=seed,
                         overrides=overrides, progress=progress)
+
+
+def _one_teacher(frames, dataset) -> str:
+    """The single teacher key of `frames`; a selection that mixes teachers is refused."""
+    keys = sorted({f.info["teacher"] for f in frames})
+    if len(keys) != 1:
+        raise TrainDataError(f"{dataset}: the selection mixes labels of teachers {keys}; "
+                             "choose one (teacher=...)")
+    return keys[0]
+
+
+def teacher_isolated_atom_energies(store: DatasetStore, teacher_key: str,
+                                   elements: Sequence[str], frame) -> dict[str, float]:
+    """Isolated-atom energies (eV) of `teacher_key`: stored labels of task ``isolated-atom``
+    where the store has them, else the teacher's own value (`Teacher.isolated_atom_energy_eV`).
+    """
+    stored = {}
+    for f in store.select(teacher=teacher_key, task="isolated-atom"):
+        if len(f.atoms) == 1:
+            stored[f.atoms.get_chemical_symbols()[0]] = float(f.atoms.get_potential_energy())
+    missing = [el for el in elements if el not in stored]
+    if missing:
+        from ionmix.teachers import make_teacher
+
+        spec = store.provenance().teacher_spec(frame)
+        stored.update(make_teacher(spec).isolated_atom_energies_eV(missing))
+    return {el: stored[el] for el in elements}

@@ -33,8 +33,8 @@ import openmm.unit as u
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from ionmix.build import molecules_from_atoms
 from ionmix.chemistry.ions import Ion
+from ionmix.chemistry.topology import molecules_of
 from ionmix.teachers.classical.system import (
     DEFAULT_CHARGE_SCALE,
     DEFAULT_EWALD_ERROR_TOLERANCE,
@@ -60,7 +60,7 @@ class ClassicalCalculator(Calculator):
 
     Args:
         molecules: composition runs ``{ion: count}`` or ``[(ion, count), ...]`` in atom order.
-            Default: read from the Atoms' ``mol_id``/``ion_name`` arrays (``build_box``).
+            Default: read from each frame (``ionmix.chemistry.topology.molecules_of``).
         charge_scale: factor on every partial charge (default 0.8).
         cutoff_A: real-space/LJ cutoff, Å; default min(12, 0.49 x shortest box width) of
             the first box seen. Kept fixed afterwards; a later box too small for it raises.
@@ -122,7 +122,7 @@ class ClassicalCalculator(Calculator):
         if self.molecules is not None:
             molecules = self.molecules
         else:
-            molecules = molecule_runs(molecules_from_atoms(atoms), self.ions)
+            molecules = molecule_runs(molecules_of(atoms), self.ions)
         if self.classical_system is None or self.classical_system.molecules != molecules:
             csys = make_system(
                 molecules,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from ionmix.md import MDError
 from ionmix.properties import stats as P
 
 
@@ -15,11 +14,12 @@ def classical_npt_density(atoms: Atoms, temperature_K: float = 300.0,
                           pressure_bar: float = 1.0, time_ps: float = 200.0,
                           sample_interval_ps: float = 0.1, seed: int = 0,
                           equilibration_fraction: float = P.EQUILIBRATION_FRACTION,
-                          n_blocks: int = 5) -> dict:
+                          n_blocks: int = 5, teacher=None) -> dict:
     """The classical teacher's own NPT density, run natively in OpenMM (~100× faster than
     the same force field through ASE): Langevin middle integrator (1 fs, 1 ps⁻¹) and a
     Monte Carlo barostat (every 25 steps), same force field, charge scale and cutoff as
-    the labels (read from ``atoms.info``, as stored by ``ionmix sample``).
+    the labels: those of `teacher` (a `ClassicalTeacher`), else read from ``atoms.info``
+    (as stored by ``ionmix sample``) with library ions.
 
     Returns: ``density_g_cm3`` and ``density_err_g_cm3`` (block error of the production
     part), ``drift_sigma``, ``time_ps`` and the whole ``series`` (g/cm³, every
@@ -28,16 +28,16 @@ def classical_npt_density(atoms: Atoms, temperature_K: float = 300.0,
     import openmm
     import openmm.unit as u
 
-    from ionmix.dataset.store import molecules_of
+    from ionmix.chemistry.topology import molecules_of
     from ionmix.teachers.classical import make_context, make_system
     from ionmix.units import NM_IN_ANGSTROM, density_g_per_cm3
 
-    if "molecules" not in atoms.info:
-        raise MDError("the structure has no 'molecules' info; take it from a dataset store "
-                      "or an `ionmix md` trajectory")
-    csys = make_system(molecules_of(atoms), atoms.cell.array,
-                       charge_scale=float(atoms.info.get("charge_scale", 0.8)),
-                       cutoff_A=atoms.info.get("cutoff_A"))
+    if teacher is None:
+        kw = {"charge_scale": float(atoms.info.get("charge_scale", 0.8)),
+              "cutoff_A": atoms.info.get("cutoff_A")}
+    else:
+        kw = teacher.system_kwargs()
+    csys = make_system(molecules_of(atoms), atoms.cell.array, **kw)
     system = csys.system
     system.addForce(openmm.MonteCarloBarostat(pressure_bar * u.bar, temperature_K * u.kelvin,
                                               25))

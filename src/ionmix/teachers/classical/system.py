@@ -418,9 +418,9 @@ def make_system_for_atoms(atoms, **kwargs) -> ClassicalSystem:
     The composition comes from the per-atom arrays ``mol_id`` and ``ion_name``, the box from
     ``atoms.cell``; the elements are checked against the ion templates.
     """
-    from ionmix.build import MOL_ID_ARRAY, molecules_from_atoms
+    from ionmix.chemistry.topology import MOL_ID_ARRAY, molecules_of
 
-    csys = make_system(molecules_from_atoms(atoms), atoms.cell.array, **kwargs)
+    csys = make_system(molecules_of(atoms), atoms.cell.array, **kwargs)
     offsets = np.cumsum([0] + [count for _, count in csys.molecules[:-1]])
     expected_mol_id = np.concatenate(
         [

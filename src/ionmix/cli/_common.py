@@ -1,0 +1,127 @@
+"""Shared pieces of the CLI: the app (which maps ionmix's errors to exit statuses in one
+place), consoles, the progress bar, and options and helpers used by several commands."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ionmix.errors import IonmixError
+
+
+class IonmixApp(typer.Typer):
+    """A Typer app that reports every `IonmixError` as one line and exits with its status:
+    2 for bad input, 1 for a failed run, 3 for an MD blow-up. Anything else is a bug and
+    keeps its traceback."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except IonmixError as exc:
+            label = {2: "error", 3: "blew up"}.get(exc.exit_code, "failed")
+            err_console.print(f"[bold red]{label}:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+
+
+app = IonmixApp(
+    help="Machine-learned potentials for ionic liquids and their mixtures that transfer "
+    "across compositions (Goodwin et al., JPCL 2024, as a tool).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """ionmix: plan compositions, build and sample IL boxes, label, train, test transfer."""
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None = None, completed: int = 0,
+                 stderr: bool = False):
+    """A rich progress bar (description, bar, done/total, time left); yields
+    ``update(advance=0, description=None, completed=None, total=None)`` and the bar's
+    console for printing above it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console if stderr else console) as bar:
+        task = bar.add_task(description, total=total, completed=completed)
+
+        def update(advance: int = 0, **fields) -> None:
+            bar.update(task, advance=advance, **{k: v for k, v in fields.items()
+                                                  if v is not None})
+
+        update.console = bar.console
+        yield update
+
+
+def fmt_comp(comp: dict[str, float]) -> str:
+    return ", ".join(f"{u} {x:g}" for u, x in comp.items() if x)
+
+
+def floats(text: str, what: str) -> list[float]:
+    """Comma-separated numbers of an option; ConfigError naming the option otherwise."""
+    from ionmix.config import ConfigError
+
+    try:
+        return [float(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ConfigError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+
+
+def md_settings(source: str, **kw):
+    """MDSettings from command-line values; a bad value raises ConfigError naming the key."""
+    from ionmix.config import parse_model
+    from ionmix.md import MDSettings
+
+    return parse_model(MDSettings, kw, source)
+
+
+def load_with_provenance(structure: Path, out: Path | None, index: int = -1,
+                         composition: str | None = None):
+    """The structure and its provenance (teacher spec, ion set); the records the frame uses
+    are written to ``out/provenance.json`` so the outputs travel with them."""
+    from ionmix.dataset.provenance import Provenance, load_provenance
+    from ionmix.md import load_structure
+
+    atoms = load_structure(structure, index=index, composition=composition)
+    provenance = load_provenance(structure)
+    if out is not None:
+        ions = provenance.ion_set(atoms)
+        own = Provenance().add(ion_set=ions)
+        if "teacher" in atoms.info or "charge_scale" in atoms.info:
+            own.add(teacher=provenance.teacher_spec(atoms))
+        out.mkdir(parents=True, exist_ok=True)
+        own.write(out)
+    return atoms, provenance
+
+
+def run_study(label: str, structure: Path, model: str, composition: str | None, study,
+              out: Path | None = None, index: int = -1, float64: bool = False):
+    """Load the structure and calculator, then run ``study(atoms, calc, progress)`` under a
+    progress bar (per MD run, per step; on stderr, so --json output stays clean)."""
+    from ionmix.md import make_calculator
+
+    atoms, provenance = load_with_provenance(structure, out, index, composition)
+    calc = make_calculator(model, atoms, provenance=provenance, float64=float64)
+    with progress_bar(label, stderr=True) as update:
+        return study(atoms, calc, lambda name, k, n: update(
+            description=f"{label}: {name}", completed=k, total=n))
+
+
+StructureArg = Annotated[Path, typer.Argument(
+    help="Starting structure: any ASE-readable file, or a dataset store (.db).")]
+ModelOpt = Annotated[str, typer.Option(
+    help="Trained model (.nequip.zip/.ckpt), or 'classical' for the OPLS teacher.")]
+CompositionOpt = Annotated[str | None, typer.Option(
+    help="With a .db: composition key, e.g. LiPF6=0.4,EMIMPF6=0.6.")]

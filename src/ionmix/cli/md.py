@@ -1,0 +1,146 @@
+"""`ionmix md`, `ionmix validate` and `ionmix export-lammps`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ionmix.cli._common import (
+    CompositionOpt,
+    StructureArg,
+    app,
+    console,
+    md_settings,
+    progress_bar,
+    run_study,
+)
+
+
+@app.command()
+def md(
+    structure: Annotated[Path, typer.Argument(
+        help="Starting structure: any ASE-readable file, or a dataset store (.db).")],
+    model: Annotated[str, typer.Option(
+        help="Trained model (.nequip.zip/.ckpt), or 'classical' for the OPLS teacher.")],
+    out: Annotated[Path, typer.Option(help="Run folder (log, trajectory, checkpoint).")],
+    ensemble: Annotated[str, typer.Option(help="npt, nvt or nve.")] = "npt",
+    temperature_K: Annotated[float, typer.Option("--temperature-K", "-T")] = 300.0,
+    pressure_bar: Annotated[float, typer.Option("--pressure-bar", "-P")] = 1.0,
+    steps: Annotated[int, typer.Option(help="Number of time steps.")] = 2000,
+    timestep_fs: Annotated[float, typer.Option("--timestep-fs")] = 0.5,
+    log_every: Annotated[int, typer.Option(help="Steps between thermo.csv rows.")] = 10,
+    trajectory_every: Annotated[int, typer.Option(
+        help="Steps between trajectory frames (and checkpoints).")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the initial velocities.")] = 0,
+    index: Annotated[int, typer.Option(help="Frame of a multi-frame structure file.")] = -1,
+    composition: Annotated[str | None, typer.Option(
+        help="With a .db: composition key, e.g. LiPF6=0.4,EMIMPF6=0.6.")] = None,
+    float64: Annotated[bool, typer.Option(
+        help="Evaluate the model in float64 (checkpoints, or models trained in float64).")
+    ] = False,
+) -> None:
+    """NPT/NVT/NVE molecular dynamics with a trained model (or the classical teacher).
+
+    Defaults are Goodwin et al.'s: 0.5 fs, Nosé–Hoover chain thermostat and MTK barostat
+    with time constants of 1000 steps. Run the same command again to continue an
+    interrupted run (or to extend it with a larger --steps).
+    """
+    from ionmix.md import run_md
+
+    settings = md_settings("ionmix md", ensemble=ensemble, temperature_K=temperature_K,
+                            pressure_bar=pressure_bar, n_steps=steps, timestep_fs=timestep_fs,
+                            log_interval_steps=log_every,
+                            trajectory_interval_steps=trajectory_every, seed=seed)
+    label = f"{settings.ensemble} {settings.temperature_K:g} K"
+    result = run_study("md", structure, model, composition, lambda atoms, calc, progress:
+                       run_md(atoms, calc, settings, out,
+                              progress=lambda k, n: progress(label, k, n)),
+                       out=out, index=index, float64=float64)
+    meta = json.loads((out / "md.json").read_text())
+    rate = meta.get("steps_per_s")
+    console.print(f"[green]{result.steps_done} steps[/] in {out} "
+                  f"(resumed at {result.resumed_from_step}; "
+                  + (f"{rate:.3g} steps/s, {meta['ns_per_day']:.3g} ns/day)" if rate else "done)"))
+
+
+@app.command()
+def validate(
+    trajectory: Annotated[Path, typer.Argument(
+        help="An `ionmix md` run folder or its trajectory.extxyz.")],
+    teacher: Annotated[str | None, typer.Option(
+        help="The teacher to compare with: a kind ('classical'), or a reference model file. "
+        "Default: the teacher that labelled the frames the run started from (recorded in "
+        "the run's provenance.json).")] = None,
+    frames: Annotated[int, typer.Option(help="Frames to relabel, equally spaced.")] = 10,
+    out: Annotated[Path | None, typer.Option(
+        help="Output folder (default: RUN/validate).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Check a model along its own MD trajectory against the teacher (Figure 2c–e): force
+    parity per element, energy along the trajectory, energy parity, numbers as JSON."""
+    from ionmix.dataset.provenance import load_provenance
+    from ionmix.io import read_frames
+    from ionmix.md import make_calculator
+    from ionmix.properties.validate import validate_trajectory
+
+    run_dir = trajectory if trajectory.is_dir() else trajectory.parent
+    out = out or run_dir / "validate"
+    traj = trajectory / "trajectory.extxyz" if trajectory.is_dir() else trajectory
+    first = read_frames(traj, 0, what="trajectory")
+    provenance = load_provenance(traj)
+    if teacher is not None and Path(teacher).is_file():
+        calc = make_calculator(teacher, first)
+    else:
+        calc = provenance.teacher(first, teacher).calculator(first)
+    with progress_bar("teacher labels", total=frames, stderr=True) as update:
+        result = validate_trajectory(traj, calc, out, n_frames=frames,
+                                     progress=lambda k, n: update(completed=k, total=n))
+    teacher = teacher or provenance.teacher_spec(first).describe()
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    per_el = " ".join(f"{k} {v['mae_meV_per_A']:.0f}"
+                      for k, v in result["force_by_element"].items())
+    console.print(
+        f"{result['n_frames']} frames vs {teacher}: energy MAE "
+        f"{result['energy_mae_meV_per_atom']:.2f} meV/atom (offset "
+        f"{result['energy_mean_offset_meV_per_atom']:+.2f}), force MAE "
+        f"{result['force_mae_meV_per_A']:.1f} meV/Å ({per_el}); figure {out / 'validate.png'}",
+        highlight=False)
+
+
+@app.command("export-lammps")
+def export_lammps(
+    structure: StructureArg,
+    model: Annotated[Path, typer.Option(help="Trained model (.nequip.zip or .ckpt).")],
+    out: Annotated[Path, typer.Option(
+        help="Job folder (system.data, in.lammps, README.txt), created.")],
+    index: Annotated[int, typer.Option(help="Frame of a multi-frame structure file.")] = -1,
+    composition: CompositionOpt = None,
+    ensemble: Annotated[str, typer.Option(help="npt, nvt or nve.")] = "npt",
+    temperature_K: Annotated[float, typer.Option("--temperature-K", "-T")] = 300.0,
+    pressure_bar: Annotated[float, typer.Option("--pressure-bar", "-P")] = 1.0,
+    timestep_fs: Annotated[float, typer.Option("--timestep-fs")] = 0.5,
+    steps: Annotated[int, typer.Option(help="Number of time steps.")] = 20000,
+    pair_style: Annotated[str | None, typer.Option(
+        help="allegro or nequip; default: read from the model.")] = None,
+) -> None:
+    """Write a LAMMPS job (pair_nequip_allegro) for a structure and a trained model.
+
+    LAMMPS needs the model compiled with nequip-compile on the machine that runs it: the
+    command is in in.lammps and README.txt (printed below). Thermostat and barostat time
+    constants are 1000 time steps, as in `ionmix md`.
+    """
+    from ionmix.export.lammps import write_lammps_inputs
+    from ionmix.md import load_structure
+
+    atoms = load_structure(structure, index=index, composition=composition)
+    paths = write_lammps_inputs(
+        atoms, model, out, ensemble=ensemble, temperature_K=temperature_K,
+        pressure_bar=pressure_bar, timestep_fs=timestep_fs, n_steps=steps,
+        pair_style=pair_style)
+    console.print(f"[green]wrote[/] {paths['data']}, {paths['input']}", highlight=False)
+    console.print(paths["readme"].read_text(), highlight=False, soft_wrap=True, markup=False)

@@ -1,0 +1,24 @@
+"""Teachers: what labels frames for training, behind one interface (see `base`).
+
+Kinds: ``classical`` (OPLS-AA in OpenMM, `ionmix.teachers.classical`).
+"""
+
+from ionmix.teachers.base import (
+    TEACHER_KINDS,
+    Teacher,
+    TeacherError,
+    TeacherSpec,
+    make_teacher,
+    teacher_spec,
+)
+from ionmix.teachers.classical.teacher import ClassicalTeacher
+
+__all__ = [
+    "TEACHER_KINDS",
+    "ClassicalTeacher",
+    "Teacher",
+    "TeacherError",
+    "TeacherSpec",
+    "make_teacher",
+    "teacher_spec",
+]
