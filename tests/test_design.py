@@ -224,8 +224,9 @@ def test_fit_bad_input(counts, energies, match):
          "unit 'LiPF6' is not neutral"),
         ({"species": {"Li": 1, "PF6": -1}, "units": {"LiPF6": {"Li": 1, "Q": 1}}},
          "species 'Q' is neither in"),
-        ({"species": {"Li": 1, "PF6": -1}, "units": {"Li": {"Li": 1, "PF6": 1}}},
-         "duplicate name"),
+        ({**{"species": SEED_SPECIES, "units": SEED_UNITS},
+          "training": {"compositions": [{"LiPF6": "1/0", "EMIMPF6": 0.5}]}},
+         r"fraction of 'LiPF6' must be a number or a fraction such as \"2/3\", got '1/0'"),
         ({"species": {"Li": 0.5}, "units": {"x": {"Li": 1}}}, "integer"),
         ({"species": {"Li": 1, "PF6": -1}, "units": {"LiPF6": {"Li": 1, "PF6": 1}},
           "extra": {}}, "unknown section"),
@@ -299,3 +300,105 @@ def test_units_with_library_ions_take_their_charges():
 def test_mixture_api_rejects_unknown_species():
     with pytest.raises(DesignError, match="unknown species 'BF4'"):
         Mixture.from_dicts({"Li": 1, "PF6": -1}, {"LiPF6": {"Li": 1, "BF4": 1}})
+
+
+# --------------------------------------------------------------------------------------
+# Fractions: exact strings, rounded decimals, and messages that suggest other values
+# --------------------------------------------------------------------------------------
+
+BMIM_LI = Mixture.from_dicts({"BMIM": 1, "Li": 1, "BF4": -1},
+                             {"BMIMBF4": {"BMIM": 1, "BF4": 1}, "LiBF4": {"Li": 1, "BF4": 1}})
+
+
+@pytest.mark.parametrize("thirds", [
+    {"BMIMBF4": 0.666667, "LiBF4": 0.333333},  # rounded to 6 decimals (the issue's case)
+    {"BMIMBF4": 0.6667, "LiBF4": 0.3333},
+    {"BMIMBF4": 0.667, "LiBF4": 0.333},
+    {"BMIMBF4": "2/3", "LiBF4": "1/3"},  # exact
+    {"BMIMBF4": "2/3", "LiBF4": 0.333333},
+    {"BMIMBF4": 2 / 3, "LiBF4": 1 - 2 / 3},  # computed floats
+])
+def test_thirds_with_three_ion_pairs(thirds):
+    assert BMIM_LI.unit_counts(thirds, 3) == {"BMIMBF4": 2, "LiBF4": 1}
+    assert BMIM_LI.unit_counts(thirds, 30) == {"BMIMBF4": 20, "LiBF4": 10}
+    np.testing.assert_allclose(BMIM_LI.fractions(thirds), [2 / 3, 1 / 3], atol=1e-3)
+
+
+@pytest.mark.parametrize("comp, n, refused, suggested", [
+    # Two decimals are taken as exact: 0.67 is not 2/3.
+    ({"BMIMBF4": 0.67, "LiBF4": 0.33}, 3, "0.67", ['"2/3" (2 BMIMBF4)', "1 (3 BMIMBF4)"]),
+    # A rounded third is no whole count with 20 ion pairs.
+    ({"BMIMBF4": 0.666667, "LiBF4": 0.333333}, 20, "0.666667",
+     ["0.65 (13 BMIMBF4)", "0.7 (14 BMIMBF4)"]),
+    ({"BMIMBF4": "2/3", "LiBF4": "1/3"}, 4, '"2/3"', ["0.5 (2 BMIMBF4)", "0.75 (3 BMIMBF4)"]),
+    # 0.5 with 11 pairs is 5.5: not within any rounding, though 5/11 rounds to 0.5.
+    ({"BMIMBF4": 0.5, "LiBF4": 0.5}, 11, "0.5", ['"5/11" (5 BMIMBF4)', '"6/11" (6 BMIMBF4)']),
+    # Not a rounding of 2/3 at the decimals typed (2/3 rounds to 0.66667).
+    ({"BMIMBF4": 0.66668, "LiBF4": 0.33332}, 3, "0.66668",
+     ['"2/3" (2 BMIMBF4)', "1 (3 BMIMBF4)"]),
+])
+def test_invalid_fraction_suggests_other_values(comp, n, refused, suggested):
+    with pytest.raises(DesignError) as info:
+        BMIM_LI.unit_counts(comp, n)
+    message = str(info.value)
+    assert message.startswith(f"BMIMBF4 = {refused} with {n} units")
+    head, _, tail = message.partition("nearest valid fractions: ")
+    assert tail == " or ".join(suggested)
+    assert refused not in tail  # never suggests the value it refused
+
+
+def test_rounding_tolerance_follows_the_decimals_typed():
+    assert design.rounding_tolerance(0.666667) == pytest.approx(5e-7)
+    assert design.rounding_tolerance(0.667) == pytest.approx(5e-4)
+    assert design.rounding_tolerance(1.5e-05) == pytest.approx(5e-7)
+    for exact in (0.5, 0.25, 0.05, 1.0, 1, "2/3"):
+        assert design.rounding_tolerance(exact) == 0.0
+
+
+def test_rounded_fractions_sum_to_one_within_their_precision():
+    three = Mixture.from_dicts({"A": 0, "B": 0, "C": 0},
+                               {"A": {"A": 1}, "B": {"B": 1}, "C": {"C": 1}})
+    assert three.unit_counts({"A": 0.333, "B": 0.333, "C": 0.333}, 3) == {"A": 1, "B": 1, "C": 1}
+    with pytest.raises(DesignError, match="sum to"):
+        three.fractions({"A": 0.33, "B": 0.33, "C": 0.33})  # two decimals: exact, sum 0.99
+    with pytest.raises(DesignError, match="sum to"):
+        three.fractions({"A": "1/3", "B": "1/3", "C": "1/2"})
+
+
+def test_spec_accepts_fraction_strings_and_rounded_decimals():
+    spec = design.parse_spec({
+        "units": {"BMIMBF4": {"BMIM": 1, "BF4": 1}, "LiBF4": {"Li": 1, "BF4": 1}},
+        "training": {"compositions": [{"BMIMBF4": "2/3", "LiBF4": "1/3"},
+                                      {"BMIMBF4": 0.333333, "LiBF4": 0.666667}]},
+        "candidates": {"step": "1/3"},
+    })
+    assert spec.training[0] == {"BMIMBF4": 2 / 3, "LiBF4": 1 / 3}
+    assert len(spec.candidates) == 4
+    assert design.plan(spec)["training"]["sufficient"] is True
+    with pytest.raises(DesignError, match="same composition twice"):
+        design.parse_spec({
+            "units": {"BMIMBF4": {"BMIM": 1, "BF4": 1}, "LiBF4": {"Li": 1, "BF4": 1}},
+            "training": {"compositions": [{"BMIMBF4": "2/3", "LiBF4": "1/3"},
+                                          {"BMIMBF4": 0.666667, "LiBF4": 0.333333}]},
+        })
+
+
+def test_neutral_species_is_its_own_unit():
+    """A molecular solvent: [species] EC = 0 and [units] EC = {EC = 1} (issue 13)."""
+    spec = design.parse_spec({
+        "species": {"Li": 1, "PF6": -1, "EC": 0},
+        "units": {"LiPF6": {"Li": 1, "PF6": 1}, "EC": {"EC": 1}},
+    })
+    out = design.plan(spec)
+    assert (out["n_species"], out["n_constraints"], out["min_compositions"]) == (3, 1, 2)
+    assert out["units"] == {"LiPF6": {"Li": 1, "PF6": 1}, "EC": {"EC": 1}}
+    # Electroneutrality is the one constraint; the EC energy is fixed by the data.
+    assert "mu[EC]" in out["determined_combinations"]
+    assert spec.mixture.species_counts({"LiPF6": 0.25, "EC": 0.75}, 8) == {
+        "Li": 2, "PF6": 2, "EC": 6}
+
+
+def test_unit_named_like_a_species_of_another_content():
+    """Species and units are separate name spaces, even when the unit is a salt."""
+    m = Mixture.from_dicts({"Li": 1, "PF6": -1}, {"Li": {"Li": 1, "PF6": 1}})
+    assert m.units == ("Li",) and m.min_compositions == 1

@@ -8,7 +8,7 @@ import pytest
 from ionmix.chemistry import IonLibraryError
 from ionmix.chemistry.topology import molecules_of
 from ionmix.config import ConfigError, SampleConfig, load_sample_config, parse_model
-from ionmix.dataset import DatasetStore
+from ionmix.dataset import DatasetStore, composition_key
 from ionmix.design import DesignError
 from ionmix.sampling import plan_sampling, sample
 from ionmix.teachers.classical import ClassicalCalculator
@@ -109,6 +109,10 @@ def test_counts_from_grid():
     ({"sampling__temprature_K": 300}, ConfigError, "sampling.temprature_K: unknown key"),
     ({"sampling__temperature_K": -5}, ConfigError, "sampling.temperature_K"),
     ({"mixture__n_ion_pairs": None}, ConfigError, "exactly one of n_ion_pairs or n_ions"),
+    ({"mixture__n_ion_pairs": None, "mixture__n_ions": 9}, ConfigError,
+     "n_ions = 9 at .* gives 4.5 formula units, not a whole number"),
+    ({"mixture__n_ion_pairs": None, "mixture__n_ions": 6}, ConfigError,
+     r"n_ions = 6 at .* gives 3 formula units: LiPF6 = 0.5 with 3 units gives 1.5 LiPF6"),
 ])
 def test_bad_sampling_config(changes, error, match):
     with pytest.raises(error, match=match):
@@ -120,3 +124,44 @@ def test_config_file_errors_name_file(tmp_path):
     p.write_text("[mixture]\nunits = {LiPF6 = {Li = 1, PF6 = 1}}\nn_ion_pairs = 4\n[samplng]\n")
     with pytest.raises(ConfigError, match="broken.toml: samplng: unknown key"):
         load_sample_config(p)
+
+
+THIRDS_TOML = """
+[mixture]
+units = {{BMIMBF4 = {{BMIM = 1, BF4 = 1}}, LiBF4 = {{Li = 1, BF4 = 1}}}}
+compositions = [{comp}]
+{size}
+"""
+
+
+@pytest.mark.parametrize("comp", [
+    "{BMIMBF4 = 0.666667, LiBF4 = 0.333333}",  # issue 13: refused before
+    '{BMIMBF4 = "2/3", LiBF4 = "1/3"}',
+    '{BMIMBF4 = 0.6667, LiBF4 = "1/3"}',
+])
+@pytest.mark.parametrize("size, n_units", [("n_ion_pairs = 3", 3), ("n_ions = 12", 6)])
+def test_thirds_sample_whole_counts(tmp_path, comp, size, n_units):
+    p = tmp_path / "thirds.toml"
+    p.write_text(THIRDS_TOML.format(comp=comp, size=size))
+    plan = plan_sampling(load_sample_config(p))
+    k = n_units // 3
+    assert [r.counts for r in plan.runs] == [{"BMIM": 2 * k, "Li": k, "BF4": 3 * k}] * 2
+    # The store's composition key keeps 6 significant digits of what was given.
+    typed = "0.6667" if "0.6667," in comp else "0.666667"
+    assert composition_key(plan.runs[0].composition) == f"BMIMBF4={typed},LiBF4=0.333333"
+
+
+def test_bad_fraction_string_names_key(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text(THIRDS_TOML.format(comp='{BMIMBF4 = "two thirds", LiBF4 = "1/3"}',
+                                    size="n_ion_pairs = 3"))
+    with pytest.raises(ConfigError, match=r"bad.toml: mixture.compositions: .*composition 1: "
+                                          r"fraction of 'BMIMBF4' must "
+                                          r"be a number or a fraction such as \"2/3\""):
+        load_sample_config(p)
+
+
+def test_thirds_refused_with_other_values_suggested():
+    with pytest.raises(DesignError) as info:
+        plan_sampling(cfg(mixture__compositions=[{"LiPF6": 0.333333, "EMIMPF6": 0.666667}]))
+    assert str(info.value).endswith("nearest valid fractions: 0.25 (1 LiPF6) or 0.5 (2 LiPF6)")

@@ -52,7 +52,8 @@ class MixtureConfig(_Strict):
         description="neutral units: name → {ion name: count}; ion names from the library "
         "(or `user_ions`)")
     compositions: list[dict[str, float]] | None = Field(
-        None, description="explicit compositions as unit mole fractions")
+        None, description="explicit compositions as unit mole fractions: numbers, or "
+        "strings such as \"2/3\" (see design.check_composition for rounded decimals)")
     grid_step: float | None = Field(
         None, description="all compositions of the units on this mole-fraction grid")
     n_ion_pairs: int | None = Field(
@@ -61,6 +62,22 @@ class MixtureConfig(_Strict):
                                "n_ion_pairs); must give a whole number of formula units")
     charge_scale: float = Field(0.8, gt=0, le=1.0, description="factor on all charges")
     user_ions: dict[str, UserIon] = Field(default_factory=dict)
+
+    @field_validator("compositions", mode="before")
+    @classmethod
+    def _fractions_as_numbers(cls, value: Any) -> Any:
+        """Read "2/3" as 2/3; numbers stay as typed (their decimals carry the precision)."""
+        if not isinstance(value, list):
+            return value  # pydantic reports the wrong type
+        out = []
+        for i, comp in enumerate(value):
+            if isinstance(comp, dict):
+                try:
+                    comp = {u: _fraction_or_raw(x, u) for u, x in comp.items()}
+                except design.DesignError as exc:
+                    raise ValueError(f"composition {i + 1}: {exc}") from None
+            out.append(comp)
+        return out
 
     def composition_list(self, mixture: design.Mixture) -> list[dict[str, float]]:
         """The compositions to sample, validated against `mixture`."""
@@ -79,14 +96,27 @@ class MixtureConfig(_Strict):
             raise ConfigError("[mixture] needs exactly one of n_ion_pairs or n_ions")
         if self.n_ion_pairs is not None:
             return self.n_ion_pairs
-        ions_per_unit = float(mixture.fractions(composition) @ mixture.stoichiometry.sum(axis=1))
-        n = self.n_ions / ions_per_unit
-        if abs(n - round(n)) > 1e-6:
-            raise ConfigError(
-                f"[mixture] n_ions = {self.n_ions} at {composition} gives {n:g} formula "
-                "units, not a whole number"
-            )
-        return int(round(n))
+        x = mixture.fractions(composition)
+        ions_per_unit = float(x @ mixture.stoichiometry.sum(axis=1) / x.sum())
+        n = max(1, round(self.n_ions / ions_per_unit))
+        where = f"[mixture] n_ions = {self.n_ions} at {composition}"
+        # The box is right only if n whole units hold exactly n_ions ions; checking the
+        # counts themselves applies the same rounding rule as n_ion_pairs does.
+        try:
+            units = mixture.unit_counts(composition, n)
+        except design.DesignError as exc:
+            raise ConfigError(f"{where} gives {n} formula units: {exc}") from None
+        ions = sum(units[u] * int(row.sum())
+                   for u, row in zip(mixture.units, mixture.stoichiometry, strict=True))
+        if ions != self.n_ions:
+            raise ConfigError(f"{where} gives {self.n_ions / ions_per_unit:g} formula units, "
+                              "not a whole number")
+        return n
+
+
+def _fraction_or_raw(value: Any, unit: str) -> Any:
+    """A "p/q" string as a float; anything else unchanged (checked against the mixture)."""
+    return design.fraction_value(value, unit) if isinstance(value, str) else value
 
 
 class SamplingConfig(_Strict):

@@ -27,6 +27,7 @@ import itertools
 import math
 import tomllib
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,15 @@ from ionmix.errors import InputError
 
 #: Relative singular-value threshold below which a direction counts as not spanned.
 RANK_RTOL = 1e-9
-#: Tolerance on mole fractions summing to 1.
+#: Tolerance on mole fractions summing to 1 (float noise; rounded decimals add theirs).
 FRACTION_SUM_TOL = 1e-9
+#: Fewest decimals a number must be typed with to count as rounded (0.5, 0.25, 0.05 are
+#: exact: one- and two-decimal fractions are how exact compositions are usually written).
+MIN_ROUNDED_DECIMALS = 3
+#: Float noise allowed on a unit count x·n (whole numbers of units).
+COUNT_NOISE = 1e-6
+#: Most a rounded fraction may miss a whole count by, in units (keeps the count unambiguous).
+MAX_COUNT_ROUNDING = 0.25
 #: Default cap on the condition number of a recommended training set.
 DEFAULT_MAX_CONDITION = 100.0
 
@@ -79,8 +87,11 @@ class Mixture:
             units: unit name → {species name: count}; each unit must be neutral.
 
         Raises:
-            DesignError: empty spec, duplicate names, non-integer charge/count, unknown
-                species in a unit, or a non-neutral unit (the message names it).
+            DesignError: empty spec, non-integer charge/count, unknown species in a
+                unit, or a non-neutral unit (the message names it).
+
+        Species and units are separate name spaces: a neutral species may be its own unit
+        (a molecular solvent `EC = {EC = 1}`, an alloy's element).
         """
         if not species:
             raise DesignError("the spec defines no [species]")
@@ -89,11 +100,6 @@ class Mixture:
         for name, charge in species.items():
             if isinstance(charge, bool) or not isinstance(charge, int):
                 raise DesignError(f"species {name!r}: charge must be an integer, got {charge!r}")
-        clash = set(species) & set(units)
-        if clash:
-            raise DesignError(
-                f"duplicate name(s) used for both a species and a unit: {sorted(clash)}"
-            )
         names = tuple(species)
         index = {s: i for i, s in enumerate(names)}
         rows = []
@@ -141,7 +147,7 @@ class Mixture:
         """M: independent linear constraints every reachable count vector obeys."""
         return self.n_species - self.min_compositions
 
-    def counts(self, composition: dict[str, float]) -> np.ndarray:
+    def counts(self, composition: dict[str, float | str]) -> np.ndarray:
         """Species counts per formula unit of the mixture, shape (n_species,).
 
         `composition` maps unit name → mole fraction (validated by `check_composition`).
@@ -149,36 +155,40 @@ class Mixture:
         x = self.fractions(composition)
         return x @ self.stoichiometry
 
-    def fractions(self, composition: dict[str, float]) -> np.ndarray:
-        """Validated mole-fraction vector over units, shape (n_units,)."""
-        check_composition(composition, self.units)
-        return np.array([float(composition.get(u, 0.0)) for u in self.units])
+    def fractions(self, composition: dict[str, float | str]) -> np.ndarray:
+        """Validated mole-fraction vector over units, shape (n_units,).
 
-    def unit_counts(self, composition: dict[str, float], n_units: int) -> dict[str, int]:
+        Fractions given as strings ("2/3") become floats; see `check_composition`.
+        """
+        check_composition(composition, self.units)
+        return np.array([fraction_value(composition.get(u, 0.0), u) for u in self.units])
+
+    def unit_counts(self, composition: dict[str, float | str], n_units: int) -> dict[str, int]:
         """Whole numbers of each unit for `n_units` formula units at `composition`.
 
-        For 1:1 salts `n_units` is the number of ion pairs. Counts must come out integral
-        (within 1e-6): ionmix never rounds a composition silently.
+        For 1:1 salts `n_units` is the number of ion pairs. Each fraction x must give a
+        whole count k = x·n_units: exactly (within float noise, 1e-6) for exact fractions
+        ("2/3", 0.5, 0.25), or within the precision typed for a rounded decimal (see
+        `rounding_tolerance`; and by at most MAX_COUNT_ROUNDING units, so that k is never
+        ambiguous): 0.666667, 0.6667 and 0.667 give 2 of 3 units, 0.67 does not. The counts
+        must add up to `n_units`. Beyond that ionmix never rounds a composition.
 
         Raises:
-            DesignError: listing, for the offending unit, the nearest fractions that are
-                exact with `n_units` units.
+            DesignError: naming the offending unit and the nearest fractions that are
+                exact with `n_units` units (never the value refused).
         """
         if isinstance(n_units, bool) or not isinstance(n_units, int) or n_units <= 0:
             raise DesignError(f"the number of units/ion pairs must be a positive integer, "
                               f"got {n_units!r}")
-        x = self.fractions(composition)
-        out = {}
-        for unit, xu in zip(self.units, x, strict=True):
-            exact = xu * n_units
-            if abs(exact - round(exact)) > 1e-6:
-                lo, hi = math.floor(exact), math.ceil(exact)
-                raise DesignError(
-                    f"{unit} = {xu:g} with {n_units} units gives {exact:g} {unit}, not a whole "
-                    f"number; nearest valid fractions: {lo / n_units:g} ({lo} {unit}) or "
-                    f"{hi / n_units:g} ({hi} {unit})"
-                )
-            out[unit] = int(round(exact))
+        check_composition(composition, self.units)
+        out = {unit: _whole_count(unit, composition.get(unit, 0.0), n_units)
+               for unit in self.units}
+        if sum(out.values()) != n_units:
+            raise DesignError(
+                f"composition {composition!r} with {n_units} units gives "
+                f"{', '.join(f'{k} {u}' for u, k in out.items())}: {sum(out.values())} units, "
+                f"not {n_units}; give the fractions exactly, e.g. as \"p/q\""
+            )
         return out
 
     def species_counts(self, composition: dict[str, float], n_units: int) -> dict[str, int]:
@@ -206,28 +216,100 @@ class Mixture:
                                    self.stoichiometry, self.units)
 
 
-def check_composition(composition: dict[str, float], units: tuple[str, ...]) -> None:
-    """Raise DesignError unless `composition` is a valid mole-fraction dict over `units`."""
+def fraction_value(value: Any, unit: str) -> float:
+    """A mole fraction as a float: a number, or a string "p/q" (also "0.25", "1").
+
+    Raises DesignError for anything else (bools, non-finite numbers, other strings).
+    """
+    if isinstance(value, str):
+        try:
+            return float(Fraction(value.strip()))
+        except (ValueError, ZeroDivisionError):
+            raise DesignError(f"fraction of {unit!r} must be a number or a fraction such "
+                              f"as \"2/3\", got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise DesignError(f"fraction of {unit!r} must be a number or a fraction such as "
+                          f"\"2/3\", got {value!r}")
+    return float(value)
+
+
+def rounding_tolerance(value: Any) -> float:
+    """How far a typed fraction may lie from the exact fraction it stands for.
+
+    A decimal typed with d ≥ MIN_ROUNDED_DECIMALS decimals stands for any fraction that
+    rounds to it at d decimals: the tolerance is half a unit in its last place, ½·10^(−d)
+    (0.666667 → 5e-7; 0.667 → 5e-4). Shorter decimals (0.5, 0.25), integers and strings
+    ("2/3") are exact: tolerance 0. The decimals are read from the shortest repr of the
+    float, which is what was typed in TOML (trailing zeros aside).
+    """
+    if not isinstance(value, float) or not math.isfinite(value):
+        return 0.0
+    decimals = -int(Decimal(repr(float(value))).as_tuple().exponent)  # float(): numpy scalars
+    return 0.5 * 10.0**-decimals if decimals >= MIN_ROUNDED_DECIMALS else 0.0
+
+
+def check_composition(composition: dict[str, float | str], units: tuple[str, ...]) -> None:
+    """Raise DesignError unless `composition` is a valid mole-fraction dict over `units`.
+
+    A fraction is a non-negative number or a string such as "2/3". The fractions must sum
+    to 1 within 1e-9 plus each rounded decimal's tolerance (`rounding_tolerance`), so
+    {A = 0.666667, B = 0.333333} and {A = 0.333, B = 0.333, C = 0.333} are valid.
+    """
     if not isinstance(composition, dict) or not composition:
         raise DesignError(f"composition {composition!r} is empty; give unit = mole fraction")
-    for unit, value in composition.items():
+    total, tol = 0.0, FRACTION_SUM_TOL
+    for unit, raw in composition.items():
         if unit not in units:
             raise DesignError(
                 f"composition {composition!r} names unknown unit {unit!r}; "
                 f"known units: {', '.join(units)}"
             )
-        is_number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not is_number or not math.isfinite(value):
-            raise DesignError(f"composition {composition!r}: fraction of {unit!r} must be a number")
+        try:
+            value = fraction_value(raw, unit)
+        except DesignError as exc:
+            raise DesignError(f"composition {composition!r}: {exc}") from None
         if value < 0:
             raise DesignError(
-                f"composition {composition!r}: fraction of {unit!r} is negative ({value})"
+                f"composition {composition!r}: fraction of {unit!r} is negative ({raw})"
             )
-    total = float(sum(composition.values()))
-    if abs(total - 1.0) > FRACTION_SUM_TOL:
+        total += value
+        tol += rounding_tolerance(raw)
+    if abs(total - 1.0) > tol:
         raise DesignError(
             f"composition {composition!r}: mole fractions sum to {total!r}, not 1"
         )
+
+
+def _whole_count(unit: str, raw: float | str, n_units: int) -> int:
+    """k = x·n_units as a whole number, within float noise or x's typed precision."""
+    exact = fraction_value(raw, unit) * n_units
+    k = round(exact)
+    allowed = max(COUNT_NOISE, min(n_units * rounding_tolerance(raw), MAX_COUNT_ROUNDING))
+    if abs(exact - k) <= allowed:
+        return int(k)
+    lo, hi = math.floor(exact), math.ceil(exact)
+    raise DesignError(
+        f"{unit} = {_typed(raw)} with {n_units} units gives {exact:.10g} {unit}, not a whole "
+        f"number; nearest valid fractions: {format_fraction(lo, n_units)} ({lo} {unit}) or "
+        f"{format_fraction(hi, n_units)} ({hi} {unit})"
+    )
+
+
+def _typed(raw: float | str) -> str:
+    """A fraction as the user wrote it in TOML: 0.666667, or "2/3" for a string."""
+    return f'"{raw}"' if isinstance(raw, str) else repr(float(raw))
+
+
+def format_fraction(k: int, n: int) -> str:
+    """k/n as a user would type it: an exact decimal (0.35) if short, else "p/q" ("2/3").
+
+    Always exact, so a suggestion can never be a rounded value that was just refused.
+    """
+    f = Fraction(k, n)
+    for decimals in range(7):
+        if (f * 10**decimals).denominator == 1:
+            return f"{float(f):.{decimals}f}" if decimals else str(f.numerator)
+    return f'"{f.numerator}/{f.denominator}"'
 
 
 # --------------------------------------------------------------------------------------
@@ -736,8 +818,10 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> PlanSpec:
                 mixture.fractions(comp)
             except DesignError as exc:
                 raise DesignError(f"{source}: {key}: {exc}") from None
-            out.append({u: float(v) for u, v in comp.items()})
-        keys = [tuple(mixture.fractions(c)) for c in out]
+            out.append({u: fraction_value(v, u) for u, v in comp.items()})
+        # Same composition = same 6 significant digits (the store's composition key), so
+        # "2/3" and 0.666667 are one composition.
+        keys = [tuple(f"{x:.6g}" for x in mixture.fractions(c)) for c in out]
         if len(set(keys)) != len(keys):
             raise DesignError(f"{source}: {key} lists the same composition twice")
         return out
@@ -761,6 +845,11 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> PlanSpec:
         candidates = compositions(cand["compositions"], "[candidates] compositions")
     else:
         step = cand.get("step", 0.1)
+        if isinstance(step, str):  # "1/3": a grid of thirds
+            try:
+                step = fraction_value(step, "step")
+            except DesignError as exc:
+                raise DesignError(f"{source}: [candidates] {exc}") from None
         if isinstance(step, bool) or not isinstance(step, int | float):
             raise DesignError(f"{source}: [candidates] step must be a number, got {step!r}")
         try:
