@@ -271,7 +271,7 @@ def _client(scheduler: str | None, n_workers: int | None):
     # worker at a time is fastest. Bigger machines run several recipes at once.
     workers = n_workers or max(1, cores // 4)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=":0")  # any free port: never clash
     return Client(cluster), cluster, max(1, cores // workers)
 
 
