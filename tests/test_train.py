@@ -22,6 +22,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from ionmix.design import fit_species_energies
 from ionmix.train import (
     PRESETS,
     TrainConfigError,
@@ -29,7 +30,6 @@ from ionmix.train import (
     apply_overrides,
     build_config,
     evaluate,
-    fit_species_energies_svd,
     get_preset,
     load_calculator,
     loss_curve,
@@ -399,17 +399,19 @@ def test_fit_warns_and_names_undetermined_combination():
     assert fixed == pytest.approx({"Au": -3.0, "Cu": -5.0})
 
 
-def test_svd_fallback_matches_and_reports_null_space():
+def test_design_fit_reports_null_space_and_custom_fitter_is_checked():
     counts = np.array([[8.0, 24.0, 0.0], [16.0, 16.0, 0.0]])  # third species never seen
     energies = counts @ np.array([-3.0, -5.0, -7.0])
-    mu, undetermined = fit_species_energies_svd(counts, energies)
+    fit = fit_species_energies(counts, energies, ("Au", "Cu", "Ag"))
+    mu, undetermined = fit.mu_eV, fit.undetermined_directions
     assert mu == pytest.approx([-3.0, -5.0, 0.0])
     assert undetermined.shape == (1, 3)
     assert np.abs(undetermined[0]) == pytest.approx([0.0, 0.0, 1.0])
     with pytest.warns(UserWarning, match=r"mu\[Ag\]"):
         shifts = per_type_energy_shifts(
             "fit", ["Au", "Cu", "Ag"], frames=_synthetic([(8, 24), (16, 16)], (-3.0, -5.0)),
-            fit=lambda c, e, s, reference_eV=None: fit_species_energies_svd(c, e, reference_eV)[0],
+            fit=lambda c, e, s, reference_eV=None: fit_species_energies(
+                c, e, s, reference_eV).mu_eV,
         )
     assert shifts == pytest.approx({"Au": -3.0, "Cu": -5.0, "Ag": 0.0})
 

@@ -11,11 +11,11 @@ import pytest
 
 from conftest import TINY_SAMPLE_TOML
 from ionmix.config import ConfigError
+from ionmix.metrics import transfer_ratios
 from ionmix.transferability import (
     load_study_config,
     resolve_recipes,
     run_study,
-    transfer_ratios,
 )
 
 STUDY_TOML = TINY_SAMPLE_TOML + """

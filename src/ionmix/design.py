@@ -197,6 +197,12 @@ class Mixture:
         n = np.array([units[u] for u in self.units]) @ self.stoichiometry
         return {s: int(round(c)) for s, c in zip(self.species, n, strict=True)}
 
+    def fraction_label(self, composition: dict[str, float]) -> str:
+        """Short label: the first unit's fraction for two units ("0.4"), else "0.2/0.3/0.5"."""
+        if len(self.units) == 2:
+            return f"{composition[self.units[0]]:g}"
+        return "/".join(f"{composition[u]:g}" for u in self.units)
+
     def undetermined_directions(self) -> np.ndarray:
         """Orthonormal basis of per-species energy directions no data can fix.
 

@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ionmix.errors import InputError, RunError
 from ionmix.io import atomic_write_json, read_frames
+from ionmix.resume import check_same_settings
 from ionmix.units import bar_to_ev_per_a3, density_g_per_cm3, ev_per_a3_to_bar
 
 __all__ = [
@@ -425,15 +426,12 @@ def _format_row(row: dict) -> str:
 
 
 def _check_same_settings(path: Path, settings: MDSettings) -> None:
-    if not path.exists():
-        return
-    old = json.loads(path.read_text()).get("settings", {})
-    new = settings.model_dump()
-    for key, value in new.items():
-        if key not in RESTART_MAY_CHANGE and key in old and old[key] != value:
-            raise MDError(
-                f"{path.parent} holds a run with {key} = {old[key]!r}; this call has "
-                f"{value!r}. Use another --out folder, or delete {path.parent} to start over")
+    """Refuse to continue the run in ``path.parent`` with other settings (MDError)."""
+    old = json.loads(path.read_text()).get("settings", {}) if path.exists() else None
+    check_same_settings(
+        old, settings.model_dump(), error=MDError, may_change=RESTART_MAY_CHANGE,
+        recorded_only=True, what=f"{path.parent} holds a run with other settings",
+        advice=f"use another --out folder, or delete {path.parent} to start over")
 
 
 def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,

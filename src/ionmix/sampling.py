@@ -59,6 +59,7 @@ from ionmix.config import ConfigError, SampleConfig
 from ionmix.dataset import DatasetStore, atomic_write_extxyz, composition_key
 from ionmix.errors import RunError
 from ionmix.io import atomic_write_bytes, atomic_write_json
+from ionmix.resume import check_same_settings
 from ionmix.teachers import TeacherSpec, make_teacher, teacher_spec
 from ionmix.teachers.classical import make_context, make_system_for_atoms
 from ionmix.teachers.classical.system import MAX_DEFAULT_CUTOFF_A, ClassicalSystem
@@ -417,22 +418,15 @@ _FIXED_SETTINGS = ("sampling", "resolved_cutoff_A", "mixture.charge_scale", "mix
 
 
 def _check_same_teacher(path: Path, record: dict) -> None:
-    if not path.exists():
-        return
-    old = json.loads(path.read_text())
-    old.setdefault("teacher_key", record["teacher_key"])  # folders from before teacher specs
-
-    def get(d: dict, key: str):
-        for part in key.split("."):
-            d = d.get(part) if isinstance(d, dict) else None
-        return d
-
-    changed = [k for k in _FIXED_SETTINGS if get(old, k) != get(record, k)]
-    if changed:
-        detail = "; ".join(f"{k}: {get(old, k)!r} → {get(record, k)!r}" for k in changed)
-        raise ConfigError(
-            f"{path.parent} was sampled with other settings ({detail}); one dataset must not "
-            "mix teachers or protocols: use a new --out folder, or set the old values")
+    """Refuse to add frames of another teacher or protocol to ``path.parent`` (ConfigError)."""
+    old = json.loads(path.read_text()) if path.exists() else None
+    if old is not None:
+        old.setdefault("teacher_key", record["teacher_key"])  # folders from before teacher specs
+    check_same_settings(
+        old, record, error=ConfigError, fixed=_FIXED_SETTINGS,
+        what=f"{path.parent} was sampled with other settings",
+        advice="one dataset must not mix teachers or protocols: use a new --out folder, or "
+               "set the old values")
 
 
 def sample(cfg: SampleConfig, out_dir: str | Path, dataset: str | None = None,

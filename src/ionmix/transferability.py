@@ -27,10 +27,7 @@ reported and does not stop the others.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 import os
 import traceback
 from collections.abc import Callable
@@ -109,12 +106,6 @@ class Recipe:
     compositions: list[dict[str, float]]
 
 
-def _fraction_label(mixture: design.Mixture, comp: dict[str, float]) -> str:
-    if len(mixture.units) == 2:
-        return f"{comp[mixture.units[0]]:g}"
-    return "/".join(f"{comp[u]:g}" for u in mixture.units)
-
-
 def resolve_recipes(cfg: StudyConfig, mixture: design.Mixture,
                     compositions: list[dict[str, float]]) -> list[Recipe]:
     """Recipes as explicit compositions, each one of the study's sampled compositions."""
@@ -145,9 +136,9 @@ def resolve_recipes(cfg: StudyConfig, mixture: design.Mixture,
                 raise ConfigError(
                     f"[study] recipes[{i}]: composition {comp} is not among the sampled "
                     "compositions ("
-                    + ", ".join(_fraction_label(mixture, c) for c in compositions) + ")")
+                    + ", ".join(mixture.fraction_label(c) for c in compositions) + ")")
         comps = [known[composition_key(c)] for c in comps]
-        name = "x=" + "+".join(_fraction_label(mixture, c) for c in comps)
+        name = "x=" + "+".join(mixture.fraction_label(c) for c in comps)
         members = frozenset(composition_key(c) for c in comps)
         if members in names:
             if label:  # "recommended" equals a listed recipe: train it once
@@ -433,37 +424,6 @@ def metrics_table(recipes: list[Recipe], compositions: list[dict[str, float]],
                 "force_mae_meV_per_A_by_element": m["force_mae_meV_per_A_by_element"],
                 "n_frames": m["n_frames"], "n_atoms": m["n_atoms"]})
     return rows
-
-
-def transfer_ratios(metrics: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per recipe: worst energy MAE over all test compositions / mean in-distribution MAE."""
-    out = {}
-    for name in dict.fromkeys(r["recipe"] for r in metrics):
-        rows = [r for r in metrics if r["recipe"] == name]
-        ind = [r["energy_mae_meV_per_atom"] for r in rows if r["in_training_set"]]
-        worst = max(r["energy_mae_meV_per_atom"] for r in rows)
-        mean_ind = float(np.mean(ind)) if ind else math.nan
-        out[name] = {"worst_energy_mae_meV_per_atom": worst,
-                     "in_distribution_energy_mae_meV_per_atom": mean_ind,
-                     "ratio": worst / mean_ind if mean_ind > 0 else math.inf}
-    return out
-
-
-def metrics_csv(metrics: list[dict[str, Any]]) -> str:
-    """The metrics as CSV text; per-element force MAEs become `force_mae_<El>` columns."""
-    elements = sorted({el for r in metrics for el in r["force_mae_meV_per_A_by_element"]})
-    fields = ["recipe", "test_composition", "in_training_set", "energy_mae_meV_per_atom",
-              "force_mae_meV_per_A"] + [f"force_mae_meV_per_A_{el}" for el in elements] + \
-        ["n_frames", "n_atoms"]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    for r in metrics:
-        row = {k: r[k] for k in fields if k in r}
-        for el in elements:
-            row[f"force_mae_meV_per_A_{el}"] = r["force_mae_meV_per_A_by_element"].get(el, "")
-        writer.writerow(row)
-    return buf.getvalue()
 
 
 def species_analysis(mixture: design.Mixture, recipes: list[Recipe],

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from ionmix.chemistry.topology import encode_runs, has_molecules, molecules_of
+from ionmix.dataset.frames import validate_labels
 from ionmix.errors import InputError
 from ionmix.io import atomic_write_text
 
@@ -112,45 +112,10 @@ def validate_frame(atoms: Atoms, where: str, require_forces: bool = True,
                    require_stress: bool = False) -> dict[str, np.ndarray | float]:
     """Check a frame's labels; return them. Raises DatasetError naming `where`.
 
-    Labels are read from ``atoms.calc.results`` (energy eV, forces (n_atoms, 3) eV/Å,
-    stress (6,) or (3, 3) eV/Å³).
+    See `ionmix.dataset.frames.validate_labels` (energy eV, forces (n_atoms, 3) eV/Å,
+    stress (6,) Voigt eV/Å³).
     """
-    results = dict(atoms.calc.results) if atoms.calc is not None else {}
-    if "energy" not in results:
-        raise DatasetError(f"{where}: no energy label")
-    energy = float(np.asarray(results["energy"]).reshape(()))
-    if not math.isfinite(energy):
-        raise DatasetError(f"{where}: energy is not finite ({energy})")
-    out: dict[str, np.ndarray | float] = {"energy": energy}
-    if not np.all(np.isfinite(atoms.positions)):
-        raise DatasetError(f"{where}: positions contain NaN/inf")
-    forces = results.get("forces")
-    if forces is None:
-        if require_forces:
-            raise DatasetError(f"{where}: missing forces")
-    else:
-        forces = np.asarray(forces, dtype=float)
-        if forces.shape != (len(atoms), 3):
-            raise DatasetError(
-                f"{where}: forces have shape {forces.shape}, expected ({len(atoms)}, 3) "
-                "(atom-count mismatch)"
-            )
-        if not np.all(np.isfinite(forces)):
-            bad = int(np.flatnonzero(~np.isfinite(forces).all(axis=1))[0])
-            raise DatasetError(f"{where}: force on atom {bad} is not finite")
-        out["forces"] = forces
-    stress = results.get("stress")
-    if stress is None:
-        if require_stress:
-            raise DatasetError(f"{where}: missing stress")
-    else:
-        stress = np.asarray(stress, dtype=float)
-        if stress.shape == (3, 3):
-            stress = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
-        if stress.shape != (6,) or not np.all(np.isfinite(stress)):
-            raise DatasetError(f"{where}: stress must be 6 finite Voigt components")
-        out["stress"] = stress
-    return out
+    return validate_labels(atoms, where, require_forces, require_stress, error=DatasetError)
 
 
 def _where(kv: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 
 from ionmix.io import atomic_write_json, read_frames
 from ionmix.md import MDError
+from ionmix.metrics import energy_errors_meV_per_atom, force_errors_meV_per_A
 
 
 def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: str | os.PathLike,
@@ -79,23 +80,17 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
         f_model.append(frame.get_forces())
         f_teacher.append(teacher.get_forces())
     f_model, f_teacher = np.array(f_model), np.array(f_teacher)
-    de = np.array([r["model_energy_eV_per_atom"] - r["teacher_energy_eV_per_atom"]
-                   for r in per_frame]) * 1000.0
-    df = (f_model - f_teacher) * 1000.0
-    by_element = {}
-    for el in sorted(set(symbols)):
-        d = df[:, symbols == el, :]
-        by_element[el] = {"mae_meV_per_A": float(np.mean(np.abs(d))),
-                          "rmse_meV_per_A": float(np.sqrt(np.mean(d**2)))}
+    energy = energy_errors_meV_per_atom(  # energies already per atom: n_atoms = 1
+        [r["model_energy_eV_per_atom"] for r in per_frame],
+        [r["teacher_energy_eV_per_atom"] for r in per_frame], 1)
+    forces = force_errors_meV_per_A(f_model.reshape(-1, 3), f_teacher.reshape(-1, 3),
+                                    np.tile(symbols, len(picks)))
     result = {
         "trajectory": str(path), "n_frames": int(len(picks)), "n_atoms": n_atoms,
-        "energy_mae_meV_per_atom": float(np.mean(np.abs(de))),
-        "energy_rmse_meV_per_atom": float(np.sqrt(np.mean(de**2))),
-        "energy_mean_offset_meV_per_atom": float(np.mean(de)),
-        "energy_mae_after_offset_meV_per_atom": float(np.mean(np.abs(de - de.mean()))),
-        "force_mae_meV_per_A": float(np.mean(np.abs(df))),
-        "force_rmse_meV_per_A": float(np.sqrt(np.mean(df**2))),
-        "force_by_element": by_element,
+        **energy,
+        "force_mae_meV_per_A": forces["force_mae_meV_per_A"],
+        "force_rmse_meV_per_A": forces["force_rmse_meV_per_A"],
+        "force_by_element": forces["by_element"],
         "frames": per_frame,
     }
     atomic_write_json(out / "validate.json", result)

@@ -17,12 +17,6 @@ from ionmix import design  # noqa: E402
 from ionmix.dataset import composition_key  # noqa: E402
 
 
-def _label(mixture: design.Mixture, comp: dict[str, float]) -> str:
-    if len(mixture.units) == 2:
-        return f"{comp[mixture.units[0]]:g}"
-    return "/".join(f"{comp[u]:g}" for u in mixture.units)
-
-
 def heatmaps(path: Path, mixture: design.Mixture, recipes, compositions, metrics) -> Path:
     """The paper's Figure 1: force and energy MAE, rows = recipes, columns = test comps."""
     names = [r.name for r in recipes if any(m["recipe"] == r.name for m in metrics)]
@@ -48,7 +42,7 @@ def heatmaps(path: Path, mixture: design.Mixture, recipes, compositions, metrics
                 ax.text(j, i, text, ha="center", va="center", fontsize=7)
                 if lookup[(n, k)]["in_training_set"]:
                     ax.plot(j, i - 0.32, marker="v", color="green", markersize=6)
-        ax.set_xticks(range(len(keys)), [_label(mixture, c) for c in compositions])
+        ax.set_xticks(range(len(keys)), [mixture.fraction_label(c) for c in compositions])
         ax.set_yticks(range(len(names)), names)
         xlabel = (f"test composition: {mixture.units[0]} mole fraction"
                   if len(mixture.units) == 2 else "test composition")
@@ -105,7 +99,7 @@ def write_outputs(out: Path, cfg, mixture: design.Mixture, recipes, compositions
     Returns (figure path, report path).
     """
     from ionmix.io import atomic_write_text
-    from ionmix.transferability import metrics_csv, transfer_ratios
+    from ionmix.metrics import metrics_csv, transfer_ratios
 
     ratios = transfer_ratios(metrics) if metrics else {}
     atomic_write_text(out / "metrics.json", json.dumps(

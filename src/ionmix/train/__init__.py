@@ -2,7 +2,7 @@
 
 Public API:
     PRESETS, Preset, get_preset, build_config, apply_overrides   (ionmix.train.presets)
-    per_type_energy_shifts, fit_species_energies_svd              (ionmix.train.energy)
+    per_type_energy_shifts                                        (ionmix.train.energy)
     run_training, TrainResult, loss_curve, read_test_metrics      (ionmix.train.run)
     train_from_store                                              (ionmix.train.from_store)
     load_calculator                                               (ionmix.train.model)
@@ -12,7 +12,7 @@ Public API:
 Heavy imports (torch, nequip) happen only when a model is loaded or evaluated.
 """
 
-from .energy import ENERGY_REFERENCE_MODES, fit_species_energies_svd, per_type_energy_shifts
+from .energy import ENERGY_REFERENCE_MODES, per_type_energy_shifts
 from .errors import TrainConfigError, TrainDataError, TrainRunError
 from .evaluate import evaluate
 from .from_store import train_from_store
@@ -32,7 +32,6 @@ __all__ = [
     "build_config",
     "config_to_yaml",
     "evaluate",
-    "fit_species_energies_svd",
     "get_preset",
     "load_calculator",
     "loss_curve",

@@ -18,6 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from ionmix import io
+from ionmix.dataset.frames import validate_labels
 from ionmix.dataset.store import frame_hash
 
 from .errors import TrainDataError
@@ -109,28 +110,8 @@ def validate_frames(
             )
         species |= symbols
         n_atoms += len(atoms)
-        if not np.all(np.isfinite(atoms.positions)):
-            raise TrainDataError(f"{where}: positions are not finite")
-        results: dict[str, Any] = dict(atoms.calc.results) if atoms.calc is not None else {}
-        if "energy" not in results:
-            raise TrainDataError(f"{where}: no energy label")
-        energy = float(np.asarray(results["energy"]).reshape(()))
-        if not math.isfinite(energy):
-            raise TrainDataError(f"{where}: energy is not finite ({energy})")
-        if "forces" not in results:
-            raise TrainDataError(f"{where}: no forces label")
-        forces = np.asarray(results["forces"], dtype=float)
-        if forces.shape != (len(atoms), 3):
-            raise TrainDataError(
-                f"{where}: forces have shape {forces.shape}, expected ({len(atoms)}, 3)"
-            )
-        if not np.all(np.isfinite(forces)):
-            atom = int(np.flatnonzero(~np.isfinite(forces).all(axis=1))[0])
-            raise TrainDataError(f"{where}: force on atom {atom} is not finite")
-        if "stress" in results:
-            if not np.all(np.isfinite(np.asarray(results["stress"], dtype=float))):
-                raise TrainDataError(f"{where}: stress is not finite")
-        else:
+        labels = validate_labels(atoms, where, require_forces=True, error=TrainDataError)
+        if "stress" not in labels:
             all_stress = False
             if require_stress:
                 raise TrainDataError(

@@ -28,12 +28,11 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from ionmix.design import DesignError, fit_species_energies, format_combination
+
 from .errors import TrainConfigError, TrainDataError
 
 ENERGY_REFERENCE_MODES = ("isolated-atoms", "fit", "mean")
-
-#: Relative singular-value threshold for the rank of the counts matrix.
-RANK_RTOL = 1e-9
 
 
 def counts_and_energies(
@@ -55,56 +54,6 @@ def counts_and_energies(
             counts[k, index[symbol]] += 1
         energies[k] = float(atoms.get_potential_energy())
     return counts, energies
-
-
-def _format_direction(type_names: Sequence[str], vector: np.ndarray) -> str:
-    """E.g. '0.316*mu[Au] - 0.949*mu[Cu]'; tries ionmix.design's integer form first."""
-    try:
-        from ionmix.design import format_combination
-
-        return format_combination(tuple(type_names), vector)
-    except Exception:  # design module absent or changed: fall back to plain decimals
-        terms = [
-            f"{c:+.3g}*mu[{t}]"
-            for t, c in zip(type_names, vector, strict=True)
-            if abs(c) > 1e-12
-        ]
-        return " ".join(terms).lstrip("+")
-
-
-def fit_species_energies_svd(
-    counts: np.ndarray,
-    energies_eV: np.ndarray,
-    reference_eV: np.ndarray | None = None,
-    rtol: float = RANK_RTOL,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Least squares E ≈ counts·μ on the identifiable subspace only, via SVD.
-
-    Args:
-        counts: (n_frames, n_types) species counts.
-        energies_eV: (n_frames,) total energies, eV.
-        reference_eV: (n_types,) values fixing undetermined directions (default zeros).
-        rtol: singular values below ``rtol * s_max`` count as zero.
-
-    Returns:
-        (mu_eV, undetermined): mu_eV of shape (n_types,) whose component along every
-        undetermined direction equals that of `reference_eV` (zero-norm by default), and
-        the undetermined directions as orthonormal rows, shape (n_types − rank, n_types).
-    """
-    counts = np.asarray(counts, dtype=float)
-    energies_eV = np.asarray(energies_eV, dtype=float)
-    n_types = counts.shape[1]
-    ref = np.zeros(n_types) if reference_eV is None else np.asarray(reference_eV, dtype=float)
-    _, s, vt = np.linalg.svd(counts, full_matrices=True)
-    rank = int(np.sum(s > rtol * (s[0] if s.size else 0.0))) if s.size else 0
-    basis, undetermined = vt[:rank], vt[rank:]
-    if rank:
-        design = counts @ basis.T
-        theta, *_ = np.linalg.lstsq(design, energies_eV - counts @ ref, rcond=None)
-        mu = ref + basis.T @ theta
-    else:
-        mu = ref.copy()
-    return mu, undetermined
 
 
 def _mu_from_fit_result(result: Any, type_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -140,8 +89,8 @@ def per_type_energy_shifts(
             ``fit`` mode it fixes the undetermined directions (default zeros).
         fit: for ``fit`` mode, either a precomputed mapping type → eV (used as is), or a
             callable ``fit(counts, energies_eV, species, reference_eV=...)`` such as
-            `ionmix.design.fit_species_energies`. Default: `ionmix.design.fit_species_energies`
-            when importable, else the SVD fallback `fit_species_energies_svd`.
+            `ionmix.design.fit_species_energies` (the default). Whatever the fitter, the
+            undetermined combinations are found by `ionmix.design.fit_species_energies`.
 
     Returns:
         {type_name: shift_eV} for every type name, floats.
@@ -195,16 +144,12 @@ def per_type_energy_shifts(
         if isolated_atom_energies_eV is None
         else np.array([float(isolated_atom_energies_eV[t]) for t in type_names])
     )
-    if fit is None:
-        try:
-            from ionmix.design import fit_species_energies as fit
-        except ImportError:  # design module not available: SVD fallback below
-            fit = None
-    # rank deficiency is always checked here, whatever fitter is used
-    mu_svd, undetermined = fit_species_energies_svd(counts, energies, reference)
-    if fit is None:
-        mu = mu_svd
-    else:
+    try:
+        own = fit_species_energies(counts, energies, tuple(type_names), reference_eV=reference)
+    except DesignError as exc:  # e.g. a non-finite energy label: a data error here
+        raise TrainDataError(f"per-type energy fit: {exc}") from exc
+    mu, undetermined = own.mu_eV, own.undetermined_directions
+    if fit is not None:
         mu, reported = _mu_from_fit_result(
             fit(counts, energies, tuple(type_names), reference_eV=reference), type_names
         )
@@ -212,7 +157,7 @@ def per_type_energy_shifts(
             undetermined = reported  # same subspace; the fitter's basis may read better
     if undetermined.shape[0]:
         fixed = "isolated-atom energies" if reference is not None else "zero (minimum norm)"
-        directions = "; ".join(_format_direction(type_names, v) for v in undetermined)
+        directions = "; ".join(format_combination(tuple(type_names), v) for v in undetermined)
         warnings.warn(
             f"the training compositions do not determine {undetermined.shape[0]} "
             f"combination(s) of per-type energies: {directions}; their component is set to "

@@ -1,12 +1,7 @@
 """Errors of a model against labelled frames, overall, per element and per group.
 
-Definitions match nequip's test metrics so the two can be compared number for number:
-
-* energy MAE per atom: mean over frames of |E_pred − E_ref| / n_atoms (meV/atom);
-* force MAE: mean over every Cartesian component of every atom (meV/Å); per element,
-  the same restricted to atoms of that element;
-* stress MAE: mean over all 9 components of the 3×3 stress of the frames that carry a
-  stress label (meV/Å³).
+The metrics themselves (and their definitions, which match nequip's test metrics) live in
+`ionmix.metrics`; the stress MAE covers the frames that carry a stress label.
 """
 
 from __future__ import annotations
@@ -20,51 +15,55 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.stress import voigt_6_to_full_3x3_stress
 
+from ionmix.dataset.frames import validate_labels
+from ionmix.metrics import (
+    energy_errors_meV_per_atom,
+    force_errors_meV_per_A,
+    stress_mae_meV_per_A3,
+)
+
 from .data import read_frames
 from .errors import TrainDataError
 
-EV_TO_MEV = 1000.0
-
 
 def _labels(atoms: Atoms, k: int) -> tuple[float, np.ndarray, np.ndarray | None]:
-    results = dict(atoms.calc.results) if atoms.calc is not None else {}
-    if "energy" not in results or "forces" not in results:
-        raise TrainDataError(f"frame {k}: needs energy and forces labels to be evaluated")
-    energy = float(np.asarray(results["energy"]).reshape(()))
-    forces = np.asarray(results["forces"], dtype=float).reshape(len(atoms), 3)
-    stress = results.get("stress")
-    if stress is not None:
-        stress = np.asarray(stress, dtype=float)
-        stress = voigt_6_to_full_3x3_stress(stress) if stress.shape == (6,) else stress
-    return energy, forces, stress
+    """Energy (eV), forces (n_atoms, 3) eV/Å and 3×3 stress (eV/Å³, or None) of frame k."""
+    labels = validate_labels(atoms, f"frame {k}", require_forces=True, error=TrainDataError)
+    stress = labels.get("stress")
+    return (
+        labels["energy"],
+        labels["forces"],
+        None if stress is None else voigt_6_to_full_3x3_stress(stress),
+    )
 
 
 def _summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Metrics (meV units) over a list of per-frame error records."""
-    energy_err = np.array([r["energy_err_per_atom_eV"] for r in records])
-    force_err = np.concatenate([r["force_abs_err_eV_per_A"] for r in records])  # (n_atoms, 3)
-    symbols = np.concatenate([r["symbols"] for r in records])
-    stress_err = [
-        r["stress_abs_err_eV_per_A3"]
-        for r in records
-        if r["stress_abs_err_eV_per_A3"] is not None
-    ]
-    by_element = {
-        str(el): float(force_err[symbols == el].mean() * EV_TO_MEV) for el in sorted(set(symbols))
-    }
+    """Metrics (meV units, `ionmix.metrics`) over a list of per-frame prediction records."""
+    energy = energy_errors_meV_per_atom(
+        [r["energy_pred_eV"] for r in records],
+        [r["energy_ref_eV"] for r in records],
+        [len(r["symbols"]) for r in records],
+    )
+    forces = force_errors_meV_per_A(
+        np.concatenate([r["forces_pred_eV_per_A"] for r in records]),
+        np.concatenate([r["forces_ref_eV_per_A"] for r in records]),
+        np.concatenate([r["symbols"] for r in records]),
+    )
+    with_stress = [r for r in records if r["stress_ref_eV_per_A3"] is not None]
     return {
         "n_frames": len(records),
-        "n_atoms": int(force_err.shape[0]),
-        "n_frames_with_stress": len(stress_err),
-        "energy_mae_meV_per_atom": float(np.abs(energy_err).mean() * EV_TO_MEV),
-        "energy_rmse_meV_per_atom": float(np.sqrt(np.mean(energy_err**2)) * EV_TO_MEV),
-        "force_mae_meV_per_A": float(force_err.mean() * EV_TO_MEV),
-        "force_rmse_meV_per_A": float(np.sqrt(np.mean(force_err**2)) * EV_TO_MEV),
-        "force_mae_meV_per_A_by_element": by_element,
-        "stress_mae_meV_per_A3": (
-            float(np.concatenate([s.ravel() for s in stress_err]).mean() * EV_TO_MEV)
-            if stress_err
-            else None
+        "n_atoms": int(sum(len(r["symbols"]) for r in records)),
+        "n_frames_with_stress": len(with_stress),
+        "energy_mae_meV_per_atom": energy["energy_mae_meV_per_atom"],
+        "energy_rmse_meV_per_atom": energy["energy_rmse_meV_per_atom"],
+        "force_mae_meV_per_A": forces["force_mae_meV_per_A"],
+        "force_rmse_meV_per_A": forces["force_rmse_meV_per_A"],
+        "force_mae_meV_per_A_by_element": {
+            el: m["mae_meV_per_A"] for el, m in forces["by_element"].items()
+        },
+        "stress_mae_meV_per_A3": stress_mae_meV_per_A3(
+            [r["stress_pred_eV_per_A3"] for r in with_stress],
+            [r["stress_ref_eV_per_A3"] for r in with_stress],
         ),
     }
 
@@ -111,10 +110,9 @@ def evaluate(
         work.calc = model
         energy = float(work.get_potential_energy())
         forces = np.asarray(work.get_forces(), dtype=float)
-        stress_err = None
+        stress = None
         if stress_ref is not None:
             stress = np.asarray(work.get_stress(voigt=False), dtype=float)
-            stress_err = np.abs(stress - stress_ref)
         if group_by is None:
             group = None
         elif callable(group_by):
@@ -126,10 +124,13 @@ def evaluate(
         records.append(
             {
                 "group": group,
-                "energy_err_per_atom_eV": (energy - energy_ref) / len(atoms),
-                "force_abs_err_eV_per_A": np.abs(forces - forces_ref),
+                "energy_pred_eV": energy,
+                "energy_ref_eV": energy_ref,
+                "forces_pred_eV_per_A": forces,
+                "forces_ref_eV_per_A": forces_ref,
                 "symbols": np.array(atoms.get_chemical_symbols()),
-                "stress_abs_err_eV_per_A3": stress_err,
+                "stress_pred_eV_per_A3": stress,
+                "stress_ref_eV_per_A3": stress_ref,
             }
         )
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ionmix.io import atomic_write_text
+from ionmix.resume import check_same_settings
 
 from .data import DataFileSummary, file_manifest, read_frames, validate_frames
 from .energy import per_type_energy_shifts
@@ -124,20 +125,6 @@ def _script(name: str) -> str:
     if found is None:
         raise TrainRunError(f"cannot find the {name} command (is nequip installed?)")
     return found
-
-
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    if isinstance(node, list):
-        out = {}
-        for i, v in enumerate(node):
-            out.update(_flatten(v, f"{prefix}{i}."))
-        return out
-    return {prefix[:-1]: node}
 
 
 def _metrics_parts(run_dir: Path) -> list[Path]:
@@ -411,15 +398,12 @@ def run_training(
     if config_path.is_file():
         import yaml
 
-        old = _flatten(yaml.safe_load(config_path.read_text()))
-        new = _flatten(config)
-        differ = sorted(k for k in set(old) | set(new)
-                        if old.get(k) != new.get(k) and k not in _RESUMABLE_KEYS)
-        if differ:
-            raise TrainConfigError(
-                f"run directory {run_dir} holds a different run (config differs at "
-                f"{', '.join(differ[:8])}{' ...' if len(differ) > 8 else ''}); use a new run_dir"
-            )
+        check_same_settings(
+            yaml.safe_load(config_path.read_text()), config, error=TrainConfigError,
+            may_change=_RESUMABLE_KEYS,
+            what=f"run directory {run_dir} holds a different run; its config differs",
+            advice="use a new run_dir",
+        )
     if manifest_path.is_file():
         old_files = json.loads(manifest_path.read_text()).get("files", {})
         for role, rec in manifest["files"].items():

@@ -1,0 +1,147 @@
+"""Error metrics of a model against reference labels, and the tables built from them.
+
+One home for the numbers that `ionmix.train.evaluate` (a model on labelled frames) and
+`ionmix.properties.validate` (a model's own MD trajectory relabelled by the teacher)
+report. Definitions match nequip's test metrics, so the two compare number for number:
+
+* energy error per atom: (E_pred − E_ref) / n_atoms per frame; MAE/RMSE over frames;
+* force error: every Cartesian component of every atom; per element, the same restricted
+  to atoms of that element;
+* stress error: every one of the 9 components of the 3×3 stress of each frame.
+
+Inputs are in eV, eV/Å and eV/Å³; every result is in meV/atom, meV/Å or meV/Å³ as its
+key says. Pure numpy: no model, file or plot is touched here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+EV_TO_MEV = 1000.0
+
+
+def energy_errors_meV_per_atom(
+    pred_eV: Sequence[float] | np.ndarray,
+    ref_eV: Sequence[float] | np.ndarray,
+    n_atoms: Sequence[int] | np.ndarray | int,
+) -> dict[str, float]:
+    """Per-atom energy errors of frames.
+
+    Args:
+        pred_eV: predicted total energies, shape (n_frames,), eV.
+        ref_eV: reference total energies, shape (n_frames,), eV.
+        n_atoms: atoms per frame, shape (n_frames,) or one int for all.
+
+    Returns:
+        ``energy_mae_meV_per_atom``, ``energy_rmse_meV_per_atom``,
+        ``energy_mean_offset_meV_per_atom`` (mean signed error, pred − ref) and
+        ``energy_mae_after_offset_meV_per_atom`` (MAE once that offset is removed).
+    """
+    err = (np.asarray(pred_eV, dtype=float) - np.asarray(ref_eV, dtype=float)) / np.asarray(
+        n_atoms, dtype=float
+    )
+    err_meV = err * EV_TO_MEV
+    return {
+        "energy_mae_meV_per_atom": float(np.mean(np.abs(err_meV))),
+        "energy_rmse_meV_per_atom": float(np.sqrt(np.mean(err_meV**2))),
+        "energy_mean_offset_meV_per_atom": float(np.mean(err_meV)),
+        "energy_mae_after_offset_meV_per_atom": float(
+            np.mean(np.abs(err_meV - err_meV.mean()))
+        ),
+    }
+
+
+def force_errors_meV_per_A(
+    pred_eV_per_A: np.ndarray, ref_eV_per_A: np.ndarray, symbols: Sequence[str] | np.ndarray
+) -> dict[str, Any]:
+    """Force errors over every Cartesian component, overall and per element.
+
+    Args:
+        pred_eV_per_A: predicted forces, shape (n_atoms, 3), eV/Å (atoms of all frames
+            stacked).
+        ref_eV_per_A: reference forces, same shape, eV/Å.
+        symbols: chemical symbol of each row, shape (n_atoms,).
+
+    Returns:
+        ``force_mae_meV_per_A``, ``force_rmse_meV_per_A`` and ``by_element``:
+        {element: {"mae_meV_per_A", "rmse_meV_per_A"}}, elements sorted.
+    """
+    err_meV = (
+        np.asarray(pred_eV_per_A, dtype=float) - np.asarray(ref_eV_per_A, dtype=float)
+    ).reshape(-1, 3) * EV_TO_MEV
+    symbols = np.asarray(symbols)
+    by_element = {
+        str(el): {
+            "mae_meV_per_A": float(np.mean(np.abs(err_meV[symbols == el]))),
+            "rmse_meV_per_A": float(np.sqrt(np.mean(err_meV[symbols == el] ** 2))),
+        }
+        for el in sorted(set(symbols.tolist()))
+    }
+    return {
+        "force_mae_meV_per_A": float(np.mean(np.abs(err_meV))),
+        "force_rmse_meV_per_A": float(np.sqrt(np.mean(err_meV**2))),
+        "by_element": by_element,
+    }
+
+
+def stress_mae_meV_per_A3(
+    pred_eV_per_A3: Sequence[np.ndarray], ref_eV_per_A3: Sequence[np.ndarray]
+) -> float | None:
+    """MAE over all 9 components of each frame's 3×3 stress (meV/Å³); None with no frames.
+
+    Args:
+        pred_eV_per_A3: predicted stresses, one (3, 3) array per frame, eV/Å³.
+        ref_eV_per_A3: reference stresses, same shapes, eV/Å³.
+    """
+    if len(pred_eV_per_A3) == 0:
+        return None
+    err = [
+        np.abs(np.asarray(p, dtype=float) - np.asarray(r, dtype=float)).ravel()
+        for p, r in zip(pred_eV_per_A3, ref_eV_per_A3, strict=True)
+    ]
+    return float(np.concatenate(err).mean() * EV_TO_MEV)
+
+
+# --------------------------------------------------------------------------------------
+# Tables of metric rows (one row per model × test set), as the transferability study keeps
+# --------------------------------------------------------------------------------------
+
+
+def transfer_ratios(metrics: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per recipe: worst energy MAE over all test compositions / mean in-distribution MAE.
+
+    `metrics` rows carry ``recipe``, ``in_training_set`` and ``energy_mae_meV_per_atom``.
+    """
+    out = {}
+    for name in dict.fromkeys(r["recipe"] for r in metrics):
+        rows = [r for r in metrics if r["recipe"] == name]
+        ind = [r["energy_mae_meV_per_atom"] for r in rows if r["in_training_set"]]
+        worst = max(r["energy_mae_meV_per_atom"] for r in rows)
+        mean_ind = float(np.mean(ind)) if ind else math.nan
+        out[name] = {"worst_energy_mae_meV_per_atom": worst,
+                     "in_distribution_energy_mae_meV_per_atom": mean_ind,
+                     "ratio": worst / mean_ind if mean_ind > 0 else math.inf}
+    return out
+
+
+def metrics_csv(metrics: list[dict[str, Any]]) -> str:
+    """The metric rows as CSV text; per-element force MAEs become `force_mae_<El>` columns."""
+    elements = sorted({el for r in metrics for el in r["force_mae_meV_per_A_by_element"]})
+    fields = ["recipe", "test_composition", "in_training_set", "energy_mae_meV_per_atom",
+              "force_mae_meV_per_A"] + [f"force_mae_meV_per_A_{el}" for el in elements] + \
+        ["n_frames", "n_atoms"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for r in metrics:
+        row = {k: r[k] for k in fields if k in r}
+        for el in elements:
+            row[f"force_mae_meV_per_A_{el}"] = r["force_mae_meV_per_A_by_element"].get(el, "")
+        writer.writerow(row)
+    return buf.getvalue()
