@@ -182,30 +182,8 @@ def build_box(
                 mol_id += [molecule] * ion.n_atoms
                 molecule += 1
         (tmpdir / "packmol.inp").write_text("\n".join(inp) + "\n")
-        try:
-            with open(tmpdir / "packmol.inp") as stdin:
-                proc = subprocess.run(
-                    [str(packmol)],
-                    stdin=stdin,
-                    cwd=tmpdir,
-                    capture_output=True,
-                    text=True,
-                    timeout=timeout_s,
-                )
-        except subprocess.TimeoutExpired:
-            raise BuildError(
-                f"Packmol did not finish within {timeout_s} s for {dict(counts)} at "
-                f"{density_g_cm3} g/cm³; try a lower density or a smaller tolerance"
-            ) from None
-        output = proc.stdout + proc.stderr
-        out_path = tmpdir / "box.xyz"
-        if proc.returncode != 0 or "Success!" not in output or not out_path.is_file():
-            tail = "\n".join(output.strip().splitlines()[-25:])
-            raise BuildError(
-                f"Packmol failed (exit status {proc.returncode}) packing {dict(counts)} into a "
-                f"{length:.3f} Å cube at {density_g_cm3} g/cm³ with tolerance {tolerance_A} Å; "
-                f"try a lower density or a smaller tolerance. Packmol's output ends with:\n{tail}"
-            )
+        out_path = _run_packmol(packmol, tmpdir, timeout_s, counts, length, density_g_cm3,
+                                tolerance_A)
         got, positions = _read_packmol_xyz(out_path, len(symbols))
     if got != symbols:
         raise BuildError("Packmol output atom order differs from the templates")  # pragma: no cover
@@ -223,3 +201,34 @@ def build_box(
         }
     )
     return atoms
+
+
+def _run_packmol(packmol: Path, tmpdir: Path, timeout_s: float, counts: Mapping[str, int],
+                 length: float, density_g_cm3: float, tolerance_A: float) -> Path:
+    """Run Packmol on ``tmpdir/packmol.inp``; return the packed ``box.xyz`` (BuildError,
+    with the tail of Packmol's output, if it fails or times out)."""
+    try:
+        with open(tmpdir / "packmol.inp") as stdin:
+            proc = subprocess.run(
+                [str(packmol)],
+                stdin=stdin,
+                cwd=tmpdir,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
+    except subprocess.TimeoutExpired:
+        raise BuildError(
+            f"Packmol did not finish within {timeout_s} s for {dict(counts)} at "
+            f"{density_g_cm3} g/cm³; try a lower density or a smaller tolerance"
+        ) from None
+    output = proc.stdout + proc.stderr
+    out_path = tmpdir / "box.xyz"
+    if proc.returncode != 0 or "Success!" not in output or not out_path.is_file():
+        tail = "\n".join(output.strip().splitlines()[-25:])
+        raise BuildError(
+            f"Packmol failed (exit status {proc.returncode}) packing {dict(counts)} into a "
+            f"{length:.3f} Å cube at {density_g_cm3} g/cm³ with tolerance {tolerance_A} Å; "
+            f"try a lower density or a smaller tolerance. Packmol's output ends with:\n{tail}"
+        )
+    return out_path

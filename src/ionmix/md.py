@@ -452,11 +452,25 @@ def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    meta_path, ckpt_path = out / "md.json", out / "checkpoint.json"
-    thermo_path, traj_path = out / "thermo.csv", out / "trajectory.extxyz"
-    _check_same_settings(meta_path, settings)
-
+    _check_same_settings(out / "md.json", settings)
+    ckpt_path = out / "checkpoint.json"
     checkpoint = json.loads(ckpt_path.read_text()) if ckpt_path.exists() else None
+    atoms = _starting_state(atoms, calc, settings, checkpoint, ckpt_path)
+    run = _open_run(out, atoms, calc, settings, checkpoint)
+    t0 = time.perf_counter()
+    try:
+        if checkpoint is None:
+            run.record(0)
+        run.integrate(progress)
+    finally:
+        run.close()
+    return run.finish(time.perf_counter() - t0)
+
+
+def _starting_state(atoms: Atoms, calc, settings: MDSettings, checkpoint: dict | None,
+                    ckpt_path: Path) -> Atoms:
+    """A copy of `atoms` at the checkpoint's state (if any), checked, with `calc` attached
+    and evaluated, and (on a fresh start) with initial velocities drawn."""
     atoms = atoms.copy()
     if checkpoint is not None:
         state = checkpoint["atoms"]
@@ -470,18 +484,29 @@ def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
     atoms.calc = calc
     _first_evaluation(atoms, settings)
     if checkpoint is None and settings.initial_velocities == "maxwell":
-        from ase.md import velocitydistribution as vd
+        _thermalize(atoms, settings)
+    return atoms
 
-        rng = np.random.default_rng(settings.seed)
-        if hasattr(vd, "thermalize_momenta"):  # ASE ≥ 3.29; the older name is deprecated
-            vd.thermalize_momenta(atoms, settings.temperature_K, rng=rng)
-        else:  # pragma: no cover - ASE < 3.29
-            vd.MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature_K,
-                                            rng=rng)
-        vd.Stationary(atoms)
 
+def _thermalize(atoms: Atoms, settings: MDSettings) -> None:
+    """Maxwell–Boltzmann momenta at the target temperature, without net drift (seeded)."""
+    from ase.md import velocitydistribution as vd
+
+    rng = np.random.default_rng(settings.seed)
+    if hasattr(vd, "thermalize_momenta"):  # ASE ≥ 3.29; the older name is deprecated
+        vd.thermalize_momenta(atoms, settings.temperature_K, rng=rng)
+    else:  # pragma: no cover - ASE < 3.29
+        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature_K,
+                                        rng=rng)
+    vd.Stationary(atoms)
+
+
+def _open_run(out: Path, atoms: Atoms, calc, settings: MDSettings,
+              checkpoint: dict | None) -> _Run:
+    """Make the integrator, set the output files to the checkpoint (or start them afresh),
+    record the run as ``running`` in ``md.json`` and open the files for appending."""
     dyn = _make_dynamics(atoms, settings)
-    mass_amu = float(atoms.get_masses().sum())
+    thermo_path, traj_path = out / "thermo.csv", out / "trajectory.extxyz"
     if checkpoint is not None:
         _restore_integrator(dyn, checkpoint["integrator"])
         start = int(checkpoint["step"])
@@ -495,100 +520,129 @@ def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
         volume0 = atoms.get_volume() if atoms.cell.rank == 3 else float("nan")
         thermo_path.write_text(",".join(THERMO_COLUMNS) + "\n")
         traj_path.write_bytes(b"")
-
     meta = {"settings": settings.model_dump(), "calculator": _describe(calc),
             "n_atoms": len(atoms), "formula": atoms.get_chemical_formula(),
-            "mass_amu": mass_amu, "status": "running", "steps_done": start,
-            "resumed_from_step": start}
-    atomic_write_json(meta_path, meta)
-    dt_fs = settings.timestep_fs
-    thermo = open(thermo_path, "a", encoding="utf-8")
-    traj = open(traj_path, "a", encoding="utf-8")
+            "mass_amu": float(atoms.get_masses().sum()), "status": "running",
+            "steps_done": start, "resumed_from_step": start}
+    atomic_write_json(out / "md.json", meta)
+    return _Run(out, atoms, dyn, settings, meta, start, volume0)
 
-    def save_checkpoint(step: int) -> None:
-        thermo.flush()
-        traj.flush()
-        os.fsync(traj.fileno())
-        atomic_write_json(ckpt_path, {
-            "step": step, "volume0_A3": volume0,
-            "thermo_bytes": thermo.tell(), "trajectory_bytes": traj.tell(),
+
+class _Run:
+    """An MD run in progress: its integrator, open ``thermo.csv``/``trajectory.extxyz`` and
+    ``md.json`` record. `start` is the step it (re)started from; `volume0` (Å³, NaN without
+    a 3-D cell) the volume the blow-up check compares to."""
+
+    def __init__(self, out: Path, atoms: Atoms, dyn, settings: MDSettings, meta: dict,
+                 start: int, volume0: float):
+        self.out, self.atoms, self.dyn, self.settings = out, atoms, dyn, settings
+        self.meta, self.start, self.volume0 = meta, start, volume0
+        self.mass_amu = float(meta["mass_amu"])
+        self.thermo_path, self.traj_path = out / "thermo.csv", out / "trajectory.extxyz"
+        self.thermo = open(self.thermo_path, "a", encoding="utf-8")
+        self.traj = open(self.traj_path, "a", encoding="utf-8")
+
+    def close(self) -> None:
+        self.thermo.close()
+        self.traj.close()
+
+    def integrate(self, progress: Callable[[int, int], None] | None) -> None:
+        """Steps ``start + 1 … n_steps``, logging and checkpointing at their intervals."""
+        s = self.settings
+        for step in range(self.start + 1, s.n_steps + 1):
+            self._step(step)
+            if not np.isfinite(self.atoms.calc.results.get("energy", 0.0)):
+                self.record(step)  # names the quantity and keeps the failing frame
+            if step % s.log_interval_steps == 0:
+                self.record(step)
+                if progress is not None:
+                    progress(step, s.n_steps)
+        if s.n_steps % s.trajectory_interval_steps and s.n_steps > self.start:
+            self._write_last_frame()
+        if progress is not None:
+            progress(s.n_steps, s.n_steps)
+
+    def _step(self, step: int) -> None:
+        try:
+            self.dyn.step()
+        except Exception as exc:
+            # a blown-up state often makes the calculator itself fail (NaN coordinates,
+            # atoms on top of each other); report that as a blow-up, not a crash
+            if np.all(np.isfinite(self.atoms.get_positions())) and np.all(
+                    np.isfinite(self.atoms.get_momenta())):
+                raise
+            self._blow_up(step, f"non-finite positions or momenta "
+                                f"({type(exc).__name__}: {exc})")
+
+    def record(self, step: int) -> None:
+        """Log a thermo row (stopping on a blow-up) and, at trajectory steps, a frame and
+        a checkpoint."""
+        row = _observables(self.dyn, self.atoms, self.mass_amu, step,
+                           self.settings.timestep_fs)
+        why = _out_of_bounds(row, self.settings, self.volume0)
+        if why is not None:
+            self._blow_up(step, why)
+        self.thermo.write(_format_row(row))
+        if step % self.settings.trajectory_interval_steps == 0:
+            self._write_frame(step)
+
+    def _write_last_frame(self) -> None:
+        # the last step always ends up in the trajectory and the checkpoint
+        s = self.settings
+        if s.n_steps % s.log_interval_steps:
+            row = _observables(self.dyn, self.atoms, self.mass_amu, s.n_steps, s.timestep_fs)
+            self.thermo.write(_format_row(row))
+        self._write_frame(s.n_steps)
+
+    def _write_frame(self, step: int) -> None:
+        import ase.io
+
+        time_ps = step * self.settings.timestep_fs / 1000.0
+        ase.io.write(self.traj, _snapshot(self.atoms, step, time_ps), format="extxyz")
+        self._save_checkpoint(step)
+
+    def _save_checkpoint(self, step: int) -> None:
+        self.thermo.flush()
+        self.traj.flush()
+        os.fsync(self.traj.fileno())
+        atoms = self.atoms
+        atomic_write_json(self.out / "checkpoint.json", {
+            "step": step, "volume0_A3": self.volume0,
+            "thermo_bytes": self.thermo.tell(), "trajectory_bytes": self.traj.tell(),
             "atoms": {"positions": atoms.get_positions().tolist(),
                       "momenta": atoms.get_momenta().tolist(),
                       "cell": atoms.cell.array.tolist()},
-            "integrator": _integrator_state(dyn)})
+            "integrator": _integrator_state(self.dyn)})
 
-    def blow_up(step: int, why: str) -> None:
+    def _blow_up(self, step: int, why: str) -> None:
         import ase.io
 
+        time_ps = step * self.settings.timestep_fs / 1000.0
         try:
-            ase.io.write(out / "blowup.extxyz",
-                         _snapshot(atoms, step, step * dt_fs / 1000.0), format="extxyz")
+            ase.io.write(self.out / "blowup.extxyz", _snapshot(self.atoms, step, time_ps),
+                         format="extxyz")
         except Exception:  # noqa: BLE001 - the diagnosis file is best effort
             pass
-        meta.update(status="blew_up", steps_done=step, reason=why)
-        atomic_write_json(meta_path, meta)
+        self.meta.update(status="blew_up", steps_done=step, reason=why)
+        atomic_write_json(self.out / "md.json", self.meta)
         raise MDBlowUp(
-            f"MD stopped at step {step} ({step * dt_fs / 1000.0:.4g} ps): {why}. The model "
+            f"MD stopped at step {step} ({time_ps:.4g} ps): {why}. The model "
             f"left the region it can describe. Data up to the last checkpoint is kept in "
-            f"{out}; the failing structure is in blowup.extxyz")
+            f"{self.out}; the failing structure is in blowup.extxyz")
 
-    def record(step: int) -> None:
-        row = _observables(dyn, atoms, mass_amu, step, dt_fs)
-        why = _out_of_bounds(row, settings, volume0)
-        if why is not None:
-            blow_up(step, why)
-        thermo.write(_format_row(row))
-        if step % settings.trajectory_interval_steps == 0:
-            import ase.io
-
-            ase.io.write(traj, _snapshot(atoms, step, row["time_ps"]), format="extxyz")
-            save_checkpoint(step)
-
-    t0 = time.perf_counter()
-    step = start
-    try:
-        if checkpoint is None:
-            record(0)
-        for step in range(start + 1, settings.n_steps + 1):
-            try:
-                dyn.step()
-            except Exception as exc:
-                # a blown-up state often makes the calculator itself fail (NaN coordinates,
-                # atoms on top of each other); report that as a blow-up, not a crash
-                if np.all(np.isfinite(atoms.get_positions())) and np.all(
-                        np.isfinite(atoms.get_momenta())):
-                    raise
-                blow_up(step, f"non-finite positions or momenta ({type(exc).__name__}: {exc})")
-            if not np.isfinite(atoms.calc.results.get("energy", 0.0)):
-                record(step)  # names the quantity and keeps the failing frame
-            if step % settings.log_interval_steps == 0:
-                record(step)
-                if progress is not None:
-                    progress(step, settings.n_steps)
-        if settings.n_steps % settings.trajectory_interval_steps and step > start:
-            # the last step always ends up in the trajectory and the checkpoint
-            if settings.n_steps % settings.log_interval_steps:
-                row = _observables(dyn, atoms, mass_amu, settings.n_steps, dt_fs)
-                thermo.write(_format_row(row))
-            import ase.io
-
-            ase.io.write(traj, _snapshot(atoms, settings.n_steps,
-                                         settings.n_steps * dt_fs / 1000.0), format="extxyz")
-            save_checkpoint(settings.n_steps)
-        if progress is not None:
-            progress(settings.n_steps, settings.n_steps)
-    finally:
-        thermo.close()
-        traj.close()
-    wall = time.perf_counter() - t0
-    n_done = max(settings.n_steps - start, 0)
-    meta.update(status="done", steps_done=settings.n_steps, wall_s=wall,
-                steps_per_s=n_done / wall if wall > 0 else None,
-                atom_steps_per_s=n_done * len(atoms) / wall if wall > 0 else None,
-                ns_per_day=(n_done * dt_fs * 1e-6) / (wall / 86400.0) if wall > 0 else None)
-    atomic_write_json(meta_path, meta)
-    return MDResult(out, settings.n_steps, start, wall,
-                    n_done / wall if wall > 0 else float("nan"), thermo_path, traj_path)
+    def finish(self, wall: float) -> MDResult:
+        """Record the finished run and its throughput (`wall` in s) in ``md.json``."""
+        s, start = self.settings, self.start
+        n_done = max(s.n_steps - start, 0)
+        self.meta.update(
+            status="done", steps_done=s.n_steps, wall_s=wall,
+            steps_per_s=n_done / wall if wall > 0 else None,
+            atom_steps_per_s=n_done * len(self.atoms) / wall if wall > 0 else None,
+            ns_per_day=(n_done * s.timestep_fs * 1e-6) / (wall / 86400.0) if wall > 0 else None)
+        atomic_write_json(self.out / "md.json", self.meta)
+        return MDResult(self.out, s.n_steps, start, wall,
+                        n_done / wall if wall > 0 else float("nan"), self.thermo_path,
+                        self.traj_path)
 
 
 def read_thermo(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -282,7 +282,6 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
         on_snapshot: sampling progress callback (see `ionmix.sampling.sample_run`).
     """
     from ionmix.sampling import plan_sampling, sample
-    from ionmix.train.from_store import teacher_isolated_atom_energies
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -290,19 +289,10 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
     plan = plan_sampling(sample_cfg)
     compositions = cfg.mixture.composition_list(plan.mixture)
     recipes = resolve_recipes(cfg, plan.mixture, compositions)
-    if cfg.sampling.replicas < 2:
-        raise ConfigError("[sampling] replicas must be ≥ 2: replica 1 is the test set")
-    s = cfg.study
-    need = s.n_train + s.n_val
-    if cfg.sampling.n_snapshots < max(need, s.n_test):
-        raise ConfigError(
-            f"[study] needs {max(need, s.n_test)} snapshots per run (n_train + n_val = "
-            f"{need}, n_test = {s.n_test}) but [sampling] gives {cfg.sampling.n_snapshots}")
-    from ionmix.train import get_preset
-
-    get_preset(s.preset)  # unknown preset → error before any work
+    _check_study_settings(cfg)
     atomic_write_text(out / "study-config.json",
                        json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+    s = cfg.study
 
     # 1. sampling (sequential: OpenMM already uses every core of this machine)
     say(f"sampling {len(plan.runs)} runs ({len(compositions)} compositions × "
@@ -311,77 +301,27 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
     store = DatasetStore(out / "frames.db")
 
     # 2. splits: per-composition test files; per-recipe train/val files
-    data_dir = out / "data"
-    test_files: dict[str, str] = {}
-    for comp in compositions:
-        key = composition_key(comp)
-        path = data_dir / f"test_{_safe(key)}.extxyz"
-        if not path.exists():
-            frames = equally_spaced(store.select(key, replica=1, teacher=plan.teacher.key),
-                                    s.n_test, f"{key} replica 1")
-            atomic_write_extxyz(frames, path)
-        test_files[key] = str(path)
+    teacher = plan.teacher.key
+    test_files = _write_test_files(store, compositions, out / "data", s.n_test, teacher)
     type_names = sorted({sym for key in test_files for sym in
                          _symbols_of(test_files[key])})
-    if s.energy_reference == "isolated-atoms":
-        iso = s.isolated_atom_energies_eV or teacher_isolated_atom_energies(
-            store, plan.teacher.key, type_names, store.select(teacher=plan.teacher.key)[0].atoms)
-        missing = set(type_names) - set(iso)
-        if missing:
-            raise ConfigError(f"[study] isolated_atom_energies_eV lacks {sorted(missing)}")
-        shifts: dict[str, float] | str = {t: float(iso[t]) for t in type_names}
-    else:
-        shifts = s.energy_reference
-    train_jobs = {}
-    for recipe in recipes:
-        rdir = data_dir / _safe(recipe.name)
-        files = {"train": rdir / "train.extxyz", "val": rdir / "val.extxyz",
-                 "test": rdir / "test.extxyz"}
-        if not all(p.exists() for p in files.values()):
-            split = split_by_replica(store, recipe.compositions, s.n_train, s.n_val, s.n_test,
-                                     seed=s.seed, teacher=plan.teacher.key)
-            atomic_write_extxyz(split.train, files["train"])
-            atomic_write_extxyz(split.val, files["val"])
-            atomic_write_extxyz(split.test, files["test"])
-        train_jobs[recipe.name] = {k: str(v) for k, v in files.items()}
+    shifts = _energy_shifts(s, store, teacher, type_names)
+    train_files = _write_recipe_splits(store, recipes, out / "data", s, teacher)
 
     # 3-4. train and evaluate on Dask
     client, cluster, threads = _client(scheduler, n_workers)
-    failed: dict[str, str] = {}
-    evaluations: dict[str, dict] = {}
     try:
         say(f"training {len(recipes)} recipes on {len(client.scheduler_info()['workers'])} "
             f"Dask worker(s) ({s.preset}, energy reference {s.energy_reference})")
-        futures = {}
-        for recipe in recipes:
-            run_dir = str(out / "models" / _safe(recipe.name))
-            fut = client.submit(train_recipe_task, train_jobs[recipe.name],
-                                type_names, s.preset, shifts, run_dir, s.seed, s.overrides,
-                                threads, key=f"train-{_safe(recipe.name)}", pure=False)
-            futures[recipe.name] = fut
-        eval_futures = {}
-        for recipe in recipes:
-            try:
-                res = futures[recipe.name].result()
-            except Exception as exc:  # noqa: BLE001 - one failing recipe must not stop others
-                failed[recipe.name] = f"training failed: {type(exc).__name__}: {exc}"
-                say(f"[{recipe.name}] {failed[recipe.name]}")
-                continue
-            say(f"[{recipe.name}] trained ({res['metrics'].get('epochs', '?')} epochs, "
-                f"{res['train_wall_s']:.0f} s)")
-            eval_futures[recipe.name] = client.submit(
-                evaluate_recipe_task, res["package_path"], test_files,
-                str(out / "models" / _safe(recipe.name) / "evaluation.json"),
-                {name: ion.n_atoms for name, ion in plan.ions.items()},
-                key=f"evaluate-{_safe(recipe.name)}", pure=False)
-        for name, fut in eval_futures.items():
-            try:
-                evaluations[name] = fut.result()
-            except Exception as exc:  # noqa: BLE001
-                failed[name] = f"evaluation failed: {type(exc).__name__}: {exc}"
-                say(f"[{name}] {failed[name]}")
-                (out / "models" / _safe(name) / "evaluation-error.txt").write_text(
-                    traceback.format_exc())
+        trainings = {
+            recipe.name: client.submit(
+                train_recipe_task, train_files[recipe.name], type_names, s.preset, shifts,
+                str(out / "models" / _safe(recipe.name)), s.seed, s.overrides, threads,
+                key=f"train-{_safe(recipe.name)}", pure=False)
+            for recipe in recipes}
+        evaluations, failed = _evaluate_trained(
+            client, trainings, test_files, out / "models",
+            {name: ion.n_atoms for name, ion in plan.ions.items()}, say)
     finally:
         client.close()
         if cluster is not None:
@@ -395,6 +335,106 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
     fig, report = write_outputs(out, cfg, plan.mixture, recipes, compositions, metrics,
                                 analysis, failed, teacher=plan.teacher.describe())
     return StudyResult(out, metrics, failed, report, fig)
+
+
+def _check_study_settings(cfg: StudyConfig) -> None:
+    """ConfigError, before any work, for too few replicas or snapshots or an unknown
+    preset."""
+    from ionmix.train import get_preset
+
+    if cfg.sampling.replicas < 2:
+        raise ConfigError("[sampling] replicas must be ≥ 2: replica 1 is the test set")
+    s = cfg.study
+    need = s.n_train + s.n_val
+    if cfg.sampling.n_snapshots < max(need, s.n_test):
+        raise ConfigError(
+            f"[study] needs {max(need, s.n_test)} snapshots per run (n_train + n_val = "
+            f"{need}, n_test = {s.n_test}) but [sampling] gives {cfg.sampling.n_snapshots}")
+    get_preset(s.preset)
+
+
+def _write_test_files(store: DatasetStore, compositions: list[dict[str, float]],
+                      data_dir: Path, n_test: int, teacher: str) -> dict[str, str]:
+    """Composition key → test file (`n_test` equally spaced replica-1 frames; kept if
+    already written)."""
+    test_files: dict[str, str] = {}
+    for comp in compositions:
+        key = composition_key(comp)
+        path = data_dir / f"test_{_safe(key)}.extxyz"
+        if not path.exists():
+            frames = equally_spaced(store.select(key, replica=1, teacher=teacher),
+                                    n_test, f"{key} replica 1")
+            atomic_write_extxyz(frames, path)
+        test_files[key] = str(path)
+    return test_files
+
+
+def _energy_shifts(s: StudySettings, store: DatasetStore, teacher: str,
+                   type_names: list[str]) -> dict[str, float] | str:
+    """Per-type energy shifts (eV): isolated-atom energies (given, or the teacher's own),
+    or the mode name ``"fit"``/``"mean"`` for the training to compute."""
+    from ionmix.train.from_store import teacher_isolated_atom_energies
+
+    if s.energy_reference != "isolated-atoms":
+        return s.energy_reference
+    iso = s.isolated_atom_energies_eV or teacher_isolated_atom_energies(
+        store, teacher, type_names, store.select(teacher=teacher)[0].atoms)
+    missing = set(type_names) - set(iso)
+    if missing:
+        raise ConfigError(f"[study] isolated_atom_energies_eV lacks {sorted(missing)}")
+    return {t: float(iso[t]) for t in type_names}
+
+
+def _write_recipe_splits(store: DatasetStore, recipes: list[Recipe], data_dir: Path,
+                         s: StudySettings, teacher: str) -> dict[str, dict[str, str]]:
+    """Recipe name → its train/val/test files (split by replica; kept if already
+    written)."""
+    train_files = {}
+    for recipe in recipes:
+        rdir = data_dir / _safe(recipe.name)
+        files = {"train": rdir / "train.extxyz", "val": rdir / "val.extxyz",
+                 "test": rdir / "test.extxyz"}
+        if not all(p.exists() for p in files.values()):
+            split = split_by_replica(store, recipe.compositions, s.n_train, s.n_val, s.n_test,
+                                     seed=s.seed, teacher=teacher)
+            atomic_write_extxyz(split.train, files["train"])
+            atomic_write_extxyz(split.val, files["val"])
+            atomic_write_extxyz(split.test, files["test"])
+        train_files[recipe.name] = {k: str(v) for k, v in files.items()}
+    return train_files
+
+
+def _evaluate_trained(client, trainings: dict[str, Any], test_files: dict[str, str],
+                      models_dir: Path, atoms_per_ion: dict[str, int],
+                      say: Callable[[str], None]) -> tuple[dict[str, dict], dict[str, str]]:
+    """Wait for each recipe's training future and evaluate its model on Dask as it
+    finishes; return (evaluations, failures) by recipe name. A failure is reported and
+    does not stop the other recipes."""
+    failed: dict[str, str] = {}
+    eval_futures = {}
+    for name, future in trainings.items():
+        try:
+            res = future.result()
+        except Exception as exc:  # noqa: BLE001 - one failing recipe must not stop others
+            failed[name] = f"training failed: {type(exc).__name__}: {exc}"
+            say(f"[{name}] {failed[name]}")
+            continue
+        say(f"[{name}] trained ({res['metrics'].get('epochs', '?')} epochs, "
+            f"{res['train_wall_s']:.0f} s)")
+        eval_futures[name] = client.submit(
+            evaluate_recipe_task, res["package_path"], test_files,
+            str(models_dir / _safe(name) / "evaluation.json"), atoms_per_ion,
+            key=f"evaluate-{_safe(name)}", pure=False)
+    evaluations: dict[str, dict] = {}
+    for name, future in eval_futures.items():
+        try:
+            evaluations[name] = future.result()
+        except Exception as exc:  # noqa: BLE001
+            failed[name] = f"evaluation failed: {type(exc).__name__}: {exc}"
+            say(f"[{name}] {failed[name]}")
+            (models_dir / _safe(name) / "evaluation-error.txt").write_text(
+                traceback.format_exc())
+    return evaluations, failed
 
 
 def _symbols_of(path: str) -> set[str]:

@@ -22,7 +22,7 @@ import functools
 import tomllib
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -264,6 +264,51 @@ def _check_params(
     return atoms, values
 
 
+@dataclass
+class _ItpTerms:
+    """Bonded terms as read from an .itp (1-based indices, parameters in GROMACS units)."""
+
+    bonds: list[tuple[int, int]] = field(default_factory=list)
+    bond_params: list[tuple[float, ...]] = field(default_factory=list)
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+    angles: list[tuple[int, int, int]] = field(default_factory=list)
+    angle_params: list[tuple[float, ...]] = field(default_factory=list)
+    dihedrals: list[tuple[int, int, int, int]] = field(default_factory=list)
+    dihedral_functs: list[str] = field(default_factory=list)
+    dihedral_params: list[tuple[float, ...]] = field(default_factory=list)
+
+    def add(self, section: str, fields: list[str], path: Path, lineno: int) -> None:
+        """Add one line of a ``[ bonds ]``/``[ pairs ]``/``[ angles ]``/``[ dihedrals ]``
+        section (``[ exclusions ]`` lines are kept verbatim in the body text only)."""
+        if section == "bonds":
+            idx, params = _check_params(fields, 2, _BOND_PARAMS, "bonds", path, lineno)
+            self.bonds.append((idx[0], idx[1]))
+            self.bond_params.append(params)
+        elif section == "pairs":
+            idx, _ = _check_params(fields, 2, {"1": 0}, "pairs", path, lineno)
+            self.pairs.append((idx[0], idx[1]))
+        elif section == "angles":
+            idx, params = _check_params(fields, 3, _ANGLE_PARAMS, "angles", path, lineno)
+            self.angles.append((idx[0], idx[1], idx[2]))
+            self.angle_params.append(params)
+        elif section == "dihedrals":
+            idx, params = _check_params(fields, 4, _DIHEDRAL_PARAMS, "dihedrals", path, lineno)
+            self.dihedrals.append((idx[0], idx[1], idx[2], idx[3]))
+            self.dihedral_functs.append(fields[4])
+            self.dihedral_params.append(params)
+
+
+@dataclass
+class _ItpScan:
+    """What one pass over an .itp's lines collects, before the atoms are resolved."""
+
+    atomtypes: dict[str, AtomType] = field(default_factory=dict)
+    molecule: tuple[str, int] | None = None  # (name, nrexcl)
+    raw_atoms: list[tuple[int, list[str]]] = field(default_factory=list)  # (lineno, fields)
+    terms: _ItpTerms = field(default_factory=_ItpTerms)
+    body: list[str] = field(default_factory=list)  # the lines outside [ atomtypes ]
+
+
 @functools.lru_cache(maxsize=256)
 def _parse_itp_cached(path: Path, mtime_ns: int) -> ItpTopology:
     del mtime_ns  # part of the cache key only
@@ -271,22 +316,35 @@ def _parse_itp_cached(path: Path, mtime_ns: int) -> ItpTopology:
         lines = path.read_text().splitlines()
     except OSError as exc:
         raise IonLibraryError(f"{path}: cannot read the .itp file ({exc})") from None
+    scan = _scan_itp(lines, path)
+    if scan.molecule is None:
+        raise IonLibraryError(f"{path}: no [ moleculetype ] section")
+    molecule_name, nrexcl = scan.molecule
+    atoms = _resolve_atoms(scan.raw_atoms, scan.atomtypes, molecule_name, path)
+    terms = scan.terms
+    _check_term_atoms(terms, len(atoms), molecule_name, path)
+    return ItpTopology(
+        path=path,
+        atomtypes=scan.atomtypes,
+        molecule_name=molecule_name,
+        nrexcl=nrexcl,
+        atoms=atoms,
+        bonds=tuple(terms.bonds),
+        bond_params=tuple(terms.bond_params),
+        pairs=tuple(terms.pairs),
+        angles=tuple(terms.angles),
+        angle_params=tuple(terms.angle_params),
+        dihedrals=tuple(terms.dihedrals),
+        dihedral_functs=tuple(terms.dihedral_functs),
+        dihedral_params=tuple(terms.dihedral_params),
+        body_text="\n".join(scan.body) + "\n",
+    )
 
+
+def _scan_itp(lines: list[str], path: Path) -> _ItpScan:
+    """Read the .itp's lines section by section, checking the syntax of each line."""
+    scan = _ItpScan()
     section: str | None = None
-    atomtypes: dict[str, AtomType] = {}
-    molecule: tuple[str, int] | None = None
-    atoms: list[ItpAtom] = []
-    raw_atoms: list[tuple[int, list[str]]] = []
-    bonds: list[tuple[int, int]] = []
-    bond_params: list[tuple[float, ...]] = []
-    pairs: list[tuple[int, int]] = []
-    angles: list[tuple[int, int, int]] = []
-    angle_params: list[tuple[float, ...]] = []
-    dihedrals: list[tuple[int, int, int, int]] = []
-    dihedral_functs: list[str] = []
-    dihedral_params: list[tuple[float, ...]] = []
-    body: list[str] = []
-
     for lineno, raw in enumerate(lines, start=1):
         line = raw.split(";", 1)[0].strip()
         if line.startswith("#"):
@@ -295,77 +353,79 @@ def _parse_itp_cached(path: Path, mtime_ns: int) -> ItpTopology:
                 "in ion files; write the parameters out explicitly"
             )
         if line.startswith("["):
-            if not line.endswith("]"):
-                raise IonLibraryError(f"{path}:{lineno}: malformed section header {raw!r}")
-            section = line[1:-1].strip().lower()
-            if section not in _SUPPORTED_SECTIONS:
-                raise IonLibraryError(
-                    f"{path}:{lineno}: section [ {section} ] is not supported in an ion file "
-                    f"(supported: {', '.join(_SUPPORTED_SECTIONS)})"
-                )
-            if section == "moleculetype" and molecule is not None:
-                raise IonLibraryError(
-                    f"{path}:{lineno}: a second [ moleculetype ]; an ion file holds one molecule"
-                )
+            section = _section_header(line, raw, scan.molecule is not None, path, lineno)
             if section != "atomtypes":
-                body.append(raw)
+                scan.body.append(raw)
             continue
         if section != "atomtypes":
-            body.append(raw)
+            scan.body.append(raw)
         if not line:
             continue
         if section is None:
             raise IonLibraryError(f"{path}:{lineno}: data before any [ section ]: {raw!r}")
         fields = line.split()
         if section == "atomtypes":
-            at = _parse_atomtype(fields, path, lineno)
-            if at.name in atomtypes and atomtypes[at.name] != at:
-                raise IonLibraryError(
-                    f"{path}:{lineno}: atom type {at.name} defined twice with different values"
-                )
-            atomtypes[at.name] = at
-            continue
-        if section != "moleculetype" and molecule is None:
-            raise IonLibraryError(f"{path}:{lineno}: [ {section} ] before [ moleculetype ]")
-        if section == "moleculetype":
-            if molecule is not None or len(fields) < 2:
+            _add_atomtype(scan.atomtypes, _parse_atomtype(fields, path, lineno), path, lineno)
+        elif section == "moleculetype":
+            if scan.molecule is not None or len(fields) < 2:
                 raise IonLibraryError(
                     f"{path}:{lineno}: [ moleculetype ] needs exactly one line 'name nrexcl'"
                 )
-            molecule = (fields[0], int(_number(fields[1], path, lineno, "nrexcl")))
+            scan.molecule = (fields[0], int(_number(fields[1], path, lineno, "nrexcl")))
+        elif scan.molecule is None:
+            raise IonLibraryError(f"{path}:{lineno}: [ {section} ] before [ moleculetype ]")
         elif section == "atoms":
             if len(fields) < 6:
                 raise IonLibraryError(
                     f"{path}:{lineno}: [ atoms ] line needs 'nr type resnr residue atom cgnr "
                     "[charge [mass]]'"
                 )
-            raw_atoms.append((lineno, fields))
-        elif section == "bonds":
-            idx, params = _check_params(fields, 2, _BOND_PARAMS, "bonds", path, lineno)
-            bonds.append((idx[0], idx[1]))
-            bond_params.append(params)
-        elif section == "pairs":
-            idx, _ = _check_params(fields, 2, {"1": 0}, "pairs", path, lineno)
-            pairs.append((idx[0], idx[1]))
-        elif section == "angles":
-            idx, params = _check_params(fields, 3, _ANGLE_PARAMS, "angles", path, lineno)
-            angles.append((idx[0], idx[1], idx[2]))
-            angle_params.append(params)
-        elif section == "dihedrals":
-            idx, params = _check_params(fields, 4, _DIHEDRAL_PARAMS, "dihedrals", path, lineno)
-            dihedrals.append((idx[0], idx[1], idx[2], idx[3]))
-            dihedral_functs.append(fields[4])
-            dihedral_params.append(params)
-        # exclusions: kept verbatim in body_text
+            scan.raw_atoms.append((lineno, fields))
+        else:
+            scan.terms.add(section, fields, path, lineno)
+    return scan
 
-    if molecule is None:
-        raise IonLibraryError(f"{path}: no [ moleculetype ] section")
+
+def _section_header(line: str, raw: str, have_molecule: bool, path: Path, lineno: int) -> str:
+    """The (lower-case) name of the section a ``[ name ]`` line opens, if supported."""
+    if not line.endswith("]"):
+        raise IonLibraryError(f"{path}:{lineno}: malformed section header {raw!r}")
+    section = line[1:-1].strip().lower()
+    if section not in _SUPPORTED_SECTIONS:
+        raise IonLibraryError(
+            f"{path}:{lineno}: section [ {section} ] is not supported in an ion file "
+            f"(supported: {', '.join(_SUPPORTED_SECTIONS)})"
+        )
+    if section == "moleculetype" and have_molecule:
+        raise IonLibraryError(
+            f"{path}:{lineno}: a second [ moleculetype ]; an ion file holds one molecule"
+        )
+    return section
+
+
+def _add_atomtype(atomtypes: dict[str, AtomType], at: AtomType, path: Path,
+                  lineno: int) -> None:
+    """Add `at`; a repeated name must repeat the same values."""
+    if at.name in atomtypes and atomtypes[at.name] != at:
+        raise IonLibraryError(
+            f"{path}:{lineno}: atom type {at.name} defined twice with different values"
+        )
+    atomtypes[at.name] = at
+
+
+def _resolve_atoms(
+    raw_atoms: list[tuple[int, list[str]]], atomtypes: Mapping[str, AtomType], ion: str,
+    path: Path,
+) -> tuple[ItpAtom, ...]:
+    """``[ atoms ]`` lines as ItpAtoms: types looked up, charge and mass defaulting to the
+    type's; checks the atoms are numbered 1..n in order."""
+    atoms: list[ItpAtom] = []
     for lineno, fields in raw_atoms:
         nr = _index(fields[0], path, lineno)
         type_name, residue, name = fields[1], fields[3], fields[4]
         if type_name not in atomtypes:
             raise IonLibraryError(
-                f"{path}:{lineno}: ion {molecule[0]}: atom {nr} ({name}) has type {type_name!r}, "
+                f"{path}:{lineno}: ion {ion}: atom {nr} ({name}) has type {type_name!r}, "
                 "which is not defined in this file's [ atomtypes ] section "
                 f"(defined: {', '.join(atomtypes) or 'none'})"
             )
@@ -380,42 +440,30 @@ def _parse_itp_cached(path: Path, mtime_ns: int) -> ItpTopology:
         )
         atoms.append(ItpAtom(nr, type_name, residue, name, charge, mass))
     if not atoms:
-        raise IonLibraryError(f"{path}: ion {molecule[0]}: no [ atoms ]")
+        raise IonLibraryError(f"{path}: ion {ion}: no [ atoms ]")
     for expected, atom in enumerate(atoms, start=1):
         if atom.index != expected:
             raise IonLibraryError(
-                f"{path}: ion {molecule[0]}: [ atoms ] must be numbered 1..n in order; "
+                f"{path}: ion {ion}: [ atoms ] must be numbered 1..n in order; "
                 f"found {atom.index} ({atom.name}) where {expected} was expected"
             )
-    n = len(atoms)
-    for section, terms in (
-        ("bonds", bonds),
-        ("pairs", pairs),
-        ("angles", angles),
-        ("dihedrals", dihedrals),
+    return tuple(atoms)
+
+
+def _check_term_atoms(terms: _ItpTerms, n: int, ion: str, path: Path) -> None:
+    """Every bonded term refers to atoms 1..n."""
+    for section, indices in (
+        ("bonds", terms.bonds),
+        ("pairs", terms.pairs),
+        ("angles", terms.angles),
+        ("dihedrals", terms.dihedrals),
     ):
-        for term in terms:
+        for term in indices:
             if any(i < 1 or i > n for i in term):
                 raise IonLibraryError(
-                    f"{path}: ion {molecule[0]}: [ {section} ] term {term} refers to an atom "
+                    f"{path}: ion {ion}: [ {section} ] term {term} refers to an atom "
                     f"outside 1..{n}"
                 )
-    return ItpTopology(
-        path=path,
-        atomtypes=atomtypes,
-        molecule_name=molecule[0],
-        nrexcl=molecule[1],
-        atoms=tuple(atoms),
-        bonds=tuple(bonds),
-        bond_params=tuple(bond_params),
-        pairs=tuple(pairs),
-        angles=tuple(angles),
-        angle_params=tuple(angle_params),
-        dihedrals=tuple(dihedrals),
-        dihedral_functs=tuple(dihedral_functs),
-        dihedral_params=tuple(dihedral_params),
-        body_text="\n".join(body) + "\n",
-    )
 
 
 def parse_itp(path: str | Path) -> ItpTopology:
@@ -545,11 +593,40 @@ def validate_ion_files(
     - ``expected_charge`` / ``expected_formula`` (from ion.toml), when given, agree.
     """
     itp = parse_itp(itp_path)
-    path = itp.path
     ion_name = name or itp.molecule_name
-    label = f"{path}: ion {ion_name}"
-    n = len(itp.atoms)
+    label = f"{itp.path}: ion {ion_name}"
+    _check_bond_graph(itp, label)
+    charge = _integer_charge(itp, label, expected_charge)
+    elements = tuple(
+        _element_of(a, itp.atomtypes[a.type], itp.path, ion_name) for a in itp.atoms)
+    _check_coordinates(itp, elements, coords_path, label)
+    formula = hill_formula(elements)
+    if expected_formula is not None and expected_formula != formula:
+        raise IonLibraryError(
+            f"{label}: ion.toml says formula {expected_formula}, the files give {formula}"
+        )
+    return Ion(
+        name=ion_name,
+        charge=charge,
+        formula=formula,
+        itp_path=itp.path,
+        coords_path=Path(coords_path).resolve(),
+        molecule_name=itp.molecule_name,
+        atom_names=tuple(a.name for a in itp.atoms),
+        atom_types=tuple(a.type for a in itp.atoms),
+        elements=elements,
+        masses=tuple(a.mass_amu for a in itp.atoms),
+        partial_charges=tuple(a.charge_e for a in itp.atoms),
+        aliases=tuple(aliases),
+        source=source,
+        notes=notes,
+    )
 
+
+def _check_bond_graph(itp: ItpTopology, label: str) -> None:
+    """OPLS exclusions (nrexcl 3, every 1-4 pair listed), one connected molecule, and
+    angles along bonds; `label` starts each error message."""
+    n = len(itp.atoms)
     if itp.nrexcl != 3:
         raise IonLibraryError(
             f"{label}: nrexcl is {itp.nrexcl}; ionmix uses OPLS conventions (nrexcl 3, 1-4 "
@@ -580,6 +657,9 @@ def validate_ion_files(
                 "fudgeLJ = fudgeQQ = 0.5) or GROMACS drops the 1-4 interactions"
             )
 
+
+def _integer_charge(itp: ItpTopology, label: str, expected_charge: int | None) -> int:
+    """The ion's net charge (e), which must be an integer (and `expected_charge` if given)."""
     net = itp.net_charge_e
     charge = round(net)
     if abs(net - charge) > CHARGE_TOLERANCE_E:
@@ -592,8 +672,14 @@ def validate_ion_files(
         raise IonLibraryError(
             f"{label}: ion.toml says charge {expected_charge}, the .itp sums to {net:.4f} e"
         )
+    return charge
 
-    elements = tuple(_element_of(a, itp.atomtypes[a.type], path, ion_name) for a in itp.atoms)
+
+def _check_coordinates(itp: ItpTopology, elements: tuple[str, ...],
+                       coords_path: str | Path, label: str) -> None:
+    """The coordinate file has the .itp's atoms (same elements, same order), with every
+    bond within BOND_LENGTH_TOLERANCE_A Å of its r0."""
+    n = len(itp.atoms)
     coord_elements, positions = read_coordinates(coords_path)
     if len(coord_elements) != n:
         raise IonLibraryError(
@@ -614,28 +700,6 @@ def validate_ion_files(
                 f"{label}: bond {i}-{j} ({a.name}-{b.name}) is {r_A:.3f} Å long in "
                 f"{coords_path} but r0 = {r0_A:.3f} Å in the .itp"
             )
-
-    formula = hill_formula(elements)
-    if expected_formula is not None and expected_formula != formula:
-        raise IonLibraryError(
-            f"{label}: ion.toml says formula {expected_formula}, the files give {formula}"
-        )
-    return Ion(
-        name=ion_name,
-        charge=charge,
-        formula=formula,
-        itp_path=path,
-        coords_path=Path(coords_path).resolve(),
-        molecule_name=itp.molecule_name,
-        atom_names=tuple(a.name for a in itp.atoms),
-        atom_types=tuple(a.type for a in itp.atoms),
-        elements=elements,
-        masses=tuple(a.mass_amu for a in itp.atoms),
-        partial_charges=tuple(a.charge_e for a in itp.atoms),
-        aliases=tuple(aliases),
-        source=source,
-        notes=notes,
-    )
 
 
 # --------------------------------------------------------------------------------------

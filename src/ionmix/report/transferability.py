@@ -118,9 +118,47 @@ def write_outputs(out: Path, cfg, mixture: design.Mixture, recipes, compositions
 
 def _report_text(cfg, mixture, recipes, compositions, metrics, ratios, analysis, failed,
                  species_png, teacher: str) -> str:
+    """``report.md``: the study set-up, failed recipes, the transfer table and its
+    reading, the per-species energies and the files written."""
+    lines = _intro_lines(cfg, mixture, compositions, teacher)
+    if failed:
+        lines += ["## Recipes that failed", ""]
+        lines += [f"- **{k}**: {v}" for k, v in failed.items()] + [""]
+    if metrics:
+        lines += ["## How far each recipe transfers", "",
+                  "ratio = worst energy MAE over all test compositions ÷ mean energy MAE on "
+                  "the recipe's own training compositions. The condition number (see "
+                  "`ionmix plan`) measures how much an error in the learned per-species "
+                  "energies is amplified away from the training compositions.", ""]
+        lines.append(_transfer_table(mixture, recipes, metrics, ratios))
+        lines += ["", "## Reading", ""] + _reading(mixture, recipes, ratios) + [""]
+    if analysis.get("teacher"):
+        lines += ["## Per-species energies", "",
+                  "Each model's predictions at every test composition are fitted to "
+                  "E ≈ Σ μ_j N_j on the identifiable subspace only. Combinations that C "
+                  "compositions determine should agree with the teacher's for models trained "
+                  "on ≥ C compositions; the part along the undetermined direction "
+                  + ", ".join(str(np.round(v, 3).tolist())
+                              for v in mixture.undetermined_directions()) + " "
+                  "is the model's own choice (from its atomic energies) and may drift.", ""]
+        lines.append(_species_table(analysis))
+        if species_png:
+            lines += ["", "![per-species energies](species_energies.png)"]
+        lines.append("")
+    lines += ["## Files", "",
+              "- `metrics.json`, `metrics.csv`: every recipe × test composition (energy MAE "
+              "meV/atom, force MAE meV/Å overall and per element, frame counts)",
+              "- `species_energies.json`: the per-species analysis",
+              "- `models/<recipe>/`: nequip config, checkpoints, packaged model, evaluation",
+              "- `data/`: the extxyz splits; `frames.db`: every sampled frame", ""]
+    return "\n".join(lines)
+
+
+def _intro_lines(cfg, mixture, compositions, teacher: str) -> list[str]:
+    """The report's title and set-up: units, species, C, teacher, sampling, model."""
     c = mixture.min_compositions
     s = cfg.study
-    lines = [
+    return [
         "# Transferability study",
         "",
         f"Mixture units: {', '.join(mixture.units)}; species "
@@ -140,66 +178,47 @@ def _report_text(cfg, mixture, recipes, compositions, metrics, ratios, analysis,
         "![transferability](transferability.png)",
         "",
     ]
-    if failed:
-        lines += ["## Recipes that failed", ""]
-        lines += [f"- **{k}**: {v}" for k, v in failed.items()] + [""]
-    if metrics:
-        lines += ["## How far each recipe transfers", "",
-                  "ratio = worst energy MAE over all test compositions ÷ mean energy MAE on "
-                  "the recipe's own training compositions. The condition number (see "
-                  "`ionmix plan`) measures how much an error in the learned per-species "
-                  "energies is amplified away from the training compositions.", ""]
-        rows = []
-        for recipe in recipes:
-            if recipe.name not in ratios:
-                continue
-            r = ratios[recipe.name]
-            vecs = np.array([mixture.counts(x) for x in recipe.compositions])
-            rank = design.matrix_rank(vecs)
-            fmae = [m["force_mae_meV_per_A"] for m in metrics if m["recipe"] == recipe.name]
-            cond = design.condition_number(mixture, recipe.compositions)
-            rows.append([recipe.name, f"{rank} of {c}", "yes" if rank >= c else "**no**",
-                         f"{cond:.1f}" if math.isfinite(cond) else "∞",
-                         f"{r['in_distribution_energy_mae_meV_per_atom']:.2f}",
-                         f"{r['worst_energy_mae_meV_per_atom']:.2f}", f"{r['ratio']:.1f}",
-                         f"{min(fmae):.0f}–{max(fmae):.0f}"])
-        lines.append(_table(rows, ["recipe", "rank", "≥ C?", "condition number",
-                                   "in-distribution energy MAE "
-                                   "(meV/atom)", "worst energy MAE (meV/atom)", "ratio",
-                                   "force MAE range (meV/Å)"]))
-        lines += ["", "## Reading", ""] + _reading(mixture, recipes, ratios) + [""]
-    if analysis.get("teacher"):
-        lines += ["## Per-species energies", "",
-                  "Each model's predictions at every test composition are fitted to "
-                  "E ≈ Σ μ_j N_j on the identifiable subspace only. Combinations that C "
-                  "compositions determine should agree with the teacher's for models trained "
-                  "on ≥ C compositions; the part along the undetermined direction "
-                  + ", ".join(str(np.round(v, 3).tolist())
-                              for v in mixture.undetermined_directions()) + " "
-                  "is the model's own choice (from its atomic energies) and may drift.", ""]
-        header = ["model"] + [f"{k} − teacher (eV)" for k in analysis["combinations"]]
-        has_proj = bool(analysis["undetermined_projection_eV"])
+
+
+def _transfer_table(mixture, recipes, metrics, ratios) -> str:
+    """Per recipe: rank vs C, condition number, in-distribution and worst energy MAE
+    (meV/atom), their ratio and the force MAE range (meV/Å)."""
+    c = mixture.min_compositions
+    rows = []
+    for recipe in recipes:
+        if recipe.name not in ratios:
+            continue
+        r = ratios[recipe.name]
+        vecs = np.array([mixture.counts(x) for x in recipe.compositions])
+        rank = design.matrix_rank(vecs)
+        fmae = [m["force_mae_meV_per_A"] for m in metrics if m["recipe"] == recipe.name]
+        cond = design.condition_number(mixture, recipe.compositions)
+        rows.append([recipe.name, f"{rank} of {c}", "yes" if rank >= c else "**no**",
+                     f"{cond:.1f}" if math.isfinite(cond) else "∞",
+                     f"{r['in_distribution_energy_mae_meV_per_atom']:.2f}",
+                     f"{r['worst_energy_mae_meV_per_atom']:.2f}", f"{r['ratio']:.1f}",
+                     f"{min(fmae):.0f}–{max(fmae):.0f}"])
+    return _table(rows, ["recipe", "rank", "≥ C?", "condition number",
+                         "in-distribution energy MAE (meV/atom)", "worst energy MAE (meV/atom)",
+                         "ratio", "force MAE range (meV/Å)"])
+
+
+def _species_table(analysis) -> str:
+    """Per model: each determined combination minus the teacher's (eV, ± its error) and
+    the undetermined projection (eV)."""
+    header = ["model"] + [f"{k} − teacher (eV)" for k in analysis["combinations"]]
+    has_proj = bool(analysis["undetermined_projection_eV"])
+    if has_proj:
+        header.append("undetermined projection (eV)")
+    rows = []
+    for name, vals in analysis["models"].items():
+        row = [name] + [f"{vals[k][0] - analysis['teacher'][k][0]:+.3f} ± {vals[k][1]:.3f}"
+                        for k in analysis["combinations"]]
         if has_proj:
-            header.append("undetermined projection (eV)")
-        rows = []
-        for name, vals in analysis["models"].items():
-            row = [name] + [f"{vals[k][0] - analysis['teacher'][k][0]:+.3f} ± {vals[k][1]:.3f}"
-                            for k in analysis["combinations"]]
-            if has_proj:
-                proj = analysis["undetermined_projection_eV"].get(name)
-                row.append(f"{proj[0]:+.3f}" if proj else "-")
-            rows.append(row)
-        lines.append(_table(rows, header))
-        if species_png:
-            lines += ["", "![per-species energies](species_energies.png)"]
-        lines.append("")
-    lines += ["## Files", "",
-              "- `metrics.json`, `metrics.csv`: every recipe × test composition (energy MAE "
-              "meV/atom, force MAE meV/Å overall and per element, frame counts)",
-              "- `species_energies.json`: the per-species analysis",
-              "- `models/<recipe>/`: nequip config, checkpoints, packaged model, evaluation",
-              "- `data/`: the extxyz splits; `frames.db`: every sampled frame", ""]
-    return "\n".join(lines)
+            proj = analysis["undetermined_projection_eV"].get(name)
+            row.append(f"{proj[0]:+.3f}" if proj else "-")
+        rows.append(row)
+    return _table(rows, header)
 
 
 def _reading(mixture, recipes, ratios) -> list[str]:

@@ -366,9 +366,39 @@ def build_config(
             energy shifts not keyed exactly by ``type_names``.
     """
     p = get_preset(preset) if isinstance(preset, str) else preset
+    type_names = [str(t) for t in type_names]
+    _check_build_inputs(p, type_names, per_type_energy_shifts_eV)
+    data = _data_section(train_file, val_file, test_file, train_val_counts)
+    model = _model_section(p, type_names, per_type_energy_shifts_eV)
+    config: dict[str, Any] = {
+        "run": ["train", "test"],
+        "seed": int(seed),
+        "cutoff_radius": float(p.cutoff_radius_A),
+        "model_type_names": type_names,
+        "model_dtype": p.model_dtype,
+        "batch_size": int(p.batch_size),
+        "learning_rate": float(p.learning_rate),
+        "loss_coeffs": {k: float(v) for k, v in p.loss_coeffs.items()},
+        "max_epochs": int(p.max_epochs),
+        "early_stopping_patience": int(p.early_stopping_patience),
+        "lr_scheduler_patience": int(p.lr_scheduler_patience),
+        "lr_scheduler_factor": float(p.lr_scheduler_factor),
+        "monitored_metric": MONITORED_METRIC,
+        "hydra": {"run": {"dir": str(Path(run_dir).resolve())}},
+        "data": data,
+        "trainer": _trainer_section(),
+        "training_module": _training_module_section(p, model, test_has_stress),
+    }
+    config = apply_overrides(config, overrides or {})
+    check_config(config)
+    return config
+
+
+def _check_build_inputs(p: Preset, type_names: list[str],
+                        per_type_energy_shifts_eV: Mapping[str, float]) -> None:
+    """TrainConfigError for an unknown backend, bad type names or mismatched shifts."""
     if p.backend not in BACKENDS:
         raise TrainConfigError(f"preset {p.name!r}: unknown backend {p.backend!r}")
-    type_names = [str(t) for t in type_names]
     if len(set(type_names)) != len(type_names) or not type_names:
         raise TrainConfigError(f"type_names must be non-empty and unique, got {type_names}")
     shift_keys = set(per_type_energy_shifts_eV)
@@ -379,6 +409,12 @@ def build_config(
             f"extra {sorted(shift_keys - set(type_names))}"
         )
 
+
+def _data_section(
+    train_file: str | Path, val_file: str | Path | None, test_file: str | Path,
+    train_val_counts: tuple[int, int] | None,
+) -> dict[str, Any]:
+    """The ``data`` section: ASE files (absolute), or a split of the training file."""
     data: dict[str, Any] = {
         "_target_": "nequip.data.datamodule.ASEDataModule",
         "seed": "${seed}",
@@ -428,8 +464,12 @@ def build_config(
             },
         }
     )
+    return data
 
-    trainer = {
+
+def _trainer_section() -> dict[str, Any]:
+    """The Lightning ``trainer`` section: CSV log, best/last checkpoints, early stopping."""
+    return {
         "_target_": "lightning.Trainer",
         "accelerator": "auto",
         "devices": 1,
@@ -469,7 +509,11 @@ def build_config(
         ],
     }
 
-    model: dict[str, Any] = {
+
+def _model_section(p: Preset, type_names: list[str],
+                   per_type_energy_shifts_eV: Mapping[str, float]) -> dict[str, Any]:
+    """The model builder's arguments: the preset's architecture plus the common ones."""
+    return {
         "_target_": (
             "nequip.model.NequIPGNNModel" if p.backend == "nequip" else "allegro.model.AllegroModel"
         ),
@@ -487,8 +531,12 @@ def build_config(
         "per_type_energy_shifts_trainable": False,
     }
 
+
+def _training_module_section(p: Preset, model: dict[str, Any],
+                             test_has_stress: bool) -> dict[str, Any]:
+    """The ``training_module`` section: EMA module, loss, metrics, Adam, LR scheduler."""
     with_stress = p.uses_stress
-    training_module = {
+    return {
         "_target_": "nequip.train.EMALightningModule",
         "ema_decay": p.ema_decay,
         "loss": {
@@ -515,29 +563,6 @@ def build_config(
         },
         "model": model,
     }
-
-    config: dict[str, Any] = {
-        "run": ["train", "test"],
-        "seed": int(seed),
-        "cutoff_radius": float(p.cutoff_radius_A),
-        "model_type_names": type_names,
-        "model_dtype": p.model_dtype,
-        "batch_size": int(p.batch_size),
-        "learning_rate": float(p.learning_rate),
-        "loss_coeffs": {k: float(v) for k, v in p.loss_coeffs.items()},
-        "max_epochs": int(p.max_epochs),
-        "early_stopping_patience": int(p.early_stopping_patience),
-        "lr_scheduler_patience": int(p.lr_scheduler_patience),
-        "lr_scheduler_factor": float(p.lr_scheduler_factor),
-        "monitored_metric": MONITORED_METRIC,
-        "hydra": {"run": {"dir": str(Path(run_dir).resolve())}},
-        "data": data,
-        "trainer": trainer,
-        "training_module": training_module,
-    }
-    config = apply_overrides(config, overrides or {})
-    check_config(config)
-    return config
 
 
 _INTERPOLATION = re.compile(r"^\$\{([A-Za-z_][\w.]*)\}$")

@@ -43,7 +43,7 @@ from ionmix.resume import check_same_settings
 from .data import DataFileSummary, file_manifest, read_frames, validate_frames
 from .energy import per_type_energy_shifts
 from .errors import TrainConfigError, TrainRunError
-from .presets import build_config, config_to_yaml, get_preset
+from .presets import Preset, build_config, config_to_yaml, get_preset
 
 CONFIG_NAME = "config"
 MARKER_NAME = "ionmix_train.json"
@@ -311,17 +311,62 @@ def run_training(
     type_names = [str(t) for t in type_names]
     overrides = dict(overrides or {})
 
-    # 1. overrides are checked before any data is read (cheap, fails fast)
+    # overrides are checked before any data is read (cheap, fails fast)
     skeleton = build_config(
         p, train_file=train_file, val_file=val_file, test_file=test_file,
         type_names=type_names, per_type_energy_shifts_eV={t: 0.0 for t in type_names},
         seed=seed, run_dir=run_dir, train_val_counts=(1, 1), overrides=overrides,
     )
-    cutoff_radius_A = float(skeleton["cutoff_radius"])
-    uses_stress = float(skeleton["loss_coeffs"].get("stress", 0.0)) > 0
+    frames, summaries = _read_data(
+        {"train": train_file, "val": val_file, "test": test_file}, type_names,
+        cutoff_radius_A=float(skeleton["cutoff_radius"]),
+        uses_stress=float(skeleton["loss_coeffs"].get("stress", 0.0)) > 0,
+    )
+    train_val_counts = (
+        _split_counts(summaries["train"].n_frames, p.val_fraction, train_file)
+        if val_file is None else None
+    )
+    energy_mode, shifts = _energy_reference(energy_shifts, type_names, frames)
+    config = build_config(
+        p, train_file=train_file, val_file=val_file, test_file=test_file,
+        type_names=type_names, per_type_energy_shifts_eV=shifts, seed=seed, run_dir=run_dir,
+        train_val_counts=train_val_counts,
+        test_has_stress=summaries["test"].all_have_stress, overrides=overrides,
+    )
+    config_text = _config_text(config, p, run_dir, energy_mode, overrides)
+    config_sha = hashlib.sha256(config_text.encode()).hexdigest()
+    manifest = _manifest(config, p, seed, overrides, type_names, energy_mode, frames,
+                         summaries, train_val_counts)
 
-    # 2. data
-    files = {"train": train_file, "val": val_file, "test": test_file}
+    # the run directory is reused only for the same run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_same_run(run_dir, config, manifest)
+    done = _finished_result(run_dir, package, config_sha)
+    if done is not None:
+        say(f"{run_dir}: already trained, nothing to do")
+        return done
+    atomic_write_text(run_dir / f"{CONFIG_NAME}.yaml", config_text)
+    atomic_write_text(run_dir / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
+
+    resumed, train_wall_s = _train(run_dir, config_sha, p, int(config["max_epochs"]), say,
+                                   num_threads)
+    package_wall_s = 0.0
+    if package and not (run_dir / PACKAGE_NAME).is_file():
+        package_wall_s = _package(run_dir, num_threads)
+    return _record_result(run_dir, package, train_wall_s, package_wall_s, resumed, say)
+
+
+# --------------------------------------------------------------------------------------
+# the steps of run_training
+# --------------------------------------------------------------------------------------
+
+
+def _read_data(
+    files: Mapping[str, str | Path | None], type_names: list[str], cutoff_radius_A: float,
+    uses_stress: bool,
+) -> tuple[dict[str, list], dict[str, DataFileSummary]]:
+    """Read and validate each given file (role → path; None skipped): frames and summaries
+    by role."""
     frames: dict[str, list] = {}
     summaries: dict[str, DataFileSummary] = {}
     for role, path in files.items():
@@ -332,32 +377,34 @@ def run_training(
             frames[role], Path(path).resolve(), role, type_names, cutoff_radius_A,
             require_stress=uses_stress,
         )
-    train_val_counts = None
-    if val_file is None:
-        n = summaries["train"].n_frames
-        n_val = max(1, round(n * p.val_fraction))
-        if n - n_val < 1:
-            raise TrainConfigError(
-                f"train file {train_file} has {n} frame(s): too few to split off validation "
-                f"frames (val_fraction {p.val_fraction:g}); give a val_file"
-            )
-        train_val_counts = (n - n_val, n_val)
+    return frames, summaries
 
-    # 3. energy reference
+
+def _split_counts(n: int, val_fraction: float, train_file: str | Path) -> tuple[int, int]:
+    """(n_train, n_val) for splitting validation frames off `n` training frames."""
+    n_val = max(1, round(n * val_fraction))
+    if n - n_val < 1:
+        raise TrainConfigError(
+            f"train file {train_file} has {n} frame(s): too few to split off validation "
+            f"frames (val_fraction {val_fraction:g}); give a val_file"
+        )
+    return n - n_val, n_val
+
+
+def _energy_reference(
+    energy_shifts: Mapping[str, float] | str, type_names: list[str], frames: dict[str, list],
+) -> tuple[str, dict[str, float]]:
+    """(mode, per-type energy shifts in eV): computed for ``"fit"``/``"mean"``, else as
+    given (mode ``"explicit"``); `frames` by role (the training frames are used)."""
     if isinstance(energy_shifts, str):
-        energy_mode = energy_shifts
-        shifts = per_type_energy_shifts(energy_shifts, type_names, frames=frames["train"])
-    else:
-        energy_mode = "explicit"
-        shifts = {str(k): float(v) for k, v in energy_shifts.items()}
+        return energy_shifts, per_type_energy_shifts(energy_shifts, type_names,
+                                                     frames=frames["train"])
+    return "explicit", {str(k): float(v) for k, v in energy_shifts.items()}
 
-    # 4. config
-    config = build_config(
-        p, train_file=train_file, val_file=val_file, test_file=test_file,
-        type_names=type_names, per_type_energy_shifts_eV=shifts, seed=seed, run_dir=run_dir,
-        train_val_counts=train_val_counts,
-        test_has_stress=summaries["test"].all_have_stress, overrides=overrides,
-    )
+
+def _config_text(config: dict, p: Preset, run_dir: Path, energy_mode: str,
+                 overrides: Mapping[str, Any]) -> str:
+    """``config.yaml``'s text: the config under a header saying how to re-run it."""
     final_shifts = config["training_module"]["model"]["per_type_energy_shifts"]
     header = (
         f"nequip-framework config written by ionmix.train (preset {p.name}, backend "
@@ -369,16 +416,26 @@ def run_training(
         f"Overrides applied: {overrides if overrides else 'none'}\n"
         f"{p.description}"
     )
-    config_text = config_to_yaml(config, header)
-    config_sha = hashlib.sha256(config_text.encode()).hexdigest()
+    return config_to_yaml(config, header)
 
-    manifest = {
+
+def _manifest(
+    config: dict, p: Preset, seed: int, overrides: Mapping[str, Any], type_names: list[str],
+    energy_mode: str, frames: dict[str, list], summaries: dict[str, DataFileSummary],
+    train_val_counts: tuple[int, int] | None,
+) -> dict[str, Any]:
+    """``data_manifest.json``'s content."""
+    return {
         "preset": p.name,
         "backend": p.backend,
         "seed": int(seed),
         "overrides": {k: v for k, v in overrides.items()},
         "type_names": type_names,
-        "energy_reference": {"mode": energy_mode, "per_type_energy_shifts_eV": final_shifts},
+        "energy_reference": {
+            "mode": energy_mode,
+            "per_type_energy_shifts_eV": config["training_module"]["model"][
+                "per_type_energy_shifts"],
+        },
         "files": {role: file_manifest(summaries[role], frames[role]) for role in frames},
         "split": (
             None if train_val_counts is None
@@ -388,13 +445,12 @@ def run_training(
         "versions": _versions(),
     }
 
-    # 5. run directory: reuse only for the same run
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+def _check_same_run(run_dir: Path, config: dict, manifest: dict) -> None:
+    """Refuse (TrainConfigError) a run directory that holds a run with another config (bar
+    `_RESUMABLE_KEYS`) or other frames."""
     config_path = run_dir / f"{CONFIG_NAME}.yaml"
     manifest_path = run_dir / MANIFEST_NAME
-    marker_path = run_dir / MARKER_NAME
-    package_path = run_dir / PACKAGE_NAME
-    best_ckpt, last_ckpt = run_dir / "best.ckpt", run_dir / "last.ckpt"
     if config_path.is_file():
         import yaml
 
@@ -412,99 +468,123 @@ def run_training(
                     f"run directory {run_dir}: the {role} frames differ from those it was "
                     f"trained on ({rec['path']}); use a new run_dir"
                 )
-    if marker_path.is_file() and (package_path.is_file() or not package):
+
+
+def _stamp_matches(run_dir: Path, config_sha: str) -> bool:
+    """Whether nequip-train finished in `run_dir` with the config of hash `config_sha`."""
+    stamp = run_dir / TRAIN_STAMP_NAME
+    return stamp.is_file() and json.loads(stamp.read_text()).get("config_sha256") == config_sha
+
+
+def _finished_result(run_dir: Path, package: bool, config_sha: str) -> TrainResult | None:
+    """The recorded result when this exact run already finished (and was packaged if
+    `package`), else None."""
+    marker_path = run_dir / MARKER_NAME
+    if marker_path.is_file() and ((run_dir / PACKAGE_NAME).is_file() or not package):
         done = TrainResult.from_json(json.loads(marker_path.read_text()))
-        stamp = run_dir / TRAIN_STAMP_NAME
-        if stamp.is_file() and json.loads(stamp.read_text()).get("config_sha256") == config_sha:
-            say(f"{run_dir}: already trained, nothing to do")
+        if _stamp_matches(run_dir, config_sha):
             return done
+    return None
 
-    atomic_write_text(config_path, config_text)
-    atomic_write_text(manifest_path, json.dumps(manifest, indent=1) + "\n")
 
-    # 6. train (or resume)
-    stamp_path = run_dir / TRAIN_STAMP_NAME
-    trained = (
-        stamp_path.is_file()
-        and json.loads(stamp_path.read_text()).get("config_sha256") == config_sha
-        and best_ckpt.is_file()
+def _train(
+    run_dir: Path, config_sha: str, p: Preset, max_epochs: int, say: Callable[[str], None],
+    num_threads: int | None,
+) -> tuple[bool, float]:
+    """Run nequip-train (resuming from last.ckpt if there is one) unless this config is
+    already trained; return (resumed, nequip-train wall time in s, the recorded one if it
+    did not run)."""
+    marker_path = run_dir / MARKER_NAME
+    if _stamp_matches(run_dir, config_sha) and (run_dir / "best.ckpt").is_file():
+        if marker_path.is_file():
+            return False, float(json.loads(marker_path.read_text()).get("train_wall_s", 0.0))
+        return False, 0.0
+    for stale in (marker_path, run_dir / TRAIN_STAMP_NAME, run_dir / PACKAGE_NAME):
+        stale.unlink(missing_ok=True)
+    cmd, resumed = _train_command(run_dir, say)
+    seen = [len([r for r in read_metrics_csv(run_dir) if "val0_epoch/weighted_sum" in r])]
+
+    t0 = time.perf_counter()
+
+    def poll() -> None:
+        elapsed_s = time.perf_counter() - t0
+        seen[0], lines = _progress_lines(run_dir, seen[0], max_epochs, elapsed_s)
+        for line in lines:
+            say(line)
+
+    say(f"training {p.name} ({p.backend}) in {run_dir}")
+    output = _run_subprocess(
+        cmd, run_dir, run_dir / "nequip-train.log", "nequip-train", poll, num_threads
     )
-    resumed = False
-    train_wall_s = 0.0
-    if not trained:
-        for stale in (marker_path, stamp_path, package_path):
+    train_wall_s = time.perf_counter() - t0
+    # Lightning exits 0 after SIGTERM (e.g. a preempted job): check the test stage ran
+    if "TEST RUN END" not in output or not (run_dir / "best.ckpt").is_file() or not (
+        read_test_metrics(run_dir)
+    ):
+        tail = "\n".join(output.splitlines()[-15:])
+        raise TrainRunError(
+            f"nequip-train in {run_dir} stopped before finishing its test run; call "
+            f"run_training again to resume from last.ckpt. Last lines:\n{tail}"
+        )
+    atomic_write_text(run_dir / TRAIN_STAMP_NAME,
+                      json.dumps({"config_sha256": config_sha}) + "\n")
+    return resumed, train_wall_s
+
+
+def _train_command(run_dir: Path, say: Callable[[str], None]) -> tuple[list[str], bool]:
+    """The nequip-train command and whether it resumes from last.ckpt; sets earlier
+    metrics aside (resume) or removes them (fresh start)."""
+    last_ckpt = run_dir / "last.ckpt"
+    cmd = [_script("nequip-train"), "-cp", str(run_dir), "-cn", CONFIG_NAME]
+    if not last_ckpt.is_file():
+        for stale in (*_metrics_parts(run_dir), run_dir / METRICS_CSV, run_dir / "best.ckpt"):
             stale.unlink(missing_ok=True)
-        cmd = [_script("nequip-train"), "-cp", str(run_dir), "-cn", CONFIG_NAME]
-        if last_ckpt.is_file():
-            resumed = True
-            cmd.append(f"++ckpt_path={last_ckpt}")
-            say(f"resuming from {last_ckpt}")
-            # Lightning's CSVLogger starts metrics.csv afresh: keep the earlier segment
-            if (run_dir / METRICS_CSV).is_file():
-                n_parts = len(_metrics_parts(run_dir))
-                os.replace(run_dir / METRICS_CSV, run_dir / f"{METRICS_CSV}.part{n_parts}")
-        else:
-            for stale in (*_metrics_parts(run_dir), run_dir / METRICS_CSV, best_ckpt):
-                stale.unlink(missing_ok=True)
-        max_epochs = int(config["max_epochs"])
-        seen = [len([r for r in read_metrics_csv(run_dir) if "val0_epoch/weighted_sum" in r])]
+        return cmd, False
+    cmd.append(f"++ckpt_path={last_ckpt}")
+    say(f"resuming from {last_ckpt}")
+    # Lightning's CSVLogger starts metrics.csv afresh: keep the earlier segment
+    if (run_dir / METRICS_CSV).is_file():
+        n_parts = len(_metrics_parts(run_dir))
+        os.replace(run_dir / METRICS_CSV, run_dir / f"{METRICS_CSV}.part{n_parts}")
+    return cmd, True
 
-        t0 = time.perf_counter()
 
-        def poll() -> None:
-            elapsed_s = time.perf_counter() - t0
-            seen[0], lines = _progress_lines(run_dir, seen[0], max_epochs, elapsed_s)
-            for line in lines:
-                say(line)
+def _package(run_dir: Path, num_threads: int | None) -> float:
+    """Build ``model.nequip.zip`` from best.ckpt (atomically); return the wall time (s)."""
+    tmp = run_dir / f".partial-{PACKAGE_NAME}"
+    tmp.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    _run_subprocess(
+        [_script("nequip-package"), "build", str(run_dir / "best.ckpt"), str(tmp)],
+        run_dir, run_dir / "nequip-package.log", "nequip-package", None, num_threads,
+    )
+    package_wall_s = time.perf_counter() - t0
+    os.replace(tmp, run_dir / PACKAGE_NAME)
+    return package_wall_s
 
-        say(f"training {p.name} ({p.backend}) in {run_dir}")
-        output = _run_subprocess(
-            cmd, run_dir, run_dir / "nequip-train.log", "nequip-train", poll, num_threads
-        )
-        train_wall_s = time.perf_counter() - t0
-        # Lightning exits 0 after SIGTERM (e.g. a preempted job): check the test stage ran
-        if "TEST RUN END" not in output or not best_ckpt.is_file() or not read_test_metrics(
-            run_dir
-        ):
-            tail = "\n".join(output.splitlines()[-15:])
-            raise TrainRunError(
-                f"nequip-train in {run_dir} stopped before finishing its test run; call "
-                f"run_training again to resume from last.ckpt. Last lines:\n{tail}"
-            )
-        atomic_write_text(stamp_path, json.dumps({"config_sha256": config_sha}) + "\n")
-    elif marker_path.is_file():
-        train_wall_s = float(json.loads(marker_path.read_text()).get("train_wall_s", 0.0))
 
-    # 7. package
-    package_wall_s = 0.0
-    if package and not package_path.is_file():
-        tmp = run_dir / f".partial-{PACKAGE_NAME}"
-        tmp.unlink(missing_ok=True)
-        t0 = time.perf_counter()
-        _run_subprocess(
-            [_script("nequip-package"), "build", str(best_ckpt), str(tmp)],
-            run_dir, run_dir / "nequip-package.log", "nequip-package", None, num_threads,
-        )
-        package_wall_s = time.perf_counter() - t0
-        os.replace(tmp, package_path)
-
+def _record_result(
+    run_dir: Path, package: bool, train_wall_s: float, package_wall_s: float, resumed: bool,
+    say: Callable[[str], None],
+) -> TrainResult:
+    """Read the test metrics and write the marker ``ionmix_train.json`` (last)."""
     metrics = read_test_metrics(run_dir)
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
         say(f"warning: non-finite test metrics {bad}")
     result = TrainResult(
         run_dir=run_dir,
-        config_path=config_path,
-        manifest_path=manifest_path,
-        checkpoint_path=best_ckpt,
-        last_checkpoint_path=last_ckpt,
-        package_path=package_path if package else None,
+        config_path=run_dir / f"{CONFIG_NAME}.yaml",
+        manifest_path=run_dir / MANIFEST_NAME,
+        checkpoint_path=run_dir / "best.ckpt",
+        last_checkpoint_path=run_dir / "last.ckpt",
+        package_path=run_dir / PACKAGE_NAME if package else None,
         metrics=metrics,
         train_wall_s=train_wall_s,
         package_wall_s=package_wall_s,
         resumed=resumed,
     )
-    atomic_write_text(marker_path, json.dumps(result.to_json(), indent=1) + "\n")
+    atomic_write_text(run_dir / MARKER_NAME, json.dumps(result.to_json(), indent=1) + "\n")
     say(
         "done: test E MAE "
         f"{metrics.get('energy_mae_meV_per_atom', float('nan')):.4g} meV/atom, "
