@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
 	echo "torch==$$($(BIN)/python -c 'import torch; print(torch.__version__.split("+")[0])')" > $(VENV)/constraints.txt
-	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[dev,xtb,cluster]'
 	touch $(STAMP)
 
 # The main job: the scaled-down transferability study (sample → train → test everywhere).

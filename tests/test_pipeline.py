@@ -69,14 +69,14 @@ app = IonmixApp()
 KIND = {{"input": InputError, "run": RunError, "blowup": MDBlowUp, "bug": KeyError}}
 @app.command()
 def go():
-    raise KIND["{kind}"]("the culprit")
+    raise KIND["{kind}"]("[sampling] the culprit")
 app()
 """
 
 
 @pytest.mark.parametrize("kind, status, label", [
-    ("input", 2, "error: the culprit"), ("run", 1, "failed: the culprit"),
-    ("blowup", 3, "blew up: the culprit")])
+    ("input", 2, "error: [sampling] the culprit"), ("run", 1, "failed: [sampling] the culprit"),
+    ("blowup", 3, "blew up: [sampling] the culprit")])
 def test_cli_maps_errors_to_exit_statuses(kind, status, label):
     out = subprocess.run([sys.executable, "-c", APP.format(kind=kind)], capture_output=True,
                          text=True, timeout=60)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ionmix.errors import IonmixError
 
@@ -24,7 +25,9 @@ class IonmixApp(typer.Typer):
             return super().__call__(*args, **kwargs)
         except IonmixError as exc:
             label = {2: "error", 3: "blew up"}.get(exc.exit_code, "failed")
-            err_console.print(f"[bold red]{label}:[/] {exc}", highlight=False, soft_wrap=True)
+            # escape: messages name config tables like "[sampling]", which rich would eat
+            err_console.print(f"[bold red]{label}:[/] {escape(str(exc))}", highlight=False,
+                              soft_wrap=True)
             sys.exit(exc.exit_code)
 
 

@@ -43,7 +43,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ionmix.chemistry.topology import encode_runs, has_molecules, molecules_of
+from ionmix.chemistry.topology import decode_runs, encode_runs, has_molecules, molecules_of
 from ionmix.dataset.frames import validate_labels
 from ionmix.errors import InputError
 from ionmix.io import atomic_write_text
@@ -54,7 +54,7 @@ TASKS = ("md", "single-point", "aimd", "relax", "isolated-atom", "volume-scan",
 CORE_KEYS = ("teacher", "task", "composition")
 SAMPLING_KEYS = ("run_id", "frame_index", "temperature_K", "pressure_bar", "replica", "seed",
                  "time_ps", "charge_scale", "cutoff_A", "ensemble")
-LABELLING_KEYS = ("label_id", "source", "step", "generation", "walker", "ion_set")
+LABELLING_KEYS = ("label_id", "source", "step", "generation", "walker", "ion_set", "molecules")
 #: Keys an MD snapshot (task "md") must have besides the core keys.
 MD_KEYS = ("run_id", "frame_index", "temperature_K", "replica", "seed", "time_ps")
 
@@ -214,6 +214,8 @@ class DatasetStore:
             kv[f"n_{species}"] = int(n)
         if has_molecules(atoms):
             kv["molecules"] = encode_runs(molecules_of(atoms))
+        elif "molecules" in kv:
+            kv["molecules"] = encode_runs(decode_runs(kv["molecules"]))  # checks the text
         elif counts:
             kv["molecules"] = encode_runs(counts)
         kv["hash"] = frame_hash(atoms)

@@ -1,6 +1,7 @@
 """Teachers: what labels frames for training, behind one interface (see `base`).
 
-Kinds: ``classical`` (OPLS-AA in OpenMM, `ionmix.teachers.classical`).
+Kinds: ``classical`` (OPLS-AA in OpenMM, `ionmix.teachers.classical`), ``xtb`` (GFN-xTB
+from tblite, `ionmix.teachers.xtb`).
 """
 
 from ionmix.teachers.base import (
@@ -12,6 +13,7 @@ from ionmix.teachers.base import (
     teacher_spec,
 )
 from ionmix.teachers.classical.teacher import ClassicalTeacher
+from ionmix.teachers.xtb import XtbTeacher
 
 __all__ = [
     "TEACHER_KINDS",
@@ -19,6 +21,7 @@ __all__ = [
     "Teacher",
     "TeacherError",
     "TeacherSpec",
+    "XtbTeacher",
     "make_teacher",
     "teacher_spec",
 ]

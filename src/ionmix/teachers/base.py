@@ -76,6 +76,12 @@ class Teacher(ABC):
         self.params = self.Params(**spec.params)
         self.ions = ions
 
+    #: True for teachers that write files (their calculator takes ``directory=``).
+    uses_directory: ClassVar[bool] = False
+
+    def check_frame(self, atoms) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Raise TeacherError if this teacher cannot label `atoms` (before any work)."""
+
     @abstractmethod
     def calculator(self, atoms):
         """An ASE calculator that labels `atoms` (and frames of the same system)."""
