@@ -99,8 +99,41 @@ def test_species_analysis_and_ratios(study):
     analysis = json.loads((study["out"] / "species_energies.json").read_text())
     assert "mu[Li] - mu[EMIM]" in analysis["combinations"]
     assert set(analysis["models"]) == {"x=0.25", "x=0.25+0.75"}
+    # the ratios of the study's result, recomputed by hand from metrics.json as written:
+    # worst energy MAE over all test compositions / mean MAE over the trained ones
     ratios = transfer_ratios(study["first"].metrics)
-    assert ratios["x=0.25"]["ratio"] >= 1.0
+    rows = json.loads((study["out"] / "metrics.json").read_text())["metrics"]
+    assert set(ratios) == {"x=0.25", "x=0.25+0.75"}
+    for recipe, n_trained in (("x=0.25", 1), ("x=0.25+0.75", 2)):
+        mine = [r for r in rows if r["recipe"] == recipe]
+        trained = [r["energy_mae_meV_per_atom"] for r in mine if r["in_training_set"]]
+        assert len(mine) == 2 and len(trained) == n_trained
+        worst = max(r["energy_mae_meV_per_atom"] for r in mine)
+        assert ratios[recipe]["worst_energy_mae_meV_per_atom"] == worst
+        assert ratios[recipe]["in_distribution_energy_mae_meV_per_atom"] == pytest.approx(
+            sum(trained) / n_trained, rel=1e-12)
+        assert ratios[recipe]["ratio"] == pytest.approx(worst * n_trained / sum(trained),
+                                                        rel=1e-12)
+
+
+def test_transfer_ratios_by_hand():
+    """Worst energy MAE over every test composition / mean over the trained ones (meV/atom),
+    on made-up rows whose answer is known; the recipe's own order of rows does not matter."""
+    def row(recipe, comp, trained, mae):
+        return {"recipe": recipe, "test_composition": comp, "in_training_set": trained,
+                "energy_mae_meV_per_atom": mae}
+
+    metrics = [row("a", "x=0", True, 2.0), row("a", "x=0.5", False, 9.0),
+               row("a", "x=1", True, 4.0),
+               row("b", "x=0", False, 1.0), row("b", "x=0.5", True, 5.0),
+               row("b", "x=1", True, 3.0)]
+    ratios = transfer_ratios(metrics)
+    assert list(ratios) == ["a", "b"]
+    assert ratios["a"] == {"worst_energy_mae_meV_per_atom": 9.0,
+                           "in_distribution_energy_mae_meV_per_atom": 3.0, "ratio": 3.0}
+    # the worst composition may be a trained one; an untrained one may be better
+    assert ratios["b"] == {"worst_energy_mae_meV_per_atom": 5.0,
+                           "in_distribution_energy_mae_meV_per_atom": 4.0, "ratio": 1.25}
 
 
 def test_recipe_errors(tmp_path):
