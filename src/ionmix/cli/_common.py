@@ -37,6 +37,7 @@ app = IonmixApp(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts name TOML tables such as [teacher]: keep them literal
 )
 console = Console()
 err_console = Console(stderr=True)
