@@ -39,6 +39,7 @@ import numpy as np
 from pydantic import Field
 
 from ionmix import design
+from ionmix.cluster import ClusterConfig, dask_client
 from ionmix.config import (
     DEFAULT_TEACHER,
     ConfigError,
@@ -85,12 +86,19 @@ class StudyConfig(_Strict):
     mixture: MixtureConfig
     sampling: SamplingConfig = SamplingConfig()
     teacher: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_TEACHER))
+    cluster: ClusterConfig = ClusterConfig()
     study: StudySettings = StudySettings()
 
 
+def _is_classical(teacher: dict[str, Any]) -> bool:
+    return teacher.get("kind", "classical") == "classical"
+
+
 def sample_config(cfg: StudyConfig) -> SampleConfig:
-    """The sampling part of a study config."""
-    return SampleConfig(mixture=cfg.mixture, sampling=cfg.sampling, teacher=cfg.teacher)
+    """The sampling part of a study config: the classical force field runs the MD (with the
+    study's [teacher] parameters when that teacher is the classical one)."""
+    teacher = cfg.teacher if _is_classical(cfg.teacher) else DEFAULT_TEACHER
+    return SampleConfig(mixture=cfg.mixture, sampling=cfg.sampling, teacher=teacher)
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
@@ -251,19 +259,43 @@ class StudyResult:
     figure_path: Path
 
 
-def _client(scheduler: str | None, n_workers: int | None):
-    """(client, cluster or None, torch threads per training or None)."""
-    from dask.distributed import Client, LocalCluster
-
+def _training_threads(client, scheduler: str | None) -> int | None:
+    """Torch threads per training: this machine's cores shared by its local workers (None
+    on an external scheduler: the workers' own setting)."""
     if scheduler:
-        return Client(scheduler), None, None
-    cores = os.cpu_count() or 1
-    # Each training uses several cores through torch threads; on a small machine one
-    # worker at a time is fastest. Bigger machines run several recipes at once.
-    workers = n_workers or max(1, cores // 4)
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=":0")  # any free port: never clash
-    return Client(cluster), cluster, max(1, cores // workers)
+        return None
+    return max(1, (os.cpu_count() or 1) // max(1, len(client.scheduler_info()["workers"])))
+
+
+def _study_teacher(cfg: StudyConfig, plan, out: Path, compositions, scheduler: str | None,
+                   say: Callable[[str], None]):
+    """The teacher whose labels the models learn. The classical one labels every snapshot
+    as it is sampled; another [teacher] (xtb, espresso) labels exactly the frames the
+    splits use (train/val from replica 0, test from replica 1), through the labelling
+    stage (resumable; a frame it fails on is reported and left out)."""
+    from ionmix.labelling import label_frames
+    from ionmix.teachers import teacher_spec
+
+    if _is_classical(cfg.teacher):
+        return plan.teacher
+    spec = teacher_spec(cfg.teacher, "[teacher]")
+    store = DatasetStore(out / "frames.db")
+    s, frames = cfg.study, []
+    for comp in compositions:
+        key = composition_key(comp)
+        for replica, n in ((0, s.n_train + s.n_val), (1, s.n_test)):
+            pool = store.select(key, replica=replica, teacher=plan.teacher.key, task="md")
+            frames += [f.atoms for f in equally_spaced(pool, n, f"{key} replica {replica}")]
+    say(f"labelling {len(frames)} frames with {spec.describe()}")
+    tasks = ["single-point"]
+    if s.energy_reference == "isolated-atoms" and not s.isolated_atom_energies_eV:
+        tasks.append("isolated-atoms")  # the teacher's own references, as Dask tasks too
+    for task in tasks:
+        summary = label_frames(frames, store.provenance(), spec, task, out / "frames.db",
+                               cluster=cfg.cluster, scheduler=scheduler)
+        for sid, reason in summary.failures.items():
+            say(f"[label] {sid} failed: {reason}")
+    return spec
 
 
 def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = None,
@@ -298,10 +330,11 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
     say(f"sampling {len(plan.runs)} runs ({len(compositions)} compositions × "
         f"{cfg.sampling.replicas} replicas)")
     sample(sample_cfg, out, on_snapshot=on_snapshot)
+    teacher_spec = _study_teacher(cfg, plan, out, compositions, scheduler, say)
     store = DatasetStore(out / "frames.db")
 
     # 2. splits: per-composition test files; per-recipe train/val files
-    teacher = plan.teacher.key
+    teacher = teacher_spec.key
     test_files = _write_test_files(store, compositions, out / "data", s.n_test, teacher)
     type_names = sorted({sym for key in test_files for sym in
                          _symbols_of(test_files[key])})
@@ -309,8 +342,12 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
     train_files = _write_recipe_splits(store, recipes, out / "data", s, teacher)
 
     # 3-4. train and evaluate on Dask
-    client, cluster, threads = _client(scheduler, n_workers)
-    try:
+    # Each training uses several cores through torch threads; on a small machine one
+    # worker at a time is fastest. Bigger machines run several recipes at once.
+    cluster = cfg.cluster.model_copy(update={"workers": n_workers or cfg.cluster.workers})
+    with dask_client(cluster, scheduler,
+                     default_workers=max(1, (os.cpu_count() or 1) // 4)) as client:
+        threads = _training_threads(client, scheduler)
         say(f"training {len(recipes)} recipes on {len(client.scheduler_info()['workers'])} "
             f"Dask worker(s) ({s.preset}, energy reference {s.energy_reference})")
         trainings = {
@@ -322,10 +359,6 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
         evaluations, failed = _evaluate_trained(
             client, trainings, test_files, out / "models",
             {name: ion.n_atoms for name, ion in plan.ions.items()}, say)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
     # 5. metrics, figures, report
     from ionmix.report.transferability import write_outputs
@@ -333,7 +366,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
     metrics = metrics_table(recipes, compositions, evaluations)
     analysis = species_analysis(plan.mixture, recipes, evaluations, store, compositions)
     fig, report = write_outputs(out, cfg, plan.mixture, recipes, compositions, metrics,
-                                analysis, failed, teacher=plan.teacher.describe())
+                                analysis, failed, teacher=teacher_spec.describe())
     return StudyResult(out, metrics, failed, report, fig)
 
 

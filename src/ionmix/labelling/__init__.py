@@ -4,8 +4,16 @@
 (single point, AIMD, relaxation, volume scan, isolated atoms).
 """
 
-from ionmix.labelling.run import TASK_NAMES, LabelError, LabelSummary, label, select_frames
+from ionmix.labelling.run import (
+    TASK_NAMES,
+    LabelError,
+    LabelSummary,
+    label,
+    label_frames,
+    select_frames,
+)
 from ionmix.labelling.tasks import LabelFailure, TaskOptions
 
 __all__ = ["TASK_NAMES", "LabelError", "LabelFailure", "LabelSummary", "TaskOptions", "label",
+           "label_frames",
            "select_frames"]

@@ -116,15 +116,25 @@ def _jobs(frames, provenance, teacher, task, options, store, failures, retry_fai
 
 def label(input_path: str | Path, teacher_spec, task: str, out_store: str | Path, *,
           composition: str | None = None, n_frames: int | None = None,
-          replica: int | None = None, options: T.TaskOptions | None = None,
-          cluster: ClusterConfig | None = None, scheduler: str | None = None,
-          workdir: str | Path | None = None, retry_failed: bool = False,
-          progress: Callable[[int, int, str], None] | None = None) -> LabelSummary:
-    """Label frames of `input_path` with a teacher and store them in `out_store`.
+          replica: int | None = None, **kwargs) -> LabelSummary:
+    """Label frames of `input_path` (see `select_frames`) with a teacher into `out_store`;
+    the keyword arguments are those of `label_frames`."""
+    frames, provenance = select_frames(input_path, composition,
+                                       None if task == "isolated-atoms" else n_frames, replica)
+    return label_frames(frames, provenance, teacher_spec, task, out_store, **kwargs)
+
+
+def label_frames(frames: list[Atoms], provenance: Provenance, teacher_spec, task: str,
+                 out_store: str | Path, *, options: T.TaskOptions | None = None,
+                 cluster: ClusterConfig | None = None, scheduler: str | None = None,
+                 workdir: str | Path | None = None, retry_failed: bool = False,
+                 progress: Callable[[int, int, str], None] | None = None) -> LabelSummary:
+    """Label `frames` (each with a ``label_id``) with a teacher and store the labels.
 
     Args:
+        provenance: resolves each frame's ion set (`select_frames` gives it).
         teacher_spec: a `TeacherSpec` (or anything `teacher_spec` accepts).
-        task: one of `TASK_NAMES`.
+        task: one of `TASK_NAMES` (``isolated-atoms``: the elements of `frames`).
         workdir: per-frame engine folders and the failure records (default: beside the
             store, ``label-<teacher key>/``).
         progress: ``progress(done, total, what)`` after each finished frame.
@@ -144,13 +154,11 @@ def label(input_path: str | Path, teacher_spec, task: str, out_store: str | Path
     failures = json.loads(failures_path.read_text()) if failures_path.exists() else {}
     start = time.perf_counter()
     if task == "isolated-atoms":
-        frames, provenance = select_frames(input_path, composition, None, replica)
         elements = sorted({s for a in frames for s in a.get_chemical_symbols()})
         todo = [(el, None, None) for el in elements
                 if not store.has_label(f"isolated-atom|{el}", spec.key)]
         skipped = len(elements) - len(todo)
     else:
-        frames, provenance = select_frames(input_path, composition, n_frames, replica)
         todo, skipped = _jobs(frames, provenance, teacher, task, options, store, failures,
                               retry_failed)
     summary = LabelSummary(skipped=skipped, teacher=spec.key, store=str(out_store))

@@ -11,6 +11,9 @@ spin handling (``multiplicity`` left to tblite: the lowest spin state; GFN-xTB i
 spin-polarised by default). They are cheap (milliseconds) and cached per (teacher key,
 element) in ``$IONMIX_CACHE/isolated-atoms/<key>.json``.
 
+Labels depend on the geometry alone: each SCF starts from tblite's default guess, never
+from the previous step's wavefunction (which shifts forces by ~1e-4 eV/Å).
+
 tblite is an optional dependency (``pip install 'ionmix[xtb]'``).
 """
 
@@ -49,14 +52,26 @@ class XtbParams(BaseModel):
 
 
 def _tblite_calculator(params: XtbParams, **kw):
+    """tblite's ASE calculator with `params`, whose every SCF starts afresh (see below)."""
     try:
         from tblite.ase import TBLite
     except ImportError:
         raise TeacherError("the xtb teacher needs tblite: pip install 'ionmix[xtb]' (or "
                            "pip install tblite)") from None
-    return TBLite(method=params.method, accuracy=params.accuracy,
-                  electronic_temperature=params.electronic_temperature_K,
-                  max_iterations=params.max_iterations, verbosity=0, **kw)
+
+    class FreshTBLite(TBLite):
+        """TBLite that forgets the previous wavefunction before each calculation, so a label
+        depends on the geometry alone, not on the trajectory before it: with the previous
+        wavefunction as the SCF guess, forces differ by ~1e-4 eV/Å at tblite's default
+        accuracy. (``_res`` is tblite's private result cache; tblite is pinned < 0.9.)"""
+
+        def calculate(self, *args, **kwargs):
+            self._res = None
+            super().calculate(*args, **kwargs)
+
+    return FreshTBLite(method=params.method, accuracy=params.accuracy,
+                       electronic_temperature=params.electronic_temperature_K,
+                       max_iterations=params.max_iterations, verbosity=0, **kw)
 
 
 @register
