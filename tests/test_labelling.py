@@ -152,3 +152,65 @@ def test_isolated_atom_energies_are_cached_stored_and_used_by_training(frames_fi
 def test_teacher_spec_with_unknown_keys_is_refused(frames_file, tmp_path):
     with pytest.raises(TeacherError, match="acuracy"):
         label(frames_file, {"kind": "xtb", "acuracy": 0.1}, "single-point", tmp_path / "x.db")
+
+
+def test_cli_label_with_a_teacher_config(frames_file, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = str(Path(sys.executable).parent / "ionmix")
+    config = tmp_path / "xtb.toml"
+    config.write_text('[teacher]\naccuracy = 0.5\n\n[cluster]\nworkers = 1\n')
+    args = [exe, "label", str(frames_file), "--teacher", "xtb", "--teacher-config",
+            str(config), "--task", "single-point", "--frames", "1", "--out",
+            str(tmp_path / "x.db"), "--json"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["labelled"] == 1 and summary["teacher"] == teacher_spec(
+        {"kind": "xtb", "accuracy": 0.5}).key
+    config.write_text('[teacher]\nkind = "classical"\n')
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "kind = 'classical' but --teacher is 'xtb'" in out.stderr
+    config.write_text('[teachers]\n')
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "unknown table(s) ['teachers']" in out.stderr
+
+
+@pytest.mark.slow  # ~2 min alone (10 xTB frames, one Allegro epoch); 5 min on a loaded machine
+def test_a_study_trains_on_its_xtb_teacher(tiny_sample, tmp_path):
+    """[teacher] kind = "xtb": the classical sampler's frames that the splits use are
+    labelled by xTB, and the models learn those labels (never the classical ones)."""
+    import shutil
+
+    from conftest import TINY_SAMPLE_TOML
+    from ionmix.transferability import load_study_config, run_study
+
+    config = tmp_path / "study.toml"
+    config.write_text(TINY_SAMPLE_TOML + """
+[teacher]
+kind = "xtb"
+
+[cluster]
+workers = 2
+
+[study]
+recipes = [[0.25]]
+n_train = 2
+n_val = 1
+n_test = 2
+preset = "cpu-tiny-allegro"
+overrides = {max_epochs = 1}
+""")
+    out = tmp_path / "out"
+    shutil.copytree(tiny_sample, out)  # the same sampled frames
+    result = run_study(load_study_config(config), out, say=lambda line: None)
+    assert not result.failed
+    key = teacher_spec("xtb").key
+    assert key in (out / "report.md").read_text()
+    store = DatasetStore(out / "frames.db")
+    assert len(store.select(teacher=key, task="single-point")) == 2 * (3 + 2)
+    assert len(store.select(teacher=key, task="isolated-atom")) == 6
+    train = ase.io.read(out / "data" / "x_0.25" / "train.extxyz", ":")
+    assert {a.info["teacher"] for a in train} == {key}

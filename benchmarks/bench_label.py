@@ -1,0 +1,114 @@
+"""Labelling benchmarks: ionmix's overhead over a bare teacher loop, and Dask scaling.
+
+1. Samples (or reuses) Li[PF6]/[EMIM][PF6] at x = 0.4, 4 ion pairs (~100 atoms), with the
+   classical teacher: the frames to label.
+2. ``--stage xtb-overhead``: `ionmix.labelling.label` (xtb, single points, one Dask
+   worker) against a bare loop of tblite's ASE calculator (energy, forces, stress) on the
+   same frames, alternating, in one run. Both single-threaded (OMP_NUM_THREADS=1, set
+   before tblite loads), so the ratio is ionmix's overhead alone. Target ≥ 0.95.
+3. ``--stage xtb-scaling``: labels per hour with 1 and 2 Dask workers.
+4. ``--stage espresso-overhead``: the same comparison for Quantum ESPRESSO on small cells
+   (needs pw.x and a pseudopotential set: ``--pseudo-dir``; skipped otherwise).
+
+Usage: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_label.py --stage xtb-overhead
+       [--frames 16] [--out runs/bench-label]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before tblite/numpy load their thread pools
+
+from ionmix.cluster import ClusterConfig  # noqa: E402
+from ionmix.config import SampleConfig, parse_model  # noqa: E402
+from ionmix.dataset import DatasetStore, equally_spaced  # noqa: E402
+from ionmix.labelling import label  # noqa: E402
+from ionmix.sampling import sample  # noqa: E402
+
+COMP = {"LiPF6": 0.4, "EMIMPF6": 0.6}
+
+
+def frames_store(out: Path, n_frames: int) -> Path:
+    """A classical store with `n_frames` snapshots of one 4-ion-pair composition."""
+    cfg = parse_model(SampleConfig, {
+        "mixture": {"units": {"LiPF6": {"Li": 1, "PF6": 1}, "EMIMPF6": {"EMIM": 1, "PF6": 1}},
+                    "compositions": [{"LiPF6": 0.5, "EMIMPF6": 0.5}], "n_ion_pairs": 4},
+        "sampling": {"initial_density_g_cm3": 1.3, "equilibration_ps": 5.0,
+                     "production_ps": 0.5 * n_frames, "snapshot_interval_ps": 0.5,
+                     "replicas": 1}}, "bench")
+    sample(cfg, out / "sample")
+    return out / "sample" / "frames.db"
+
+
+def bare_xtb_s(frames) -> float:
+    """Wall seconds of a bare tblite loop (a new calculator per frame, as a script would)."""
+    from tblite.ase import TBLite
+
+    start = time.perf_counter()
+    for atoms in frames:
+        work = atoms.copy()
+        work.calc = TBLite(method="GFN2-xTB", verbosity=0)
+        work.get_potential_energy(), work.get_forces(), work.get_stress()
+    return time.perf_counter() - start
+
+
+def ionmix_xtb_s(store: Path, out: Path, workers: int, tag: str) -> tuple[float, int]:
+    """Wall seconds of `label` (fresh output store), and the labels it stored."""
+    target = out / f"labels-{tag}.db"
+    target.unlink(missing_ok=True)
+    shutil.rmtree(out / f"work-{tag}", ignore_errors=True)
+    start = time.perf_counter()
+    summary = label(store, "xtb", "single-point", target, cluster=ClusterConfig(
+        workers=workers), workdir=out / f"work-{tag}")
+    return time.perf_counter() - start, summary.n_labels
+
+
+def xtb_overhead(store: Path, out: Path, repeats: int) -> dict:
+    frames = [f.atoms for f in DatasetStore(store).select()]
+    bare, ours = [], []
+    for k in range(repeats):  # alternate, so machine load hits both alike
+        bare.append(bare_xtb_s(frames))
+        ours.append(ionmix_xtb_s(store, out, 1, f"overhead-{k}")[0])
+    return {"n_frames": len(frames), "n_atoms": len(frames[0]), "bare_s": bare,
+            "ionmix_s": ours, "ratio_bare_over_ionmix": min(bare) / min(ours)}
+
+
+def xtb_scaling(store: Path, out: Path) -> dict:
+    result = {}
+    for workers in (1, 2):
+        wall, n = ionmix_xtb_s(store, out, workers, f"scaling-{workers}")
+        result[f"{workers}_workers"] = {"wall_s": wall, "labels": n,
+                                        "labels_per_hour": 3600.0 * n / wall}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--stage", choices=["xtb-overhead", "xtb-scaling"], required=True)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-label"))
+    args = parser.parse_args()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    store = frames_store(out, args.frames)
+    picked = equally_spaced(DatasetStore(store).select(), args.frames)
+    assert len(picked) == args.frames
+    result = (xtb_overhead(store, out, args.repeats) if args.stage == "xtb-overhead"
+              else xtb_scaling(store, out))
+    result.update(stage=args.stage, machine=platform.processor() or platform.machine(),
+                  cores=os.cpu_count(), omp_threads=os.environ["OMP_NUM_THREADS"],
+                  date=time.strftime("%Y-%m-%d"))
+    (out / f"{args.stage}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
