@@ -1,14 +1,12 @@
 """Labelling benchmarks: ionmix's overhead over a bare teacher loop, and Dask scaling.
 
-1. Samples (or reuses) Li[PF6]/[EMIM][PF6] at x = 0.4, 4 ion pairs (~100 atoms), with the
-   classical teacher: the frames to label.
+1. Samples (or reuses) Li[PF6]/[EMIM][PF6] at x = 0.5, `--ion-pairs` (10: 170 atoms), with
+   the classical teacher: the frames to label.
 2. ``--stage xtb-overhead``: `ionmix.labelling.label` (xtb, single points, one Dask
    worker) against a bare loop of tblite's ASE calculator (energy, forces, stress) on the
    same frames, alternating, in one run. Both single-threaded (OMP_NUM_THREADS=1, set
    before tblite loads), so the ratio is ionmix's overhead alone. Target ≥ 0.95.
 3. ``--stage xtb-scaling``: labels per hour with 1 and 2 Dask workers.
-4. ``--stage espresso-overhead``: the same comparison for Quantum ESPRESSO on small cells
-   (needs pw.x and a pseudopotential set: ``--pseudo-dir``; skipped otherwise).
 
 Usage: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_label.py --stage xtb-overhead
        [--frames 16] [--out runs/bench-label]
@@ -32,19 +30,17 @@ from ionmix.dataset import DatasetStore, equally_spaced  # noqa: E402
 from ionmix.labelling import label  # noqa: E402
 from ionmix.sampling import sample  # noqa: E402
 
-COMP = {"LiPF6": 0.4, "EMIMPF6": 0.6}
 
-
-def frames_store(out: Path, n_frames: int) -> Path:
-    """A classical store with `n_frames` snapshots of one 4-ion-pair composition."""
+def frames_store(out: Path, n_frames: int, n_ion_pairs: int) -> Path:
+    """A classical store with `n_frames` snapshots of one composition (x = 0.5)."""
     cfg = parse_model(SampleConfig, {
         "mixture": {"units": {"LiPF6": {"Li": 1, "PF6": 1}, "EMIMPF6": {"EMIM": 1, "PF6": 1}},
-                    "compositions": [{"LiPF6": 0.5, "EMIMPF6": 0.5}], "n_ion_pairs": 4},
+                    "compositions": [{"LiPF6": 0.5, "EMIMPF6": 0.5}], "n_ion_pairs": n_ion_pairs},
         "sampling": {"initial_density_g_cm3": 1.3, "equilibration_ps": 5.0,
                      "production_ps": 0.5 * n_frames, "snapshot_interval_ps": 0.5,
                      "replicas": 1}}, "bench")
-    sample(cfg, out / "sample")
-    return out / "sample" / "frames.db"
+    sample(cfg, out / f"sample-{n_ion_pairs}")
+    return out / f"sample-{n_ion_pairs}" / "frames.db"
 
 
 def bare_xtb_s(frames) -> float:
@@ -94,11 +90,12 @@ def main() -> None:
     parser.add_argument("--stage", choices=["xtb-overhead", "xtb-scaling"], required=True)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--ion-pairs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-label"))
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    store = frames_store(out, args.frames)
+    store = frames_store(out, args.frames, args.ion_pairs)
     picked = equally_spaced(DatasetStore(store).select(), args.frames)
     assert len(picked) == args.frames
     result = (xtb_overhead(store, out, args.repeats) if args.stage == "xtb-overhead"
