@@ -194,10 +194,13 @@ def compare_upf(path_a: str | Path, path_b: str | Path) -> dict[str, float]:
 
 
 def element_of_upf(path: str | Path) -> str:
-    """The element a UPF file is for (its header's ``element``; else its name's prefix)."""
+    """The element a UPF file is for: its header's (UPF v2 ``element="N"``, v1 ``N  Element``
+    line), else its name's prefix (``N.pbe-...``, GBRV's ``n_pbe_v1.2...``)."""
     text = Path(path).read_text(errors="replace")[:20000]
-    match = re.search(r'element\s*=\s*"\s*([A-Za-z]{1,2})\s*"', text)
-    return match.group(1) if match else Path(path).name.split(".")[0].split("_")[0]
+    match = re.search(r'element\s*=\s*"\s*([A-Za-z]{1,2})\s*"', text) \
+        or re.search(r"^\s*([A-Za-z]{1,2})\s+Element\b", text, re.M)
+    symbol = match.group(1) if match else re.split(r"[._-]", Path(path).name)[0]
+    return symbol.capitalize()
 
 
 # -- comparing two sets on frames -----------------------------------------------------------
