@@ -107,7 +107,9 @@ def test_frames_the_teacher_cannot_label_are_refused_before_work(pseudo_dir, tmp
                      ).check_frame(nh3())
     with pytest.raises(TeacherError, match=f"pseudo_dir {tmp_path / 'none'} does not exist"):
         make_teacher(spec(tmp_path / "none")).check_frame(nh3())
-    water = molecule("H2O")
+    with pytest.raises(TeacherError, match="periodic cell"):
+        make_teacher(spec(pseudo_dir)).check_frame(molecule("NH3"))
+    water = molecule("H2O", cell=[6.0] * 3, pbc=True)
     with pytest.raises(TeacherError, match=f"no pseudopotential for element O .*{pseudo_dir}"):
         make_teacher(spec(pseudo_dir)).check_frame(water)
     lithium = Atoms("Li", positions=[[0, 0, 0]], cell=[8] * 3, pbc=True,

@@ -366,10 +366,13 @@ class EspressoTeacher(Teacher):
                                    "resolved; resolve the spec again so its key records it")
 
     def check_frame(self, atoms: Atoms) -> None:
-        """Refuse before any work: pw.x (or the launcher) not found, pseudopotentials
-        missing for an element of `atoms`, or a total charge (from the frame's ions) other
+        """Refuse before any work: pw.x (or the launcher) not found, no periodic cell,
+        pseudopotentials missing for an element of `atoms`, or a total charge (from the frame's ions) other
         than ``tot_charge``."""
         self._check_programs()
+        if not all(atoms.pbc) or atoms.cell.volume <= 0.0:
+            raise TeacherError("espresso teacher: pw.x needs a periodic cell; put molecules "
+                               "in a box (atoms.set_cell(...), atoms.pbc = True)")
         self.check_elements(atoms.get_chemical_symbols())
         if self.ions is None or not has_molecules(atoms):
             return
@@ -450,7 +453,7 @@ class EspressoTeacher(Teacher):
         atom.set_initial_magnetic_moments([0.5 if moment else 0.0])  # → starting_magnetization
         workdir = directory or cache_dir() / "isolated-atoms" / f"{self.key}-{element}"
         atom.calc = self.calculator(None, workdir, nspin=2, tot_magnetization=moment,
-                                    **self.params.isolated_atom_input)
+                                    tot_charge=0, **self.params.isolated_atom_input)
         energy = float(atom.get_potential_energy())
         cached = {**(json.loads(path.read_text()) if path.exists() else {}), element: energy}
         atomic_write_json(path, cached)
