@@ -49,8 +49,9 @@ from ionmix.teachers.base import Teacher, TeacherError, register
 #: Smallest isolated-atom box (Å). What must fit in the box is the atom's electron density,
 #: which for a neutral light atom has decayed to nothing within ~5 Å of the nucleus: the
 #: box must be twice that so the atom does not overlap its periodic images. (D3's cutoff,
-#: ~50 Å, is longer, but the D3 energy of an atom with its images at 10 Å is ~1e-5 eV and
-#: falls as 1/L⁶; pseudopotential core radii, ≤ ~2.5 Å, are shorter.)
+#: ~50 Å, is longer, but the D3 energy of an atom with its images is tiny and falls as
+#: 1/L⁶: measured -6e-6 eV for N in a 15 Å box, so ~-6e-5 eV at 10 Å; pseudopotential
+#: core radii, ≤ ~2.5 Å, are shorter.)
 MIN_ISOLATED_BOX_A = 10.0
 
 #: pw.x 6.7's "Estimated total dynamical RAM" of a spin-polarised single atom, in bytes per
@@ -367,8 +368,8 @@ class EspressoTeacher(Teacher):
 
     def check_frame(self, atoms: Atoms) -> None:
         """Refuse before any work: pw.x (or the launcher) not found, no periodic cell,
-        pseudopotentials missing for an element of `atoms`, or a total charge (from the frame's ions) other
-        than ``tot_charge``."""
+        pseudopotentials missing for an element of `atoms`, or a total charge (from the
+        frame's ions) other than ``tot_charge``."""
         self._check_programs()
         if not all(atoms.pbc) or atoms.cell.volume <= 0.0:
             raise TeacherError("espresso teacher: pw.x needs a periodic cell; put molecules "
