@@ -256,7 +256,9 @@ def test_cli_pseudo_compare_reports_differences_per_element(pseudo_dir, tmp_path
     assert result["pseudopotentials_b"] == {"H": H_FILE, "N": "N.pbe-kjpaw.UPF"}
     assert set(result["per_element"]) == {"H", "N"}
     assert result["per_element"]["N"]["n_atoms"] == 2
-    assert result["force_meV_per_A"]["rms"] > 0.0
+    assert result["force_meV_per_A"]["rms"] > 1.0  # PAW vs ultrasoft N: measurably different
+    assert result["per_element"]["N"]["energy_offset_eV_per_atom"] is None  # one composition
+    assert result["energy_residual_meV_per_atom"]["rms"] < 1.0
     ambiguous = subprocess.run([IONMIX, "pseudo", "compare", str(frames), "--set-a",
                                 str(DEBIAN), "--set-b", str(other), "--json"],
                                capture_output=True, text=True, timeout=120)

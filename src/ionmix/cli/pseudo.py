@@ -148,17 +148,17 @@ def pseudo_compare(
 
 
 def _print_comparison(result: dict) -> None:
-    table = Table("element", "atoms", "file a", "file b", "E offset (eV/atom)",
-                  "F MAE (meV/Å)", "F RMS (meV/Å)", "F max (meV/Å)")
+    table = Table("element", "atoms", "E offset (eV/atom)", "F MAE (meV/Å)",
+                  "F RMS (meV/Å)", "F max (meV/Å)", "file a", "file b")
     for el, row in result["per_element"].items():
-        f = row["force_meV_per_A"]
-        table.add_row(el, str(row["n_atoms"]), result["pseudopotentials_a"][el],
-                      result["pseudopotentials_b"][el],
-                      f"{row['energy_offset_eV_per_atom']:+.4f}", f"{f['mae']:.1f}",
-                      f"{f['rms']:.1f}", f"{f['max']:.1f}")
+        f, offset = row["force_meV_per_A"], row["energy_offset_eV_per_atom"]
+        table.add_row(el, str(row["n_atoms"]), "—" if offset is None else f"{offset:+.4f}",
+                      f"{f['mae']:.1f}", f"{f['rms']:.1f}", f"{f['max']:.1f}",
+                      result["pseudopotentials_a"][el], result["pseudopotentials_b"][el])
     console.print(table)
     e, f = result["energy_residual_meV_per_atom"], result["force_meV_per_A"]
-    console.print(f"{result['n_frames']} frames: energy residual after per-element offsets "
-                  f"MAE {e['mae']:.2f}, RMS {e['rms']:.2f} meV/atom; forces MAE "
-                  f"{f['mae']:.1f}, RMS {f['rms']:.1f} meV/Å "
+    console.print(f"{result['n_frames']} frames: energy offset (b − a) "
+                  f"{result['energy_offset_eV_per_atom']:+.4f} eV/atom on average; residual "
+                  f"after per-element offsets MAE {e['mae']:.2f}, RMS {e['rms']:.2f} meV/atom; "
+                  f"forces MAE {f['mae']:.1f}, RMS {f['rms']:.1f} meV/Å "
                   f"({result['teacher_a']} vs {result['teacher_b']})", highlight=False)

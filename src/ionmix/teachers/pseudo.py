@@ -260,7 +260,8 @@ def compare_pseudopotentials(frames, spec_a, spec_b, workdir: str | Path, ions_o
         progress: ``progress(done, total)`` after each pw.x run.
 
     Returns:
-        JSON-able dict: per element the fitted energy offset (eV/atom) and force
+        JSON-able dict: per element the fitted energy offset (eV/atom; None unless the
+        frames' element ratios differ enough to separate the elements) and force
         differences (MAE, RMS, max of |F_b − F_a| components, meV/Å); overall energy
         residual after the offsets (MAE, RMS, meV/atom) and force MAE/RMS; both teacher
         keys and the files used.
@@ -300,8 +301,12 @@ def _comparison(frames, energies, dforces, symbols, teachers) -> dict:
     counts = np.array([[a.get_chemical_symbols().count(el) for el in elements]
                        for a in frames], dtype=float)
     n_atoms = counts.sum(axis=1)
-    offsets, residual = _per_element_offsets(energies[:, 1] - energies[:, 0], counts)
-    per_element = {el: {"energy_offset_eV_per_atom": float(offsets[k]),
+    delta_eV = energies[:, 1] - energies[:, 0]
+    offsets, residual = _per_element_offsets(delta_eV, counts)
+    # one offset per element needs frames of different element ratios (compositions)
+    identifiable = np.linalg.matrix_rank(counts) == len(elements)
+    per_element = {el: {"energy_offset_eV_per_atom": float(offsets[k]) if identifiable
+                        else None,
                         "n_atoms": int(np.sum(symbols == el)),
                         "force_meV_per_A": _stats_meV(dforces[symbols == el])}
                    for k, el in enumerate(elements)}
@@ -310,10 +315,11 @@ def _comparison(frames, energies, dforces, symbols, teachers) -> dict:
         "teacher_a": teachers[0].key, "teacher_b": teachers[1].key,
         "pseudopotentials_a": teachers[0].params.pseudopotentials,
         "pseudopotentials_b": teachers[1].params.pseudopotentials,
+        "energy_offset_eV_per_atom": float(np.mean(delta_eV / n_atoms)),
         "energy_residual_meV_per_atom": _stats_meV(residual / n_atoms),
         "force_meV_per_A": _stats_meV(dforces),
         "per_element": per_element,
         "note": "energies differ by a constant per atom of each element (fitted offsets, "
-                "removed by isolated-atom references); the residual is what changes "
-                "training targets",
+                "removed by isolated-atom references; per element only where the frames' "
+                "element ratios differ); the residual is what changes training targets",
     }
