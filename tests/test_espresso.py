@@ -308,3 +308,18 @@ def test_pslibrary_checkout_generates_the_study_elements(tmp_path):
     assert made["N"].name == N_FILE
     diffs = P.compare_upf(made["N"], DEBIAN / N_FILE)
     assert diffs["PP_LOCAL"] < 1e-7
+    # pw.x reads every generated file: LiF, PH3 and CH4 in one box, low cutoffs
+    box = Atoms("LiF", positions=[[0, 0, 0], [1.56, 0, 0]])
+    for name, shift in (("PH3", [0, 3.5, 0]), ("CH4", [0, 0, 3.5])):
+        mol = molecule(name)
+        mol.translate(shift)
+        box += mol
+    box.set_cell([8.0] * 3)
+    box.center()
+    box.pbc = True
+    teacher = make_teacher(teacher_spec({
+        "kind": "espresso", "pseudo_dir": str(tmp_path), "ecutwfc": 25, "ecutrho": 200,
+        "conv_thr": 1e-8, "pseudopotentials": {el: p.name for el, p in made.items()}}))
+    box.calc = teacher.calculator(box, tmp_path / "run")
+    assert np.isfinite(box.get_potential_energy())
+    assert np.abs(box.get_forces()).max() > 0.1
