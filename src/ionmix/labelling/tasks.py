@@ -256,7 +256,9 @@ def isolated_atom(spec: dict, element: str, workdir: str | None = None) -> list[
     lid = f"isolated-atom|{element}"
 
     def run():
-        energy = teacher.isolated_atom_energy_eV(element)
+        # teachers that write files (pw.x) run in the task's folder, kept on failure
+        where = {"directory": workdir} if workdir and teacher.uses_directory else {}
+        energy = teacher.isolated_atom_energy_eV(element, **where)
         atom = Atoms(element, positions=[[0.0, 0.0, 0.0]])
         atom.calc = SinglePointCalculator(atom, energy=energy, forces=np.zeros((1, 3)))
         return [Label(atom, {"task": "isolated-atom", "composition": "", "step": 0,

@@ -1,7 +1,8 @@
 """Teachers: what labels frames for training, behind one interface (see `base`).
 
 Kinds: ``classical`` (OPLS-AA in OpenMM, `ionmix.teachers.classical`), ``xtb`` (GFN-xTB
-from tblite, `ionmix.teachers.xtb`).
+from tblite, `ionmix.teachers.xtb`), ``espresso`` (Quantum ESPRESSO's pw.x through ASE,
+`ionmix.teachers.espresso`; pseudopotential tools in `ionmix.teachers.pseudo`).
 """
 
 from ionmix.teachers.base import (
@@ -13,11 +14,13 @@ from ionmix.teachers.base import (
     teacher_spec,
 )
 from ionmix.teachers.classical.teacher import ClassicalTeacher
+from ionmix.teachers.espresso import EspressoTeacher
 from ionmix.teachers.xtb import XtbTeacher
 
 __all__ = [
     "TEACHER_KINDS",
     "ClassicalTeacher",
+    "EspressoTeacher",
     "Teacher",
     "TeacherError",
     "TeacherSpec",

@@ -49,8 +49,11 @@ class TeacherSpec(BaseModel):
     @property
     def key(self) -> str:
         """Stable label key, e.g. ``classical-3f2a9c1b2d4e``: kind + 12 hex digits of the
-        sha256 of the canonical JSON of (kind, params)."""
-        text = json.dumps({"kind": self.kind, "params": self.params}, sort_keys=True)
+        sha256 of the canonical JSON of (kind, params), less the kind's `Teacher.key_ignores`
+        (how to launch the engine or where its files are; they do not change a label)."""
+        ignored = getattr(TEACHER_KINDS.get(self.kind), "key_ignores", frozenset())
+        params = {k: v for k, v in self.params.items() if k not in ignored}
+        text = json.dumps({"kind": self.kind, "params": params}, sort_keys=True)
         return f"{self.kind}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
     def record(self) -> dict:
@@ -78,6 +81,10 @@ class Teacher(ABC):
 
     #: True for teachers that write files (their calculator takes ``directory=``).
     uses_directory: ClassVar[bool] = False
+    #: Parameters left out of the spec key: they say how to run the engine (command, MPI
+    #: ranks) or where its files are, not what it computes (e.g. the pseudopotentials'
+    #: directory, whose files are recorded by checksum instead).
+    key_ignores: ClassVar[frozenset[str]] = frozenset()
 
     def check_frame(self, atoms) -> None:  # noqa: B027 - optional hook, no-op by default
         """Raise TeacherError if this teacher cannot label `atoms` (before any work)."""
