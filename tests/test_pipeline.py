@@ -88,3 +88,16 @@ def test_cli_keeps_the_traceback_of_a_bug():
     out = subprocess.run([sys.executable, "-c", APP.format(kind="bug")], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 1 and "Traceback" in out.stderr and "KeyError" in out.stderr
+
+
+@pytest.mark.parametrize("name", ["demo-study", "paper-study", "xtb-study", "dft-study"])
+def test_example_study_configs_are_valid(name):
+    """Every shipped study config parses; its teacher spec names only known keys."""
+    from ionmix.teachers.base import TEACHER_KINDS
+    from ionmix.transferability import load_study_config
+
+    cfg = load_study_config(Path(__file__).parents[1] / "examples" / f"{name}.toml")
+    kind = cfg.teacher.get("kind", "classical")
+    params = {k: v for k, v in cfg.teacher.items() if k != "kind"}
+    unknown = set(params) - set(TEACHER_KINDS[kind].Params.model_fields)
+    assert not unknown, unknown

@@ -47,7 +47,9 @@ class ClusterConfig(BaseModel):
     job_script_prologue: list[str] = Field(default_factory=list)
 
 
-def _slurm_cluster(cfg: ClusterConfig):
+def slurm_cluster(cfg: ClusterConfig):
+    """A dask-jobqueue SLURMCluster for `cfg` (no job submitted yet: ``.job_script()``
+    shows what would be)."""
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError:
@@ -57,7 +59,6 @@ def _slurm_cluster(cfg: ClusterConfig):
                            walltime=cfg.walltime, queue=cfg.queue,
                            job_extra_directives=cfg.job_directives,
                            job_script_prologue=cfg.job_script_prologue)
-    cluster.scale(jobs=cfg.jobs)
     return cluster
 
 
@@ -79,7 +80,8 @@ def dask_client(cfg: ClusterConfig | None = None, scheduler: str | None = None,
         cluster = None
         client = Client(scheduler)
     elif cfg.kind == "slurm":
-        cluster = _slurm_cluster(cfg)
+        cluster = slurm_cluster(cfg)
+        cluster.scale(jobs=cfg.jobs)
         client = Client(cluster)
     else:
         workers = cfg.workers or default_workers or max(1, (os.cpu_count() or 1)
