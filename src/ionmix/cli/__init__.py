@@ -5,7 +5,7 @@ exit status (2 bad input, 1 failed run, 3 MD blow-up) and prints one line naming
 culprit. Anything else is a bug and keeps its traceback.
 """
 
-from ionmix.cli import label, md, plan, props, pseudo, sample, train  # noqa: F401 - registers
+from ionmix.cli import label, learn, md, plan, props, pseudo, sample, train  # noqa: F401
 from ionmix.cli._common import app
 
 

@@ -128,6 +128,7 @@ def label_frames(frames: list[Atoms], provenance: Provenance, teacher_spec, task
                  out_store: str | Path, *, options: T.TaskOptions | None = None,
                  cluster: ClusterConfig | None = None, scheduler: str | None = None,
                  workdir: str | Path | None = None, retry_failed: bool = False,
+                 store_task: str | None = None,
                  progress: Callable[[int, int, str], None] | None = None) -> LabelSummary:
     """Label `frames` (each with a ``label_id``) with a teacher and store the labels.
 
@@ -137,6 +138,8 @@ def label_frames(frames: list[Atoms], provenance: Provenance, teacher_spec, task
         task: one of `TASK_NAMES` (``isolated-atoms``: the elements of `frames`).
         workdir: per-frame engine folders and the failure records (default: beside the
             store, ``label-<teacher key>/``).
+        store_task: the ``task`` stored with the labels when it is not `task` itself (the
+            active-learning loop stores its single points as ``active-learning``).
         progress: ``progress(done, total, what)`` after each finished frame.
     """
     from ionmix.teachers import make_teacher
@@ -164,7 +167,7 @@ def label_frames(frames: list[Atoms], provenance: Provenance, teacher_spec, task
     summary = LabelSummary(skipped=skipped, teacher=spec.key, store=str(out_store))
     if todo:
         _run_jobs(todo, spec, task, options, store, work, failures, summary, cluster,
-                  scheduler, progress)
+                  scheduler, progress, store_task)
     if failures or failures_path.exists():
         atomic_write_json(failures_path, failures)
     summary.failures = dict(failures)
@@ -183,7 +186,7 @@ def _submit(client, spec, task, options, work, job):
 
 
 def _run_jobs(todo, spec, task, options, store, work, failures, summary, cluster, scheduler,
-              progress):
+              progress, store_task=None):
     """Submit every job to Dask and store results as they come (the single writer)."""
     from dask.distributed import as_completed
 
@@ -199,7 +202,8 @@ def _run_jobs(todo, spec, task, options, store, work, failures, summary, cluster
                 atomic_write_json(work / "failures.json", failures)
                 summary.failed += 1
             else:
-                metas = [{**lab.meta, "teacher": spec.key} for lab in labels]
+                metas = [{**lab.meta, "teacher": spec.key,
+                          **({"task": store_task} if store_task else {})} for lab in labels]
                 summary.n_labels += len(store.add_frames([lab.atoms for lab in labels], metas,
                                                          skip_existing=True))
                 failures.pop(sid, None)

@@ -36,7 +36,8 @@ from ionmix.errors import RunError
 FRAME_TASKS = ("single-point", "aimd", "relax", "volume-scan")
 #: Sampling keys a derived label keeps from its source frame (to split by replica etc.).
 CARRIED_KEYS = ("composition", "molecules", "ion_set", "run_id", "frame_index", "replica",
-                "temperature_K", "pressure_bar", "seed", "time_ps", "ensemble")
+                "temperature_K", "pressure_bar", "seed", "time_ps", "ensemble", "generation",
+                "walker")
 
 
 class LabelFailure(RunError):

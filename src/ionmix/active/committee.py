@@ -1,0 +1,102 @@
+"""A committee of models as one ASE calculator: the mean prediction and its spread.
+
+The committee's spread is the active-learning signal (dpgen's "model deviation"): for each
+atom, the force deviation is sqrt(mean_k |F_k − F̄|²) over the K models; a frame's
+``max_force_deviation_eV_per_A`` is its largest atomic value. Energies and stresses are
+averaged too, with their standard deviations.
+
+An optional guard stops exploration (raises `ExplorationStop`) when a frame's maximum force
+deviation exceeds the upper trust level, or its density leaves a window: the MD engine's
+files up to the last written frame are kept, as for a blow-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+
+from ionmix.errors import RunError
+from ionmix.units import density_g_per_cm3
+
+
+class ExplorationStop(RunError):
+    """A walker left the region the committee can be trusted with (a reason, not a bug)."""
+
+
+class CommitteeCalculator(Calculator):
+    """Mean of K ASE calculators, with their spread.
+
+    Args:
+        members: K ≥ 2 calculators (trained models) giving energy, forces and stress.
+        stop_above_eV_per_A: raise `ExplorationStop` when the max force deviation exceeds
+            it (None: never).
+        density_window_g_cm3: (low, high): raise `ExplorationStop` outside it (None: never).
+
+    Results: ``energy`` (eV), ``forces`` (eV/Å, (n_atoms, 3)), ``stress`` (eV/Å³, Voigt),
+    ``energy_std_eV``, ``force_deviation_eV_per_A`` ((n_atoms,)),
+    ``max_force_deviation_eV_per_A``, ``stress_std_eV_per_A3`` ((6,)).
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, members: Sequence, stop_above_eV_per_A: float | None = None,
+                 density_window_g_cm3: tuple[float, float] | None = None):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"a committee needs at least 2 models, got {len(members)}")
+        self.members = list(members)
+        self.stop_above = stop_above_eV_per_A
+        self.density_window = density_window_g_cm3
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        energies, forces, stresses = [], [], []
+        # stress whenever the cell is periodic: MD asks for forces and stress in separate
+        # calls, and one committee pass for both costs less than two
+        want_stress = all(self.atoms.pbc)
+        for member in self.members:
+            work = self.atoms.copy()
+            work.calc = member
+            energies.append(work.get_potential_energy())
+            forces.append(work.get_forces())
+            if want_stress:
+                stresses.append(work.get_stress())
+        self.results.update(_statistics(np.array(energies), np.array(forces),
+                                        np.array(stresses) if want_stress else None))
+        self._guard()
+
+    def _guard(self) -> None:
+        dev = self.results["max_force_deviation_eV_per_A"]
+        if self.stop_above is not None and dev > self.stop_above:
+            raise ExplorationStop(f"max force deviation {dev:.3f} eV/Å above the upper trust "
+                                  f"level {self.stop_above:g} eV/Å")
+        if self.density_window is not None and all(self.atoms.pbc):
+            rho = density_g_per_cm3(float(self.atoms.get_masses().sum()),
+                                    self.atoms.get_volume())
+            low, high = self.density_window
+            if not low <= rho <= high:
+                raise ExplorationStop(f"density {rho:.3f} g/cm³ left the window "
+                                      f"[{low:.3f}, {high:.3f}]")
+
+
+def _statistics(energies: np.ndarray, forces: np.ndarray, stresses: np.ndarray | None) -> dict:
+    """Committee mean and spread from per-model energies (K,), forces (K, n, 3) and
+    stresses (K, 6)."""
+    mean_f = forces.mean(axis=0)
+    dev = np.sqrt(((forces - mean_f) ** 2).sum(axis=2).mean(axis=0))
+    out = {"energy": float(energies.mean()), "free_energy": float(energies.mean()),
+           "forces": mean_f, "energy_std_eV": float(energies.std()),
+           "force_deviation_eV_per_A": dev, "max_force_deviation_eV_per_A": float(dev.max())}
+    if stresses is not None:
+        out["stress"] = stresses.mean(axis=0)
+        out["stress_std_eV_per_A3"] = stresses.std(axis=0)
+    return out
+
+
+def load_committee(paths: Sequence, **guard) -> CommitteeCalculator:
+    """A committee of packaged models (``model.nequip.zip`` paths)."""
+    from ionmix.train import load_calculator
+
+    return CommitteeCalculator([load_calculator(p) for p in paths], **guard)

@@ -1,0 +1,412 @@
+"""`ionmix learn`: generations of train → explore → select → label → retrain.
+
+Generation g (folder ``gen-<g>/``):
+
+1. **data**: training frames = the initial frames (classical sampling, `n_train` per
+   composition from replica 0) plus every frame labelled by earlier generations; validation
+   from replica 0, test from replica 1 (the independent box).
+2. **committee**: K models with different seeds, trained as Dask tasks.
+3. **explore**: the walkers (`ionmix.active.explore`) with the committee.
+4. **select**: trust window on the max force deviation, farthest-point thinning, capped.
+5. **label**: the study's teacher labels the selection (labelling stage: resumable, failures
+   recorded); the frames go to the store with task ``active-learning``, their generation
+   and walker.
+6. **summary**: ``summary.json`` (frames added, committee test MAEs, accurate/candidate/
+   failed shares, density per NPT walker with its error, walker stop reasons).
+
+Every step leaves its result on disk and is skipped when found: a killed run resumes at
+the step it was in (half-trained models resume training; a half-labelled selection labels
+only what is missing). The loop stops when the accurate share reaches
+`converged_accurate_share` (dpgen: 0.9) *and* every NPT walker's density agrees with the
+previous generation's within 2 combined standard errors, or when `max_generations` is
+spent; `report.md` says which.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ase.io
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ionmix.active.explore import WalkerSpec, read_candidates, run_walker
+from ionmix.active.select import TrustWindow, select
+from ionmix.cluster import ClusterConfig, dask_client
+from ionmix.config import DEFAULT_TEACHER, MixtureConfig, SampleConfig, SamplingConfig, _Strict
+from ionmix.dataset import DatasetStore, atomic_write_extxyz, composition_key, equally_spaced
+from ionmix.errors import InputError
+from ionmix.io import atomic_write_json
+
+
+class LearnSettings(BaseModel):
+    """The ``[learn]`` table (units in names; defaults and why in docs/active-learning.md).
+
+    Attributes:
+        committee: models per generation (≥ 2; 4 by default, as dpgen).
+        preset, overrides: training preset (with stress, for NPT) and nequip overrides.
+        n_train, n_val, n_test: initial frames per composition (replicas 0, 0, 1).
+        max_generations: generation budget.
+        trust_lo_eV_per_A, trust_hi_eV_per_A: trust window on the max force deviation;
+            None: lo = 1.5 × the committee's test force RMSE, hi = 4 × lo (set from the
+            committee's own validation error, generation by generation).
+        max_new_frames: selection cap per generation.
+        converged_accurate_share: stop when this share of explored frames is accurate.
+        density_window_fraction: NPT walkers stop when ρ leaves ρ_teacher × (1 ± this).
+        explore: the walkers.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    committee: int = Field(4, ge=2)
+    preset: str = "cpu-tiny-allegro-npt"
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    n_train: int = Field(100, ge=1)
+    n_val: int = Field(10, ge=1)
+    n_test: int = Field(10, ge=1)
+    max_generations: int = Field(4, ge=1)
+    trust_lo_eV_per_A: float | None = Field(None, gt=0.0)
+    trust_hi_eV_per_A: float | None = Field(None, gt=0.0)
+    max_new_frames: int = Field(20, ge=1)
+    converged_accurate_share: float = Field(0.9, gt=0.0, le=1.0)
+    density_window_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    explore: list[WalkerSpec] = Field(default_factory=lambda: [WalkerSpec()])
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _window(self):
+        lo, hi = self.trust_lo_eV_per_A, self.trust_hi_eV_per_A
+        if lo is not None and hi is not None:
+            TrustWindow(lo, hi)  # raises naming both levels
+        return self
+
+
+class LearnConfig(_Strict):
+    """An ``ionmix learn`` config: mixture, initial sampling, teacher, cluster, loop."""
+
+    mixture: MixtureConfig
+    sampling: SamplingConfig = SamplingConfig()
+    teacher: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_TEACHER))
+    cluster: ClusterConfig = ClusterConfig()
+    learn: LearnSettings = LearnSettings()
+
+
+def load_learn_config(path) -> LearnConfig:
+    """Read and validate a learn TOML (errors name the file and key)."""
+    from ionmix.config import parse_model, read_toml
+
+    return parse_model(LearnConfig, read_toml(path), str(path))
+
+
+@dataclass
+class LearnResult:
+    """What the loop did: per-generation summaries, why it stopped, where the report is."""
+
+    generations: list[dict]
+    stopped_because: str
+    report_path: Path
+    figure_path: Path
+
+
+@dataclass
+class _Context:
+    cfg: LearnConfig
+    out: Path
+    store: DatasetStore
+    teacher: Any
+    compositions: list[str]
+    type_names: list[str]
+    shifts: dict[str, float]
+    reference_density_g_cm3: float
+    scheduler: str | None
+    say: Callable[[str], None]
+
+
+def _check_before_work(cfg: LearnConfig) -> None:
+    from ionmix.teachers import make_teacher, teacher_spec
+    from ionmix.train import get_preset
+
+    preset = get_preset(cfg.learn.preset)
+    spec = teacher_spec(cfg.teacher, "[teacher]")
+    has_npt = any(w.kind == "npt" for w in cfg.learn.explore)
+    if has_npt and not make_teacher(spec).provides_stress:
+        raise InputError(f"[teacher] {spec.kind} gives no stress; NPT exploration needs it")
+    if has_npt and not preset.uses_stress:
+        raise InputError(f"[learn] preset {cfg.learn.preset!r} trains no stress; NPT "
+                         "exploration needs it (e.g. cpu-tiny-allegro-npt)")
+    if cfg.sampling.replicas < 2:
+        raise InputError("[sampling] replicas must be ≥ 2: replica 1 is the test set")
+
+
+def run_learning(cfg: LearnConfig, out_dir, scheduler: str | None = None,
+                 say: Callable[[str], None] = print) -> LearnResult:
+    """Run (or resume) the active-learning loop; see the module docstring."""
+    ctx = _prepare(cfg, Path(out_dir).resolve(), scheduler, say)
+    summaries: list[dict] = []
+    stopped = f"generation budget spent ({cfg.learn.max_generations})"
+    for g in range(cfg.learn.max_generations):
+        summaries.append(_generation(ctx, g, summaries))
+        why = _converged(cfg.learn, summaries)
+        if why:
+            stopped = why
+            break
+    from ionmix.report.active import write_report
+
+    report, figure = write_report(ctx.out, summaries, stopped, ctx.teacher.describe())
+    return LearnResult(summaries, stopped, report, figure)
+
+
+def _prepare(cfg: LearnConfig, out: Path, scheduler, say) -> _Context:
+    """Sample the initial data (classical), label it with the teacher if another, and fix
+    what every generation shares (type names, energy shifts, the teacher's density)."""
+    from ionmix.sampling import plan_sampling, sample
+    from ionmix.transferability import _is_classical
+
+    _check_before_work(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    sample_cfg = SampleConfig(mixture=cfg.mixture, sampling=cfg.sampling,
+                              teacher=cfg.teacher if _is_classical(cfg.teacher)
+                              else DEFAULT_TEACHER)
+    plan = plan_sampling(sample_cfg)
+    say(f"sampling {len(plan.runs)} runs (classical) into {out / 'frames.db'}")
+    sample(sample_cfg, out)
+    store = DatasetStore(out / "frames.db")
+    compositions = [composition_key(c) for c in cfg.mixture.composition_list(plan.mixture)]
+    teacher = _initial_labels(cfg, plan, store, compositions, scheduler, say)
+    frames = _initial_frames(cfg.learn, store, teacher.key, compositions)
+    type_names = sorted({s for f in frames["train"] for s in f.get_chemical_symbols()})
+    from ionmix.train.from_store import teacher_isolated_atom_energies
+
+    shifts = teacher_isolated_atom_energies(store, teacher.key, type_names, frames["train"][0])
+    rho = [f.get_masses().sum() / f.get_volume() for f in frames["train"]]
+    from ionmix.units import A3_IN_CM3, AMU_IN_G
+
+    return _Context(cfg, out, store, teacher, compositions, type_names, shifts,
+                    float(np.mean(rho)) * AMU_IN_G / A3_IN_CM3, scheduler, say)
+
+
+def _initial_labels(cfg, plan, store, compositions, scheduler, say):
+    """The teacher spec; a non-classical teacher labels the initial frames first."""
+    from ionmix.labelling import label_frames
+    from ionmix.teachers import teacher_spec
+    from ionmix.transferability import _is_classical
+
+    if _is_classical(cfg.teacher):
+        return plan.teacher
+    spec = teacher_spec(cfg.teacher, "[teacher]")
+    s, frames = cfg.learn, []
+    for key in compositions:
+        for replica, n in ((0, s.n_train + s.n_val), (1, s.n_test)):
+            pool = store.select(key, replica=replica, teacher=plan.teacher.key, task="md")
+            frames += [f.atoms for f in equally_spaced(pool, n, f"{key} replica {replica}")]
+    say(f"labelling {len(frames)} initial frames with {spec.describe()}")
+    for task in ("single-point", "isolated-atoms"):
+        label_frames(frames, store.provenance(), spec, task, store.url,
+                     cluster=cfg.cluster, scheduler=scheduler)
+    return spec
+
+
+def _initial_frames(s: LearnSettings, store: DatasetStore, teacher: str,
+                    compositions: list[str]) -> dict[str, list]:
+    """train/val (replica 0) and test (replica 1) frames of `teacher`, per composition."""
+    out: dict[str, list] = {"train": [], "val": [], "test": []}
+    for key in compositions:
+        pool = [f for f in store.select(key, replica=0, teacher=teacher)
+                if f.info["task"] in ("md", "single-point")]
+        picked = equally_spaced(pool, s.n_train + s.n_val, f"{key} replica 0")
+        out["train"] += [f.atoms for f in picked[: s.n_train]]
+        out["val"] += [f.atoms for f in picked[s.n_train:]]
+        pool = [f for f in store.select(key, replica=1, teacher=teacher)
+                if f.info["task"] in ("md", "single-point")]
+        out["test"] += [f.atoms for f in equally_spaced(pool, s.n_test, f"{key} replica 1")]
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# one generation
+
+
+def _generation(ctx: _Context, g: int, earlier: list[dict]) -> dict:
+    gen = ctx.out / f"gen-{g:03d}"
+    summary_path = gen / "summary.json"
+    if summary_path.exists():
+        return json.loads(summary_path.read_text())
+    ctx.say(f"generation {g}: training a committee of {ctx.cfg.learn.committee}")
+    files = _write_data(ctx, gen, g)
+    trained = _train_committee(ctx, gen, files)
+    window = _trust_window(ctx.cfg.learn, trained)
+    ctx.say(f"generation {g}: exploring (trust window {window.lo_eV_per_A:.3f}–"
+            f"{window.hi_eV_per_A:.3f} eV/Å)")
+    walkers = _explore(ctx, gen, trained, window)
+    selection = _select(ctx, gen, trained, window, walkers)
+    added = _label_selection(ctx, gen, g, selection)
+    summary = _summarise(g, trained, window, walkers, selection, added, files)
+    atomic_write_json(summary_path, summary)
+    ctx.say(f"generation {g}: accurate {summary['accurate_share']:.2f}, candidate "
+            f"{summary['candidate_share']:.2f}, failed {summary['failed_share']:.2f}; "
+            f"{added} frames added")
+    return summary
+
+
+def _write_data(ctx: _Context, gen: Path, g: int) -> dict[str, str]:
+    """train/val/test extxyz files of generation `g` (kept if already written)."""
+    files = {k: gen / "data" / f"{k}.extxyz" for k in ("train", "val", "test")}
+    if all(p.exists() for p in files.values()):
+        return {k: str(v) for k, v in files.items()}
+    frames = _initial_frames(ctx.cfg.learn, ctx.store, ctx.teacher.key, ctx.compositions)
+    learned = [f.atoms for f in ctx.store.select(teacher=ctx.teacher.key,
+                                                 task="active-learning")
+               if int(f.info.get("generation", 10**9)) < g]
+    for name, extra in (("train", learned), ("val", []), ("test", [])):
+        atomic_write_extxyz(frames[name] + extra, files[name])
+    return {k: str(v) for k, v in files.items()}
+
+
+def _train_committee(ctx: _Context, gen: Path, files: dict[str, str]) -> list[dict]:
+    """K models (seeds seed … seed + K − 1) as Dask tasks; their TrainResult records."""
+    from ionmix.transferability import train_recipe_task
+
+    s = ctx.cfg.learn
+    with dask_client(ctx.cfg.cluster, ctx.scheduler) as client:
+        futures = [client.submit(train_recipe_task, files, ctx.type_names, s.preset,
+                                 ctx.shifts, str(gen / "models" / f"model-{k}"), s.seed + k,
+                                 s.overrides, None, key=f"train-{gen.name}-{k}", pure=False)
+                   for k in range(s.committee)]
+        return client.gather(futures)
+
+
+def _trust_window(s: LearnSettings, trained: list[dict]) -> TrustWindow:
+    """The configured window, or one set from the committee's test force RMSE."""
+    rmse = [t["metrics"].get("force_rmse_meV_per_A") or t["metrics"].get(
+        "force_mae_meV_per_A", 100.0) for t in trained]
+    lo = s.trust_lo_eV_per_A or 1.5 * float(np.mean(rmse)) / 1000.0
+    hi = s.trust_hi_eV_per_A or max(4.0 * lo, lo * 1.01)
+    return TrustWindow(lo, hi)
+
+
+def _start_frames(ctx: _Context) -> list:
+    """Starting structures of the walkers: the last training frames of the first
+    composition, with their molecule arrays."""
+    from ionmix.chemistry.topology import attach_molecules, molecules_of
+
+    frames = ctx.store.select(ctx.compositions[0], replica=0, teacher=ctx.teacher.key)
+    ions = ctx.store.provenance().ion_set(frames[-1].atoms)
+    picked = [f.atoms.copy() for f in frames[-8:]]
+    for atoms in picked:
+        atoms.calc = None
+        attach_molecules(atoms, molecules_of(atoms), {n: ions[n].n_atoms for n in ions})
+    return picked
+
+
+def _explore(ctx: _Context, gen: Path, trained: list[dict], window: TrustWindow) -> dict:
+    """Every walker as a Dask task; name → its walker.json record."""
+    s = ctx.cfg.learn
+    models = [t["package_path"] for t in trained]
+    rho = ctx.reference_density_g_cm3
+    density_window = (rho * (1 - s.density_window_fraction), rho * (1 + s.density_window_fraction))
+    start = _start_frames(ctx)
+    with dask_client(ctx.cfg.cluster, ctx.scheduler) as client:
+        futures = {w.name(i): client.submit(
+            run_walker, w.model_dump(), start, models, str(gen / "explore" / w.name(i)),
+            window.hi_eV_per_A, density_window, key=f"walk-{gen.name}-{i}", pure=False)
+            for i, w in enumerate(s.explore)}
+        return {name: fut.result() for name, fut in futures.items()}
+
+
+def _select(ctx: _Context, gen: Path, trained, window: TrustWindow, walkers: dict) -> dict:
+    """Committee deviations on every candidate frame → categories and the chosen frames
+    (written to ``selection.extxyz`` with their walker)."""
+    path = gen / "selection.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from ionmix.active.committee import load_committee
+
+    committee = load_committee([t["package_path"] for t in trained])
+    frames, names = [], []
+    for name in walkers:
+        for atoms in read_candidates(gen / "explore" / name):
+            frames.append(atoms)
+            names.append(name)
+    deviations = []
+    for atoms in frames:
+        work = atoms.copy()
+        work.calc = committee
+        work.get_potential_energy()
+        deviations.append(committee.results["max_force_deviation_eV_per_A"])
+    chosen = select(frames, deviations, window, ctx.cfg.learn.max_new_frames)
+    picked = []
+    for i in chosen.chosen:
+        atoms = frames[i].copy()
+        atoms.calc = None
+        atoms.info = {k: frames[i].info[k] for k in ("molecules", "ion_set", "composition")
+                      if k in frames[i].info}
+        atoms.info.update(walker=names[i], label_id=f"{gen.name}/{names[i]}/{i}")
+        picked.append(atoms)
+    if picked:
+        ase.io.write(gen / "selection.extxyz", picked)
+    record = {"categories": chosen.categories, "walkers": names,
+              "deviations_eV_per_A": [float(d) for d in deviations], "chosen": chosen.chosen}
+    atomic_write_json(path, record)
+    return record
+
+
+def _label_selection(ctx: _Context, gen: Path, g: int, selection: dict) -> int:
+    """Label the chosen frames with the teacher (resumable); the number stored."""
+    from ionmix.labelling import label_frames
+
+    path = gen / "selection.extxyz"
+    if not selection["chosen"] or not path.exists():
+        return 0
+    frames = ase.io.read(path, ":")
+    for atoms in frames:
+        atoms.info["generation"] = g
+    label_frames(frames, ctx.store.provenance(), ctx.teacher, "single-point", ctx.store.url,
+                 cluster=ctx.cfg.cluster, scheduler=ctx.scheduler, store_task="active-learning")
+    return sum(1 for f in ctx.store.select(teacher=ctx.teacher.key, task="active-learning")
+               if f.info.get("generation") == g)
+
+
+def _summarise(g, trained, window, walkers, selection, added, files) -> dict:
+    categories = selection["categories"]
+    n = max(len(categories), 1)
+    metrics = [t["metrics"] for t in trained]
+    return {
+        "generation": g,
+        "n_train_frames": len(ase.io.read(files["train"], ":")),
+        "frames_added": added,
+        "frames_added_by_walker": {name: sum(1 for i in selection["chosen"]
+                                             if selection["walkers"][i] == name)
+                                   for name in walkers},
+        "frames_selected": len(selection["chosen"]),
+        "trust_lo_eV_per_A": window.lo_eV_per_A, "trust_hi_eV_per_A": window.hi_eV_per_A,
+        "accurate_share": categories.count("accurate") / n,
+        "candidate_share": categories.count("candidate") / n,
+        "failed_share": categories.count("failed") / n,
+        "n_explored": len(categories),
+        "committee_test_energy_mae_meV_per_atom": [m.get("energy_mae_meV_per_atom")
+                                                    for m in metrics],
+        "committee_test_force_mae_meV_per_A": [m.get("force_mae_meV_per_A") for m in metrics],
+        "walkers": walkers,
+    }
+
+
+def _converged(s: LearnSettings, summaries: list[dict]) -> str:
+    """Why the loop may stop now ('' if it should go on)."""
+    last = summaries[-1]
+    if last["accurate_share"] < s.converged_accurate_share or len(summaries) < 2:
+        return ""
+    for name, walker in last["walkers"].items():
+        before = summaries[-2]["walkers"].get(name, {})
+        if walker.get("kind") != "npt":
+            continue
+        if "density_g_cm3" not in walker or "density_g_cm3" not in before:
+            return ""
+        err = np.hypot(walker["density_err_g_cm3"], before["density_err_g_cm3"])
+        if abs(walker["density_g_cm3"] - before["density_g_cm3"]) > 2 * err:
+            return ""
+    return (f"converged: accurate share {last['accurate_share']:.2f} ≥ "
+            f"{s.converged_accurate_share} and NPT densities stable across two generations")
