@@ -78,12 +78,14 @@ def main() -> None:
     parser.add_argument("--every-ps", type=float, default=1.0)
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--only", choices=["neat", "mixture"], default=None)
+    parser.add_argument("--ils", default=",".join(NEAT), help="neat ILs to run, in order")
     parser.add_argument("--fractions", default="0,0.2,0.4,0.6,0.8,1.0")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     results = {"settings": vars(args) | {"out": str(args.out)}, "neat": {}, "mixture": {}}
     if args.only in (None, "neat"):
-        for name, unit in NEAT.items():
+        for name in args.ils.split(","):
+            unit = NEAT[name]
             with tempfile.TemporaryDirectory() as tmp:
                 r = run_density({name: unit}, {name: 1.0}, 298.15, 0.8, args, tmp)
             exp = EXPERIMENT_298K[name]

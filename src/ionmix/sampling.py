@@ -214,8 +214,8 @@ def _equilibrate(csys: ClassicalSystem, atoms: Atoms, run: Run, cfg: SampleConfi
         settle["warning"] = (
             f"run {run.run_id}: the NPT density had not plateaued after "
             f"{settle['time_ps']:g} ps (drift {settle['drift_sigma'] or 0:.1f} σ between the "
-            "halves of its last part); production starts from the mean volume of the last "
-            "half. Raise [sampling] max_equilibration_ps")
+            f"halves of its last part); production starts from the mean volume after "
+            f"{settle['settled_from_ps']:g} ps. Raise [sampling] max_equilibration_ps")
         logger.warning(settle["warning"])
     state = ctx.getState(getPositions=True)
     positions = positions_A(state)

@@ -139,6 +139,13 @@ def _noise_error(x: np.ndarray) -> float:
     return float(resid.std(ddof=2) * np.sqrt(g / x.size))
 
 
+def _halves(x: np.ndarray) -> tuple[float, float]:
+    """mean(second half) − mean(first half) and its standard error (see `drift_sigma`)."""
+    half = x.size // 2
+    diff = float(x[half:].mean() - x[:half].mean())
+    return diff, float(np.hypot(_noise_error(x[:half]), _noise_error(x[half:])))
+
+
 def drift_sigma(series) -> float:
     """|mean(second half) − mean(first half)| in units of their combined standard error
     (each half's error from its own fluctuations and statistical inefficiency, about a
@@ -148,13 +155,10 @@ def drift_sigma(series) -> float:
     an equilibrium average. Returns 0 for a series too short to split (< 8 samples).
     """
     x = _as_series(series)
-    half = x.size // 2
-    if half < 4:
+    if x.size // 2 < 4:
         return 0.0
-    m1, e1 = float(x[:half].mean()), _noise_error(x[:half])
-    m2, e2 = float(x[half:].mean()), _noise_error(x[half:])
-    err = np.hypot(e1, e2)
-    return float(abs(m2 - m1) / err) if err > 0 else (0.0 if m1 == m2 else float("inf"))
+    diff, err = _halves(x)
+    return float(abs(diff) / err) if err > 0 else (0.0 if diff == 0 else float("inf"))
 
 
 def production_part(series, equilibration_fraction: float = EQUILIBRATION_FRACTION):
@@ -202,15 +206,16 @@ PLATEAU_MAX_DRIFT_SIGMA = 2.0
 
 
 def plateau_check(series, max_drift_sigma: float = PLATEAU_MAX_DRIFT_SIGMA) -> dict:
-    """Has a series (e.g. an NPT density) reached a plateau?
+    """Has a series (e.g. an NPT density or volume) reached a plateau?
 
     Settled when the detected transient ends in the first half of the series (t0 below the
     cap of `detect_equilibration`) and the two halves of the rest agree within
     ``max_drift_sigma`` combined errors. A series shorter than `MIN_PLATEAU_SAMPLES` is
-    never settled.
+    never settled. No test on a window can see a relaxation much slower than the window
+    (in ionic liquids, hundreds of ps): a minimum window length is the guard against that.
 
-    Returns: ``settled`` (bool), ``equilibration_index`` (t0), ``drift_sigma``,
-    ``mean`` (of the part after t0, units of `series`).
+    Returns: ``settled`` (bool), ``equilibration_index`` (t0), ``drift_sigma``, ``mean``
+    (of the part after t0, units of `series`).
     """
     x = _as_series(series)
     if x.size < MIN_PLATEAU_SAMPLES:
@@ -219,7 +224,7 @@ def plateau_check(series, max_drift_sigma: float = PLATEAU_MAX_DRIFT_SIGMA) -> d
                 "mean": float(x[t0:].mean()) if x.size else float("nan")}
     t0 = detect_equilibration(x)
     drift = drift_sigma(x[t0:])
-    settled = t0 < int(np.floor(MAX_EQUILIBRATION_FRACTION * x.size)) and \
-        drift <= max_drift_sigma
+    settled = (t0 < int(np.floor(MAX_EQUILIBRATION_FRACTION * x.size))
+               and drift <= max_drift_sigma)
     return {"settled": bool(settled), "equilibration_index": int(t0), "drift_sigma": drift,
             "mean": float(x[t0:].mean())}

@@ -119,7 +119,8 @@ def settle_npt(ctx: openmm.Context, mass_amu: float, min_ps: float, max_ps: floa
             ``volume_A3``, ``density_g_cm3``), e.g. to log it.
 
     Returns: ``settled`` (bool), ``time_ps`` (run), ``settled_from_ps`` (start of the
-    settled part), ``drift_sigma``, ``density_g_cm3`` and ``volume_A3`` (means over the
+    settled part), ``drift_sigma`` (`stats.plateau_check`),
+    ``density_g_cm3`` and ``volume_A3`` (means over the
     settled part), ``volumes_A3`` (whole series).
     """
     chunk_steps = max(1, int(round(sample_interval_ps * 1000.0 / timestep_fs)))
