@@ -39,7 +39,8 @@ def main() -> None:
         "mixture": {"units": {"LiPF6": {"Li": 1, "PF6": 1}, "EMIMPF6": {"EMIM": 1, "PF6": 1}},
                     "compositions": [{"LiPF6": args.x, "EMIMPF6": round(1 - args.x, 9)}],
                     "n_ion_pairs": args.pairs},
-        "sampling": {"equilibration_ps": 2.0, "production_ps": args.interval_ps * args.frames,
+        "sampling": {"equilibration_ps": 2.0, "max_equilibration_ps": 2.0,
+                     "production_ps": args.interval_ps * args.frames,
                      "snapshot_interval_ps": args.interval_ps, "replicas": 1,
                      "platform": "CPU"}}, "bench")
     plan = plan_sampling(cfg)

@@ -16,6 +16,7 @@ charge_scale = 0.8
 [sampling]
 temperature_K = 300.0
 equilibration_ps = 0.4
+max_equilibration_ps = 0.4   # too short to judge a plateau: stops here, warns
 production_ps = 0.8
 snapshot_interval_ps = 0.1
 seed = 7

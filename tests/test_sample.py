@@ -16,7 +16,8 @@ from ionmix.teachers.classical import ClassicalCalculator
 BASE = {
     "mixture": {"units": {"LiPF6": {"Li": 1, "PF6": 1}, "EMIMPF6": {"EMIM": 1, "PF6": 1}},
                 "compositions": [{"LiPF6": 0.5, "EMIMPF6": 0.5}], "n_ion_pairs": 4},
-    "sampling": {"equilibration_ps": 0.2, "production_ps": 0.4, "snapshot_interval_ps": 0.1,
+    "sampling": {"equilibration_ps": 0.2, "max_equilibration_ps": 0.2, "production_ps": 0.4,
+                 "snapshot_interval_ps": 0.1,
                  "replicas": 1, "seed": 3},
 }
 
@@ -70,6 +71,8 @@ def test_resume_after_interruption_no_duplicates(tmp_path):
     assert store.frame_indices(run_id) == [0, 1]
     (result,) = sample(config, tmp_path)
     assert result.resumed_from == 2
+    # 0.2 ps is too short to see a plateau: the run says so, and where to change it
+    assert "max_equilibration_ps" in result.equilibration_warning
     assert store.frame_indices(run_id) == [0, 1, 2, 3]
     times = [f.info["time_ps"] for f in store.select(run_id=run_id)]
     np.testing.assert_allclose(times, [0.1, 0.2, 0.3, 0.4])
@@ -108,6 +111,8 @@ def test_counts_from_grid():
     ({"sampling__cutoff_A": 9.0}, ConfigError, "cutoff_A = 9.0"),
     ({"sampling__temprature_K": 300}, ConfigError, "sampling.temprature_K: unknown key"),
     ({"sampling__temperature_K": -5}, ConfigError, "sampling.temperature_K"),
+    ({"sampling__max_equilibration_ps": 0.1}, ConfigError,
+     r"max_equilibration_ps \(0.1\) is below equilibration_ps \(0.2\)"),
     ({"mixture__n_ion_pairs": None}, ConfigError, "exactly one of n_ion_pairs or n_ions"),
     ({"mixture__n_ion_pairs": None, "mixture__n_ions": 9}, ConfigError,
      "n_ions = 9 at .* gives 4.5 formula units, not a whole number"),

@@ -127,7 +127,11 @@ class SamplingConfig(_Strict):
                                 description="barostat pressure (equilibration, NPT production)")
     timestep_fs: float = Field(1.0, gt=0, le=4.0)
     minimise: bool = True
-    equilibration_ps: float = Field(100.0, ge=0, description="NPT equilibration")
+    equilibration_ps: float = Field(100.0, ge=0, description="NPT equilibration: the "
+                                    "minimum; it goes on until the density has plateaued")
+    max_equilibration_ps: float | None = Field(
+        None, ge=0, description="NPT equilibration stops here even without a plateau (a "
+        "warning is recorded); default 5 × equilibration_ps")
     production_ps: float = Field(400.0, gt=0)
     snapshot_interval_ps: float = Field(20.0, gt=0)
     production_ensemble: Literal["nvt", "npt"] = "nvt"
@@ -153,6 +157,21 @@ class SamplingConfig(_Strict):
         if prod is not None and v > prod:
             raise ValueError(f"snapshot_interval_ps ({v}) exceeds production_ps ({prod})")
         return v
+
+    @field_validator("max_equilibration_ps")
+    @classmethod
+    def _max_ge_min(cls, v: float | None, info: Any) -> float | None:
+        low = info.data.get("equilibration_ps")
+        if v is not None and low is not None and v < low:
+            raise ValueError(f"max_equilibration_ps ({v}) is below equilibration_ps ({low})")
+        return v
+
+    @property
+    def equilibration_limit_ps(self) -> float:
+        """Longest NPT equilibration: `max_equilibration_ps`, default 5 × the minimum."""
+        if self.max_equilibration_ps is not None:
+            return self.max_equilibration_ps
+        return 5.0 * self.equilibration_ps
 
     @property
     def n_snapshots(self) -> int:

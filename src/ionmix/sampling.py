@@ -10,9 +10,13 @@ Protocol (defaults from the paper where it gives them; `SamplingConfig` document
 1. Packmol box at `initial_density_g_cm3` (kept whole, deterministic per seed).
 2. Energy minimisation (OpenMM L-BFGS).
 3. NPT equilibration: Langevin-middle thermostat + Monte Carlo barostat at
-   `temperature_K`, `pressure_bar`. The box is then set to the mean volume of the second
-   half of equilibration (molecule centres scaled, molecules kept rigid), so production
-   starts at the equilibrium density rather than at one fluctuation of it.
+   `temperature_K`, `pressure_bar`, for at least `equilibration_ps` and until the density
+   has plateaued (`stats.plateau_check`: the detected transient ends in the first half and
+   the rest has no drift), at most `max_equilibration_ps` (default 5 × the minimum; if
+   reached, a warning goes to the log, ``equilibration.json`` and `RunResult`). The box is
+   then set to the mean volume of the settled part (molecule centres scaled, molecules
+   kept rigid), so production starts at the equilibrium density rather than at one
+   fluctuation of it.
 4. Production: NVT with a Nosé–Hoover thermostat (default; the paper's protocol) or NPT
    (Langevin + barostat), a snapshot every `snapshot_interval_ps`.
 
@@ -33,6 +37,7 @@ different ones is refused, so one dataset never mixes two teachers.
 from __future__ import annotations
 
 import json
+import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,16 +62,26 @@ from ionmix.chemistry.topology import (
 )
 from ionmix.config import ConfigError, SampleConfig
 from ionmix.dataset import DatasetStore, atomic_write_extxyz, composition_key
-from ionmix.errors import RunError
 from ionmix.io import atomic_write_bytes, atomic_write_json
 from ionmix.resume import check_same_settings
 from ionmix.teachers import TeacherSpec, make_teacher, teacher_spec
-from ionmix.teachers.classical import make_context, make_system_for_atoms
+from ionmix.teachers.classical import make_system_for_atoms
+from ionmix.teachers.classical.openmm_md import (
+    OpenMMRunError,
+    box_A,
+    npt_context,
+    nvt_context,
+    positions_A,
+    run_steps,
+    settle_npt,
+)
 from ionmix.teachers.classical.system import MAX_DEFAULT_CUTOFF_A, ClassicalSystem
-from ionmix.units import NM_IN_ANGSTROM, density_g_per_cm3, kj_per_mol_to_ev
+from ionmix.units import NM_IN_ANGSTROM, density_g_per_cm3
+
+logger = logging.getLogger(__name__)
 
 
-class SamplingError(RunError):
+class SamplingError(OpenMMRunError):
     """A run could not continue (e.g. its box collapsed below twice the cutoff)."""
 
 
@@ -185,18 +200,6 @@ def _platform(name: str) -> openmm.Platform | None:
 # one run
 
 
-def _clone_system(system: openmm.System) -> openmm.System:
-    return openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
-
-
-def _box_A(state: openmm.State) -> np.ndarray:
-    return np.array(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.angstrom))
-
-
-def _positions_A(state: openmm.State) -> np.ndarray:
-    return np.array(state.getPositions(asNumpy=True).value_in_unit(u.angstrom))
-
-
 def rescale_molecules(positions_A: np.ndarray, mol_id: np.ndarray, masses: np.ndarray,
                        factor: float) -> np.ndarray:
     """Scale molecule centres of mass by `factor`, keeping each molecule rigid.
@@ -214,89 +217,62 @@ def rescale_molecules(positions_A: np.ndarray, mol_id: np.ndarray, masses: np.nd
 
 def _equilibrate(csys: ClassicalSystem, atoms: Atoms, run: Run, cfg: SampleConfig,
                  platform: openmm.Platform | None, log: list[dict]) -> tuple[np.ndarray,
-                                                                           np.ndarray]:
-    """Minimise and NPT-equilibrate; return (positions Å, cubic cell Å) at the mean volume."""
+                                                                           np.ndarray, dict]:
+    """Minimise and NPT-equilibrate until the density has plateaued (at least
+    `equilibration_ps`, at most `equilibration_limit_ps`); return (positions Å, cubic cell
+    Å) at the mean volume of the settled part, and the outcome (`openmm_md.settle_npt`
+    without the series, plus ``warning``: None, or why the box may not have settled)."""
     s = cfg.sampling
-    system = _clone_system(csys.system)
-    barostat = openmm.MonteCarloBarostat(s.pressure_bar * u.bar, s.temperature_K * u.kelvin,
-                                         s.barostat_interval_steps)
-    barostat.setRandomNumberSeed(run.seed)
-    system.addForce(barostat)
-    integrator = openmm.LangevinMiddleIntegrator(
-        s.temperature_K * u.kelvin, 1.0 / (s.thermostat_time_ps * u.picosecond),
-        s.timestep_fs * u.femtosecond)
-    integrator.setRandomNumberSeed(run.seed)
-    ctx = make_context(_with_system(csys, system), integrator, platform)
+    ctx = npt_context(csys, s.temperature_K, s.pressure_bar, s.timestep_fs,
+                      s.thermostat_time_ps, s.barostat_interval_steps, run.seed, platform)
     ctx.setPositions(atoms.positions / NM_IN_ANGSTROM)
     if cfg.sampling.minimise:
         openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, 2000)
     ctx.setVelocitiesToTemperature(s.temperature_K * u.kelvin, run.seed)
     mass_amu = float(np.sum(csys.masses_amu))
-    chunk_steps = max(1, int(round(1000.0 / s.timestep_fs / 10)))  # log every 0.1 ps
-    n_steps = int(round(s.equilibration_ps * 1000.0 / s.timestep_fs))
-    volumes = []
-    done = 0
-    while done < n_steps:
-        step = min(chunk_steps, n_steps - done)
-        _step(integrator, step, run, csys)
-        done += step
-        st = ctx.getState(getEnergy=True)
-        volume = float(np.linalg.det(_box_A(st)))
-        volumes.append(volume)
-        log.append({"stage": "npt-equilibration", "time_ps": done * s.timestep_fs / 1000,
-                    "potential_eV": float(kj_per_mol_to_ev(
-                        st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole))),
-                    "volume_A3": volume,
-                    "density_g_cm3": density_g_per_cm3(mass_amu, volume)})
+    settle = settle_npt(ctx, mass_amu, s.equilibration_ps, s.equilibration_limit_ps,
+                        s.timestep_fs, f"run {run.run_id}", _collapse_hint(csys),
+                        SamplingError, on_sample=lambda row: log.append(
+                            {"stage": "npt-equilibration", **row}))
+    settle.pop("volumes_A3")
+    settle["warning"] = None
+    if not settle["settled"]:
+        settle["warning"] = (
+            f"run {run.run_id}: the NPT density had not plateaued after "
+            f"{settle['time_ps']:g} ps (drift {settle['drift_sigma'] or 0:.1f} σ between the "
+            f"halves of its last part); production starts from the mean volume after "
+            f"{settle['settled_from_ps']:g} ps. Raise [sampling] max_equilibration_ps")
+        logger.warning(settle["warning"])
     state = ctx.getState(getPositions=True)
-    positions = _positions_A(state)
-    box = _box_A(state)
-    if volumes:
-        mean_volume = float(np.mean(volumes[len(volumes) // 2:]))
-        factor = (mean_volume / np.linalg.det(box)) ** (1.0 / 3.0)
+    positions = positions_A(state)
+    box = box_A(state)
+    if settle["volume_A3"] is not None:
+        factor = (settle["volume_A3"] / np.linalg.det(box)) ** (1.0 / 3.0)
         positions = rescale_molecules(positions, atoms.arrays[MOL_ID_ARRAY],
                                        np.asarray(csys.masses_amu), factor)
         box = box * factor
-    return positions, box
+    return positions, box, settle
 
 
-def _step(integrator: openmm.Integrator, n_steps: int, run: Run, csys: ClassicalSystem) -> None:
+def _collapse_hint(csys: ClassicalSystem) -> str:
+    return (f"Cutoff {csys.cutoff_A:.2f} Å: if the box got denser than [sampling] "
+            "max_density_g_cm3 allows for this cutoff, raise max_density_g_cm3 (shorter "
+            "default cutoff), set a shorter cutoff_A, or use more ion pairs")
+
+
+def _step(ctx: openmm.Context, n_steps: int, run: Run, csys: ClassicalSystem) -> None:
     """Integrate, turning OpenMM's box/NaN failures into an error that names the run."""
-    try:
-        integrator.step(n_steps)
-    except openmm.OpenMMException as exc:
-        raise SamplingError(
-            f"run {run.run_id}: OpenMM stopped: {exc} (cutoff {csys.cutoff_A:.2f} Å). The box "
-            "got denser than [sampling] max_density_g_cm3 allows for this cutoff: raise "
-            "max_density_g_cm3 (shorter default cutoff), set a shorter cutoff_A, or use more "
-            "ion pairs") from None
-
-
-def _with_system(csys: ClassicalSystem, system: openmm.System) -> ClassicalSystem:
-    from dataclasses import replace
-
-    return replace(csys, system=system)
+    run_steps(ctx, n_steps, f"run {run.run_id}", _collapse_hint(csys), SamplingError)
 
 
 def _production_context(csys: ClassicalSystem, run: Run, cfg: SampleConfig,
                         platform: openmm.Platform | None) -> openmm.Context:
     s = cfg.sampling
-    system = _clone_system(csys.system)
     if s.production_ensemble == "nvt":
-        integrator = openmm.NoseHooverIntegrator(
-            s.temperature_K * u.kelvin, 1.0 / (s.thermostat_time_ps * u.picosecond),
-            s.timestep_fs * u.femtosecond)
-    else:
-        barostat = openmm.MonteCarloBarostat(s.pressure_bar * u.bar,
-                                             s.temperature_K * u.kelvin,
-                                             s.barostat_interval_steps)
-        barostat.setRandomNumberSeed(run.seed + 1)
-        system.addForce(barostat)
-        integrator = openmm.LangevinMiddleIntegrator(
-            s.temperature_K * u.kelvin, 1.0 / (s.thermostat_time_ps * u.picosecond),
-            s.timestep_fs * u.femtosecond)
-        integrator.setRandomNumberSeed(run.seed + 1)
-    return make_context(_with_system(csys, system), integrator, platform)
+        return nvt_context(csys, s.temperature_K, s.timestep_fs, s.thermostat_time_ps,
+                           run.seed + 1, platform)
+    return npt_context(csys, s.temperature_K, s.pressure_bar, s.timestep_fs,
+                       s.thermostat_time_ps, s.barostat_interval_steps, run.seed + 1, platform)
 
 
 @dataclass(frozen=True)
@@ -308,6 +284,8 @@ class RunResult:
     n_frames: int
     resumed_from: int
     mean_density_g_cm3: float | None
+    #: None, or why the run's box may not have settled before production
+    equilibration_warning: str | None = None
 
 
 def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
@@ -333,7 +311,8 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
     progress = json.loads(progress_path.read_text()) if progress_path.exists() else {}
     if progress.get("next_frame", 0) >= n_frames and len(store.frame_indices(run.run_id)) \
             >= n_frames:
-        return RunResult(run.run_id, run_dir, n_frames, n_frames, progress.get("density"))
+        return RunResult(run.run_id, run_dir, n_frames, n_frames, progress.get("density"),
+                         _equilibration_warning(run_dir))
     platform = _platform(s.platform)
 
     packed_path = run_dir / "packed.extxyz"
@@ -353,7 +332,8 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
         ctx.loadCheckpoint(checkpoint_path.read_bytes())
         resumed_from = int(progress["next_frame"])
     else:
-        positions, box = _equilibrate(csys, atoms, run, cfg, platform, log)
+        positions, box, settle = _equilibrate(csys, atoms, run, cfg, platform, log)
+        atomic_write_json(run_dir / "equilibration.json", settle)
         ctx.setPeriodicBoxVectors(*(openmm.Vec3(*row) for row in box / NM_IN_ANGSTROM))
         ctx.setPositions(positions / NM_IN_ANGSTROM)
         ctx.setVelocitiesToTemperature(s.temperature_K * u.kelvin, run.seed + 2)
@@ -367,13 +347,12 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
                            ).calculator(atoms)
     steps_per_snapshot = int(round(s.snapshot_interval_ps * 1000.0 / s.timestep_fs))
     mass_amu = float(np.sum(csys.masses_amu))
-    integrator = ctx.getIntegrator()
     densities = []
     for k in range(resumed_from, n_frames):
-        _step(integrator, steps_per_snapshot, run, csys)
+        _step(ctx, steps_per_snapshot, run, csys)
         state = ctx.getState(getPositions=True, enforcePeriodicBox=False)
-        frame = Atoms(atoms.get_chemical_symbols(), positions=_positions_A(state),
-                      cell=_box_A(state), pbc=True)
+        frame = Atoms(atoms.get_chemical_symbols(), positions=positions_A(state),
+                      cell=box_A(state), pbc=True)
         frame.arrays[MOL_ID_ARRAY] = atoms.arrays[MOL_ID_ARRAY]
         frame.arrays[ION_NAME_ARRAY] = atoms.arrays[ION_NAME_ARRAY]
         frame.info[MOLECULES_INFO] = encode_runs(molecules_of(atoms))
@@ -399,7 +378,13 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
         if on_snapshot is not None:
             on_snapshot(run, k)
     mean_density = float(np.mean(densities)) if densities else progress.get("density")
-    return RunResult(run.run_id, run_dir, n_frames, resumed_from, mean_density)
+    return RunResult(run.run_id, run_dir, n_frames, resumed_from, mean_density,
+                     _equilibration_warning(run_dir))
+
+
+def _equilibration_warning(run_dir: Path) -> str | None:
+    path = run_dir / "equilibration.json"
+    return json.loads(path.read_text()).get("warning") if path.exists() else None
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:

@@ -133,7 +133,7 @@ def _density(series) -> dict:
     from ionmix.properties.stats import series_summary
 
     try:
-        summary = series_summary(np.asarray(series, float), 5, 0.25)
+        summary = series_summary(np.asarray(series, float))
     except Exception as exc:  # noqa: BLE001 - too short a run gives no density, not a crash
         return {"density_note": str(exc)}
     return {"density_g_cm3": summary["mean"], "density_err_g_cm3": summary["err"]}

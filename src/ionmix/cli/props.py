@@ -60,12 +60,14 @@ def props_density(
     temperatures: Annotated[str, typer.Option(
         help="Comma-separated temperatures (K).")] = "300,325,350,375",
     steps: Annotated[int, typer.Option(
-        help="MD steps per temperature (the first 25% are discarded).")] = 20000,
+        help="MD steps per temperature (equilibration, detected automatically, included)."
+    )] = 20000,
     pressure_bar: Annotated[float, typer.Option("--pressure-bar", "-P")] = 1.0,
     timestep_fs: Annotated[float, typer.Option("--timestep-fs")] = 0.5,
     log_every: Annotated[int, typer.Option(help="Steps between samples.")] = 10,
     equilibration_fraction: Annotated[float, typer.Option(
-        help="Leading share of each run discarded as equilibration.")] = 0.25,
+        help="Minimum leading share of each run discarded as equilibration (0-0.5); the "
+             "automatic detection usually discards more.")] = 0.0,
     teacher: Annotated[Path | None, typer.Option(
         help="density.json of the same study run with the teacher, plotted along.")] = None,
     experiment: Annotated[Path | None, typer.Option(
@@ -77,8 +79,9 @@ def props_density(
     seed: Annotated[int, typer.Option()] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Density vs temperature from NPT MD: block-averaged means, dρ/dT and α_P, and a figure
-    (OUT/density.png) with the teacher and experiment when given. Resumable."""
+    """Density vs temperature from NPT MD: means with correlation-aware errors, dρ/dT and
+    α_P, and a figure (OUT/density.png) with the teacher and experiment when given.
+    Resumable."""
     from ionmix.properties.studies import density_study
 
     temps = floats(temperatures, "--temperatures")
@@ -100,7 +103,7 @@ def props_density(
         print(json.dumps(result, indent=2))
         return
     t = Table(title=f"Density at {pressure_bar:g} bar ({out / 'density.png'})")
-    for col in ("T (K)", "ρ (g/cm³)", "± block error", "samples", "drift (σ)"):
+    for col in ("T (K)", "ρ (g/cm³)", "± std. error", "samples", "drift (σ)"):
         t.add_column(col)
     for r in result["points"]:
         t.add_row(f"{r['temperature_K']:g}", f"{r['density_g_cm3']:.4f}",
@@ -130,7 +133,8 @@ def props_compressibility(
     ramp_steps: Annotated[int, typer.Option(help="Number of pressure increments.")] = 18,
     ramp_step_bar: Annotated[float, typer.Option(help="Pressure increment (bar).")] = 1000.0,
     steps: Annotated[int, typer.Option(
-        help="MD steps per pressure (the first 25% are discarded).")] = 10000,
+        help="MD steps per pressure (equilibration, detected automatically, included)."
+    )] = 10000,
     first_stage_steps: Annotated[int | None, typer.Option(
         help="MD steps at the first pressure (default: --steps).")] = None,
     timestep_fs: Annotated[float, typer.Option("--timestep-fs")] = 0.5,
@@ -158,7 +162,7 @@ def props_compressibility(
         print(json.dumps(result, indent=2))
         return
     t = Table(title=f"V(P) at {temperature_K:g} K ({out / 'compressibility.png'})")
-    for col in ("P (bar)", "V (Å³)", "± block error", "ρ (g/cm³)", "drift (σ)"):
+    for col in ("P (bar)", "V (Å³)", "± std. error", "ρ (g/cm³)", "drift (σ)"):
         t.add_column(col)
     for r in result["points"]:
         t.add_row(f"{r['pressure_bar']:g}", f"{r['volume_A3']:.1f}", f"{r['volume_err_A3']:.1f}",

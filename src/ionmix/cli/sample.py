@@ -84,3 +84,7 @@ def sample(
         rho = f"{r.mean_density_g_cm3:.4f}" if r.mean_density_g_cm3 else "-"
         t.add_row(r.run_id, str(r.n_frames), str(r.resumed_from), rho)
     console.print(t)
+    for r in results:
+        if r.equilibration_warning:
+            console.print(f"[yellow]warning:[/] {r.equilibration_warning}", highlight=False,
+                          markup=False)

@@ -5,9 +5,11 @@ Each study is a set of `ionmix.md` runs in sub-folders of one study folder, so e
 resumes where it stopped (run the same command again) and the analysis can be redone from
 what is on disk. Analysis conventions (documented in docs/properties.md):
 
-* the first 25 % of every run is discarded as equilibration (`properties.production_part`),
-  and the rest is checked for drift (`properties.drift_sigma`, reported per run);
-* means carry block-averaged standard errors (5 contiguous blocks);
+* every mean follows `stats.series_summary`: the equilibration part of each run is detected
+  automatically (pymbar, at least `equilibration_fraction`, at most half the run), the
+  standard error is std·sqrt(g/N) with g the statistical inefficiency of the production
+  part, and the two halves of the production part are compared (`drift_sigma`, reported
+  per run; runs above 3 are listed as still drifting);
 * densities are fitted linearly in T (weighted by their errors) for dρ/dT and α_P;
 * the ramp's mean volumes are fitted by the Tait equation for κ_T, cross-checked by the
   volume fluctuations of the first (lowest-pressure) stage.
@@ -70,13 +72,13 @@ def _csv_text(rows: list[dict]) -> str:
 
 def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings: MDSettings,
                   out_dir: str | os.PathLike, *, equilibration_fraction: float =
-                  P.EQUILIBRATION_FRACTION, n_blocks: int = 5,
+                  P.EQUILIBRATION_FRACTION,
                   reference_temperature_K: float | None = None,
                   teacher: str | os.PathLike | None = None,
                   experiment: str | os.PathLike | None = None,
                   label: str | None = None, engine: str = "ase",
                   progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """NPT at each temperature → mean density ± block error → ρ(T) line, dρ/dT and α_P.
+    """NPT at each temperature → mean density ± standard error → ρ(T) line, dρ/dT and α_P.
 
     Args:
         atoms: starting structure of every run (each temperature starts from it).
@@ -88,6 +90,8 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
         temperatures_K: shape (n,), distinct, physical.
         settings: MD settings; ``ensemble`` is forced to ``npt`` and ``temperature_K`` is set
             per run; ``n_steps`` is the length of each run (equilibration included).
+        equilibration_fraction: minimum leading share of each run discarded; the
+            automatic detection (`stats.series_summary`) usually discards more.
         out_dir: study folder; runs go to ``out_dir/T_<T>K``.
         teacher: a ``density.json`` of the same study run with the teacher (plotted along).
         experiment: CSV with ``temperature_K,density_g_cm3`` (plotted along).
@@ -129,16 +133,19 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
                 lambda k, n, nm=name: progress(nm, k, n)))
             thermo = read_thermo(out / name / "thermo.csv")
             density, temperature = thermo["density_g_cm3"], thermo["temperature_K"]
-        summary = P.series_summary(density, n_blocks, equilibration_fraction)
-        temp_summary = P.series_summary(temperature, n_blocks, equilibration_fraction)
+        summary = P.series_summary(density, equilibration_fraction)
+        temp_summary = P.series_summary(temperature, start=summary["equilibration_index"])
         rows.append({"temperature_K": t, "density_g_cm3": summary["mean"],
                      "density_err_g_cm3": summary["err"], "n_samples": summary["n_samples"],
+                     "equilibration_index": summary["equilibration_index"],
+                     "statistical_inefficiency": summary["statistical_inefficiency"],
+                     "n_effective": summary["n_effective"],
                      "drift_sigma": summary["drift_sigma"],
                      "mean_temperature_K": temp_summary["mean"], "run": name})
     if label is None:
         label = "classical (OpenMM)" if openmm_teacher else type(calc).__name__
     result: dict = {"label": label, "settings": settings.model_dump(), "equilibration_fraction":
-                    equilibration_fraction, "n_blocks": n_blocks, "points": rows}
+                    equilibration_fraction, "points": rows}
     if len(rows) >= 2:
         fit = fit_density_vs_temperature([r["temperature_K"] for r in rows],
                                            [r["density_g_cm3"] for r in rows],
@@ -216,10 +223,12 @@ def compressibility_study(atoms: Atoms, calc, settings: MDSettings,
     Stage 0 runs at the first pressure (1 bar) from `atoms` for `first_stage_steps`
     (default ``settings.n_steps``); every later stage starts from the final positions,
     velocities and cell of the previous one and runs ``settings.n_steps``. In each stage the
-    first ``equilibration_fraction`` is discarded (equilibration) and the rest is production.
+    equilibration part is detected on the volume series (`stats.series_summary`, at least
+    ``equilibration_fraction``) and the rest is production; `n_blocks` is the number of
+    blocks of the jackknife error of κ_T from the volume fluctuations.
 
     Returns (and writes ``compressibility.json``, ``pv.csv`` — readable by ``ionmix props
-    eos`` — and ``compressibility.png``): mean volume ± block error per pressure, the Tait
+    eos`` — and ``compressibility.png``): mean volume ± standard error per pressure, the Tait
     fit with κ_T at the first pressure, and κ_T from the volume fluctuations of stage 0.
     """
     pressures = [float(p) for p in pressures_bar]
@@ -245,17 +254,22 @@ def compressibility_study(atoms: Atoms, calc, settings: MDSettings,
         run_md(start, calc, s, out / name,
                progress=None if progress is None else (lambda i, n, nm=name: progress(nm, i, n)))
         thermo = read_thermo(out / name / "thermo.csv")
-        vol = P.series_summary(thermo["volume_A3"], n_blocks, equilibration_fraction)
-        rho = P.series_summary(thermo["density_g_cm3"], n_blocks, equilibration_fraction)
-        pres = P.series_summary(thermo["pressure_bar"], n_blocks, equilibration_fraction)
+        # one production window per stage, the volume's: density and pressure are averaged
+        # over the same samples
+        t0 = P.detect_equilibration(thermo["volume_A3"], equilibration_fraction)
+        vol = P.series_summary(thermo["volume_A3"], start=t0)
+        rho = P.series_summary(thermo["density_g_cm3"], start=t0)
+        pres = P.series_summary(thermo["pressure_bar"], start=t0)
         rows.append({"pressure_bar": p, "volume_A3": vol["mean"], "volume_err_A3": vol["err"],
                      "density_g_cm3": rho["mean"], "density_err_g_cm3": rho["err"],
                      "measured_pressure_bar": pres["mean"],
                      "measured_pressure_err_bar": pres["err"],
-                     "n_samples": vol["n_samples"], "drift_sigma": vol["drift_sigma"],
+                     "n_samples": vol["n_samples"], "equilibration_index": t0,
+                     "statistical_inefficiency": vol["statistical_inefficiency"],
+                     "drift_sigma": vol["drift_sigma"],
                      "run": name})
         if k == 0:
-            prod = P.production_part(thermo["volume_A3"], equilibration_fraction)
+            prod = np.asarray(thermo["volume_A3"])[t0:]
             stage_kappa = eos.kappa_T_from_volume_fluctuations(prod, settings.temperature_K,
                                                              n_blocks)
         start = _continue_from(atoms, out / name)
