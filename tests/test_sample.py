@@ -170,3 +170,24 @@ def test_thirds_refused_with_other_values_suggested():
     with pytest.raises(DesignError) as info:
         plan_sampling(cfg(mixture__compositions=[{"LiPF6": 0.333333, "EMIMPF6": 0.666667}]))
     assert str(info.value).endswith("nearest valid fractions: 0.25 (1 LiPF6) or 0.5 (2 LiPF6)")
+
+
+def test_a_folder_from_before_new_settings_resumes(tmp_path):
+    """sample-config.json written before teacher_key and max_equilibration_ps existed: the
+    same settings otherwise, so the folder is accepted; a changed setting is still refused."""
+    import json
+
+    from ionmix.sampling import _check_same_teacher, plan_sampling
+
+    cfg = parse_model(SampleConfig, BASE, "test")
+    plan = plan_sampling(cfg)
+    record = {**cfg.model_dump(mode="json"), "resolved_cutoff_A": plan.cutoff_A,
+              "teacher_key": plan.teacher.key}
+    old = json.loads(json.dumps(record))
+    del old["teacher_key"], old["sampling"]["max_equilibration_ps"]
+    (tmp_path / "sample-config.json").write_text(json.dumps(old))
+    _check_same_teacher(tmp_path / "sample-config.json", record)  # accepted
+    old["sampling"]["temperature_K"] = 350.0
+    (tmp_path / "sample-config.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match="temperature_K"):
+        _check_same_teacher(tmp_path / "sample-config.json", record)

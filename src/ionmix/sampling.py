@@ -405,10 +405,10 @@ _FIXED_SETTINGS = ("sampling", "resolved_cutoff_A", "mixture.charge_scale", "mix
 def _check_same_teacher(path: Path, record: dict) -> None:
     """Refuse to add frames of another teacher or protocol to ``path.parent`` (ConfigError)."""
     old = json.loads(path.read_text()) if path.exists() else None
-    if old is not None:
-        old.setdefault("teacher_key", record["teacher_key"])  # folders from before teacher specs
+    # recorded_only: a folder written before a setting existed (teacher_key,
+    # max_equilibration_ps) was sampled with that setting's default; it may be resumed
     check_same_settings(
-        old, record, error=ConfigError, fixed=_FIXED_SETTINGS,
+        old, record, error=ConfigError, fixed=_FIXED_SETTINGS, recorded_only=True,
         what=f"{path.parent} was sampled with other settings",
         advice="one dataset must not mix teachers or protocols: use a new --out folder, or "
                "set the old values")
