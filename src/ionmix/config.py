@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ionmix import design
+from ionmix.cluster import ClusterConfig
 from ionmix.errors import InputError
 
 
@@ -181,6 +182,16 @@ class SamplingConfig(_Strict):
 
 #: The ``[teacher]`` table's default: the classical force field of the ion library.
 DEFAULT_TEACHER: dict[str, Any] = {"kind": "classical"}
+
+
+class StudyTables(_Strict):
+    """What every study-like config shares: ``[mixture]``, ``[sampling]`` (the classical
+    sampler's protocol), ``[teacher]`` and ``[cluster]`` (where Dask tasks run)."""
+
+    mixture: MixtureConfig
+    sampling: SamplingConfig = SamplingConfig()
+    teacher: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_TEACHER))
+    cluster: ClusterConfig = ClusterConfig()
 
 
 class SampleConfig(_Strict):

@@ -39,13 +39,12 @@ import numpy as np
 from pydantic import Field
 
 from ionmix import design
-from ionmix.cluster import ClusterConfig, dask_client
+from ionmix.cluster import dask_client
 from ionmix.config import (
     DEFAULT_TEACHER,
     ConfigError,
-    MixtureConfig,
     SampleConfig,
-    SamplingConfig,
+    StudyTables,
     _Strict,
     parse_model,
     read_toml,
@@ -80,13 +79,9 @@ class StudySettings(_Strict):
     seed: int = Field(0, ge=0)
 
 
-class StudyConfig(_Strict):
-    """A study config file: mixture, sampling protocol and study settings."""
+class StudyConfig(StudyTables):
+    """A study config file: mixture, sampling protocol, teacher, cluster and study settings."""
 
-    mixture: MixtureConfig
-    sampling: SamplingConfig = SamplingConfig()
-    teacher: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_TEACHER))
-    cluster: ClusterConfig = ClusterConfig()
     study: StudySettings = StudySettings()
 
 

@@ -36,8 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ionmix.active.explore import WalkerSpec, read_candidates, run_walker
 from ionmix.active.select import TrustWindow, select
-from ionmix.cluster import ClusterConfig, dask_client
-from ionmix.config import DEFAULT_TEACHER, MixtureConfig, SampleConfig, SamplingConfig, _Strict
+from ionmix.cluster import dask_client
+from ionmix.config import DEFAULT_TEACHER, SampleConfig, StudyTables
 from ionmix.dataset import DatasetStore, atomic_write_extxyz, composition_key, equally_spaced
 from ionmix.errors import InputError
 from ionmix.io import atomic_write_json
@@ -85,13 +85,9 @@ class LearnSettings(BaseModel):
         return self
 
 
-class LearnConfig(_Strict):
+class LearnConfig(StudyTables):
     """An ``ionmix learn`` config: mixture, initial sampling, teacher, cluster, loop."""
 
-    mixture: MixtureConfig
-    sampling: SamplingConfig = SamplingConfig()
-    teacher: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_TEACHER))
-    cluster: ClusterConfig = ClusterConfig()
     learn: LearnSettings = LearnSettings()
 
 

@@ -89,6 +89,20 @@ class Teacher(ABC):
     def check_frame(self, atoms) -> None:  # noqa: B027 - optional hook, no-op by default
         """Raise TeacherError if this teacher cannot label `atoms` (before any work)."""
 
+    def check_total_charge(self, atoms, expected_e: int, parameter: str) -> None:
+        """TeacherError if the frame's ions (its molecules, charges from the ion set) do not
+        add up to `expected_e`; frames without molecule information are not checked."""
+        from ionmix.chemistry.topology import has_molecules, molecules_of
+
+        if self.ions is None or not has_molecules(atoms):
+            return
+        charge = sum(self.ions[name].charge * n for name, n in molecules_of(atoms))
+        if charge != expected_e:
+            raise TeacherError(
+                f"the frame's ions ({atoms.info.get('molecules')}) have total charge "
+                f"{charge:+d} e, but the {self.kind} teacher expects {expected_e:+d} "
+                f"(set {parameter} in the teacher spec)")
+
     @abstractmethod
     def calculator(self, atoms):
         """An ASE calculator that labels `atoms` (and frames of the same system)."""

@@ -41,7 +41,6 @@ from ase.data import atomic_numbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ionmix.chemistry.ionset import cache_dir
-from ionmix.chemistry.topology import has_molecules, molecules_of
 from ionmix.errors import RunError
 from ionmix.io import atomic_write_json
 from ionmix.teachers.base import Teacher, TeacherError, register
@@ -375,14 +374,7 @@ class EspressoTeacher(Teacher):
             raise TeacherError("espresso teacher: pw.x needs a periodic cell; put molecules "
                                "in a box (atoms.set_cell(...), atoms.pbc = True)")
         self.check_elements(atoms.get_chemical_symbols())
-        if self.ions is None or not has_molecules(atoms):
-            return
-        charge = sum(self.ions[name].charge * n for name, n in molecules_of(atoms))
-        if charge != self.params.tot_charge:
-            raise TeacherError(
-                f"the frame's ions ({atoms.info.get('molecules')}) have total charge "
-                f"{charge:+d} e, but the espresso teacher expects {self.params.tot_charge:+d} "
-                "(set tot_charge in the teacher spec)")
+        self.check_total_charge(atoms, self.params.tot_charge, "tot_charge")
 
     # -- calculators -------------------------------------------------------------------------
 

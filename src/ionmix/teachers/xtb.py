@@ -26,7 +26,6 @@ from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field
 
 from ionmix.chemistry.ionset import cache_dir
-from ionmix.chemistry.topology import has_molecules, molecules_of
 from ionmix.io import atomic_write_json
 from ionmix.teachers.base import Teacher, TeacherError, register
 
@@ -84,14 +83,7 @@ class XtbTeacher(Teacher):
 
     def check_frame(self, atoms: Atoms) -> None:
         """Refuse a frame whose total charge (from its ions) is not ``params.charge``."""
-        if self.ions is None or not has_molecules(atoms):
-            return
-        charge = sum(self.ions[name].charge * n for name, n in molecules_of(atoms))
-        if charge != self.params.charge:
-            raise TeacherError(
-                f"the frame's ions ({atoms.info.get('molecules')}) have total charge "
-                f"{charge:+d} e, but the xtb teacher expects {self.params.charge:+d} "
-                "(set charge in the teacher spec)")
+        self.check_total_charge(atoms, self.params.charge, "charge")
 
     def calculator(self, atoms=None):
         """A tblite calculator for frames like `atoms` (checked for their total charge)."""
