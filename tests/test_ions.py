@@ -65,7 +65,8 @@ def test_aliases(alias, name):
 
 
 def test_unknown_ion_lists_available():
-    with pytest.raises(IonLibraryError, match="unknown ion 'TFSI'.*BF4, BMIM, C4F9CO2, EMIM, FOMIM, Li, PF6"):
+    with pytest.raises(IonLibraryError,
+                       match="unknown ion 'TFSI'.*BF4, BMIM, C4F9CO2, EMIM, FOMIM, Li, PF6"):
         load_ion("TFSI")
 
 
