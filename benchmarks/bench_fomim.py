@@ -17,11 +17,16 @@ The paper's second system (Goodwin et al., JPCL 2024, Figure 2). Stages, each re
    ρ(300 K) at other charge scales, and the scale that matches experiment by linear
    interpolation: a documented, reproducible fit, not a silent change of the force field.
 
+Order: build, equilibrate, density at 300 K and the two ends of the range, scale fit,
+ramp, then the remaining temperatures, so that a partial run already answers the main
+questions (bench-fomim.json is rewritten after each stage).
+
 All MD is the classical teacher natively in OpenMM: Langevin middle integrator (1 fs,
 1 ps⁻¹), Monte Carlo barostat every 25 steps, PME, the teacher's cutoff (from the box).
 
 Usage: .venv/bin/python benchmarks/bench_fomim.py [--out runs/bench-fomim]
-       [--equil-ps 100] [--density-ps 150] [--ramp-ps 60] [--scale-ps 100]
+       [--equil-ps 100] [--density-ps 150] [--ramp-ps 60] [--ramp-pressures 1,250,...]
+       [--scale-ps 100] [--scale-fit] [--skip-ramp]
 Writes OUT/bench-fomim.json (every number the docs quote) and prints a summary.
 """
 
@@ -148,29 +153,25 @@ def stage_equilibrate(box: Path, out: Path, equil_ps: float) -> Path:
     return result
 
 
-def stage_density(box: Path, out: Path, density_ps: float, temperatures: str) -> dict:
+def stage_density(box: Path, out: Path, density_ps: float, temperatures: list[str]) -> dict:
     """ρ(T) with ``ionmix props density`` (OpenMM engine), and κ_T from the volume
-    fluctuations of the 300 K run."""
+    fluctuations of the 300 K run. Resumable: a later call with more temperatures reuses
+    the runs already done (the study resumes per temperature)."""
+    import ase.io
+
     from ionmix.properties.eos import kappa_T_from_volume_fluctuations
 
     folder = out / "density"
     steps = int(round(density_ps * 1000))  # 1 fs steps
     t0 = time.perf_counter()
-    temps = temperatures.split(",")
-    # ρ(300 K) and the ends of the range first (a partial run already answers the main
-    # questions); the second call reuses those runs (the study resumes per temperature)
-    first = [t for t in ("300", temps[-1], temps[0]) if t in temps]
-    for subset in (list(dict.fromkeys(first)), temps):
-        result = json.loads(ionmix_cli(
-            "props", "density", str(box), "--model", "classical", "--engine", "openmm",
-            "--temperatures", ",".join(subset), "--steps", str(steps), "--timestep-fs", "1",
-            "--log-every", "100", "--experiment", str(EXPERIMENT_CSV), "--out", str(folder),
-            "--json"))
+    result = json.loads(ionmix_cli(
+        "props", "density", str(box), "--model", "classical", "--engine", "openmm",
+        "--temperatures", ",".join(temperatures), "--steps", str(steps), "--timestep-fs", "1",
+        "--log-every", "100", "--experiment", str(EXPERIMENT_CSV), "--out", str(folder),
+        "--json"))
     result["wall_s"] = time.perf_counter() - t0
     series = json.loads((folder / "T_300K" / "density_series.json").read_text())
     rho = np.asarray(series["density_g_cm3"])
-    import ase.io
-
     mass_amu = float(np.sum(ase.io.read(box).get_masses()))
     volumes = mass_amu * 1.66053906660 / rho  # Å³: amu → g is 1.66054e-24, cm³ → Å³ 1e24
     prod = volumes[int(round(0.25 * volumes.size)):]
@@ -180,8 +181,9 @@ def stage_density(box: Path, out: Path, density_ps: float, temperatures: str) ->
     return result
 
 
-def stage_ramp(box: Path, out: Path, ramp_ps: float) -> dict:
-    """V(P) at 300 K along RAMP_BAR, each pressure continuing from the previous one, and
+def stage_ramp(box: Path, out: Path, ramp_ps: float,
+               pressures_bar: tuple[float, ...] = RAMP_BAR) -> dict:
+    """V(P) at 300 K along `pressures_bar`, each pressure continuing from the previous one, and
     the Tait fit at 1 bar."""
     import ase.io
 
@@ -191,7 +193,7 @@ def stage_ramp(box: Path, out: Path, ramp_ps: float) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     atoms = ase.io.read(box)
     rows = []
-    for k, p in enumerate(RAMP_BAR):
+    for k, p in enumerate(pressures_bar):
         path = folder / f"P_{p:g}bar.json"
         if path.exists():
             row = json.loads(path.read_text())
@@ -249,6 +251,10 @@ def stage_scale(box: Path, out: Path, scale_ps: float, rho_07: tuple[float, floa
                            "scale_at_target": float((target - intercept) / slope)}}
 
 
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/bench-fomim"))
@@ -257,6 +263,8 @@ def main() -> None:
                     help="per temperature; the first 25%% are discarded")
     ap.add_argument("--temperatures", default="290,300,310,320,330,340,350")
     ap.add_argument("--ramp-ps", type=float, default=60.0, help="per pressure")
+    ap.add_argument("--ramp-pressures", default=",".join(f"{p:g}" for p in RAMP_BAR),
+                    help="bar, increasing")
     ap.add_argument("--scale-ps", type=float, default=100.0, help="per charge scale")
     ap.add_argument("--scale-fit", action="store_true",
                     help="run the charge-scale fit even if ρ(300 K) is within 3 %%")
@@ -267,25 +275,39 @@ def main() -> None:
     t0 = time.perf_counter()
     report: dict = {"experiment": EXPERIMENT, "allegro_paper": ALLEGRO_PAPER,
                     "args": {k: str(v) for k, v in vars(args).items()}}
+
+    def save() -> None:
+        report["wall_s"] = time.perf_counter() - t0
+        (out / "bench-fomim.json").write_text(json.dumps(report, indent=2))
+
     box = stage_equilibrate(stage_build(out), out, args.equil_ps)
     report["equilibration"] = {k: v for k, v in json.loads(
         (box.parent / "equilibration.json").read_text()).items() if k != "density_g_cm3"}
-    print(f"equilibrated: {box}", flush=True)
-    report["density"] = stage_density(box, out, args.density_ps, args.temperatures)
-    by_t = {r["temperature_K"]: r for r in report["density"]["points"]}
-    rho300 = by_t[300.0]
-    print(f"rho(300 K) = {rho300['density_g_cm3']:.4f} ± {rho300['density_err_g_cm3']:.4f}",
-          flush=True)
-    if not args.skip_ramp:
-        report["ramp"] = stage_ramp(box, out, args.ramp_ps)
-        print(f"Tait kappa_T = {report['ramp']['tait']['kappa_T_per_Pa']:.3e}", flush=True)
+    log(f"equilibrated: {box} ({report['equilibration']['ns_per_day']:.1f} ns/day)")
+    temps = args.temperatures.split(",")
+    # ρ(300 K) and the ends of the range first, then the charge-scale fit and the ramp,
+    # then the remaining temperatures: a partial run already answers the main questions
+    first = list(dict.fromkeys(t for t in ("300", temps[-1], temps[0]) if t in temps))
+    report["density"] = stage_density(box, out, args.density_ps, first)
+    save()
+    rho300 = next(r for r in report["density"]["points"] if r["temperature_K"] == 300.0)
+    log(f"rho(300 K) = {rho300['density_g_cm3']:.4f} ± {rho300['density_err_g_cm3']:.4f}")
     miss = abs(rho300["density_g_cm3"] / EXPERIMENT["rho_300K_g_cm3"] - 1)
     report["rho_300K_relative_miss"] = miss
     if miss > SCALE_FIT_THRESHOLD or args.scale_fit:
         report["scale"] = stage_scale(box, out, args.scale_ps,
                                       (rho300["density_g_cm3"], rho300["density_err_g_cm3"]))
-    report["wall_s"] = time.perf_counter() - t0
-    (out / "bench-fomim.json").write_text(json.dumps(report, indent=2))
+        save()
+        log(f"charge scale matching experiment: "
+            f"{report['scale']['scale_matching_experiment']}")
+    if not args.skip_ramp:
+        pressures = tuple(float(p) for p in args.ramp_pressures.split(","))
+        report["ramp"] = stage_ramp(box, out, args.ramp_ps, pressures)
+        save()
+        log(f"Tait kappa_T = {report['ramp']['tait']['kappa_T_per_Pa']:.3e}")
+    report["density"] = stage_density(box, out, args.density_ps, temps)
+    save()
+    log("done")
     print(json.dumps({k: v for k, v in report.items() if k not in ("experiment",)},
                      indent=2)[:6000])
 
