@@ -18,7 +18,7 @@ KCAL = 4.184  # kJ per kcal (thermochemical), as in the OPLS-2009IL files
 
 
 def test_list_ions():
-    assert list_ions() == ["BF4", "BMIM", "EMIM", "Li", "PF6"]
+    assert list_ions() == ["BF4", "BMIM", "C4F9CO2", "EMIM", "FOMIM", "Li", "PF6"]
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,8 @@ def test_aliases(alias, name):
 
 
 def test_unknown_ion_lists_available():
-    with pytest.raises(IonLibraryError, match="unknown ion 'TFSI'.*BF4, BMIM, EMIM, Li, PF6"):
+    with pytest.raises(IonLibraryError,
+                       match="unknown ion 'TFSI'.*BF4, BMIM, C4F9CO2, EMIM, FOMIM, Li, PF6"):
         load_ion("TFSI")
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "load_ion_folder",
     "load_user_ion",
     "one_four_pairs",
+    "proper_torsions",
     "parse_itp",
     "read_coordinates",
     "validate_ion_files",
@@ -587,6 +588,9 @@ def validate_ion_files(
     - ``nrexcl`` is 3 and ``[ pairs ]`` lists every 1-4 pair of the bond graph (OPLS scales
       1-4 interactions by 0.5; a missing pair would silently change the energy);
     - the molecule is connected by its bonds; every angle i-j-k has bonds i-j and j-k;
+    - every proper torsion i-j-k-l of the bond graph has a ``[ dihedrals ]`` line (a
+      missing torsion would silently drop that energy term; write zeros for a torsion the
+      force field leaves without barrier);
     - the net charge is an integer within 1e-3 e (files hold unscaled charges);
     - the coordinate file has the same number of atoms with the same elements in order,
       and every bond length in it is within 0.25 Å of the bond's r0;
@@ -596,6 +600,7 @@ def validate_ion_files(
     ion_name = name or itp.molecule_name
     label = f"{itp.path}: ion {ion_name}"
     _check_bond_graph(itp, label)
+    _check_proper_dihedrals(itp, label)
     charge = _integer_charge(itp, label, expected_charge)
     elements = tuple(
         _element_of(a, itp.atomtypes[a.type], itp.path, ion_name) for a in itp.atoms)
@@ -655,6 +660,36 @@ def _check_bond_graph(itp: ItpTopology, label: str) -> None:
                 f"{label}: 1-4 pair {i}-{j} ({a.name}-{b.name}) is missing from [ pairs ]; "
                 "list every 1-4 pair (function type 1, no parameters: generated with "
                 "fudgeLJ = fudgeQQ = 0.5) or GROMACS drops the 1-4 interactions"
+            )
+
+
+def proper_torsions(n_atoms: int, bonds: Iterable[tuple[int, int]]
+                    ) -> list[tuple[int, int, int, int]]:
+    """Every proper torsion i-j-k-l of the bond graph (1-based; bonds i-j, j-k, k-l; i != l),
+    each once, in the order of the central bond j-k."""
+    nb = _neighbours(n_atoms, bonds)
+    torsions = []
+    for j, k in sorted({tuple(sorted(b)) for b in bonds}):
+        for i in sorted(nb[j - 1] - {k - 1}):
+            for ll in sorted(nb[k - 1] - {j - 1}):
+                if i != ll:  # i == l only in a three-membered ring
+                    torsions.append((i + 1, j, k, ll + 1))
+    return torsions
+
+
+def _check_proper_dihedrals(itp: ItpTopology, label: str) -> None:
+    """Every proper torsion of the bond graph has a ``[ dihedrals ]`` line (in either
+    direction); impropers do not count. `label` starts the error message."""
+    listed = set(itp.dihedrals) | {d[::-1] for d in itp.dihedrals}
+    for torsion in proper_torsions(len(itp.atoms), itp.bonds):
+        if torsion not in listed:
+            atoms = [itp.atoms[x - 1] for x in torsion]
+            raise IonLibraryError(
+                f"{label}: dihedral {'-'.join(map(str, torsion))} "
+                f"({'-'.join(a.name for a in atoms)}, types "
+                f"{'-'.join(a.type for a in atoms)}) is missing from [ dihedrals ]: every "
+                "proper torsion of the bond graph needs a line with explicit parameters "
+                "(zeros where the force field has no barrier)"
             )
 
 
