@@ -46,24 +46,43 @@ def stage_run(args) -> None:
         print(f"x = {x:g}: {len(atoms)} atoms, {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def stage_analyse(args) -> None:
-    from dataclasses import asdict
+def _summary(t) -> dict:
+    """The benchmark's headline numbers of one transport result."""
+    d = t.diffusion_cm2_per_s
+    return {
+        "D_1e-7_cm2_per_s": {n: [d[n]["value"] * 1e7, d[n]["error"] * 1e7, d[n]["diffusive"],
+                                 round(d[n]["loglog_slope"], 2)] for n in d},
+        "sigma_S_per_m": [t.conductivity_S_per_m["value"], t.conductivity_S_per_m["error"]],
+        "sigma_NE_S_per_m": [t.nernst_einstein_conductivity_S_per_m["value"],
+                             t.nernst_einstein_conductivity_S_per_m["error"]],
+        "ratio": [t.conductivity_ratio["value"], t.conductivity_ratio["error"]],
+        "t_Li": [t.transference_number["Li"]["value"], t.transference_number["Li"]["error"]],
+        "fit_window_ps": t.fit_window_ps, "run_length_ps": t.run_length_ps,
+        "box_A": t.cell_lengths_A[0], "warnings": len(t.warnings)}
 
+
+def stage_analyse(args) -> None:
     from ionmix.properties.structure import structure_analysis
     from ionmix.properties.transport import transport_analysis
 
     results = {}
     for x in args.x:
         run = args.out / f"x_{x:g}"
-        t = transport_analysis(run)
-        s = structure_analysis(run, pairs=["Li-F", "Li-P", "P-N"])
         md = json.loads((run / "md.json").read_text())
-        results[f"{x:g}"] = {"transport": t.to_json(), "structure": s.to_json(),
-                             "run": {k: md.get(k) for k in ("box_A", "wall_s", "ns_per_day",
-                                                            "mean_temperature_K", "n_atoms",
-                                                            "molecules", "settings")}}
-        print(json.dumps(results[f"{x:g}"]["transport"], indent=1)[:3000], flush=True)
-        del asdict
+        entry = {"run": {k: md.get(k) for k in ("box_A", "wall_s", "ns_per_day",
+                                                "mean_temperature_K", "n_atoms", "molecules",
+                                                "settings")}}
+        for n_seg in args.segments:
+            t = transport_analysis(run, n_segments=n_seg,
+                                   out_dir=args.out / f"analysis_x_{x:g}_seg{n_seg}")
+            entry[f"transport_{n_seg}_segments"] = t.to_json()
+            print(f"x = {x:g}, {n_seg} segments:", json.dumps(_summary(t)), flush=True)
+        s = structure_analysis(run, pairs=["Li-F@PF6", "Li-P@PF6", "@EMIM-@PF6"],
+                               out_dir=args.out / f"analysis_x_{x:g}")
+        entry["structure"] = {p: {k: v for k, v in e.items() if k not in (
+            "r_A", "g", "coordination", "per_frame_coordination")} for p, e in s.pairs.items()}
+        print(f"x = {x:g} structure:", json.dumps(entry["structure"]), flush=True)
+        results[f"{x:g}"] = entry
     (args.out / "bench-transport.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
@@ -80,6 +99,9 @@ def main() -> None:
     parser.add_argument("--prod-ps", type=float, default=800.0)
     parser.add_argument("--frame-ps", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--segments", type=int, nargs="+", default=[4, 2],
+                        help="analyse: error segments (4: the default rule; 2: a window "
+                             "twice as long, for runs too short for 4)")
     # a 10-pair box is ~13.5 Å wide at the teacher's density: the cutoff must stay below
     # half of it through the NPT fluctuations (PME handles the Coulomb tail, OpenMM's
     # dispersion correction the LJ tail)

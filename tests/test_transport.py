@@ -112,6 +112,8 @@ def test_neutral_pairs_do_not_conduct(tmp_path):
     assert ne > 0
     assert abs(r.conductivity_S_per_m["value"]) < 1e-9 * ne
     assert abs(r.conductivity_ratio["value"]) < 1e-9
+    assert r.transference_number["Li"] == {"value": None, "error": None}
+    assert any("transference numbers are undefined" in w for w in r.warnings)
 
 
 def test_a_uniform_drift_changes_nothing(tmp_path):
@@ -125,6 +127,9 @@ def test_a_uniform_drift_changes_nothing(tmp_path):
             still.diffusion_cm2_per_s[name]["value"], rel=1e-6)
     assert drift.conductivity_S_per_m["value"] == pytest.approx(
         still.conductivity_S_per_m["value"], rel=1e-6)
+    # two species in the barycentric frame: t_+ = m_−/(m_+ + m_−), whatever the dynamics
+    m_li, m_pf6 = load_ion("Li").mass_amu, load_ion("PF6").mass_amu
+    assert still.transference_number["Li"]["value"] == pytest.approx(m_pf6 / (m_li + m_pf6))
 
 
 def test_formal_charges_and_yeh_hummer(walk):

@@ -239,13 +239,15 @@ def props_transport(
         t.add_row(name, str(result.n_molecules[name]), f"{result.charges_e[name]:+.3g}",
                   f"{d['value'] * 1e7:.3f} ± {d['error'] * 1e7:.3f}"
                   + ("" if d["diffusive"] else " (not diffusive)"),
-                  f"{tn['value']:.3f} ± {tn['error']:.3f}")
+                  "—" if tn["value"] is None else f"{tn['value']:.3f} ± {tn['error']:.3f}")
     console.print(t)
     s, ne, ratio = (result.conductivity_S_per_m, result.nernst_einstein_conductivity_S_per_m,
                     result.conductivity_ratio)
+    ratio_text = ("—" if ratio["value"] is None
+                  else f"{ratio['value']:.3f} ± {ratio['error']:.3f}")
     console.print(f"σ = {s['value']:.4g} ± {s['error']:.2g} S/m; Nernst–Einstein "
-                  f"{ne['value']:.4g} ± {ne['error']:.2g} S/m; σ/σ_NE = {ratio['value']:.3f} "
-                  f"± {ratio['error']:.3f}", highlight=False)
+                  f"{ne['value']:.4g} ± {ne['error']:.2g} S/m; σ/σ_NE = {ratio_text}",
+                  highlight=False)
     if not result.yeh_hummer["applied"]:
         console.print(f"Yeh–Hummer: {result.yeh_hummer['note']}", highlight=False)
     _print_warnings(result.warnings)

@@ -571,7 +571,14 @@ def compute_transport(inp: TransportInput, *, n_segments: int = 4,
     yeh_hummer = _apply_yeh_hummer(diffusion, inp, viscosity_Pa_s, warnings)
     z = inp.charges_e
     transference = {}
-    for s, name in enumerate(species):
+    if not abs(whole["sigma"]) > 1e-9 * abs(whole["sigma_ne"]):
+        warnings.append("the collective charge displacement is zero (ions move as neutral "
+                        "units, or no charges): transference numbers are undefined")
+        species_t = ()
+        transference = {name: {"value": None, "error": None} for name in species}
+    else:
+        species_t = species
+    for s, name in enumerate(species_t):
         num_seg = np.array([z[s] * (seg["total"][s] @ z) for seg in segs])
         den_seg = np.array([z @ seg["total"] @ z for seg in segs])
         transference[name] = {"value": float(whole["t"][s]), "error": _ratio_error(
@@ -579,8 +586,9 @@ def compute_transport(inp: TransportInput, *, n_segments: int = 4,
     onsager = {key: _matrix_by_species(whole[key],
                                        stack[key].std(axis=0, ddof=1) / np.sqrt(n_segments),
                                        species) for key in ("total", "self", "distinct")}
-    ratio = {"value": float(whole["ratio"]), "error": _ratio_error(
+    ratio = ({"value": float(whole["ratio"]), "error": _ratio_error(
         whole["sigma"], whole["sigma_ne"], stack["sigma"], stack["sigma_ne"])}
+        if whole["sigma_ne"] != 0 else {"value": None, "error": None})
     if z @ z == 0:
         warnings.append("every species has zero charge: no conductivity")
     return TransportResult(
