@@ -242,3 +242,22 @@ def test_cli_bad_input_exits_2(tmp_path):
     proc = _cli("props", "transport", str(path), "--json")
     assert proc.returncode == 2
     assert "no molecule information" in proc.stderr
+
+
+def test_openmm_teacher_run_is_readable(tmp_path):
+    """The OpenMM teacher's transport run writes what `prepare_transport` reads: unwrapped
+    frames with time_ps and molecule arrays, md.json with the temperature, the ion set."""
+    from ionmix.build import build_box
+    from ionmix.properties.teacher_md import TransportRunSettings, classical_transport_run
+
+    atoms = build_box({"Li": 1, "EMIM": 3, "PF6": 4}, density_g_cm3=1.2, seed=1)
+    classical_transport_run(atoms, tmp_path, TransportRunSettings(
+        temperature_K=350.0, timestep_fs=2.0, hydrogen_mass_amu=3.024, equilibration_ps=2.0,
+        production_ps=8.0, frame_interval_ps=0.5, cutoff_A=4.5))
+    inp = prepare_transport(tmp_path)
+    assert inp.temperature_K == 350.0
+    assert inp.time_ps[-1] == pytest.approx(8.0) and len(inp.time_ps) == 17
+    assert inp.species == ("Li", "EMIM", "PF6")
+    np.testing.assert_allclose(inp.charges_e, [0.8, 0.8, -0.8])
+    md = json.loads((tmp_path / "md.json").read_text())
+    assert md["status"] == "done" and 200 < md["mean_temperature_K"] < 500
