@@ -134,19 +134,28 @@ def _frame_histograms(frame: Atoms, a: _Group, b: _Group, masses: np.ndarray,
     return np.array([np.histogram(row, bins=edges)[0] for row in dist])
 
 
-def _first_shell_A(r: np.ndarray, g: np.ndarray) -> float | None:
-    """First minimum of g after its first peak above 1.2 (3-bin smoothed: noise in an
-    ideal gas stays below), or None."""
-    smooth = np.convolve(g, np.ones(3) / 3.0, mode="same")
+def _first_shell_A(r: np.ndarray, g: np.ndarray, smooth_A: float = 0.25) -> float | None:
+    """The first minimum of g after its first peak above 1.2, or None.
+
+    g is smoothed by a moving average over `smooth_A`; a dip of less than 10 % of the peak
+    height is noise on the flank of a peak, not its minimum, so the search goes on past it.
+    """
+    width = max(3, int(round(smooth_A / (r[1] - r[0]))) | 1)
+    smooth = np.convolve(g, np.ones(width) / width, mode="same")
     above = np.flatnonzero(smooth > 1.2)
     if not above.size:
         return None
-    i = above[0]
-    while i + 1 < len(smooth) and smooth[i + 1] >= smooth[i]:
-        i += 1  # climb to the first peak
-    while i + 1 < len(smooth) and smooth[i + 1] < smooth[i]:
-        i += 1  # descend to the minimum after it (the start of a flat one)
-    return float(r[i]) if i + 1 < len(smooth) else None
+    i, n = above[0], len(smooth)
+    while True:
+        while i + 1 < n and smooth[i + 1] >= smooth[i]:
+            i += 1  # climb to a peak
+        peak = smooth[i]
+        while i + 1 < n and smooth[i + 1] < smooth[i]:
+            i += 1  # descend to the minimum after it (the start of a flat one)
+        if i + 1 >= n:
+            return None
+        if smooth[i] <= 0.9 * peak:
+            return float(r[i])
 
 
 def conclude_structure(hist: np.ndarray, a: _Group, b: _Group, volume_A3: float,
@@ -229,8 +238,9 @@ def structure_analysis(path: str | os.PathLike, pairs: Sequence[str], *,
     for p, (a, b) in groups.items():
         hist = np.array([_frame_histograms(f, a, b, masses, edges) for f in frames])
         results[p] = conclude_structure(hist, a, b, volume, edges)
-    warnings = [f"{p}: no first peak above g = 1 within {r_max_A:.3g} Å; no first-shell "
-                "coordination" for p, e in results.items() if e["first_shell_A"] is None]
+    warnings = [f"{p}: no first shell (a peak of g above 1.2 and the minimum after it) "
+                f"within {r_max_A:.3g} Å; no first-shell coordination (a larger box reaches "
+                "further)" for p, e in results.items() if e["first_shell_A"] is None]
     result = StructureResult(results, len(frames), float(r_max_A), float(bin_width_A),
                              str(path), warnings)
     if out_dir is not None:
