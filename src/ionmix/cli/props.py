@@ -1,4 +1,5 @@
-"""`ionmix props`: density vs temperature, compressibility, Tait fits."""
+"""`ionmix props`: density vs temperature, compressibility, Tait fits, transport and
+structure of a trajectory."""
 
 from __future__ import annotations
 
@@ -17,13 +18,16 @@ from ionmix.cli._common import (
     console,
     floats,
     md_settings,
+    progress_bar,
     run_study,
 )
 from ionmix.config import ConfigError
 
 props_app = typer.Typer(
-    help="Liquid properties from NPT MD: density vs temperature, compressibility (pressure "
-    "ramp + Tait fit), and Tait fits of your own V(P) tables.", no_args_is_help=True)
+    help="Liquid properties from MD: density vs temperature, compressibility (pressure "
+    "ramp + Tait fit), Tait fits of your own V(P) tables, transport (diffusion, "
+    "conductivity, Onsager coefficients, transference numbers) and structure (RDFs, "
+    "coordination) of a trajectory.", no_args_is_help=True)
 app.add_typer(props_app, name="props")
 
 
@@ -172,3 +176,128 @@ def props_compressibility(
                   f"{result['kappa_T_err_per_Pa']:.1e} Pa⁻¹[/]; from volume fluctuations "
                   f"{result['kappa_T_fluctuation_per_Pa']:.3e} ± "
                   f"{result['kappa_T_fluctuation_err_per_Pa']:.1e} Pa⁻¹", highlight=False)
+
+
+RunArg = Annotated[Path, typer.Argument(
+    help="An `ionmix md` run folder (or the OpenMM teacher's, see benchmarks/"
+         "bench_transport.py), or a trajectory file with unwrapped positions.")]
+MoleculesOpt = Annotated[str | None, typer.Option(
+    help="For frames without molecule information: ION:COUNT,... in atom order, e.g. "
+         "Li:1,EMIM:9,PF6:10 (library ions, or those of provenance.json beside the file).")]
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for w in warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+@props_app.command("transport")
+def props_transport(
+    run: RunArg,
+    temperature_K: Annotated[float | None, typer.Option(
+        "--temperature-K", "-T", help="Temperature (default: the run's md.json).")] = None,
+    time_step_ps: Annotated[float | None, typer.Option(
+        help="Time between frames, ps (default: the frames' time_ps).")] = None,
+    formal_charges: Annotated[bool, typer.Option(
+        "--formal-charges", help="Use the ions' integer charges, not × the recorded "
+        "charge scale.")] = False,
+    viscosity_Pa_s: Annotated[float | None, typer.Option(
+        "--viscosity-Pa-s", help="Shear viscosity for the Yeh–Hummer correction of D "
+        "(not applied without it).")] = None,
+    segments: Annotated[int, typer.Option(
+        help="Disjoint segments for the error bars; the fit window ends at half a "
+             "segment.")] = 4,
+    slope_tolerance: Annotated[float, typer.Option(
+        help="Diffusive window: |log-log slope of the MSD − 1| allowed.")] = 0.2,
+    molecules: MoleculesOpt = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for transport.json and msd.png (default: the run folder's "
+             "transport/).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Self-diffusion per species (centre-of-mass MSD), ionic conductivity (Einstein–
+    Helfand) next to Nernst–Einstein, Onsager coefficients L_ij (self and distinct,
+    barycentric frame) and transference numbers, with standard errors; figure msd.png."""
+    from ionmix.properties.transport import trajectory_path, transport_analysis
+
+    if out is None:
+        out = trajectory_path(run).parent / "transport"
+    with progress_bar("transport", stderr=True) as update:
+        result = transport_analysis(run, temperature_K=temperature_K,
+                                    time_step_ps=time_step_ps, molecules=molecules,
+                                    formal_charges=formal_charges, n_segments=segments,
+                                    slope_tolerance=slope_tolerance,
+                                    viscosity_Pa_s=viscosity_Pa_s, out_dir=out,
+                                    progress=lambda what: update(description=what))
+    data = result.to_json()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    t = Table(title=f"Transport at {result.temperature_K:g} K over {result.run_length_ps:g} ps "
+                    f"(fit {result.fit_window_ps[0]:g}–{result.fit_window_ps[1]:g} ps; "
+                    f"{out / 'msd.png'})")
+    for col in ("species", "N", "z (e)", "D (10⁻⁷ cm²/s)", "t (barycentric)"):
+        t.add_column(col)
+    for name, d in result.diffusion_cm2_per_s.items():
+        tn = result.transference_number[name]
+        t.add_row(name, str(result.n_molecules[name]), f"{result.charges_e[name]:+.3g}",
+                  f"{d['value'] * 1e7:.3f} ± {d['error'] * 1e7:.3f}"
+                  + ("" if d["diffusive"] else " (not diffusive)"),
+                  "—" if tn["value"] is None else f"{tn['value']:.3f} ± {tn['error']:.3f}")
+    console.print(t)
+    s, ne, ratio = (result.conductivity_S_per_m, result.nernst_einstein_conductivity_S_per_m,
+                    result.conductivity_ratio)
+    ratio_text = ("—" if ratio["value"] is None
+                  else f"{ratio['value']:.3f} ± {ratio['error']:.3f}")
+    console.print(f"σ = {s['value']:.4g} ± {s['error']:.2g} S/m; Nernst–Einstein "
+                  f"{ne['value']:.4g} ± {ne['error']:.2g} S/m; σ/σ_NE = {ratio_text}",
+                  highlight=False)
+    if not result.yeh_hummer["applied"]:
+        console.print(f"Yeh–Hummer: {result.yeh_hummer['note']}", highlight=False)
+    _print_warnings(result.warnings)
+
+
+@props_app.command("structure")
+def props_structure(
+    run: RunArg,
+    pairs: Annotated[str, typer.Option(
+        help="Comma-separated pairs A-B; A, B = ELEMENT, ELEMENT@ION or @ION (molecular "
+             "centre), e.g. 'Li-F@PF6,@EMIM-@PF6'.")] = "Li-F@PF6",
+    r_max_A: Annotated[float | None, typer.Option(
+        "--r-max-A", help="Largest distance (default: half the box, at most 12 Å).")] = None,
+    bin_width_A: Annotated[float, typer.Option("--bin-width-A")] = 0.05,
+    every: Annotated[int, typer.Option(help="Use every N-th frame.")] = 1,
+    molecules: MoleculesOpt = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for structure.json and rdf.png (default: the run folder's "
+             "structure/).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Intermolecular RDFs, running coordination numbers and first-shell coordination per
+    ion (per frame and averaged, with block errors); figure rdf.png."""
+    from ionmix.properties.structure import structure_analysis
+    from ionmix.properties.transport import trajectory_path
+
+    if out is None:
+        out = trajectory_path(run).parent / "structure"
+    names = [p.strip() for p in pairs.split(",") if p.strip()]
+    if not names:
+        raise ConfigError("--pairs: give at least one pair, e.g. Li-F@PF6")
+    with progress_bar("structure", stderr=True):
+        result = structure_analysis(run, names, r_max_A=r_max_A, bin_width_A=bin_width_A,
+                                    molecules=molecules, every=every, out_dir=out)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    t = Table(title=f"Structure over {result.n_frames} frames ({out / 'rdf.png'})")
+    for col in ("pair", "first shell (Å)", "coordination", "distribution"):
+        t.add_column(col)
+    for name, p in result.pairs.items():
+        c = p["first_shell_coordination"]
+        t.add_row(name, "—" if p["first_shell_A"] is None else f"{p['first_shell_A']:.2f}",
+                  "—" if c is None else f"{c['value']:.2f} ± {c['error']:.2f}",
+                  "—" if c is None else ", ".join(
+                      f"{k}: {v:.2f}" for k, v in sorted(c["distribution"].items(),
+                                                         key=lambda kv: -kv[1])[:4]))
+    console.print(t)
+    _print_warnings(result.warnings)
