@@ -502,10 +502,13 @@ def _derived(slopes: dict[str, np.ndarray], inp: TransportInput) -> dict[str, np
     with np.errstate(divide="ignore", invalid="ignore"):
         diffusion = slopes["self"] / (6.0 * counts) * A2_PER_PS_IN_CM2_PER_S
         transference = z * (total @ z) / (z @ total @ z)
+    distinct = total - self_
+    # a species of one molecule has no distinct self-correlation: exactly 0, not round-off
+    distinct[np.diag(counts == 1)] = 0.0
     d_molecule = slopes["per_molecule"] / 6.0 * A2_PER_PS_IN_CM2_PER_S
     return {"D": diffusion, "D_molecule": d_molecule, "total": total / AVOGADRO_PER_MOL**2,
             "self": self_ / AVOGADRO_PER_MOL**2,
-            "distinct": (total - self_) / AVOGADRO_PER_MOL**2, "sigma": sigma,
+            "distinct": distinct / AVOGADRO_PER_MOL**2, "sigma": sigma,
             "sigma_ne": sigma_ne, "ratio": sigma / sigma_ne, "t": transference}
 
 
