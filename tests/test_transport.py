@@ -181,6 +181,37 @@ def test_wrapped_trajectory(tmp_path):
         prepare_transport(path)
 
 
+def test_whole_molecules_wrapped_by_centre(tmp_path):
+    """Molecules wrapped whole (centres put back into the box) jump by a box length."""
+    path = walk_run(tmp_path / "wrapped", {"Li": 4, "PF6": 4}, {"Li": 2.0, "PF6": 2.0},
+                    n_frames=60, box_A=12.0)
+    frames = ase.io.read(path, ":")
+    for f in frames:
+        mol = f.arrays["mol_id"]
+        for m in np.unique(mol):
+            sel = mol == m
+            shift = np.floor(f.positions[sel][0] / 12.0) * 12.0
+            f.positions[sel] -= shift
+    ase.io.write(path, frames, format="extxyz")
+    with pytest.raises(TransportError, match="molecular centre moves .* look wrapped"):
+        prepare_transport(path)
+
+
+def test_tumbling_molecules_are_not_wrapping(tmp_path):
+    """Outer atoms of a rotating molecule may move far between frames; only centres and
+    whole molecules are checked."""
+    path = walk_run(tmp_path / "tumble", {"EMIM": 4, "PF6": 4}, {"EMIM": 0.01, "PF6": 0.01},
+                    n_frames=40, box_A=12.0)
+    frames = ase.io.read(path, ":")
+    for k, f in enumerate(frames):
+        mol = f.arrays["mol_id"]
+        sel = mol == 0
+        centre = f.positions[sel].mean(axis=0)
+        f.positions[sel] = centre + (f.positions[sel] - centre) * (-1) ** k  # inversion
+    ase.io.write(path, frames, format="extxyz")
+    assert prepare_transport(path).com_A.shape == (40, 8, 3)
+
+
 def test_no_diffusive_regime_is_a_warning_not_a_silent_number(tmp_path):
     path = walk_run(tmp_path / "cage", {"Li": 8, "PF6": 8}, {"Li": 0.0, "PF6": 0.0},
                     n_frames=120, cage_A=0.5)

@@ -229,17 +229,36 @@ def _check_same_atoms(frame: Atoms, ref: Atoms, k: int, mol: np.ndarray) -> None
         raise TransportError(f"frame {k} assigns atoms to other molecules than frame 0")
 
 
-def _check_unwrapped(prev: np.ndarray, cur: np.ndarray, cell: np.ndarray, k: int) -> None:
-    """TransportError if an atom moved more than half the shortest box width between two
-    saved frames: the positions were wrapped into the box (or frames are too far apart)."""
-    widths = 1.0 / np.linalg.norm(np.linalg.inv(cell).T, axis=1)
-    jump = np.abs(cur - prev).max()
-    if jump > 0.5 * widths.min():
+def _half_width_A(cell: np.ndarray) -> float:
+    """Half the shortest perpendicular width of a cell (rows = vectors), Å."""
+    return 0.5 / np.linalg.norm(np.linalg.inv(cell).T, axis=1).max()
+
+
+def _check_whole(positions_A: np.ndarray, com_A: np.ndarray, mol: np.ndarray,
+                 cell: np.ndarray, k: int) -> None:
+    """TransportError if an atom of frame `k` lies more than half a box from its molecule's
+    centre: the molecule is split across the boundary (positions wrapped atom by atom)."""
+    reach = np.linalg.norm(positions_A - com_A[mol], axis=1).max()
+    if reach > _half_width_A(cell):
         raise TransportError(
-            f"an atom moves {jump:.3g} Å between frames {k - 1} and {k}, more than half the "
-            f"box ({0.5 * widths.min():.3g} Å): the positions look wrapped into the box. "
-            "Transport needs unwrapped positions (as `ionmix md` writes them); save frames "
-            "more often or unwrap the trajectory first")
+            f"frame {k}: an atom lies {reach:.3g} Å from its molecule's centre, more than "
+            f"half the box ({_half_width_A(cell):.3g} Å): molecules are split across the "
+            "boundary, the positions look wrapped into the box. Transport needs unwrapped "
+            "positions (as `ionmix md` writes them); unwrap the trajectory first")
+
+
+def _check_unwrapped(prev_com_A: np.ndarray, com_A: np.ndarray, cell: np.ndarray,
+                     k: int) -> None:
+    """TransportError if a molecular centre moved more than half the box between two saved
+    frames: whole molecules were wrapped into the box (or frames are too far apart).
+    Centres, not atoms: a tumbling molecule moves its outer atoms several Å per ps."""
+    jump = np.linalg.norm(com_A - prev_com_A, axis=1).max()
+    if jump > _half_width_A(cell):
+        raise TransportError(
+            f"a molecular centre moves {jump:.3g} Å between frames {k - 1} and {k}, more "
+            f"than half the box ({_half_width_A(cell):.3g} Å): the positions look wrapped "
+            "into the box. Transport needs unwrapped positions (as `ionmix md` writes "
+            "them); save frames more often or unwrap the trajectory first")
 
 
 def _charges(path: Path, frame: Atoms, species: Sequence[str],
@@ -283,16 +302,17 @@ def prepare_transport(path: str | os.PathLike, *, temperature_K: float | None = 
     mol_mass = np.bincount(mol, weights=masses)
     com = np.empty((len(frames), len(mol_names), 3))
     volumes, lengths = [], []
-    prev = ref.positions
+    prev = None
     for k, frame in enumerate(frames):
         _check_same_atoms(frame, ref, k, mol)
-        if k:
-            _check_unwrapped(prev, frame.positions, frame.cell.array, k)
-        prev = frame.positions
-        for d in range(3):
-            com[k, :, d] = np.bincount(mol, weights=masses * frame.positions[:, d]) / mol_mass
+        raw = np.stack([np.bincount(mol, weights=masses * frame.positions[:, d]) / mol_mass
+                        for d in range(3)], axis=1)
+        _check_whole(frame.positions, raw, mol, frame.cell.array, k)
+        if prev is not None:
+            _check_unwrapped(prev, raw, frame.cell.array, k)
+        prev = raw
         # barycentric frame: the system's centre of mass at rest
-        com[k] -= np.average(com[k], axis=0, weights=mol_mass)
+        com[k] = raw - np.average(raw, axis=0, weights=mol_mass)
         volumes.append(frame.get_volume())
         lengths.append(frame.cell.lengths())
     charges, scale = _charges(path, ref, species, formal_charges)
@@ -482,10 +502,13 @@ def _derived(slopes: dict[str, np.ndarray], inp: TransportInput) -> dict[str, np
     with np.errstate(divide="ignore", invalid="ignore"):
         diffusion = slopes["self"] / (6.0 * counts) * A2_PER_PS_IN_CM2_PER_S
         transference = z * (total @ z) / (z @ total @ z)
+    distinct = total - self_
+    # a species of one molecule has no distinct self-correlation: exactly 0, not round-off
+    distinct[np.diag(counts == 1)] = 0.0
     d_molecule = slopes["per_molecule"] / 6.0 * A2_PER_PS_IN_CM2_PER_S
     return {"D": diffusion, "D_molecule": d_molecule, "total": total / AVOGADRO_PER_MOL**2,
             "self": self_ / AVOGADRO_PER_MOL**2,
-            "distinct": (total - self_) / AVOGADRO_PER_MOL**2, "sigma": sigma,
+            "distinct": distinct / AVOGADRO_PER_MOL**2, "sigma": sigma,
             "sigma_ne": sigma_ne, "ratio": sigma / sigma_ne, "t": transference}
 
 
