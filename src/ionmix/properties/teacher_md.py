@@ -11,8 +11,10 @@ Protocol (why each stage):
 1. energy minimisation: a Packmol box has close contacts;
 2. NPT equilibration (Langevin middle integrator, 1 ps⁻¹, Monte Carlo barostat every 25
    steps): brings the box to the force field's density;
-3. the box is set to the mean volume of the last half of equilibration (positions scaled
-   molecule by molecule, so no bond is stretched);
+   at least ``equilibration_ps`` and until the density has plateaued
+   (`ionmix.teachers.classical.openmm_md.settle_npt`, at most 3×);
+3. the box is set to the mean volume of the settled part (positions scaled molecule by
+   molecule, so no bond is stretched);
 4. NVT production with a Nosé–Hoover chain (OpenMM's `NoseHooverIntegrator`): deterministic
    and momentum-conserving, so collective (conductivity) and self transport are not damped
    by a stochastic thermostat; no barostat, because the Monte Carlo barostat moves molecule
@@ -61,33 +63,6 @@ class TransportRunSettings:
     #: bonded to (molecule masses unchanged, so centre-of-mass transport is barely touched);
     #: lets a 2 fs step run without constraints. None: physical masses.
     hydrogen_mass_amu: float | None = None
-
-
-def _mean_box_A(ctx, integrator, n_samples: int, steps_per_sample: int) -> float:
-    """Run `n_samples` × `steps_per_sample` steps; the mean cubic box edge (Å)."""
-    import openmm.unit as u
-
-    volumes = []
-    for _ in range(n_samples):
-        integrator.step(steps_per_sample)
-        box = ctx.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.angstrom)
-        volumes.append(abs(np.linalg.det(np.asarray(box))))
-    return float(np.mean(volumes)) ** (1.0 / 3.0)
-
-
-def _scale_molecules(positions_A: np.ndarray, mol_id: np.ndarray, masses: np.ndarray,
-                     factor: float) -> np.ndarray:
-    """Scale molecular centres of mass by `factor`, keeping each molecule's shape.
-
-    Args:
-        positions_A: shape (n_atoms, 3). mol_id, masses: shape (n_atoms,).
-    """
-    out = positions_A.copy()
-    for m in np.unique(mol_id):
-        sel = mol_id == m
-        com = np.average(positions_A[sel], axis=0, weights=masses[sel])
-        out[sel] += (factor - 1.0) * com
-    return out
 
 
 def _repartition_hydrogen_mass(system, elements, hydrogen_mass_amu: float) -> None:
@@ -142,7 +117,15 @@ def classical_transport_run(atoms: Atoms, out_dir: str | os.PathLike,
     import openmm
     import openmm.unit as u
 
-    from ionmix.teachers.classical import make_context, make_system
+    from ionmix.sampling import rescale_molecules
+    from ionmix.teachers.classical import make_system
+    from ionmix.teachers.classical.openmm_md import (
+        box_A,
+        npt_context,
+        nvt_context,
+        positions_A,
+        settle_npt,
+    )
     from ionmix.units import NM_IN_ANGSTROM
 
     s = settings
@@ -151,42 +134,35 @@ def classical_transport_run(atoms: Atoms, out_dir: str | os.PathLike,
     runs = molecules_of(atoms)
     csys = make_system(runs, atoms.cell.array, charge_scale=s.charge_scale,
                        cutoff_A=s.cutoff_A)
-    t_K, dt = s.temperature_K * u.kelvin, s.timestep_fs * u.femtosecond
+    t_K = s.temperature_K * u.kelvin
+    steps_per_ps = int(round(1000.0 / s.timestep_fs))
     if s.hydrogen_mass_amu is not None:
         _repartition_hydrogen_mass(csys.system, csys.elements, s.hydrogen_mass_amu)
     masses = np.asarray(csys.masses_amu)
     mol_id = np.asarray(atoms.arrays["mol_id"])
 
-    # 1–2: minimise and equilibrate at constant pressure
-    barostat = openmm.MonteCarloBarostat(s.pressure_bar * u.bar, t_K, 25)
-    csys.system.addForce(barostat)
-    integrator = openmm.LangevinMiddleIntegrator(t_K, 1.0 / u.picosecond, dt)
-    integrator.setRandomNumberSeed(s.seed + 1)
-    ctx = make_context(csys, integrator=integrator)
+    # 1–2: minimise and equilibrate at constant pressure until the density has settled
+    ctx = npt_context(csys, s.temperature_K, s.pressure_bar, timestep_fs=s.timestep_fs,
+                      thermostat_time_ps=1.0, barostat_interval_steps=25, seed=s.seed + 1)
     ctx.setPositions(atoms.positions / NM_IN_ANGSTROM)
     openmm.LocalEnergyMinimizer.minimize(ctx, maxIterations=500)
     ctx.setVelocitiesToTemperature(t_K, s.seed + 1)
-    steps_per_ps = int(round(1000.0 / s.timestep_fs))
-    n_eq = max(2, int(round(s.equilibration_ps)))
-    integrator.step(steps_per_ps * (n_eq - n_eq // 2))
-    edge_A = _mean_box_A(ctx, integrator, n_eq // 2, steps_per_ps)
+    settled = settle_npt(ctx, float(masses.sum()), s.equilibration_ps,
+                         3.0 * s.equilibration_ps, s.timestep_fs, "transport run equilibration")
 
-    # 3: fix the box at the mean volume
+    # 3: fix the box at the mean volume of the settled part (molecules kept rigid)
     state = ctx.getState(getPositions=True, getVelocities=True)
-    pos_A = state.getPositions(asNumpy=True).value_in_unit(u.angstrom)
-    old_edge = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.angstrom)[0][0]
-    pos_A = _scale_molecules(np.asarray(pos_A), mol_id, masses, edge_A / float(old_edge))
+    edge_A = settled["volume_A3"] ** (1.0 / 3.0)
+    factor = edge_A / float(box_A(state)[0][0])
+    pos_A = rescale_molecules(positions_A(state), mol_id, masses, factor)
     velocities = state.getVelocities()
     del ctx
-    csys.system.removeForce(csys.system.getNumForces() - 1)  # the barostat, added last
     cell_nm = edge_A / NM_IN_ANGSTROM
-    csys.system.setDefaultPeriodicBoxVectors(openmm.Vec3(cell_nm, 0, 0),
-                                             openmm.Vec3(0, cell_nm, 0),
-                                             openmm.Vec3(0, 0, cell_nm))
 
     # 4: NVT production, unwrapped positions straight from OpenMM (it never wraps them)
-    integrator = openmm.NoseHooverIntegrator(t_K, s.thermostat_per_ps / u.picosecond, dt)
-    ctx = make_context(csys, integrator=integrator)
+    ctx = nvt_context(csys, s.temperature_K, timestep_fs=s.timestep_fs,
+                      thermostat_time_ps=1.0 / s.thermostat_per_ps, thermostat="nose-hoover")
+    integrator = ctx.getIntegrator()
     ctx.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in np.eye(3) * cell_nm])
     ctx.setPositions(pos_A / NM_IN_ANGSTROM)
     ctx.setVelocities(velocities)
