@@ -7,6 +7,8 @@
    same frames, alternating, in one run. Both single-threaded (OMP_NUM_THREADS=1, set
    before tblite loads), so the ratio is ionmix's overhead alone. Target ≥ 0.95.
 3. ``--stage xtb-scaling``: labels per hour with 1 and 2 Dask workers.
+4. ``--stage espresso-overhead``: the same for Quantum ESPRESSO (PBE-D3, 50/500 Ry, 1 rank)
+   on NH3 in 5 Å cells, with Debian's N/H pseudopotentials, against pw.x through ASE.
 
 Usage: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_label.py --stage xtb-overhead
        [--frames 16] [--out runs/bench-label]
@@ -85,9 +87,70 @@ def xtb_scaling(store: Path, out: Path) -> dict:
     return result
 
 
+DEBIAN_PSEUDO = Path("/usr/share/espresso/pseudo")
+QE_PSEUDOPOTENTIALS = {"N": "N.pbe-n-rrkjus_psl.1.0.0.UPF", "H": "H.pbe-kjpaw.UPF"}
+
+
+def qe_frames(out: Path, n_frames: int) -> Path:
+    """`n_frames` rattled NH3 molecules in 5 Å periodic cells (small cells: seconds each)."""
+    import ase.io
+    from ase.build import molecule
+
+    frames = []
+    for seed in range(n_frames):
+        atoms = molecule("NH3")
+        atoms.rattle(0.03, seed=seed)
+        atoms.set_cell([5.0] * 3)
+        atoms.center()
+        atoms.pbc = True
+        frames.append(atoms)
+    path = out / "nh3.extxyz"
+    ase.io.write(path, frames)
+    return path
+
+
+def bare_qe_s(frames, work: Path) -> float:
+    """Wall seconds of pw.x through ASE's Espresso calculator, the teacher's settings."""
+    from ase.calculators.espresso import Espresso, EspressoProfile
+
+    start = time.perf_counter()
+    for k, atoms in enumerate(frames):
+        atoms = atoms.copy()
+        atoms.calc = Espresso(
+            profile=EspressoProfile(command="pw.x", pseudo_dir=str(DEBIAN_PSEUDO)),
+            directory=str(work / f"bare-{k}"), kpts=None, pseudopotentials=QE_PSEUDOPOTENTIALS,
+            input_data={"control": {"tprnfor": True, "tstress": True},
+                        "system": {"ecutwfc": 50, "ecutrho": 500, "input_dft": "PBE",
+                                   "vdw_corr": "dft-d3", "tot_charge": 0},
+                        "electrons": {"conv_thr": 1e-10, "mixing_beta": 0.7}})
+        atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+    return time.perf_counter() - start
+
+
+def qe_overhead(out: Path, n_frames: int, repeats: int) -> dict:
+    """`ionmix label --teacher espresso` vs bare pw.x through ASE (1 rank each, alternating)."""
+    import ase.io
+
+    path = qe_frames(out, n_frames)
+    frames = ase.io.read(path, ":")
+    spec = {"kind": "espresso", "pseudo_dir": str(DEBIAN_PSEUDO),
+            "pseudopotentials": QE_PSEUDOPOTENTIALS}
+    bare, ours = [], []
+    for k in range(repeats):
+        shutil.rmtree(out / f"qe-{k}", ignore_errors=True)
+        bare.append(bare_qe_s(frames, out / f"qe-{k}"))
+        start = time.perf_counter()
+        label(path, spec, "single-point", out / f"qe-{k}" / "labels.db",
+              cluster=ClusterConfig(workers=1), workdir=out / f"qe-{k}" / "work")
+        ours.append(time.perf_counter() - start)
+    return {"n_frames": n_frames, "n_atoms": 4, "bare_s": bare, "ionmix_s": ours,
+            "ratio_bare_over_ionmix": min(bare) / min(ours)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--stage", choices=["xtb-overhead", "xtb-scaling"], required=True)
+    parser.add_argument("--stage", choices=["xtb-overhead", "xtb-scaling", "espresso-overhead"],
+                        required=True)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--ion-pairs", type=int, default=10)
@@ -95,11 +158,14 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    store = frames_store(out, args.frames, args.ion_pairs)
-    picked = equally_spaced(DatasetStore(store).select(), args.frames)
-    assert len(picked) == args.frames
-    result = (xtb_overhead(store, out, args.repeats) if args.stage == "xtb-overhead"
-              else xtb_scaling(store, out))
+    if args.stage == "espresso-overhead":
+        result = qe_overhead(out, args.frames, args.repeats)
+    else:
+        store = frames_store(out, args.frames, args.ion_pairs)
+        picked = equally_spaced(DatasetStore(store).select(), args.frames)
+        assert len(picked) == args.frames
+        result = (xtb_overhead(store, out, args.repeats) if args.stage == "xtb-overhead"
+                  else xtb_scaling(store, out))
     result.update(stage=args.stage, machine=platform.processor() or platform.machine(),
                   cores=os.cpu_count(), omp_threads=os.environ["OMP_NUM_THREADS"],
                   date=time.strftime("%Y-%m-%d"))
