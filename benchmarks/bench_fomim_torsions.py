@@ -36,6 +36,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from ionmix.chemistry import load_ion
+from ionmix.teachers.classical.system import scale_charges
 from ionmix.units import KJ_PER_MOL_IN_EV
 
 #: (name, the dihedral reported (1-based atoms), the bond rotated (1-based)).
@@ -90,7 +91,7 @@ class ClassicalAnion(Calculator):
             write_top([("C4F9CO2", 1)], {"C4F9CO2": load_ion("C4F9CO2")}, top_path)
             system = app.GromacsTopFile(str(top_path)).createSystem(
                 nonbondedMethod=app.NoCutoff)
-        _scale_charges(system, charge_scale)
+        scale_charges(system, charge_scale)  # the classical teacher's own scaling
         self._ctx = openmm.Context(system, openmm.VerletIntegrator(0.001),
                                    openmm.Platform.getPlatformByName("Reference"))
 
@@ -104,20 +105,6 @@ class ClassicalAnion(Calculator):
         forces = state.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer)
         self.results = {"energy": energy * KJ_PER_MOL_IN_EV,
                         "forces": np.asarray(forces) * KJ_PER_MOL_IN_EV / 10.0}
-
-
-def _scale_charges(system, scale: float) -> None:
-    """Charges times `scale` and exception charge products times scale² (NonbondedForce)."""
-    import openmm
-
-    for force in system.getForces():
-        if isinstance(force, openmm.NonbondedForce):
-            for i in range(force.getNumParticles()):
-                q, sigma, eps = force.getParticleParameters(i)
-                force.setParticleParameters(i, q * scale, sigma, eps)
-            for k in range(force.getNumExceptions()):
-                i, j, qq, sigma, eps = force.getExceptionParameters(k)
-                force.setExceptionParameters(k, i, j, qq * scale**2, sigma, eps)
 
 
 def xtb_calculator(atoms: Atoms):

@@ -372,7 +372,7 @@ def make_system(
         useDispersionCorrection=True,
         switchDistance=switch_distance,
     )
-    _scale_charges(system, charge_scale)
+    scale_charges(system, charge_scale)
     for force in system.getForces():
         if isinstance(force, openmm.NonbondedForce):
             force.setExceptionsUsePeriodicBoundaryConditions(True)
@@ -401,7 +401,7 @@ def make_system(
     )
 
 
-def _scale_charges(system: openmm.System, scale: float) -> None:
+def scale_charges(system: openmm.System, scale: float) -> None:
     """Particle charges x scale, exception charge products x scale^2 (in place)."""
     nb = _nonbonded_force(system)
     for i in range(nb.getNumParticles()):
