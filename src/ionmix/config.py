@@ -193,6 +193,18 @@ class StudyTables(_Strict):
     teacher: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_TEACHER))
     cluster: ClusterConfig = ClusterConfig()
 
+    @property
+    def classical_teacher(self) -> bool:
+        """True when [teacher] is the classical force field (which also runs the MD)."""
+        return self.teacher.get("kind", "classical") == "classical"
+
+    def sample_config(self) -> SampleConfig:
+        """The sampling part: the classical force field runs the MD (with [teacher]'s
+        parameters when that teacher is the classical one)."""
+        return SampleConfig(mixture=self.mixture, sampling=self.sampling,
+                            teacher=self.teacher if self.classical_teacher
+                            else DEFAULT_TEACHER)
+
 
 class SampleConfig(_Strict):
     """A sampling config file: the mixture, the protocol and the teacher (``[teacher]``:

@@ -41,7 +41,6 @@ from pydantic import Field
 from ionmix import design
 from ionmix.cluster import dask_client
 from ionmix.config import (
-    DEFAULT_TEACHER,
     ConfigError,
     SampleConfig,
     StudyTables,
@@ -85,15 +84,9 @@ class StudyConfig(StudyTables):
     study: StudySettings = StudySettings()
 
 
-def _is_classical(teacher: dict[str, Any]) -> bool:
-    return teacher.get("kind", "classical") == "classical"
-
-
 def sample_config(cfg: StudyConfig) -> SampleConfig:
-    """The sampling part of a study config: the classical force field runs the MD (with the
-    study's [teacher] parameters when that teacher is the classical one)."""
-    teacher = cfg.teacher if _is_classical(cfg.teacher) else DEFAULT_TEACHER
-    return SampleConfig(mixture=cfg.mixture, sampling=cfg.sampling, teacher=teacher)
+    """The sampling part of a study config (`StudyTables.sample_config`)."""
+    return cfg.sample_config()
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
@@ -268,28 +261,20 @@ def _study_teacher(cfg: StudyConfig, plan, out: Path, compositions, scheduler: s
     as it is sampled; another [teacher] (xtb, espresso) labels exactly the frames the
     splits use (train/val from replica 0, test from replica 1), through the labelling
     stage (resumable; a frame it fails on is reported and left out)."""
-    from ionmix.labelling import label_frames
+    from ionmix.labelling.run import label_split_frames
     from ionmix.teachers import teacher_spec
 
-    if _is_classical(cfg.teacher):
+    if cfg.classical_teacher:
         return plan.teacher
     spec = teacher_spec(cfg.teacher, "[teacher]")
-    store = DatasetStore(out / "frames.db")
-    s, frames = cfg.study, []
-    for comp in compositions:
-        key = composition_key(comp)
-        for replica, n in ((0, s.n_train + s.n_val), (1, s.n_test)):
-            pool = store.select(key, replica=replica, teacher=plan.teacher.key, task="md")
-            frames += [f.atoms for f in equally_spaced(pool, n, f"{key} replica {replica}")]
-    say(f"labelling {len(frames)} frames with {spec.describe()}")
-    tasks = ["single-point"]
-    if s.energy_reference == "isolated-atoms" and not s.isolated_atom_energies_eV:
-        tasks.append("isolated-atoms")  # the teacher's own references, as Dask tasks too
-    for task in tasks:
-        summary = label_frames(frames, store.provenance(), spec, task, out / "frames.db",
-                               cluster=cfg.cluster, scheduler=scheduler)
-        for sid, reason in summary.failures.items():
-            say(f"[label] {sid} failed: {reason}")
+    s = cfg.study
+    label_split_frames(DatasetStore(out / "frames.db"), plan.teacher.key, spec,
+                       [composition_key(c) for c in compositions],
+                       {0: s.n_train + s.n_val, 1: s.n_test},
+                       # the teacher's own isolated-atom references, as Dask tasks too
+                       isolated_atoms=(s.energy_reference == "isolated-atoms"
+                                       and not s.isolated_atom_energies_eV),
+                       cluster=cfg.cluster, scheduler=scheduler, say=say)
     return spec
 
 

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ionmix.active.explore import WalkerSpec, read_candidates, run_walker
 from ionmix.active.select import TrustWindow, select
 from ionmix.cluster import dask_client
-from ionmix.config import DEFAULT_TEACHER, SampleConfig, StudyTables
+from ionmix.config import StudyTables
 from ionmix.dataset import DatasetStore, atomic_write_extxyz, composition_key, equally_spaced
 from ionmix.errors import InputError
 from ionmix.io import atomic_write_json
@@ -160,13 +160,10 @@ def _prepare(cfg: LearnConfig, out: Path, scheduler, say) -> _Context:
     """Sample the initial data (classical), label it with the teacher if another, and fix
     what every generation shares (type names, energy shifts, the teacher's density)."""
     from ionmix.sampling import plan_sampling, sample
-    from ionmix.transferability import _is_classical
 
     _check_before_work(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    sample_cfg = SampleConfig(mixture=cfg.mixture, sampling=cfg.sampling,
-                              teacher=cfg.teacher if _is_classical(cfg.teacher)
-                              else DEFAULT_TEACHER)
+    sample_cfg = cfg.sample_config()
     plan = plan_sampling(sample_cfg)
     say(f"sampling {len(plan.runs)} runs (classical) into {out / 'frames.db'}")
     sample(sample_cfg, out)
@@ -187,22 +184,16 @@ def _prepare(cfg: LearnConfig, out: Path, scheduler, say) -> _Context:
 
 def _initial_labels(cfg, plan, store, compositions, scheduler, say):
     """The teacher spec; a non-classical teacher labels the initial frames first."""
-    from ionmix.labelling import label_frames
+    from ionmix.labelling.run import label_split_frames
     from ionmix.teachers import teacher_spec
-    from ionmix.transferability import _is_classical
 
-    if _is_classical(cfg.teacher):
+    if cfg.classical_teacher:
         return plan.teacher
     spec = teacher_spec(cfg.teacher, "[teacher]")
-    s, frames = cfg.learn, []
-    for key in compositions:
-        for replica, n in ((0, s.n_train + s.n_val), (1, s.n_test)):
-            pool = store.select(key, replica=replica, teacher=plan.teacher.key, task="md")
-            frames += [f.atoms for f in equally_spaced(pool, n, f"{key} replica {replica}")]
-    say(f"labelling {len(frames)} initial frames with {spec.describe()}")
-    for task in ("single-point", "isolated-atoms"):
-        label_frames(frames, store.provenance(), spec, task, store.url,
-                     cluster=cfg.cluster, scheduler=scheduler)
+    s = cfg.learn
+    label_split_frames(store, plan.teacher.key, spec, compositions,
+                       {0: s.n_train + s.n_val, 1: s.n_test}, isolated_atoms=True,
+                       cluster=cfg.cluster, scheduler=scheduler, say=say)
     return spec
 
 

@@ -210,3 +210,24 @@ def _run_jobs(todo, spec, task, options, store, work, failures, summary, cluster
                 summary.labelled += 1
             if progress is not None:
                 progress(k, len(todo), sid)
+
+
+def label_split_frames(store: DatasetStore, md_teacher: str, spec, compositions: list[str],
+                       counts_by_replica: dict[int, int], *, isolated_atoms: bool,
+                       cluster: ClusterConfig | None = None, scheduler: str | None = None,
+                       say: Callable[[str], None] = print) -> None:
+    """Label with `spec` exactly the sampled frames a study's splits will use: per
+    composition, `counts_by_replica[r]` equally spaced MD frames of `md_teacher` from
+    replica r (train/val from 0, test from 1), and the teacher's isolated atoms when
+    `isolated_atoms`. Resumable; a frame the teacher fails on is reported and left out."""
+    frames = []
+    for key in compositions:
+        for replica, n in counts_by_replica.items():
+            pool = store.select(key, replica=replica, teacher=md_teacher, task="md")
+            frames += [f.atoms for f in equally_spaced(pool, n, f"{key} replica {replica}")]
+    say(f"labelling {len(frames)} frames with {spec.describe()}")
+    for task in ("single-point", "isolated-atoms") if isolated_atoms else ("single-point",):
+        summary = label_frames(frames, store.provenance(), spec, task, store.url,
+                               cluster=cluster, scheduler=scheduler)
+        for sid, reason in summary.failures.items():
+            say(f"[label] {sid} failed: {reason}")
