@@ -298,8 +298,9 @@ class DatasetStore:
                        if r.get("composition")})
 
 
-def equally_spaced(frames: Sequence[Frame], n: int, what: str = "selection") -> list[Frame]:
-    """`n` frames equally spaced along `frames` (first included), as the paper selects.
+def equally_spaced(frames: Sequence, n: int, what: str = "selection") -> list:
+    """`n` frames equally spaced along `frames` (Frames or Atoms; first included), as the
+    paper selects.
 
     Raises DatasetError if fewer than `n` frames are available.
     """

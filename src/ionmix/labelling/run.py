@@ -78,14 +78,8 @@ def select_frames(path: str | Path, composition: str | None = None,
     for i, atoms in enumerate(frames):
         atoms.info.setdefault("label_id", f"{path.name}#{i}")
     if n_frames:
-        frames = [f.atoms for f in equally_spaced([_Wrap(a) for a in frames], n_frames,
-                                                   str(path))]
+        frames = equally_spaced(frames, n_frames, str(path))
     return frames, load_provenance(path)
-
-
-@dataclass(frozen=True)
-class _Wrap:  # equally_spaced works on Frames; a file's frames have no row id
-    atoms: Atoms
 
 
 def _safe(text: str) -> str:
