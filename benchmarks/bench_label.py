@@ -8,7 +8,10 @@
    before tblite loads), so the ratio is ionmix's overhead alone. Target ≥ 0.95.
 3. ``--stage xtb-scaling``: labels per hour with 1 and 2 Dask workers.
 4. ``--stage espresso-overhead``: the same for Quantum ESPRESSO (PBE-D3, 50/500 Ry, 1 rank)
-   on NH3 in 5 Å cells, with Debian's N/H pseudopotentials, against pw.x through ASE.
+   against pw.x through ASE. ``--cell nh3``: NH3 in 5 Å cells with Debian's N/H files
+   (seconds per frame). ``--cell emim-pf6 --pseudo-dir DIR``: one [EMIM][PF6] pair (26
+   atoms, ~1 min per frame) with a pslibrary set made by ``ionmix pseudo generate DIR
+   --pslibrary CHECKOUT``.
 
 Usage: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_label.py --stage xtb-overhead
        [--frames 16] [--out runs/bench-label]
@@ -88,28 +91,37 @@ def xtb_scaling(store: Path, out: Path) -> dict:
 
 
 DEBIAN_PSEUDO = Path("/usr/share/espresso/pseudo")
-QE_PSEUDOPOTENTIALS = {"N": "N.pbe-n-rrkjus_psl.1.0.0.UPF", "H": "H.pbe-kjpaw.UPF"}
+NH3_PSEUDOPOTENTIALS = {"N": "N.pbe-n-rrkjus_psl.1.0.0.UPF", "H": "H.pbe-kjpaw.UPF"}
+PSLIBRARY_FILES = {"H": "H.pbe-rrkjus_psl.1.0.0.UPF", "C": "C.pbe-n-rrkjus_psl.1.0.0.UPF",
+                   "N": "N.pbe-n-rrkjus_psl.1.0.0.UPF", "F": "F.pbe-n-rrkjus_psl.1.0.0.UPF",
+                   "P": "P.pbe-n-rrkjus_psl.1.0.0.UPF"}
 
 
-def qe_frames(out: Path, n_frames: int) -> Path:
-    """`n_frames` rattled NH3 molecules in 5 Å periodic cells (small cells: seconds each)."""
+def qe_frames(out: Path, n_frames: int, cell: str) -> Path:
+    """`n_frames` rattled small periodic cells: NH3 in 5 Å, or one [EMIM][PF6] pair."""
     import ase.io
     from ase.build import molecule
 
+    from ionmix.build import build_box
+
     frames = []
     for seed in range(n_frames):
-        atoms = molecule("NH3")
+        if cell == "nh3":
+            atoms = molecule("NH3")
+            atoms.set_cell([5.0] * 3)
+            atoms.center()
+            atoms.pbc = True
+        else:  # one ion pair packed at 1.3 g/cm³ (a 6.9 Å cube), as a laptop DFT cell
+            atoms = build_box({"EMIM": 1, "PF6": 1}, density_g_cm3=1.3, seed=seed,
+                              tolerance_A=1.8)
         atoms.rattle(0.03, seed=seed)
-        atoms.set_cell([5.0] * 3)
-        atoms.center()
-        atoms.pbc = True
         frames.append(atoms)
-    path = out / "nh3.extxyz"
+    path = out / f"{cell}.extxyz"
     ase.io.write(path, frames)
     return path
 
 
-def bare_qe_s(frames, work: Path) -> float:
+def bare_qe_s(frames, work: Path, pseudo_dir: Path, pseudopotentials: dict) -> float:
     """Wall seconds of pw.x through ASE's Espresso calculator, the teacher's settings."""
     from ase.calculators.espresso import Espresso, EspressoProfile
 
@@ -117,8 +129,8 @@ def bare_qe_s(frames, work: Path) -> float:
     for k, atoms in enumerate(frames):
         atoms = atoms.copy()
         atoms.calc = Espresso(
-            profile=EspressoProfile(command="pw.x", pseudo_dir=str(DEBIAN_PSEUDO)),
-            directory=str(work / f"bare-{k}"), kpts=None, pseudopotentials=QE_PSEUDOPOTENTIALS,
+            profile=EspressoProfile(command="pw.x", pseudo_dir=str(pseudo_dir)),
+            directory=str(work / f"bare-{k}"), kpts=None, pseudopotentials=pseudopotentials,
             input_data={"control": {"tprnfor": True, "tstress": True},
                         "system": {"ecutwfc": 50, "ecutrho": 500, "input_dft": "PBE",
                                    "vdw_corr": "dft-d3", "tot_charge": 0},
@@ -127,23 +139,30 @@ def bare_qe_s(frames, work: Path) -> float:
     return time.perf_counter() - start
 
 
-def qe_overhead(out: Path, n_frames: int, repeats: int) -> dict:
+def qe_overhead(out: Path, n_frames: int, repeats: int, cell: str,
+                pseudo_dir: Path | None) -> dict:
     """`ionmix label --teacher espresso` vs bare pw.x through ASE (1 rank each, alternating)."""
     import ase.io
 
-    path = qe_frames(out, n_frames)
+    path = qe_frames(out, n_frames, cell)
     frames = ase.io.read(path, ":")
-    spec = {"kind": "espresso", "pseudo_dir": str(DEBIAN_PSEUDO),
-            "pseudopotentials": QE_PSEUDOPOTENTIALS}
+    if cell == "nh3":
+        pseudo_dir, files = DEBIAN_PSEUDO, NH3_PSEUDOPOTENTIALS
+    elif pseudo_dir is None:
+        raise SystemExit("--cell emim-pf6 needs --pseudo-dir (made by 'ionmix pseudo generate')")
+    else:
+        files = PSLIBRARY_FILES
+    spec = {"kind": "espresso", "pseudo_dir": str(pseudo_dir), "pseudopotentials": files}
     bare, ours = [], []
     for k in range(repeats):
         shutil.rmtree(out / f"qe-{k}", ignore_errors=True)
-        bare.append(bare_qe_s(frames, out / f"qe-{k}"))
+        bare.append(bare_qe_s(frames, out / f"qe-{k}", pseudo_dir, files))
         start = time.perf_counter()
         label(path, spec, "single-point", out / f"qe-{k}" / "labels.db",
               cluster=ClusterConfig(workers=1), workdir=out / f"qe-{k}" / "work")
         ours.append(time.perf_counter() - start)
-    return {"n_frames": n_frames, "n_atoms": 4, "bare_s": bare, "ionmix_s": ours,
+    return {"cell": cell, "n_frames": n_frames, "n_atoms": len(frames[0]), "bare_s": bare,
+            "ionmix_s": ours,
             "ratio_bare_over_ionmix": min(bare) / min(ours)}
 
 
@@ -155,11 +174,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--ion-pairs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-label"))
+    parser.add_argument("--cell", choices=["nh3", "emim-pf6"], default="nh3")
+    parser.add_argument("--pseudo-dir", type=Path, default=None)
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.stage == "espresso-overhead":
-        result = qe_overhead(out, args.frames, args.repeats)
+        result = qe_overhead(out, args.frames, args.repeats, args.cell,
+                             args.pseudo_dir and args.pseudo_dir.resolve())
     else:
         store = frames_store(out, args.frames, args.ion_pairs)
         picked = equally_spaced(DatasetStore(store).select(), args.frames)

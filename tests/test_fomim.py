@@ -178,6 +178,21 @@ def test_experiment_csv_reads():
     data = read_experiment_csv(REPO / "examples" / "f-omim-experiment.csv")
     assert data["temperature_K"].tolist() == [300.0, 340.0]
     assert data["density_g_cm3"].tolist() == [1.69, 1.64]
+    assert data["kappa_T_temperature_K"].tolist() == [298.0]
+    assert data["kappa_T_per_Pa"].tolist() == [8.6e-10]
+
+
+def test_experiment_csv_bad_cell_is_named(tmp_path):
+    from ionmix.md import MDError
+    from ionmix.properties.studies import read_experiment_csv
+
+    bad = tmp_path / "exp.csv"
+    bad.write_text("temperature_K,density_g_cm3,kappa_T_per_Pa\n300,1.69,\n310,,\n")
+    with pytest.raises(MDError, match=r"exp.csv, line 3: need a temperature and a density"):
+        read_experiment_csv(bad)
+    bad.write_text("temperature_K,density_g_cm3\n300,dense\n")
+    with pytest.raises(MDError, match=r"line 2: density_g_cm3 = 'dense' is not a number"):
+        read_experiment_csv(bad)
 
 
 # ------------------------------------------------------------------------- bad input
@@ -258,3 +273,25 @@ class TestFOMIMBattery(CalculatorBattery):
     @pytest.mark.xfail(strict=True, reason=DISPERSION_CORRECTION_NOT_EXTENSIVE)
     def test_extensivity(self, calculator, structure):
         super().test_extensivity(calculator, structure)
+
+
+def test_figure2_workflow_script_is_consistent():
+    """examples/f-omim-study.sh parses, and its presets, files and commands exist."""
+    import re
+    import subprocess
+
+    from ionmix.train.presets import PRESETS
+
+    script = REPO / "examples" / "f-omim-study.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    presets = re.findall(r'PRESET:=([\w-]+)', text)
+    assert presets and set(presets) <= set(PRESETS)
+    for name in re.findall(r'\$HERE/([\w.-]+)', text):
+        assert (REPO / "examples" / name).exists(), name
+    from ionmix.cli import app
+
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    commands |= {g.name for g in app.registered_groups}
+    used = set(re.findall(r'"\$IONMIX" ([\w-]+)', text))
+    assert used and used <= commands, used - commands

@@ -94,6 +94,20 @@ def test_restart_refuses_changed_settings(tmp_path):
         run_md(argon(), lj(), settings(n_steps=4, temperature_K=90.0), tmp_path)
 
 
+def test_restart_refuses_another_model(tmp_path):
+    """A model retrained into the same file has another checksum: the run is not continued
+    with it (`make_calculator` tags its calculators with file name and checksum)."""
+    first, retrained = lj(), lj()
+    first.ionmix_model_id = "model.nequip.zip sha256:0123456789abcdef"
+    retrained.ionmix_model_id = "model.nequip.zip sha256:fedcba9876543210"
+    run_md(argon(), first, settings(n_steps=4), tmp_path)
+    assert json.loads((tmp_path / "md.json").read_text())["model_id"] == first.ionmix_model_id
+    with pytest.raises(MDError, match="holds a run of the model model.nequip.zip "
+                                      "sha256:0123456789abcdef; this one is .*fedcba"):
+        run_md(argon(), retrained, settings(n_steps=8), tmp_path)
+    run_md(argon(), first, settings(n_steps=8), tmp_path)  # the same model continues
+
+
 def test_npt_thermo_columns_are_consistent(tmp_path):
     """Density from mass and volume; pressure logged; conserved energy nearly constant."""
     run_md(argon(), lj(), settings(n_steps=40, timestep_fs=2.0), tmp_path)

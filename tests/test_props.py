@@ -36,6 +36,74 @@ def test_density_falls_with_temperature_and_resumes(tmp_path):
     assert again["points"] == result["points"]
     md = json.loads((tmp_path / "T_30K" / "md.json").read_text())
     assert md["settings"]["temperature_K"] == 30.0 and md["settings"]["ensemble"] == "npt"
+    # κ_T per temperature from the volume fluctuations of the equilibrated part, as the
+    # volume column of thermo.csv gives it (the study works from densities: V = m/ρ)
+    from ionmix.md import read_thermo
+    from ionmix.properties.eos import kappa_T_from_volume_fluctuations
+
+    volume = read_thermo(tmp_path / "T_30K" / "thermo.csv")["volume_A3"]
+    kappa, err = kappa_T_from_volume_fluctuations(volume[cold["equilibration_index"]:], 30.0)
+    assert cold["kappa_T_fluctuation_per_Pa"] == pytest.approx(kappa, rel=1e-4)
+    assert cold["kappa_T_fluctuation_err_per_Pa"] == pytest.approx(err, rel=1e-3)
+
+
+def test_compare_model_teacher_and_experiment(tmp_path):
+    """`props compare` puts the numbers of two density studies, a validation and an
+    experimental table side by side, each taken from where it was computed."""
+    from ase.calculators.lj import LennardJones
+    from typer.testing import CliRunner
+
+    from ionmix.cli import app
+    from ionmix.report.comparison import compare_properties
+
+    model = density_study(argon(2), lj(), [30.0, 70.0], FAST, tmp_path / "model")
+    teacher_calc = LennardJones(sigma=3.45, epsilon=0.0110, rc=7.0, smooth=True)
+    teacher = density_study(argon(2), teacher_calc, [30.0, 70.0], FAST, tmp_path / "teacher")
+    validate_trajectory(tmp_path / "model" / "T_30K", teacher_calc, tmp_path / "val", n_frames=3)
+    exp = tmp_path / "exp.csv"  # densities at 20 and 40 K; κ_T at 32 K (in the window)
+    exp.write_text("temperature_K,density_g_cm3,kappa_T_per_Pa\n20,1.70,\n40,1.60,\n"
+                   "32,,2.0e-10\n")
+    result = compare_properties(tmp_path / "model", teacher_density=tmp_path / "teacher",
+                                experiment=exp, validation=tmp_path / "val",
+                                temperature_K=30.0)
+    cols = result["columns"]
+    cold = model["points"][0]
+    assert cols["model"]["density_g_cm3"] == cold["density_g_cm3"]
+    assert cols["model"]["kappa_T_per_Pa"] == cold["kappa_T_fluctuation_per_Pa"]
+    assert cols["teacher"]["density_g_cm3"] == teacher["points"][0]["density_g_cm3"]
+    assert cols["model"]["alpha_P_per_K"] == pytest.approx(
+        -model["fit"]["slope_g_cm3_per_K"] / cold["density_g_cm3"])
+    assert cols["experiment"]["density_g_cm3"] == pytest.approx(np.interp(30, [20, 40],
+                                                                          [1.70, 1.60]))
+    assert cols["experiment"]["slope_g_cm3_per_K"] == pytest.approx((1.60 - 1.70) / 20)
+    assert cols["experiment"]["kappa_T_per_Pa"] == 2.0e-10
+    val = json.loads((tmp_path / "val" / "validate.json").read_text())
+    assert result["validation"]["force_mae_meV_per_A"] == val["force_mae_meV_per_A"]
+    # at 50 K the experiment's κ_T (32 K) is out of the window and ρ comes from the fit
+    far = compare_properties(tmp_path / "model", experiment=exp, temperature_K=50.0)
+    assert "kappa_T_per_Pa" not in far["columns"]["experiment"]
+    assert far["columns"]["model"]["density_from"] == "fit"
+    assert far["columns"]["model"]["density_g_cm3"] == pytest.approx(
+        model["fit"]["intercept_g_cm3"] + 50.0 * model["fit"]["slope_g_cm3_per_K"])
+    # the command writes the table and the figure
+    run = CliRunner().invoke(app, [
+        "props", "compare", str(tmp_path / "model"), "--teacher", str(tmp_path / "teacher"),
+        "--experiment", str(exp), "--validation", str(tmp_path / "val"),
+        "--temperature-K", "30", "--out", str(tmp_path / "cmp")])
+    assert run.exit_code == 0, run.output
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    deviation = 100 * (cold["density_g_cm3"] / teacher["points"][0]["density_g_cm3"] - 1)
+    assert f"ρ, model vs teacher: {deviation:+.1f} %" in table
+    assert f"{cold['density_g_cm3']:.4f} ± {cold['density_err_g_cm3']:.4f}" in table
+    assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 0
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = subprocess.run([str(Path(sys.executable).parent / "ionmix"), "props", "compare",
+                          str(tmp_path / "val"), "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "val/density.json is not a density.json" in bad.stderr
 
 
 def test_pressure_ramp_gives_consistent_compressibility(tmp_path):
@@ -117,3 +185,23 @@ def test_ramp_refuses_bad_pressures(tmp_path, pressures, match):
 def test_studies_need_stress(tmp_path):
     with pytest.raises(MDError, match="stress"):
         density_study(argon(2), TIP3P(), [300.0], FAST, tmp_path)
+
+
+def test_density_study_goes_on_past_a_blow_up(tmp_path):
+    """Argon at 3000 K boils out of its box (volume > 2× the start): that temperature is
+    listed as blown up with its reason, the others are still run, and a rerun reads the
+    blow-up back instead of running it again."""
+    from ionmix.report.comparison import compare_properties, comparison_markdown
+
+    temps = [30.0, 3000.0, 50.0]
+    result = density_study(argon(2), lj(), temps, FAST, tmp_path)
+    assert [p["temperature_K"] for p in result["points"]] == [30.0, 50.0]
+    (failed,) = result["blew_up"]
+    assert failed["temperature_K"] == 3000.0 and "MD stopped at step" in failed["reason"]
+    record = json.loads((tmp_path / "T_3000K" / "md.json").read_text())
+    assert record["status"] == "blew_up"
+    assert "fit" in result  # from the two temperatures that ran
+    again = density_study(argon(2), lj(), temps, FAST, tmp_path)
+    assert again["blew_up"][0]["reason"].startswith(f"MD stopped at step {record['steps_done']}")
+    table = comparison_markdown(compare_properties(tmp_path, temperature_K=30.0))
+    assert "model: **blew up at 3000 K**" in table

@@ -159,3 +159,23 @@ def test_extxyz_export_roundtrip(store, tmp_path):
     assert not list(path.parent.glob(".*.tmp"))
     with pytest.raises(DatasetError, match="empty"):
         atomic_write_extxyz([], tmp_path / "empty.extxyz")
+
+
+def test_start_structure_sampled_at_a_temperature(store, tmp_path):
+    """`load_structure(..., sampled_at_K=T)`: the last frame of the lowest replica sampled at
+    T, in a store holding several temperatures (runs sort T300K < T450K < T600K)."""
+    from ionmix.md import MDError, load_structure
+
+    frames = [labelled(seed) for seed in range(6)]
+    metas = []
+    for k, temperature in enumerate((300.0, 300.0, 450.0, 450.0, 600.0, 600.0)):
+        m = meta(f"A_T{temperature:g}K_r0", k % 2)
+        m["temperature_K"] = temperature
+        metas.append(m)
+    store.add_frames(frames, metas)
+    db = tmp_path / "frames.db"
+    np.testing.assert_allclose(load_structure(db, sampled_at_K=450.0).positions,
+                               frames[3].positions)
+    np.testing.assert_allclose(load_structure(db).positions, frames[5].positions)
+    with pytest.raises(MDError, match="no MD frames of .* sampled at 350 K"):
+        load_structure(db, sampled_at_K=350.0)

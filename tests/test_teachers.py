@@ -95,10 +95,12 @@ def test_provenance_file_round_trip_and_unknown_keys(tmp_path):
     atoms.info.update(teacher=spec.key, ion_set=ions.key)
     assert prov.teacher_spec(atoms) == spec
     assert prov.teacher(atoms).params.charge_scale == 0.7
+    # a run folder of a study (props density's T_300K/) finds the study's record
+    assert load_provenance(tmp_path / "T_300K" / "run.extxyz").teacher_spec(atoms) == spec
     atoms.info["teacher"] = "classical-000000000000"
     with pytest.raises(ProvenanceError, match="does not record"):
         prov.teacher_spec(atoms)
-    assert load_provenance(tmp_path / "elsewhere" / "x.xyz").teachers == {}
+    assert load_provenance(tmp_path / "elsewhere" / "deeper" / "x.xyz").teachers == {}
 
 
 def test_legacy_store_rows_read_as_md_snapshots_of_the_classical_teacher(tmp_path):

@@ -166,26 +166,35 @@ def make_calculator(model: str | os.PathLike, atoms: Atoms | None = None, *,
 
         if atoms is None:
             raise MDError("the classical teacher needs the structure (its molecules)")
-        return (provenance or Provenance()).teacher(atoms, "classical").calculator(atoms)
+        teacher = (provenance or Provenance()).teacher(atoms, "classical")
+        calc = teacher.calculator(atoms)
+        calc.ionmix_model_id = teacher.key
+        return calc
     from ionmix.train import load_calculator
+    from ionmix.train.data import file_sha256
 
     path = Path(model)
     if not path.is_file():
         raise MDError(f"model {path}: no such file (give a .nequip.zip/.ckpt or 'classical')")
-    return load_calculator(path, device=device, float64=float64)
+    calc = load_calculator(path, device=device, float64=float64)
+    # what a run records and a restart checks: the same file name may hold a retrained model
+    calc.ionmix_model_id = f"{path.name} sha256:{file_sha256(path)[:16]}"
+    return calc
 
 
 def load_structure(path: str | os.PathLike, index: int = -1,
-                   composition: str | None = None, replica: int | None = None) -> Atoms:
+                   composition: str | None = None, replica: int | None = None,
+                   sampled_at_K: float | None = None) -> Atoms:
     """A starting structure: any ASE-readable file, or a frame of a dataset store.
 
     Args:
         path: structure file (extxyz, PDB, POSCAR, ...; ``index`` picks the frame), or an
             ionmix dataset store (``*.db``): the last stored MD frame of ``composition`` (a
             key such as ``LiPF6=0.4,EMIMPF6=0.6``; optional if the store has one
-            composition) and ``replica`` (default: the lowest). Frames keep their molecule
-            information and their ``teacher``/``ion_set`` keys (`load_provenance` of the
-            same path resolves them).
+            composition) and ``replica`` (default: the lowest), sampled at
+            ``sampled_at_K`` when given (for a store of several temperatures). Frames keep
+            their molecule information and their ``teacher``/``ion_set`` keys
+            (`load_provenance` of the same path resolves them).
 
     Returns:
         Atoms without a calculator (labels dropped).
@@ -194,14 +203,15 @@ def load_structure(path: str | os.PathLike, index: int = -1,
     if not path.exists():
         raise MDError(f"structure {path}: no such file")
     if path.suffix == ".db":
-        atoms = _frame_from_store(path, composition, replica)
+        atoms = _frame_from_store(path, composition, replica, sampled_at_K)
     else:
         atoms = read_frames(path, index)
     atoms.calc = None
     return atoms
 
 
-def _frame_from_store(path: Path, composition: str | None, replica: int | None) -> Atoms:
+def _frame_from_store(path: Path, composition: str | None, replica: int | None,
+                      sampled_at_K: float | None) -> Atoms:
     from ionmix.dataset import DatasetStore
 
     store = DatasetStore(path)
@@ -214,9 +224,11 @@ def _frame_from_store(path: Path, composition: str | None, replica: int | None) 
     if composition not in stored:
         raise MDError(f"{path} has no composition {composition!r}; it has: "
                       f"{'; '.join(stored)}")
-    frames = store.select(composition=composition, replica=replica, task="md")
+    frames = store.select(composition=composition, replica=replica, task="md",
+                          temperature_K=sampled_at_K)
     if not frames:
-        raise MDError(f"{path}: no MD frames of {composition} with replica {replica}")
+        at = "" if sampled_at_K is None else f" sampled at {sampled_at_K:g} K"
+        raise MDError(f"{path}: no MD frames of {composition} with replica {replica}{at}")
     if replica is None:
         lowest = min(f.info["replica"] for f in frames)
         frames = [f for f in frames if f.info["replica"] == lowest]
@@ -232,7 +244,9 @@ def model_species(calc) -> list[str] | None:
 
 
 def _describe(calc) -> str:
-    return type(calc).__name__
+    """The model behind `calc`: file name and checksum (or teacher key) when it was made by
+    `make_calculator`, else the calculator's class name."""
+    return getattr(calc, "ionmix_model_id", type(calc).__name__)
 
 
 # --------------------------------------------------------------------------------------
@@ -425,13 +439,20 @@ def _format_row(row: dict) -> str:
     return buf.getvalue()
 
 
-def _check_same_settings(path: Path, settings: MDSettings) -> None:
-    """Refuse to continue the run in ``path.parent`` with other settings (MDError)."""
-    old = json.loads(path.read_text()).get("settings", {}) if path.exists() else None
+def _check_same_settings(path: Path, settings: MDSettings, calc) -> None:
+    """Refuse to continue the run in ``path.parent`` with other settings or another model
+    (MDError)."""
+    record = json.loads(path.read_text()) if path.exists() else {}
     check_same_settings(
-        old, settings.model_dump(), error=MDError, may_change=RESTART_MAY_CHANGE,
-        recorded_only=True, what=f"{path.parent} holds a run with other settings",
+        record.get("settings") if record else None, settings.model_dump(), error=MDError,
+        may_change=RESTART_MAY_CHANGE, recorded_only=True,
+        what=f"{path.parent} holds a run with other settings",
         advice=f"use another --out folder, or delete {path.parent} to start over")
+    old_model, model = record.get("model_id"), getattr(calc, "ionmix_model_id", None)
+    if old_model and model and old_model != model:
+        raise MDError(f"{path.parent} holds a run of the model {old_model}; this one is "
+                      f"{model} (retrained?): use another --out folder, or delete "
+                      f"{path.parent} to start over")
 
 
 def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
@@ -452,7 +473,7 @@ def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _check_same_settings(out / "md.json", settings)
+    _check_same_settings(out / "md.json", settings, calc)
     ckpt_path = out / "checkpoint.json"
     checkpoint = json.loads(ckpt_path.read_text()) if ckpt_path.exists() else None
     atoms = _starting_state(atoms, calc, settings, checkpoint, ckpt_path)
@@ -521,6 +542,7 @@ def _open_run(out: Path, atoms: Atoms, calc, settings: MDSettings,
         thermo_path.write_text(",".join(THERMO_COLUMNS) + "\n")
         traj_path.write_bytes(b"")
     meta = {"settings": settings.model_dump(), "calculator": _describe(calc),
+            "model_id": getattr(calc, "ionmix_model_id", None),
             "n_atoms": len(atoms), "formula": atoms.get_chemical_formula(),
             "mass_amu": float(atoms.get_masses().sum()), "status": "running",
             "steps_done": start, "resumed_from_step": start}

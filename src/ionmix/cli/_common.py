@@ -92,13 +92,14 @@ def md_settings(source: str, **kw):
 
 
 def load_with_provenance(structure: Path, out: Path | None, index: int = -1,
-                         composition: str | None = None):
+                         composition: str | None = None, sampled_at_K: float | None = None):
     """The structure and its provenance (teacher spec, ion set); the records the frame uses
     are written to ``out/provenance.json`` so the outputs travel with them."""
     from ionmix.dataset.provenance import Provenance, load_provenance
     from ionmix.md import load_structure
 
-    atoms = load_structure(structure, index=index, composition=composition)
+    atoms = load_structure(structure, index=index, composition=composition,
+                           sampled_at_K=sampled_at_K)
     provenance = load_provenance(structure)
     if out is not None:
         ions = provenance.ion_set(atoms)
@@ -111,12 +112,13 @@ def load_with_provenance(structure: Path, out: Path | None, index: int = -1,
 
 
 def run_study(label: str, structure: Path, model: str, composition: str | None, study,
-              out: Path | None = None, index: int = -1, float64: bool = False):
+              out: Path | None = None, index: int = -1, float64: bool = False,
+              sampled_at_K: float | None = None):
     """Load the structure and calculator, then run ``study(atoms, calc, progress)`` under a
     progress bar (per MD run, per step; on stderr, so --json output stays clean)."""
     from ionmix.md import make_calculator
 
-    atoms, provenance = load_with_provenance(structure, out, index, composition)
+    atoms, provenance = load_with_provenance(structure, out, index, composition, sampled_at_K)
     calc = make_calculator(model, atoms, provenance=provenance, float64=float64)
     with progress_bar(label, stderr=True) as update:
         return study(atoms, calc, lambda name, k, n: update(
@@ -129,3 +131,6 @@ ModelOpt = Annotated[str, typer.Option(
     help="Trained model (.nequip.zip/.ckpt), or 'classical' for the OPLS teacher.")]
 CompositionOpt = Annotated[str | None, typer.Option(
     help="With a .db: composition key, e.g. LiPF6=0.4,EMIMPF6=0.6.")]
+SampledAtOpt = Annotated[float | None, typer.Option(
+    "--sampled-at-K", help="With a .db of several temperatures: the last frame sampled at "
+    "this temperature (K).")]

@@ -10,6 +10,7 @@ import typer
 
 from ionmix.cli._common import (
     CompositionOpt,
+    SampledAtOpt,
     StructureArg,
     app,
     console,
@@ -36,8 +37,8 @@ def md(
         help="Steps between trajectory frames (and checkpoints).")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of the initial velocities.")] = 0,
     index: Annotated[int, typer.Option(help="Frame of a multi-frame structure file.")] = -1,
-    composition: Annotated[str | None, typer.Option(
-        help="With a .db: composition key, e.g. LiPF6=0.4,EMIMPF6=0.6.")] = None,
+    composition: CompositionOpt = None,
+    sampled_at_K: SampledAtOpt = None,
     float64: Annotated[bool, typer.Option(
         help="Evaluate the model in float64 (checkpoints, or models trained in float64).")
     ] = False,
@@ -58,6 +59,7 @@ def md(
     result = run_study("md", structure, model, composition, lambda atoms, calc, progress:
                        run_md(atoms, calc, settings, out,
                               progress=lambda k, n: progress(label, k, n)),
+                       sampled_at_K=sampled_at_K,
                        out=out, index=index, float64=float64)
     meta = json.loads((out / "md.json").read_text())
     rate = meta.get("steps_per_s")
@@ -120,6 +122,7 @@ def export_lammps(
         help="Job folder (system.data, in.lammps, README.txt), created.")],
     index: Annotated[int, typer.Option(help="Frame of a multi-frame structure file.")] = -1,
     composition: CompositionOpt = None,
+    sampled_at_K: SampledAtOpt = None,
     ensemble: Annotated[str, typer.Option(help="npt, nvt or nve.")] = "npt",
     temperature_K: Annotated[float, typer.Option("--temperature-K", "-T")] = 300.0,
     pressure_bar: Annotated[float, typer.Option("--pressure-bar", "-P")] = 1.0,
@@ -137,7 +140,8 @@ def export_lammps(
     from ionmix.export.lammps import write_lammps_inputs
     from ionmix.md import load_structure
 
-    atoms = load_structure(structure, index=index, composition=composition)
+    atoms = load_structure(structure, index=index, composition=composition,
+                           sampled_at_K=sampled_at_K)
     paths = write_lammps_inputs(
         atoms, model, out, ensemble=ensemble, temperature_K=temperature_K,
         pressure_bar=pressure_bar, timestep_fs=timestep_fs, n_steps=steps,

@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ionmix.cli._common import (
     CompositionOpt,
     ModelOpt,
+    SampledAtOpt,
     StructureArg,
     app,
     console,
+    err_console,
     floats,
     md_settings,
     progress_bar,
@@ -80,6 +83,7 @@ def props_density(
         help="ase (any model; MTK NPT) or openmm (only with --model classical: the teacher "
              "natively in OpenMM, ~100x faster).")] = "ase",
     composition: CompositionOpt = None,
+    sampled_at_K: SampledAtOpt = None,
     seed: Annotated[int, typer.Option()] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -102,10 +106,11 @@ def props_density(
                                      equilibration_fraction=equilibration_fraction,
                                      teacher=teacher, experiment=experiment,
                                      label="classical (OpenMM)" if engine == "openmm"
-                                     else Path(model).name, progress=progress), out=out)
+                                     else Path(model).name, progress=progress), out=out,
+                       sampled_at_K=sampled_at_K)
     if as_json:
         print(json.dumps(result, indent=2))
-        return
+        raise typer.Exit(3 if result["blew_up"] else 0)
     t = Table(title=f"Density at {pressure_bar:g} bar ({out / 'density.png'})")
     for col in ("T (K)", "ρ (g/cm³)", "± std. error", "samples", "drift (σ)"):
         t.add_column(col)
@@ -123,6 +128,44 @@ def props_density(
         console.print(f"[yellow]still drifting (> 3σ between halves):[/] "
                       f"{', '.join(result['drifting_runs'])}; run longer (same command, "
                       "larger --steps)")
+    for failed in result["blew_up"]:
+        err_console.print(f"[bold red]blew up at {failed['temperature_K']:g} K:[/] "
+                          f"{escape(failed['reason'])}", highlight=False)
+    if result["blew_up"]:
+        raise typer.Exit(3)  # as `ionmix md`; every result above is written
+
+
+@props_app.command("compare")
+def props_compare(
+    model_density: Annotated[Path, typer.Argument(
+        help="The model's `props density` folder (or its density.json).")],
+    out: Annotated[Path, typer.Option(help="Folder for comparison.md/.json/.png.")],
+    teacher: Annotated[Path | None, typer.Option(
+        help="The teacher's `props density` folder of the same temperatures.")] = None,
+    experiment: Annotated[Path | None, typer.Option(
+        help="CSV temperature_K,density_g_cm3[,kappa_T_per_Pa] of measurements.")] = None,
+    validation: Annotated[Path | None, typer.Option(
+        help="The model's `ionmix validate` folder (errors along its own trajectory).")] = None,
+    train_run: Annotated[Path | None, typer.Option(
+        "--train-run", help="The model's `ionmix train` folder (its test errors).")] = None,
+    temperature_K: Annotated[float, typer.Option(
+        "--temperature-K", help="Where ρ, α_P and κ_T are compared (K).")] = 300.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Model, teacher and experiment side by side (the paper's Figure 2 as a table): ρ,
+    dρ/dT, α_P and κ_T (volume fluctuations), and the model's test errors next to its errors
+    along its own NPT trajectory. Reads finished runs only."""
+    from ionmix.report.comparison import compare_properties, write_comparison
+
+    result = compare_properties(model_density, teacher_density=teacher, experiment=experiment,
+                                validation=validation, train_run=train_run,
+                                temperature_K=temperature_K)
+    report = write_comparison(result, out, model_density, teacher, experiment)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    console.print(report.read_text(), highlight=False)
+    console.print(f"Written: {report}, {out / 'comparison.png'}")
 
 
 @props_app.command("compressibility")
@@ -144,6 +187,7 @@ def props_compressibility(
     timestep_fs: Annotated[float, typer.Option("--timestep-fs")] = 0.5,
     log_every: Annotated[int, typer.Option(help="Steps between samples.")] = 10,
     composition: CompositionOpt = None,
+    sampled_at_K: SampledAtOpt = None,
     seed: Annotated[int, typer.Option()] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -161,7 +205,8 @@ def props_compressibility(
     result = run_study("ramp", structure, model, composition, lambda atoms, calc, progress:
                        compressibility_study(atoms, calc, settings, out, pressures_bar=ramp,
                                              first_stage_steps=first_stage_steps,
-                                             progress=progress), out=out)
+                                             progress=progress), out=out,
+                       sampled_at_K=sampled_at_K)
     if as_json:
         print(json.dumps(result, indent=2))
         return

@@ -16,6 +16,7 @@ from ionmix.cli._common import (
     progress_bar,
 )
 from ionmix.config import ConfigError
+from ionmix.train.presets import PRESETS
 
 
 @app.command()
@@ -76,7 +77,7 @@ def train(
     composition: Annotated[list[str], typer.Option(
         help="Training composition, e.g. LiPF6=0.4,EMIMPF6=0.6 (repeat for several).")],
     out: Annotated[Path, typer.Option(help="Run folder (config, checkpoints, package).")],
-    preset: Annotated[str, typer.Option(help="Preset name (see --list-presets).")] =
+    preset: Annotated[str, typer.Option(help="Preset name: " + ", ".join(PRESETS) + ".")] =
         "cpu-tiny-nequip",
     n_train: Annotated[int, typer.Option(help="Training frames per composition.")] = 40,
     n_val: Annotated[int, typer.Option(help="Validation frames per composition.")] = 5,

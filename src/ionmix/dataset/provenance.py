@@ -105,7 +105,9 @@ class Provenance:
 
 def load_provenance(path: str | os.PathLike) -> Provenance:
     """The records for frames read from `path`: a store's metadata, or ``provenance.json``
-    in the folder of a file (or in the folder itself). Empty if there is none."""
+    in the folder of a file (or in the folder itself), or in the folder above it (a study
+    folder such as `props density`'s, whose runs are its sub-folders). Empty if there is
+    none."""
     path = Path(path)
     if path.suffix == ".db" and path.is_file():
         from ionmix.dataset.store import DatasetStore
@@ -113,8 +115,9 @@ def load_provenance(path: str | os.PathLike) -> Provenance:
         records = DatasetStore(path).records()
         return Provenance(records["teachers"], records["ion_sets"], str(path))
     folder = path if path.is_dir() else path.parent
-    file = folder / FILE_NAME
-    if not file.is_file():
+    file = next((f for f in (folder / FILE_NAME, folder.parent / FILE_NAME) if f.is_file()),
+                None)
+    if file is None:
         return Provenance(where=str(folder))
     try:
         data = json.loads(file.read_text())

@@ -29,16 +29,18 @@ import numpy as np
 from ase import Atoms
 
 from ionmix.io import atomic_write_json, atomic_write_text
-from ionmix.md import MDError, MDSettings, carry_metadata, read_thermo, run_md
+from ionmix.md import MDBlowUp, MDError, MDSettings, carry_metadata, read_thermo, run_md
 from ionmix.properties import eos
 from ionmix.properties import stats as P
 from ionmix.properties.thermo import fit_density_vs_temperature
 from ionmix.teachers.classical.openmm_md import classical_npt_density
+from ionmix.units import volume_A3_for_density
 
 __all__ = [
     "DEFAULT_RAMP_BAR",
     "compressibility_study",
     "density_study",
+    "read_density_json",
     "read_experiment_csv",
 ]
 
@@ -100,16 +102,18 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
         progress: ``progress(run_name, step, n_steps)``.
 
     Returns (and writes ``density.json``, ``density.csv``, ``density.png``): per-temperature
-    means, the fit and, when two or more temperatures were run, dρ/dT and α_P.
+    means, the fit and, when two or more temperatures were run, dρ/dT and α_P. A model that
+    blows up at one temperature (`MDBlowUp`) is listed under ``blew_up`` with the reason
+    (its data kept in its run folder) and the other temperatures still run.
     """
     temps = _check_temperatures(temperatures_K)
     openmm_teacher = _openmm_teacher(calc) if engine == "openmm" else None
     if "stress" not in getattr(calc, "implemented_properties", ()):
         raise MDError("the density study runs NPT, which needs a calculator with stress")
-    teacher_data = _read_density_json(teacher) if teacher is not None else None
+    teacher_data = read_density_json(teacher) if teacher is not None else None
     experiment_data = read_experiment_csv(experiment) if experiment is not None else None
     out = Path(out_dir)
-    rows = []
+    rows, blew_up = [], []
     for t in temps:
         name = f"T_{t:g}K"
         if openmm_teacher is not None:
@@ -128,20 +132,25 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
             density = series["density_g_cm3"]
             temperature = [t] * len(density)  # Langevin: the target on average
         else:
-            s = settings.model_copy(update={"ensemble": "npt", "temperature_K": t})
-            run_md(atoms, calc, s, out / name, progress=None if progress is None else (
-                lambda k, n, nm=name: progress(nm, k, n)))
-            thermo = read_thermo(out / name / "thermo.csv")
-            density, temperature = thermo["density_g_cm3"], thermo["temperature_K"]
+            try:
+                density, temperature = _model_npt_series(atoms, calc, settings, t,
+                                                         out / name, progress)
+            except MDBlowUp as exc:  # the other temperatures still run; the data is kept
+                blew_up.append({"temperature_K": t, "run": name, "reason": str(exc)})
+                continue
         summary = P.series_summary(density, equilibration_fraction)
         temp_summary = P.series_summary(temperature, start=summary["equilibration_index"])
+        kappa, kappa_err = _kappa_from_densities(
+            density[summary["equilibration_index"]:], atoms, t)
         rows.append({"temperature_K": t, "density_g_cm3": summary["mean"],
                      "density_err_g_cm3": summary["err"], "n_samples": summary["n_samples"],
                      "equilibration_index": summary["equilibration_index"],
                      "statistical_inefficiency": summary["statistical_inefficiency"],
                      "n_effective": summary["n_effective"],
                      "drift_sigma": summary["drift_sigma"],
-                     "mean_temperature_K": temp_summary["mean"], "run": name})
+                     "mean_temperature_K": temp_summary["mean"],
+                     "kappa_T_fluctuation_per_Pa": kappa,
+                     "kappa_T_fluctuation_err_per_Pa": kappa_err, "run": name})
     if label is None:
         label = "classical (OpenMM)" if openmm_teacher else type(calc).__name__
     result: dict = {"label": label, "settings": settings.model_dump(), "equilibration_fraction":
@@ -154,13 +163,43 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
         result["fit"] = asdict(fit)
     drifting = [r["run"] for r in rows if r["drift_sigma"] > 3]
     result["drifting_runs"] = drifting
+    result["blew_up"] = blew_up
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "density.json", result)
-    atomic_write_text(out / "density.csv", _csv_text(rows))
+    if rows:
+        atomic_write_text(out / "density.csv", _csv_text(rows))
     from ionmix.report.properties import plot_density
 
     plot_density(result, out / "density.png", teacher=teacher_data, experiment=experiment_data)
     return result
+
+
+def _model_npt_series(atoms: Atoms, calc, settings: MDSettings, temperature_K: float,
+                      run_dir: Path, progress) -> tuple[np.ndarray, np.ndarray]:
+    """Density (g/cm³) and temperature (K) series of an NPT run with `calc` at
+    `temperature_K` (run, continued, or read back). Raises MDBlowUp, also for a run that
+    blew up before (it is not re-run)."""
+    record = json.loads((run_dir / "md.json").read_text()) if (run_dir / "md.json").exists() \
+        else {}
+    if record.get("status") == "blew_up":
+        raise MDBlowUp(f"MD stopped at step {record.get('steps_done')}: {record.get('reason')}")
+    s = settings.model_copy(update={"ensemble": "npt", "temperature_K": temperature_K})
+    run_md(atoms, calc, s, run_dir, progress=None if progress is None else (
+        lambda k, n: progress(run_dir.name, k, n)))
+    thermo = read_thermo(run_dir / "thermo.csv")
+    return thermo["density_g_cm3"], thermo["temperature_K"]
+
+
+def _kappa_from_densities(density_g_cm3, atoms: Atoms, temperature_K: float):
+    """κ_T (Pa⁻¹) and its jackknife error from the volume fluctuations of an equilibrated
+    NPT density series (V = mass / ρ); (None, None) when the series is too short."""
+    mass_amu = float(np.sum(atoms.get_masses()))
+    volume_A3 = [volume_A3_for_density(mass_amu, rho) for rho in density_g_cm3]
+    try:
+        kappa, err = eos.kappa_T_from_volume_fluctuations(volume_A3, temperature_K)
+    except ValueError:
+        return None, None
+    return kappa, err
 
 
 def _openmm_teacher(calc):
@@ -172,18 +211,26 @@ def _openmm_teacher(calc):
     return teacher
 
 
-def _read_density_json(path) -> dict:
+def read_density_json(path) -> dict:
+    """A ``density.json`` written by `density_study`, checked for its shape."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-        data["points"][0]["density_g_cm3"]  # noqa: B018 - shape check
+        if data["points"] or not data.get("blew_up"):  # every run may have blown up
+            data["points"][0]["density_g_cm3"]  # noqa: B018 - shape check
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         raise MDError(f"{path} is not a density.json written by `ionmix props density`") from None
     return data
 
 
 def read_experiment_csv(path) -> dict[str, np.ndarray]:
-    """Experimental ρ(T): CSV with columns ``temperature_K,density_g_cm3`` (header row)."""
+    """Measurements: CSV with a header ``temperature_K,density_g_cm3`` and optionally a
+    ``kappa_T_per_Pa`` column (isothermal compressibility, Pa⁻¹). A row may leave the
+    density or κ_T blank (e.g. κ_T measured at another temperature) but not both.
+
+    Returns arrays ``temperature_K``, ``density_g_cm3`` (rows with a density) and
+    ``kappa_T_temperature_K``, ``kappa_T_per_Pa`` (rows with a κ_T; empty when none).
+    """
     path = Path(path)
     try:
         rows = list(csv.DictReader(path.read_text().splitlines()))
@@ -191,12 +238,25 @@ def read_experiment_csv(path) -> dict[str, np.ndarray]:
         raise MDError(f"cannot read {path}: {exc.strerror}") from None
     if not rows or {"temperature_K", "density_g_cm3"} - set(rows[0]):
         raise MDError(f"{path}: need a header with temperature_K,density_g_cm3")
-    try:
-        t = np.array([float(r["temperature_K"]) for r in rows])
-        rho = np.array([float(r["density_g_cm3"]) for r in rows])
-    except (TypeError, ValueError):
-        raise MDError(f"{path}: every row must be two numbers") from None
-    return {"temperature_K": t, "density_g_cm3": rho}
+
+    def number(row: dict, key: str, line: int) -> float:
+        text = (row.get(key) or "").strip()
+        try:
+            return float(text) if text else float("nan")
+        except ValueError:
+            raise MDError(f"{path}, line {line}: {key} = {text!r} is not a number") from None
+
+    table = []
+    for line, row in enumerate(rows, start=2):
+        t, rho, kappa = (number(row, k, line) for k in
+                         ("temperature_K", "density_g_cm3", "kappa_T_per_Pa"))
+        if np.isnan(t) or (np.isnan(rho) and np.isnan(kappa)):
+            raise MDError(f"{path}, line {line}: need a temperature and a density or κ_T")
+        table.append((t, rho, kappa))
+    t, rho, kappa = (np.array(c) for c in zip(*table, strict=True))
+    has_rho, has_kappa = ~np.isnan(rho), ~np.isnan(kappa)
+    return {"temperature_K": t[has_rho], "density_g_cm3": rho[has_rho],
+            "kappa_T_temperature_K": t[has_kappa], "kappa_T_per_Pa": kappa[has_kappa]}
 
 
 # --------------------------------------------------------------------------------------
