@@ -269,6 +269,8 @@ def main() -> None:
     ap.add_argument("--scale-fit", action="store_true",
                     help="run the charge-scale fit even if ρ(300 K) is within 3 %%")
     ap.add_argument("--skip-ramp", action="store_true")
+    ap.add_argument("--only-ramp", action="store_true",
+                    help="equilibrate, then only the pressure ramp (Tait κ_T)")
     args = ap.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -284,6 +286,12 @@ def main() -> None:
     report["equilibration"] = {k: v for k, v in json.loads(
         (box.parent / "equilibration.json").read_text()).items() if k != "density_g_cm3"}
     log(f"equilibrated: {box} ({report['equilibration']['ns_per_day']:.1f} ns/day)")
+    if args.only_ramp:
+        pressures = tuple(float(p) for p in args.ramp_pressures.split(","))
+        report["ramp"] = stage_ramp(box, out, args.ramp_ps, pressures)
+        save()
+        log(f"Tait kappa_T = {report['ramp']['tait']['kappa_T_per_Pa']:.3e}")
+        return
     temps = args.temperatures.split(",")
     # ρ(300 K) and the ends of the range first, then the charge-scale fit and the ramp,
     # then the remaining temperatures: a partial run already answers the main questions

@@ -12,7 +12,7 @@
 #
 # Usage:  examples/f-omim-study.sh [OUT]            (default OUT: runs/f-omim-study)
 # Every step resumes from what is on disk: rerun the same command after an interruption.
-# SCALE=laptop (default: ~35-45 min on 2 CPU cores) or SCALE=paper (the paper's protocol:
+# SCALE=laptop (default: ~40 min on 2 CPU cores) or SCALE=paper (the paper's protocol:
 # 1 ns + 6 ns of sampling per temperature, paper-allegro-722, 50 ps of model NPT per
 # temperature and the 19-pressure Tait ramp; a GPU/cluster job, run it with DFT labels).
 # Any setting below can be overridden from the environment, e.g. TEMPS=300,320,340.
@@ -29,7 +29,7 @@ KEY="FOMIMC4F9CO2=1"
 if [[ $SCALE == paper ]]; then
     : "${EQUIL_PS:=1000}" "${PROD_PS:=6000}" "${SNAPSHOT_PS:=20}"
     : "${PRESET:=paper-allegro-722}" "${N_TRAIN:=800}" "${N_VAL:=100}" "${N_TEST:=100}"
-    : "${EPOCHS:=}" "${MD_STEPS:=100000}" "${TEMPS:=290,300,310,320,330,340,350}"
+    : "${EPOCHS:=}" "${MD_STEPS:=50000}" "${TEMPS:=290,300,310,320,330,340,350}"
     : "${TEACHER_PS:=1000}" "${RAMP:=1}" "${PACK_DENSITY:=1.4}" "${MAX_EQUIL_PS:=5000}"
 else
     # boxes packed at 1.6 g/cm3 (below the liquid's ~1.67) settle in tens of ps (the
