@@ -137,6 +137,8 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
     first = json.loads((out / "gen-000" / "summary.json").read_text())
     assert first["n_explored"] > 0 and set(first["walkers"]) == {
         "w0-npt-300K-1bar", "w1-volume-scan"}
+    assert set(first["wall_s"]) == {"data", "train", "explore", "select", "label"}
+    assert all(t >= 0 for t in first["wall_s"].values())
     second = json.loads((out / "gen-001" / "summary.json").read_text())
     assert second["n_train_frames"] == first["n_train_frames"] + first["frames_added"]
     assert (out / "report.md").read_text().startswith("# Active learning")

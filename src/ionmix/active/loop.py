@@ -25,6 +25,7 @@ spent; `report.md` says which.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,15 +224,25 @@ def _generation(ctx: _Context, g: int, earlier: list[dict]) -> dict:
     if summary_path.exists():
         return json.loads(summary_path.read_text())
     ctx.say(f"generation {g}: training a committee of {ctx.cfg.learn.committee}")
-    files = _write_data(ctx, gen, g)
-    trained = _train_committee(ctx, gen, files)
+    wall_s: dict[str, float] = {}  # per step, for the loop's own overhead (docs)
+
+    def timed(step: str, fn, *args):
+        t0 = time.perf_counter()
+        result = fn(*args)
+        wall_s[step] = time.perf_counter() - t0
+        return result
+
+    files = timed("data", _write_data, ctx, gen, g)
+    trained = timed("train", _train_committee, ctx, gen, files)
     window = _trust_window(ctx.cfg.learn, trained)
     ctx.say(f"generation {g}: exploring (trust window {window.lo_eV_per_A:.3f}–"
             f"{window.hi_eV_per_A:.3f} eV/Å)")
-    walkers = _explore(ctx, gen, trained, window)
-    selection = _select(ctx, gen, trained, window, walkers)
-    added = _label_selection(ctx, gen, g, selection)
+    walkers = timed("explore", _explore, ctx, gen, trained, window)
+    selection = timed("select", _select, ctx, gen, trained, window, walkers)
+    added = timed("label", _label_selection, ctx, gen, g, selection)
     summary = _summarise(g, trained, window, walkers, selection, added, files)
+    # a generation resumed mid-way times only what ran in its last call
+    summary["wall_s"] = wall_s
     atomic_write_json(summary_path, summary)
     ctx.say(f"generation {g}: accurate {summary['accurate_share']:.2f}, candidate "
             f"{summary['candidate_share']:.2f}, failed {summary['failed_share']:.2f}; "
