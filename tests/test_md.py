@@ -151,6 +151,12 @@ def test_nan_energy_stops_the_run_and_keeps_the_data(tmp_path):
     assert (tmp_path / "blowup.extxyz").exists()
     t = read_thermo(tmp_path / "thermo.csv")
     assert np.all(np.isfinite(t["potential_energy_eV"]))
+    # a rerun reports the earlier blow-up; it does not step into it again
+    thermo = (tmp_path / "thermo.csv").read_bytes()
+    with pytest.raises(MDBlowUp, match=rf"MD stopped at step {meta['steps_done']}: "
+                                       r"potential_energy_eV is nan.*earlier call"):
+        run_md(argon(), lj(), settings(ensemble="nvt", n_steps=40), tmp_path)
+    assert (tmp_path / "thermo.csv").read_bytes() == thermo
 
 
 def test_runaway_volume_stops_the_run(tmp_path):

@@ -32,7 +32,8 @@ last checkpoint, and those are recomputed identically on restart):
 A run that leaves sane bounds (non-finite energy, temperature or volume; temperature above
 ``max_temperature_factor`` × target; volume outside a factor ``max_volume_ratio`` of the
 starting volume) stops with `MDBlowUp`. Everything written up to the last good frame is
-kept, and the state at the failure goes to ``blowup.extxyz`` for inspection.
+kept, and the state at the failure goes to ``blowup.extxyz`` for inspection. Running the
+same folder again reports that blow-up (`MDBlowUp`) without stepping into it again.
 """
 
 from __future__ import annotations
@@ -439,9 +440,10 @@ def _format_row(row: dict) -> str:
     return buf.getvalue()
 
 
-def _check_same_settings(path: Path, settings: MDSettings, calc) -> None:
+def _check_can_continue(path: Path, settings: MDSettings, calc) -> None:
     """Refuse to continue the run in ``path.parent`` with other settings or another model
-    (MDError)."""
+    (MDError), and report a run that blew up before as blown up (MDBlowUp) rather than
+    re-running it into the same blow-up from its last checkpoint."""
     record = json.loads(path.read_text()) if path.exists() else {}
     check_same_settings(
         record.get("settings") if record else None, settings.model_dump(), error=MDError,
@@ -453,6 +455,10 @@ def _check_same_settings(path: Path, settings: MDSettings, calc) -> None:
         raise MDError(f"{path.parent} holds a run of the model {old_model}; this one is "
                       f"{model} (retrained?): use another --out folder, or delete "
                       f"{path.parent} to start over")
+    if record.get("status") == "blew_up":
+        raise MDBlowUp(f"MD stopped at step {record.get('steps_done')}: "
+                       f"{record.get('reason')} (in an earlier call; delete {path.parent} "
+                       "to run it again)")
 
 
 def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
@@ -468,12 +474,14 @@ def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
         progress: called as ``progress(steps_done, n_steps)`` at every log step.
 
     Raises:
-        MDError: bad inputs (before any step), or a restart with changed settings.
-        MDBlowUp: the trajectory left sane bounds (data up to the last frame kept).
+        MDError: bad inputs (before any step), or a restart with changed settings or
+            another model.
+        MDBlowUp: the trajectory left sane bounds (data up to the last frame kept), now
+            or in an earlier call.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _check_same_settings(out / "md.json", settings, calc)
+    _check_can_continue(out / "md.json", settings, calc)
     ckpt_path = out / "checkpoint.json"
     checkpoint = json.loads(ckpt_path.read_text()) if ckpt_path.exists() else None
     atoms = _starting_state(atoms, calc, settings, checkpoint, ckpt_path)

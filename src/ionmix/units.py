@@ -22,8 +22,13 @@ BAR_IN_EV_PER_A3: float = _ase.bar
 EV_PER_A3_IN_PA: float = 1.0 / (_ase.Pascal)
 #: grams per amu (1 / Avogadro's number).
 AMU_IN_G: float = 1.0 / _ase.mol
-#: 1 Å³ in cm³.
+#: 1 Å³ in cm³ and in m³.
 A3_IN_CM3: float = 1e-24
+A3_IN_M3: float = 1e-30
+#: SI constants (exact since 2019) for the properties in SI units (κ_T, D, σ).
+BOLTZMANN_J_PER_K: float = 1.380649e-23
+ELEMENTARY_CHARGE_C: float = 1.602176634e-19
+AVOGADRO_PER_MOL: float = 6.02214076e23
 
 
 def kj_per_mol_to_ev(energy_kj_per_mol):

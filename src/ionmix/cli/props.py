@@ -155,12 +155,12 @@ def props_compare(
     """Model, teacher and experiment side by side (the paper's Figure 2 as a table): ρ,
     dρ/dT, α_P and κ_T (volume fluctuations), and the model's test errors next to its errors
     along its own NPT trajectory. Reads finished runs only."""
-    from ionmix.report.comparison import compare_properties, write_comparison
+    from ionmix.report.comparison import compare_properties
 
     result = compare_properties(model_density, teacher_density=teacher, experiment=experiment,
                                 validation=validation, train_run=train_run,
-                                temperature_K=temperature_K)
-    report = write_comparison(result, out, model_density, teacher, experiment)
+                                temperature_K=temperature_K, out_dir=out)
+    report = out / "comparison.md"
     if as_json:
         print(json.dumps(result, indent=2))
         return

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ionmix.errors import InputError
-
-BOLTZMANN_J_PER_K = 1.380649e-23
-A3_IN_M3 = 1e-30
+from ionmix.units import A3_IN_M3, BOLTZMANN_J_PER_K
 
 
 class EOSError(InputError):

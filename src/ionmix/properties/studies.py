@@ -178,11 +178,7 @@ def _model_npt_series(atoms: Atoms, calc, settings: MDSettings, temperature_K: f
                       run_dir: Path, progress) -> tuple[np.ndarray, np.ndarray]:
     """Density (g/cm³) and temperature (K) series of an NPT run with `calc` at
     `temperature_K` (run, continued, or read back). Raises MDBlowUp, also for a run that
-    blew up before (it is not re-run)."""
-    record = json.loads((run_dir / "md.json").read_text()) if (run_dir / "md.json").exists() \
-        else {}
-    if record.get("status") == "blew_up":
-        raise MDBlowUp(f"MD stopped at step {record.get('steps_done')}: {record.get('reason')}")
+    blew up before (`run_md` does not re-run it)."""
     s = settings.model_copy(update={"ensemble": "npt", "temperature_K": temperature_K})
     run_md(atoms, calc, s, run_dir, progress=None if progress is None else (
         lambda k, n: progress(run_dir.name, k, n)))

@@ -68,6 +68,7 @@ from ionmix.chemistry.topology import (
     molecules_of,
 )
 from ionmix.errors import InputError
+from ionmix.units import A3_IN_M3, AVOGADRO_PER_MOL, BOLTZMANN_J_PER_K, ELEMENTARY_CHARGE_C
 
 __all__ = [
     "TransportError",
@@ -79,13 +80,9 @@ __all__ = [
     "transport_analysis",
 ]
 
-BOLTZMANN_J_PER_K = 1.380649e-23
-ELEMENTARY_CHARGE_C = 1.602176634e-19
-AVOGADRO_PER_MOL = 6.02214076e23
 #: 1 Å²/ps in cm²/s and in m²/s.
 A2_PER_PS_IN_CM2_PER_S = 1.0e-4
 A2_PER_PS_IN_M2_PER_S = 1.0e-8
-A3_IN_M3 = 1.0e-30
 
 
 class TransportError(InputError):

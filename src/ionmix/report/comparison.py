@@ -81,8 +81,11 @@ def compare_properties(model_density: str | Path, *, teacher_density: str | Path
                        experiment: str | Path | None = None,
                        validation: str | Path | None = None,
                        train_run: str | Path | None = None,
-                       temperature_K: float = 300.0) -> dict:
-    """Gather the model's, teacher's and experiment's properties and the model's errors.
+                       temperature_K: float = 300.0,
+                       out_dir: str | Path | None = None) -> dict:
+    """Gather the model's, teacher's and experiment's properties and the model's errors;
+    with `out_dir`, also write comparison.json, comparison.md and comparison.png (ρ(T) of
+    all three) there.
 
     Args:
         model_density, teacher_density: `props density` folders (or their density.json).
@@ -93,15 +96,16 @@ def compare_properties(model_density: str | Path, *, teacher_density: str | Path
     """
     from ionmix.train.run import read_test_metrics
 
+    model = read_density_json(_json_in(model_density, "density.json"))
+    teacher = None if teacher_density is None else read_density_json(
+        _json_in(teacher_density, "density.json"))
+    measured = None if experiment is None else read_experiment_csv(experiment)
     result: dict = {"temperature_K": temperature_K, "columns": {}}
-    result["columns"]["model"] = simulated_properties(
-        read_density_json(_json_in(model_density, "density.json")), temperature_K)
-    if teacher_density is not None:
-        result["columns"]["teacher"] = simulated_properties(
-            read_density_json(_json_in(teacher_density, "density.json")), temperature_K)
-    if experiment is not None:
-        result["columns"]["experiment"] = experimental_properties(
-            read_experiment_csv(experiment), temperature_K)
+    result["columns"]["model"] = simulated_properties(model, temperature_K)
+    if teacher is not None:
+        result["columns"]["teacher"] = simulated_properties(teacher, temperature_K)
+    if measured is not None:
+        result["columns"]["experiment"] = experimental_properties(measured, temperature_K)
     if validation is not None:
         path = _json_in(validation, "validate.json")
         try:
@@ -118,6 +122,14 @@ def compare_properties(model_density: str | Path, *, teacher_density: str | Path
                           f"whose training finished?)")
         result["test"] = {k: test[k] for k in ("energy_mae_meV_per_atom",
                                                 "force_mae_meV_per_A") if k in test}
+    if out_dir is not None:
+        from ionmix.report.properties import plot_density
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "comparison.json", result)
+        atomic_write_text(out / "comparison.md", comparison_markdown(result))
+        plot_density(model, out / "comparison.png", teacher=teacher, experiment=measured)
     return result
 
 
@@ -176,21 +188,3 @@ def comparison_markdown(result: dict) -> str:
             lines.append(f"| {title} | {_fmt(result.get('test', {}).get(key), digits=1)} | "
                          f"{_fmt(result.get('validation', {}).get(key), digits=1)} |")
     return "\n".join(lines) + "\n"
-
-
-def write_comparison(result: dict, out_dir: str | Path, model_density: str | Path,
-                     teacher_density: str | Path | None = None,
-                     experiment: str | Path | None = None) -> Path:
-    """comparison.json, comparison.md and comparison.png (ρ(T) of all three) in `out_dir`."""
-    from ionmix.report.properties import plot_density
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "comparison.json", result)
-    atomic_write_text(out / "comparison.md", comparison_markdown(result))
-    plot_density(read_density_json(_json_in(model_density, "density.json")),
-                 out / "comparison.png",
-                 teacher=None if teacher_density is None else read_density_json(
-                     _json_in(teacher_density, "density.json")),
-                 experiment=None if experiment is None else read_experiment_csv(experiment))
-    return out / "comparison.md"
