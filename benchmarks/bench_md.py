@@ -38,8 +38,9 @@ STORE = Path("runs/bench-train/sample/frames.db")
 COMPOSITION = "LiPF6=0.4,EMIMPF6=0.6"
 
 
-def merge(results: dict) -> None:
-    path = OUT / "bench-md.json"
+def merge(results: dict, path: Path = OUT / "bench-md.json") -> None:
+    """Merge `results` into the JSON file `path` with the machine and date; print them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(path.read_text()) if path.exists() else {}
     data.update(results)
     data.update(machine=f"{platform.machine()}, {platform.processor() or 'cpu'}",
@@ -178,6 +179,17 @@ def stage_density(teacher_ps: float, student_steps: int, model_dir: Path) -> Non
                "wall_s": time.perf_counter() - t0}
     rel = (mean - teacher["density_g_cm3"]) / teacher["density_g_cm3"]
     rel_err = np.hypot(err, teacher["density_err_g_cm3"]) / teacher["density_g_cm3"]
+    density_figure(teacher, t, "student", mean, err, rel, rel_err,
+                   OUT / f"density-{model_dir.name}.png")
+    merge({f"density_student_{model_dir.name}": {
+        **student, "relative_difference": rel, "relative_difference_err": rel_err,
+        "figure": str(OUT / f"density-{model_dir.name}.png")}})
+
+
+def density_figure(teacher: dict, thermo: dict, label: str, mean: float, err: float,
+                   rel: float, rel_err: float, path: Path) -> None:
+    """Teacher (OpenMM series, every 0.1 ps) and student (`ionmix md` thermo) density
+    against time, the relative difference (± error) in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -187,17 +199,14 @@ def stage_density(teacher_ps: float, student_steps: int, model_dir: Path) -> Non
     ax.plot(np.arange(len(teacher["series"])) * 0.1, teacher["series"], lw=0.6, color="C3",
             label=f"teacher (OpenMM): {teacher['density_g_cm3']:.4f} ± "
                   f"{teacher['density_err_g_cm3']:.4f}")
-    ax.plot(t["time_ps"], t["density_g_cm3"], lw=0.6, color="C0",
-            label=f"student (ionmix md): {mean:.4f} ± {err:.4f}")
+    ax.plot(thermo["time_ps"], thermo["density_g_cm3"], lw=0.6, color="C0",
+            label=f"{label} (ionmix md): {mean:.4f} ± {err:.4f}")
     ax.set_xlabel("time (ps)")
     ax.set_ylabel("density (g cm⁻³)")
     ax.set_title(f"Li[PF6]/[EMIM][PF6] x=0.4, 300 K, 1 bar: {100 * rel:+.2f} ± "
                  f"{100 * rel_err:.2f} %", fontsize=9)
     ax.legend(fontsize=7)
-    fig.savefig(OUT / f"density-{model_dir.name}.png", dpi=150)
-    merge({f"density_student_{model_dir.name}": {
-        **student, "relative_difference": rel, "relative_difference_err": rel_err,
-        "figure": str(OUT / f"density-{model_dir.name}.png")}})
+    fig.savefig(path, dpi=150)
 
 
 def stage_pv_scan(model_dirs: list[Path], n_frames: int) -> None:

@@ -80,6 +80,7 @@ LEARN_TOML = TINY_SAMPLE_TOML + """
 committee = 2
 preset = "cpu-tiny-allegro-npt"
 overrides = {max_epochs = 1}
+fine_tune_epochs = 1
 n_train = 3
 n_val = 1
 n_test = 2
@@ -98,6 +99,13 @@ kind = "volume-scan"
 scales = [0.97, 1.03]
 n_frames = 1
 
+[[learn.explore]]
+kind = "anneal"
+temperature_high_K = 450.0
+n_cycles = 1
+n_steps = 20
+trajectory_interval_steps = 5
+
 [cluster]
 workers = 1
 """
@@ -107,6 +115,7 @@ workers = 1
     (("committee = 2", "committee = 1"), "committee"),
     (("trust_lo_eV_per_A = 0.001", "trust_lo_eV_per_A = 200.0"), "0 < lo < hi"),
     (("n_steps = 20", "n_steps = 20\ntemperature_K = -5"), "temperature_K"),
+    (("temperature_high_K = 450.0", "temperature_high_K = 250.0"), "temperature_high_K"),
     (("preset = \"cpu-tiny-allegro-npt\"", "preset = \"cpu-tiny-allegro\""),
      "trains no stress"),
 ])
@@ -136,10 +145,22 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
     assert 1 <= len(learned) <= 4 and {f.info["generation"] for f in learned} <= {0, 1}
     first = json.loads((out / "gen-000" / "summary.json").read_text())
     assert first["n_explored"] > 0 and set(first["walkers"]) == {
-        "w0-npt-300K-1bar", "w1-volume-scan"}
+        "w0-npt-300K-1bar", "w1-volume-scan", "w2-anneal-300-450K-1bar"}
+    # the anneal walker's two segments: cold then hot, the second continuing the first
+    anneal = out / "gen-000" / "explore" / "w2-anneal-300-450K-1bar"
+    assert first["walkers"]["w2-anneal-300-450K-1bar"]["status"] == "done", first["walkers"]
+    targets = [json.loads((anneal / f"segment-{k}" / "md.json").read_text())[
+        "settings"]["temperature_K"] for k in (0, 1)]
+    assert targets == [300.0, 450.0]
     assert set(first["wall_s"]) == {"data", "train", "explore", "select", "label"}
     assert all(t >= 0 for t in first["wall_s"].values())
     second = json.loads((out / "gen-001" / "summary.json").read_text())
+    # generation 1 fine-tunes generation 0's models (model k from model k)
+    for k in range(2):
+        manifest = json.loads((out / "gen-001" / "models" / f"model-{k}" /
+                               "data_manifest.json").read_text())
+        assert manifest["initial_model"] == str(
+            out / "gen-000" / "models" / f"model-{k}" / "model.nequip.zip")
     assert second["n_train_frames"] == first["n_train_frames"] + first["frames_added"]
     assert (out / "report.md").read_text().startswith("# Active learning")
     assert (out / "generations.png").stat().st_size > 0
@@ -149,3 +170,21 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
     assert again.generations == result.generations
     assert {p: p.stat().st_mtime_ns for p in out.rglob("model.nequip.zip")} == mtimes
     assert len(DatasetStore(out / "frames.db").select(task="active-learning")) == len(learned)
+
+    # the final committee as one model for md/props: the mean of its members
+    from ionmix.md import MDError, make_calculator
+
+    models = out / "gen-001" / "models"
+    committee = make_calculator(models)
+    members = [make_calculator(p) for p in sorted(models.glob("model-*/model.nequip.zip"))]
+    atoms = learned[0].atoms.copy()
+    energies = []
+    for calc in [committee, *members]:
+        atoms.calc = calc
+        energies.append(atoms.get_potential_energy())
+    assert energies[0] == pytest.approx(np.mean(energies[1:]), abs=1e-6)
+    assert all(m.ionmix_model_id in committee.ionmix_model_id for m in members)
+    lonely = tmp_path / "lonely"
+    shutil.copytree(models / "model-0", lonely / "model-0")
+    with pytest.raises(MDError, match="found 1"):
+        make_calculator(lonely)

@@ -196,6 +196,26 @@ class TestTrainedCheckpointFloat64Battery(CalculatorBattery):
         return ase.io.read(data["test"], 0)
 
 
+def test_fine_tuning_starts_from_the_given_package(trained, data, tmp_path):
+    """With a vanishing learning rate, an epoch of fine-tuning leaves the package's
+    predictions as they were: the weights came from it, not from a random start."""
+    tuned = train(data, tmp_path / "tuned", initial_model=trained.package_path,
+                  overrides={**FAST, "max_epochs": 1, "learning_rate": 1e-12})
+    model = yaml.safe_load(tuned.config_path.read_text())["training_module"]["model"]
+    assert model == {"_target_": "nequip.model.ModelFromPackage",
+                     "package_path": str(trained.package_path.resolve())}
+    manifest = json.loads(tuned.manifest_path.read_text())
+    assert manifest["initial_model"] == str(trained.package_path.resolve())
+    parent, child = load_calculator(trained.package_path), load_calculator(tuned.package_path)
+    for atoms in ase.io.read(data["test"], ":"):
+        a, b = atoms.copy(), atoms.copy()
+        a.calc, b.calc = parent, child
+        assert abs(a.get_potential_energy() - b.get_potential_energy()) < 1e-4  # eV
+        assert np.abs(a.get_forces() - b.get_forces()).max() <= 5e-5  # eV/Å, float32
+    with pytest.raises(TrainConfigError, match="no-such.nequip.zip"):
+        train(data, tmp_path / "bad", initial_model=tmp_path / "no-such.nequip.zip")
+
+
 def test_float32_package_refuses_float64(trained):
     with pytest.raises(TrainConfigError, match="model_dtype"):
         load_calculator(trained.package_path, float64=True)

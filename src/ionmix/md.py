@@ -152,7 +152,8 @@ def make_calculator(model: str | os.PathLike, atoms: Atoms | None = None, *,
     """An ASE calculator from a model path or the name ``classical``.
 
     Args:
-        model: a trained ionmix/nequip model (``*.nequip.zip`` or ``*.ckpt``), or
+        model: a trained ionmix/nequip model (``*.nequip.zip`` or ``*.ckpt``), a
+            committee folder (``ionmix learn``'s ``gen-NNN/models``: the members' mean), or
             ``"classical"`` for the classical teacher of the structure's data: the teacher
             spec and ion set recorded with `atoms` (``info["teacher"]``/``["ion_set"]``,
             resolved through `provenance`), else the classical force field with the
@@ -175,11 +176,29 @@ def make_calculator(model: str | os.PathLike, atoms: Atoms | None = None, *,
     from ionmix.train.data import file_sha256
 
     path = Path(model)
+    if path.is_dir():
+        return _committee(path, device, float64)
     if not path.is_file():
-        raise MDError(f"model {path}: no such file (give a .nequip.zip/.ckpt or 'classical')")
+        raise MDError(f"model {path}: no such file (give a .nequip.zip/.ckpt, a committee "
+                      "folder or 'classical')")
     calc = load_calculator(path, device=device, float64=float64)
     # what a run records and a restart checks: the same file name may hold a retrained model
     calc.ionmix_model_id = f"{path.name} sha256:{file_sha256(path)[:16]}"
+    return calc
+
+
+def _committee(folder: Path, device: str, float64: bool):
+    """The committee of an ``ionmix learn`` generation's ``models/`` folder (every
+    ``model-*/model.nequip.zip``): the mean of its members (`CommitteeCalculator`)."""
+    from ionmix.active.committee import CommitteeCalculator
+
+    paths = sorted(folder.glob("model-*/*.nequip.zip"))
+    if len(paths) < 2:
+        raise MDError(f"model folder {folder}: a committee needs ≥ 2 model-*/*.nequip.zip "
+                      f"packages, found {len(paths)}")
+    members = [make_calculator(p, device=device, float64=float64) for p in paths]
+    calc = CommitteeCalculator(members)
+    calc.ionmix_model_id = "committee " + ", ".join(m.ionmix_model_id for m in members)
     return calc
 
 

@@ -160,11 +160,13 @@ def _safe(name: str) -> str:
 def train_recipe_task(files: dict[str, str], type_names: list[str],
                       preset: str, energy_shifts: dict[str, float] | str, run_dir: str,
                       seed: int, overrides: dict[str, Any],
-                      num_threads: int | None = None) -> dict[str, Any]:
+                      num_threads: int | None = None,
+                      initial_model: str | None = None) -> dict[str, Any]:
     """Train one recipe's model (resumes / returns the finished result if on disk).
 
     `num_threads` sets torch's threads in nequip-train (Dask workers default to
     OMP_NUM_THREADS=1, which would leave cores idle); None keeps the worker's setting.
+    `initial_model`: fine-tune from this package instead of random weights.
     """
     from ionmix.train import run_training
 
@@ -178,7 +180,7 @@ def train_recipe_task(files: dict[str, str], type_names: list[str],
     result = run_training(files["train"], files["val"], files["test"], type_names,
                           preset=preset, energy_shifts=energy_shifts, run_dir=run_dir,
                           seed=seed, overrides=overrides, progress=progress,
-                          num_threads=num_threads)
+                          num_threads=num_threads, initial_model=initial_model)
     return result.to_json()
 
 

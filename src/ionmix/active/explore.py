@@ -8,6 +8,11 @@ Two kinds of walker (IPSuite's and published IL workflows' habits):
   frames are the candidates; its density (when it ran to the end) is a convergence signal.
 * ``volume-scan``: training frames with molecule centres rescaled rigidly over a range of
   linear scales (densities the NPT walkers may reach), no MD.
+* ``anneal``: NPT with the temperature oscillating between ``temperature_K`` and
+  ``temperature_high_K`` (``n_cycles`` cold/hot pairs of segments, each continuing from
+  the last): the hot segments reach the expanded, distorted structures, the cold ones
+  bring them back towards the state point (the temperature cycling of published IL
+  workflows). Same early stops as ``npt``; no density (it is not at one state point).
 
 Walkers are module-level functions of plain data, so they run as Dask tasks; each writes
 ``walker.json`` with its status when done, and a rerun skips finished walkers.
@@ -23,7 +28,7 @@ from typing import Literal
 import ase.io
 import numpy as np
 from ase import Atoms
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ionmix.io import atomic_write_json
 
@@ -34,18 +39,22 @@ class WalkerSpec(BaseModel):
     """One ``[[learn.explore]]`` entry.
 
     Attributes:
-        kind: "npt" or "volume-scan".
-        temperature_K, pressure_bar: the state point (npt).
-        n_steps, timestep_fs, trajectory_interval_steps: the NPT run (frames saved every
-            `trajectory_interval_steps` are the candidates).
+        kind: "npt", "volume-scan" or "anneal".
+        temperature_K, pressure_bar: the state point (npt; anneal's cold temperature).
+        temperature_high_K, n_cycles: anneal: hot temperature and cold/hot pairs.
+        n_steps, timestep_fs, trajectory_interval_steps: the NPT run (anneal: all its
+            segments together; frames saved every `trajectory_interval_steps` are the
+            candidates).
         scales: volume-scan linear scale factors (volume × scale³).
         n_frames: volume-scan: training frames rescaled.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["npt", "volume-scan"] = "npt"
+    kind: Literal["npt", "volume-scan", "anneal"] = "npt"
     temperature_K: float = Field(300.0, gt=0.0, le=3000.0)
+    temperature_high_K: float = Field(500.0, gt=0.0, le=3000.0)
+    n_cycles: int = Field(2, ge=1)
     pressure_bar: float = Field(1.0, ge=-1.0e4, le=1.0e5)
     n_steps: int = Field(2000, ge=10)
     timestep_fs: float = Field(0.5, gt=0.0, le=2.0)
@@ -53,9 +62,19 @@ class WalkerSpec(BaseModel):
     scales: tuple[float, ...] = (0.94, 0.97, 1.03, 1.06, 1.1)
     n_frames: int = Field(4, ge=1)
 
+    @model_validator(mode="after")
+    def _anneal_goes_up(self):
+        if self.kind == "anneal" and self.temperature_high_K <= self.temperature_K:
+            raise ValueError(f"anneal: temperature_high_K ({self.temperature_high_K:g}) must "
+                             f"be above temperature_K ({self.temperature_K:g})")
+        return self
+
     def name(self, index: int) -> str:
         if self.kind == "npt":
             return f"w{index}-npt-{self.temperature_K:g}K-{self.pressure_bar:g}bar"
+        if self.kind == "anneal":
+            return (f"w{index}-anneal-{self.temperature_K:g}-{self.temperature_high_K:g}K-"
+                    f"{self.pressure_bar:g}bar")
         return f"w{index}-volume-scan"
 
 
@@ -96,36 +115,78 @@ def _volume_scan(walker: WalkerSpec, start: list[Atoms], out: Path) -> dict:
     return {"kind": "volume-scan", "status": "done", "reason": "", "n_candidates": len(frames)}
 
 
+def _md_settings(walker: WalkerSpec, temperature_K: float, n_steps: int, **kw):
+    from ionmix.md import MDSettings
+
+    if walker.kind == "anneal":
+        # the thermostat acts over a quarter of a segment (at most ionmix md's 1000 steps)
+        # so that each segment reaches its temperature; the barostat keeps its default
+        kw.update(thermostat_time_steps=float(min(1000, max(n_steps // 4, 10))))
+    return MDSettings(ensemble="npt", temperature_K=temperature_K,
+                      pressure_bar=walker.pressure_bar, n_steps=n_steps,
+                      timestep_fs=walker.timestep_fs,
+                      log_interval_steps=math.gcd(10, walker.trajectory_interval_steps),
+                      trajectory_interval_steps=walker.trajectory_interval_steps, **kw)
+
+
+def _segments(walker: WalkerSpec) -> list[tuple[float, int]]:
+    """(temperature_K, steps) of each MD segment: one for npt, 2·n_cycles for anneal."""
+    if walker.kind == "npt":
+        return [(walker.temperature_K, walker.n_steps)]
+    temps = [walker.temperature_K, walker.temperature_high_K] * walker.n_cycles
+    return [(t, max(walker.n_steps // len(temps), 1)) for t in temps]
+
+
 def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
          trust_hi: float, density_window: tuple[float, float]) -> dict:
+    """An npt or anneal walker: its MD segments in turn (each from where the last ended,
+    momenta kept), until done or stopped; the candidates are every segment's frames."""
     from ionmix.active.committee import ExplorationStop, load_committee
-    from ionmix.md import MDBlowUp, MDSettings, read_thermo, run_md
+    from ionmix.md import MDBlowUp, read_thermo, run_md
 
     calc = load_committee(model_paths, stop_above_eV_per_A=trust_hi,
                           density_window_g_cm3=tuple(density_window))
-    settings = MDSettings(ensemble="npt", temperature_K=walker.temperature_K,
-                          pressure_bar=walker.pressure_bar, n_steps=walker.n_steps,
-                          timestep_fs=walker.timestep_fs,
-                          log_interval_steps=math.gcd(10, walker.trajectory_interval_steps),
-                          trajectory_interval_steps=walker.trajectory_interval_steps)
-    status, reason = "done", ""
-    try:
-        run_md(start, calc, settings, out)
-    except ExplorationStop as exc:
-        status, reason = "stopped", str(exc)
-    except MDBlowUp as exc:
-        status, reason = "blew_up", str(exc)
-    record = {"kind": "npt", "status": status, "reason": reason,
+    status, reason, atoms, folders = "done", "", start, []
+    for k, (temperature_K, n_steps) in enumerate(_segments(walker)):
+        folder = out if walker.kind == "npt" else out / f"segment-{k}"
+        folders.append(folder)
+        settings = _md_settings(walker, temperature_K, n_steps,
+                                initial_velocities="maxwell" if k == 0 else "keep")
+        try:
+            run_md(atoms, calc, settings, folder)
+        except ExplorationStop as exc:
+            status, reason = "stopped", f"{folder.name}: {exc}" if k else str(exc)
+            break
+        except MDBlowUp as exc:
+            status, reason = "blew_up", f"{folder.name}: {exc}" if k else str(exc)
+            break
+        atoms = _final_state(folder, atoms)
+    record = {"kind": walker.kind, "status": status, "reason": reason,
               "temperature_K": walker.temperature_K, "pressure_bar": walker.pressure_bar}
-    traj = out / "trajectory.extxyz"
-    frames = ase.io.read(traj, ":") if traj.exists() and traj.stat().st_size else []
+    frames = [f for folder in folders for f in _trajectory(folder)]
     if frames:
         ase.io.write(out / CANDIDATES_FILE, frames)
     record["n_candidates"] = len(frames)
     thermo_path = out / "thermo.csv"
-    if status == "done" and thermo_path.exists():
+    if walker.kind == "npt" and status == "done" and thermo_path.exists():
         record.update(_density(read_thermo(thermo_path)["density_g_cm3"]))
     return record
+
+
+def _final_state(folder: Path, atoms: Atoms) -> Atoms:
+    """`atoms` at the end of the run in `folder` (cell, positions, momenta)."""
+    state = json.loads((folder / "checkpoint.json").read_text())["atoms"]
+    final = atoms.copy()
+    final.calc = None
+    final.set_cell(state["cell"], scale_atoms=False)
+    final.set_positions(state["positions"])
+    final.set_momenta(state["momenta"])
+    return final
+
+
+def _trajectory(folder: Path) -> list[Atoms]:
+    traj = folder / "trajectory.extxyz"
+    return ase.io.read(traj, ":") if traj.exists() and traj.stat().st_size else []
 
 
 def _density(series) -> dict:

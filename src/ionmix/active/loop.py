@@ -50,6 +50,9 @@ class LearnSettings(BaseModel):
     Attributes:
         committee: models per generation (≥ 2; 4 by default, as dpgen).
         preset, overrides: training preset (with stress, for NPT) and nequip overrides.
+        fine_tune_epochs: None: every generation trains from random weights; N: after
+            the first, model k fine-tunes from the previous generation's model k for N
+            epochs (on all the data so far).
         n_train, n_val, n_test: initial frames per composition (replicas 0, 0, 1).
         max_generations: generation budget.
         trust_lo_eV_per_A, trust_hi_eV_per_A: trust window on the max force deviation;
@@ -66,6 +69,7 @@ class LearnSettings(BaseModel):
     committee: int = Field(4, ge=2)
     preset: str = "cpu-tiny-allegro-npt"
     overrides: dict[str, Any] = Field(default_factory=dict)
+    fine_tune_epochs: int | None = Field(None, ge=1)
     n_train: int = Field(100, ge=1)
     n_val: int = Field(10, ge=1)
     n_test: int = Field(10, ge=1)
@@ -129,7 +133,7 @@ def _check_before_work(cfg: LearnConfig) -> None:
 
     preset = get_preset(cfg.learn.preset)
     spec = teacher_spec(cfg.teacher, "[teacher]")
-    has_npt = any(w.kind == "npt" for w in cfg.learn.explore)
+    has_npt = any(w.kind in ("npt", "anneal") for w in cfg.learn.explore)
     if has_npt and not make_teacher(spec).provides_stress:
         raise InputError(f"[teacher] {spec.kind} gives no stress; NPT exploration needs it")
     if has_npt and not preset.uses_stress:
@@ -153,7 +157,8 @@ def run_learning(cfg: LearnConfig, out_dir, scheduler: str | None = None,
             break
     from ionmix.report.active import write_report
 
-    report, figure = write_report(ctx.out, summaries, stopped, ctx.teacher.describe())
+    report, figure = write_report(ctx.out, summaries, stopped, ctx.teacher.describe(),
+                                  ctx.reference_density_g_cm3)
     return LearnResult(summaries, stopped, report, figure)
 
 
@@ -233,7 +238,7 @@ def _generation(ctx: _Context, g: int, earlier: list[dict]) -> dict:
         return result
 
     files = timed("data", _write_data, ctx, gen, g)
-    trained = timed("train", _train_committee, ctx, gen, files)
+    trained = timed("train", _train_committee, ctx, gen, g, files)
     window = _trust_window(ctx.cfg.learn, trained)
     ctx.say(f"generation {g}: exploring (trust window {window.lo_eV_per_A:.3f}–"
             f"{window.hi_eV_per_A:.3f} eV/Å)")
@@ -264,15 +269,25 @@ def _write_data(ctx: _Context, gen: Path, g: int) -> dict[str, str]:
     return {k: str(v) for k, v in files.items()}
 
 
-def _train_committee(ctx: _Context, gen: Path, files: dict[str, str]) -> list[dict]:
-    """K models (seeds seed … seed + K − 1) as Dask tasks; their TrainResult records."""
+def _train_committee(ctx: _Context, gen: Path, g: int, files: dict[str, str]) -> list[dict]:
+    """K models (seeds seed … seed + K − 1) as Dask tasks, from random weights or
+    fine-tuned from the previous generation's; their TrainResult records."""
+    from ionmix.train.run import PACKAGE_NAME
     from ionmix.transferability import train_recipe_task
 
     s = ctx.cfg.learn
+    fine_tune = s.fine_tune_epochs is not None and g > 0
+    overrides = {**s.overrides, "max_epochs": s.fine_tune_epochs} if fine_tune else s.overrides
+
+    def initial(k: int) -> str | None:
+        previous = ctx.out / f"gen-{g - 1:03d}" / "models" / f"model-{k}" / PACKAGE_NAME
+        return str(previous) if fine_tune else None
+
     with dask_client(ctx.cfg.cluster, ctx.scheduler) as client:
         futures = [client.submit(train_recipe_task, files, ctx.type_names, s.preset,
                                  ctx.shifts, str(gen / "models" / f"model-{k}"), s.seed + k,
-                                 s.overrides, None, key=f"train-{gen.name}-{k}", pure=False)
+                                 overrides, None, initial(k), key=f"train-{gen.name}-{k}",
+                                 pure=False)
                    for k in range(s.committee)]
         return client.gather(futures)
 

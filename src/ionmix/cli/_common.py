@@ -128,7 +128,8 @@ def run_study(label: str, structure: Path, model: str, composition: str | None, 
 StructureArg = Annotated[Path, typer.Argument(
     help="Starting structure: any ASE-readable file, or a dataset store (.db).")]
 ModelOpt = Annotated[str, typer.Option(
-    help="Trained model (.nequip.zip/.ckpt), or 'classical' for the OPLS teacher.")]
+    help="Trained model (.nequip.zip/.ckpt), a committee folder (ionmix learn's "
+        "gen-NNN/models: the members' mean), or 'classical' for the OPLS teacher.")]
 CompositionOpt = Annotated[str | None, typer.Option(
     help="With a .db: composition key, e.g. LiPF6=0.4,EMIMPF6=0.6.")]
 SampledAtOpt = Annotated[float | None, typer.Option(

@@ -10,6 +10,7 @@ import typer
 
 from ionmix.cli._common import (
     CompositionOpt,
+    ModelOpt,
     SampledAtOpt,
     StructureArg,
     app,
@@ -22,10 +23,8 @@ from ionmix.cli._common import (
 
 @app.command()
 def md(
-    structure: Annotated[Path, typer.Argument(
-        help="Starting structure: any ASE-readable file, or a dataset store (.db).")],
-    model: Annotated[str, typer.Option(
-        help="Trained model (.nequip.zip/.ckpt), or 'classical' for the OPLS teacher.")],
+    structure: StructureArg,
+    model: ModelOpt,
     out: Annotated[Path, typer.Option(help="Run folder (log, trajectory, checkpoint).")],
     ensemble: Annotated[str, typer.Option(help="npt, nvt or nve.")] = "npt",
     temperature_K: Annotated[float, typer.Option("--temperature-K", "-T")] = 300.0,

@@ -91,6 +91,9 @@ def train(
     override: Annotated[list[str] | None, typer.Option(
         help="Config override key=value (nequip config path), e.g. max_epochs=20.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for split, initialisation, shuffling.")] = 0,
+    initial_model: Annotated[Path | None, typer.Option(
+        help="Fine-tune: start from this packaged model (.nequip.zip) instead of random "
+        "weights.")] = None,
 ) -> None:
     """Train a NequIP or Allegro model on a dataset selection with nequip-train; package it.
 
@@ -105,7 +108,7 @@ def train(
         dataset, comps, n_train=n_train, n_val=n_val, n_test=n_test, preset=preset,
         run_dir=out, energy_reference=energy_reference,
         overrides=_parse_overrides(override or []), seed=seed, teacher=teacher,
-        progress=lambda line: console.print(line, highlight=False))
+        initial_model=initial_model, progress=lambda line: console.print(line, highlight=False))
     m = result.metrics
     console.print(f"[green]model:[/] {result.package_path}")
     console.print(f"test energy MAE {m.get('energy_mae_meV_per_atom', float('nan')):.2f} "

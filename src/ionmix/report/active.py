@@ -14,9 +14,11 @@ from ionmix.io import atomic_write_text  # noqa: E402
 from ionmix.report.properties import _save  # noqa: E402
 
 
-def plot_generations(summaries: list[dict], path: Path) -> Path:
+def plot_generations(summaries: list[dict], path: Path,
+                     reference_density_g_cm3: float | None = None) -> Path:
     """Shares (accurate/candidate/failed), frames added, committee test force MAE and each
-    NPT walker's density (± error) against generation."""
+    NPT walker's density (± error) against generation, with the teacher's (the mean
+    density of the initial frames, g/cm³) as a dashed line when given."""
     gens = [s["generation"] for s in summaries]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), constrained_layout=True)
     for key, colour in (("accurate", "tab:green"), ("candidate", "tab:orange"),
@@ -39,6 +41,9 @@ def plot_generations(summaries: list[dict], path: Path) -> Path:
             axes[2].errorbar([g for g, _ in pts], [w["density_g_cm3"] for _, w in pts],
                              yerr=[w["density_err_g_cm3"] for _, w in pts], fmt="o-",
                              capsize=3, label=name)
+    if reference_density_g_cm3 is not None:
+        axes[2].axhline(reference_density_g_cm3, color="k", ls="--", lw=0.8,
+                        label="teacher (initial frames)")
     axes[2].set(xlabel="generation", ylabel="committee NPT density (g/cm³)")
     if axes[2].get_legend_handles_labels()[0]:
         axes[2].legend(fontsize=7)
@@ -52,15 +57,15 @@ def _walker_line(name: str, w: dict) -> str:
             f"{w.get('reason', '')} |")
 
 
-def write_report(out: Path, summaries: list[dict], stopped: str,
-                 teacher: str) -> tuple[Path, Path]:
+def write_report(out: Path, summaries: list[dict], stopped: str, teacher: str,
+                 reference_density_g_cm3: float | None = None) -> tuple[Path, Path]:
     """Write ``generations.png`` and ``report.md`` into `out`; returns (report, figure)."""
-    figure = plot_generations(summaries, out / "generations.png")
+    figure = plot_generations(summaries, out / "generations.png", reference_density_g_cm3)
     lines = ["# Active learning", "", f"Teacher: {teacher}.", f"Stopped: {stopped}.", "",
              "![generations](generations.png)", "",
              "| generation | train frames | explored | accurate | candidate | failed | added "
-             "| trust window (eV/Å) | committee force MAE (meV/Å) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| trust window (eV/Å) | committee force MAE (meV/Å) | wall (min) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         mae = [m for m in s["committee_test_force_mae_meV_per_A"] if m is not None]
         lines.append(
@@ -68,7 +73,8 @@ def write_report(out: Path, summaries: list[dict], stopped: str,
             f"{s['accurate_share']:.2f} | {s['candidate_share']:.2f} | "
             f"{s['failed_share']:.2f} | {s['frames_added']} | "
             f"{s['trust_lo_eV_per_A']:.3f}–{s['trust_hi_eV_per_A']:.3f} | "
-            f"{np.mean(mae):.1f} |" if mae else f"| {s['generation']} | – |")
+            f"{np.mean(mae):.1f} | {sum(s.get('wall_s', {}).values()) / 60:.1f} |"
+            if mae else f"| {s['generation']} | – |")
     for s in summaries:
         lines += ["", f"## Generation {s['generation']}: walkers", "",
                   "| walker | status | candidates | density | stop reason |",

@@ -35,6 +35,7 @@ def train_from_store(
     overrides: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = print,
     teacher: str | None = None,
+    initial_model: str | Path | None = None,
 ) -> TrainResult:
     """Select, split, export and train (see `run_training` for the training itself).
 
@@ -53,6 +54,7 @@ def train_from_store(
             ``isolated-atom`` in the store, else computed by the teacher).
         teacher: teacher key of the frames to use; required only when the store holds
             labels of several teachers at these compositions (they are never mixed).
+        initial_model: fine-tune from this package (see `run_training`).
     """
     if not compositions:
         raise TrainDataError("empty selection: give at least one training composition")
@@ -84,7 +86,7 @@ def train_from_store(
             isolated_atom_energies_eV=isolated_atom_energies_eV)
     return run_training(files["train"], files["val"], files["test"], type_names,
                         preset=preset, energy_shifts=shifts, run_dir=run_dir, seed=seed,
-                        overrides=overrides, progress=progress)
+                        overrides=overrides, progress=progress, initial_model=initial_model)
 
 
 def _one_teacher(frames, dataset) -> str:

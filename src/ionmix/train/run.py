@@ -270,6 +270,7 @@ def run_training(
     package: bool = True,
     progress: Callable[[str], None] | None = print,
     num_threads: int | None = None,
+    initial_model: str | Path | None = None,
 ) -> TrainResult:
     """Train a NequIP or Allegro model with ``nequip-train`` and package it.
 
@@ -295,6 +296,10 @@ def run_training(
         num_threads: CPU threads for torch in nequip-train (OMP_NUM_THREADS); None keeps
             the environment's setting. On a shared machine 1 avoids the large slowdown of
             oversubscribed OpenMP threads.
+        initial_model: fine-tune: start from this packaged model (``*.nequip.zip``, same
+            type names and architecture family) instead of random weights; the preset's
+            optimiser, loss and epochs apply. The package must stay where it is (nequip
+            records its path in the checkpoints).
 
     Returns:
         TrainResult (also stored as ``RUN_DIR/ionmix_train.json``).
@@ -333,10 +338,12 @@ def run_training(
         train_val_counts=train_val_counts,
         test_has_stress=summaries["test"].all_have_stress, overrides=overrides,
     )
-    config_text = _config_text(config, p, run_dir, energy_mode, overrides)
+    if initial_model is not None:
+        config = _fine_tune_from(config, initial_model)
+    config_text = _config_text(config, p, run_dir, energy_mode, shifts, overrides)
     config_sha = hashlib.sha256(config_text.encode()).hexdigest()
-    manifest = _manifest(config, p, seed, overrides, type_names, energy_mode, frames,
-                         summaries, train_val_counts)
+    manifest = _manifest(p, seed, overrides, type_names, energy_mode, shifts, frames,
+                         summaries, train_val_counts, initial_model)
 
     # the run directory is reused only for the same run
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -402,10 +409,20 @@ def _energy_reference(
     return "explicit", {str(k): float(v) for k, v in energy_shifts.items()}
 
 
+def _fine_tune_from(config: dict, initial_model: str | Path) -> dict:
+    """`config` with its model built from the package `initial_model` (nequip's
+    ``ModelFromPackage``: weights, architecture and energy shifts are the package's)."""
+    path = Path(initial_model).resolve()
+    if not path.is_file() or not path.name.endswith(".nequip.zip"):
+        raise TrainConfigError(f"initial model {path}: no such .nequip.zip package")
+    module = {**config["training_module"],
+              "model": {"_target_": "nequip.model.ModelFromPackage", "package_path": str(path)}}
+    return {**config, "training_module": module}
+
+
 def _config_text(config: dict, p: Preset, run_dir: Path, energy_mode: str,
-                 overrides: Mapping[str, Any]) -> str:
+                 final_shifts: Mapping[str, float], overrides: Mapping[str, Any]) -> str:
     """``config.yaml``'s text: the config under a header saying how to re-run it."""
-    final_shifts = config["training_module"]["model"]["per_type_energy_shifts"]
     header = (
         f"nequip-framework config written by ionmix.train (preset {p.name}, backend "
         f"{p.backend}).\n"
@@ -420,9 +437,10 @@ def _config_text(config: dict, p: Preset, run_dir: Path, energy_mode: str,
 
 
 def _manifest(
-    config: dict, p: Preset, seed: int, overrides: Mapping[str, Any], type_names: list[str],
-    energy_mode: str, frames: dict[str, list], summaries: dict[str, DataFileSummary],
-    train_val_counts: tuple[int, int] | None,
+    p: Preset, seed: int, overrides: Mapping[str, Any], type_names: list[str],
+    energy_mode: str, shifts: Mapping[str, float], frames: dict[str, list],
+    summaries: dict[str, DataFileSummary], train_val_counts: tuple[int, int] | None,
+    initial_model: str | Path | None,
 ) -> dict[str, Any]:
     """``data_manifest.json``'s content."""
     return {
@@ -433,8 +451,7 @@ def _manifest(
         "type_names": type_names,
         "energy_reference": {
             "mode": energy_mode,
-            "per_type_energy_shifts_eV": config["training_module"]["model"][
-                "per_type_energy_shifts"],
+            "per_type_energy_shifts_eV": dict(shifts),
         },
         "files": {role: file_manifest(summaries[role], frames[role]) for role in frames},
         "split": (
@@ -442,6 +459,7 @@ def _manifest(
             else {"from": "train", "n_train": train_val_counts[0], "n_val": train_val_counts[1],
                   "seed": int(seed)}
         ),
+        "initial_model": None if initial_model is None else str(Path(initial_model).resolve()),
         "versions": _versions(),
     }
 

@@ -1,0 +1,202 @@
+"""Active-learning benchmarks (issue 16) on a finished or running `ionmix learn` folder.
+
+Li[PF6]/[EMIM][PF6] at x = 0.4, 300 K, classical teacher (examples/learn-li-emim-pf6*.toml):
+
+    ionmix learn examples/learn-li-emim-pf6-short.toml --out runs/learn-short
+
+Stages (each merges its numbers into RUN/bench/bench-learn.json):
+
+* ``summary``: generations, labelled frames, wall time per step, committee test MAEs.
+* ``teacher``: the teacher's own NPT density (OpenMM, Monte Carlo barostat, 300 K, 1 bar,
+  the labels' force field), from the walkers' starting frame, with its block error; run
+  once (``--teacher-ps``, 1 ns by default so that the error is < 0.5 %).
+* ``student``: NPT (`ionmix md` defaults: MTK, 0.5 fs) with a generation's committee (or
+  one member, ``--member``) from the same frame, resumable (``--steps`` extends it); its
+  density with the block error against the teacher's, and ``ionmix validate`` along the
+  trajectory (classical teacher) against the committee's test MAEs; a figure.
+* ``fine-tune``: generation G's data trained by fine-tuning generation G−1's models for
+  ``--epochs`` epochs, against generation G's models trained from random weights: test
+  MAEs and training wall time, the same committee seeds.
+
+Usage: .venv/bin/python benchmarks/bench_learn.py --run runs/learn-short --stage STAGE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import bench_md  # its merge and its student-vs-teacher density figure (issue 7)
+import numpy as np
+from bench_md import density_figure
+
+COMPOSITION = "LiPF6=0.4,EMIMPF6=0.6"
+
+
+def merge(run: Path, results: dict) -> None:
+    bench_md.merge(results, run / "bench" / "bench-learn.json")
+
+
+def summaries(run: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(run.glob("gen-*/summary.json"))]
+
+
+def start_frame(run: Path):
+    """The walkers' starting structure: the last classical frame of replica 0."""
+    from ionmix.md import load_structure
+
+    return load_structure(run / "frames.db", composition=COMPOSITION, replica=0)
+
+
+def classical_teacher(run: Path, atoms):
+    """The teacher that labelled the run's frames (force field, charge scale, cutoff)."""
+    from ionmix.dataset.provenance import load_provenance
+
+    return load_provenance(run / "frames.db").teacher(atoms, "classical")
+
+
+def stage_summary(run: Path) -> None:
+    rows = []
+    for s in summaries(run):
+        rows.append({
+            "generation": s["generation"], "n_train_frames": s["n_train_frames"],
+            "frames_added": s["frames_added"],
+            "accurate_share": round(s["accurate_share"], 3),
+            "candidate_share": round(s["candidate_share"], 3),
+            "failed_share": round(s["failed_share"], 3),
+            "test_energy_mae_meV_per_atom": float(np.mean(
+                s["committee_test_energy_mae_meV_per_atom"])),
+            "test_force_mae_meV_per_A": float(np.mean(s["committee_test_force_mae_meV_per_A"])),
+            "wall_min": {k: round(v / 60, 1) for k, v in s.get("wall_s", {}).items()},
+            "walkers": {n: {k: w.get(k) for k in ("status", "reason", "density_g_cm3",
+                                                    "density_err_g_cm3", "n_candidates")}
+                        for n, w in s["walkers"].items()},
+        })
+    total_min = sum(sum(r["wall_min"].values()) for r in rows)
+    labelled = sum(r["frames_added"] for r in rows)
+    merge(run, {"generations": rows, "labelled_frames": labelled,
+                "loop_wall_min_excluding_sampling": round(total_min, 1)})
+
+
+def stage_teacher(run: Path, teacher_ps: float) -> dict:
+    from ionmix.teachers.classical.openmm_md import classical_npt_density
+
+    path = run / "bench" / "teacher-density.json"
+    if path.exists():  # the teacher does not depend on the students: run it once
+        return json.loads(path.read_text())
+    t0 = time.perf_counter()
+    atoms = start_frame(run)
+    teacher = classical_npt_density(atoms, 300.0, 1.0, time_ps=teacher_ps, seed=11,
+                                    teacher=classical_teacher(run, atoms))
+    teacher["wall_s"] = time.perf_counter() - t0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(teacher))
+    rel_err = teacher["density_err_g_cm3"] / teacher["density_g_cm3"]
+    merge(run, {"teacher": {**{k: v for k, v in teacher.items() if k != "series"},
+                            "relative_err": rel_err}})
+    return teacher
+
+
+def _models(run: Path, generation: int, member: int | None) -> tuple[Path, str]:
+    models = run / f"gen-{generation:03d}" / "models"
+    if member is None:
+        return models, f"gen{generation}-committee"
+    return models / f"model-{member}" / "model.nequip.zip", f"gen{generation}-model{member}"
+
+
+def stage_student(run: Path, generation: int, member: int | None, steps: int,
+                  validate_frames: int) -> None:
+    from ionmix.md import MDSettings, make_calculator, read_thermo, run_md
+    from ionmix.properties.stats import block_average, drift_sigma, production_part
+    from ionmix.properties.validate import validate_trajectory
+
+    teacher = json.loads((run / "bench" / "teacher-density.json").read_text())
+    model, name = _models(run, generation, member)
+    atoms = start_frame(run)
+    run_dir = run / "bench" / f"npt-{name}"
+    t0 = time.perf_counter()
+    run_md(atoms, make_calculator(model, atoms), MDSettings(n_steps=steps), run_dir)
+    wall_s = time.perf_counter() - t0
+    t = read_thermo(run_dir / "thermo.csv")
+    prod = production_part(t["density_g_cm3"])
+    mean, err = block_average(prod)
+    rho_t, err_t = teacher["density_g_cm3"], teacher["density_err_g_cm3"]
+    rel = (mean - rho_t) / rho_t
+    rel_err = float(np.hypot(err, err_t) / rho_t)
+    calc = classical_teacher(run, atoms).calculator(atoms)
+    checked = validate_trajectory(run_dir, calc, run_dir / "validate", n_frames=validate_frames)
+    gen = summaries(run)[generation]
+    density_figure(teacher, t, name, mean, err, rel, rel_err,
+                   run / "bench" / f"density-{name}.png")
+    merge(run, {f"student_{name}": {
+        "density_g_cm3": mean, "density_err_g_cm3": err, "time_ps": float(t["time_ps"][-1]),
+        "drift_sigma": drift_sigma(prod), "relative_difference": rel,
+        "relative_difference_err": rel_err, "wall_s_this_call": wall_s,
+        "validate_energy_mae_meV_per_atom": checked["energy_mae_meV_per_atom"],
+        "validate_force_mae_meV_per_A": checked["force_mae_meV_per_A"],
+        "committee_test_energy_mae_meV_per_atom": gen["committee_test_energy_mae_meV_per_atom"],
+        "committee_test_force_mae_meV_per_A": gen["committee_test_force_mae_meV_per_A"]}})
+
+
+def stage_fine_tune(run: Path, generation: int, epochs: int) -> None:
+    """Fine-tune gen G−1's models on gen G's data; compare with gen G's from-scratch ones."""
+    from ionmix.train import TrainResult
+    from ionmix.train.run import PACKAGE_NAME
+    from ionmix.transferability import train_recipe_task
+
+    gen, previous = run / f"gen-{generation:03d}", run / f"gen-{generation - 1:03d}"
+    files = {k: str(gen / "data" / f"{k}.extxyz") for k in ("train", "val", "test")}
+    scratch = [TrainResult.from_json(json.loads((p / "ionmix_train.json").read_text()))
+               for p in sorted((gen / "models").glob("model-*"))]
+    manifest = json.loads((scratch[0].run_dir / "data_manifest.json").read_text())
+    shifts = manifest["energy_reference"]["per_type_energy_shifts_eV"]
+    tuned = []
+    for k, base in enumerate(scratch):
+        out = run / "bench" / f"fine-tune-gen{generation}-{epochs}ep" / f"model-{k}"
+        # the scratch model's own preset, seed and overrides, fewer epochs
+        own = json.loads((base.run_dir / "data_manifest.json").read_text())
+        result = train_recipe_task(files, own["type_names"], own["preset"], shifts, str(out),
+                                   own["seed"], {**own["overrides"], "max_epochs": epochs}, 1,
+                                   str(previous / "models" / f"model-{k}" / PACKAGE_NAME))
+        tuned.append(TrainResult.from_json(result))
+
+    def table(results):
+        return {"test_energy_mae_meV_per_atom": [r.metrics["energy_mae_meV_per_atom"]
+                                                 for r in results],
+                "test_force_mae_meV_per_A": [r.metrics["force_mae_meV_per_A"] for r in results],
+                "epochs": [r.metrics["epochs"] for r in results],
+                "train_wall_s": [r.train_wall_s for r in results]}
+
+    merge(run, {f"fine_tune_gen{generation}_{epochs}ep": table(tuned),
+                f"scratch_gen{generation}": table(scratch)})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="the `ionmix learn` folder")
+    parser.add_argument("--stage", required=True,
+                        choices=["summary", "teacher", "student", "fine-tune"])
+    parser.add_argument("--teacher-ps", type=float, default=1000.0)
+    parser.add_argument("--generation", type=int, default=-1,
+                        help="student/fine-tune: generation (default: the last finished)")
+    parser.add_argument("--member", type=int, default=None,
+                        help="student: one committee member instead of the committee")
+    parser.add_argument("--steps", type=int, default=20000, help="student: NPT steps")
+    parser.add_argument("--validate-frames", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=10, help="fine-tune: epochs")
+    args = parser.parse_args()
+    generation = args.generation if args.generation >= 0 else len(summaries(args.run)) - 1
+    if args.stage == "summary":
+        stage_summary(args.run)
+    elif args.stage == "teacher":
+        stage_teacher(args.run, args.teacher_ps)
+    elif args.stage == "student":
+        stage_student(args.run, generation, args.member, args.steps, args.validate_frames)
+    else:
+        stage_fine_tune(args.run, generation, args.epochs)
+
+
+if __name__ == "__main__":
+    main()
