@@ -14,9 +14,9 @@ Stages (each merges its numbers into RUN/bench/bench-learn.json):
   one member, ``--member``) from the same frame, resumable (``--steps`` extends it); its
   density with the block error against the teacher's, and ``ionmix validate`` along the
   trajectory (classical teacher) against the committee's test MAEs; a figure.
-* ``fine-tune``: generation G's data trained by fine-tuning generation G−1's models for
-  ``--epochs`` epochs, against generation G's models trained from random weights: test
-  MAEs and training wall time, the same committee seeds.
+* ``retrain``: generation G's data trained the other way for ``--members`` models (from
+  random weights when the loop fine-tuned, else fine-tuned from generation G−1), same
+  seeds: test MAEs, epochs and training wall time of both, for fine-tuning's saving.
 
 Usage: .venv/bin/python benchmarks/bench_learn.py --run runs/learn-short --stage STAGE
 """
@@ -140,52 +140,66 @@ def stage_student(run: Path, generation: int, member: int | None, steps: int,
         "committee_test_force_mae_meV_per_A": gen["committee_test_force_mae_meV_per_A"]}})
 
 
-def stage_fine_tune(run: Path, generation: int, epochs: int) -> None:
-    """Fine-tune gen G−1's models on gen G's data; compare with gen G's from-scratch ones."""
+def stage_retrain(run: Path, generation: int, epochs: int | None, members: int) -> None:
+    """Generation G's data trained the other way for the first `members` models: from random
+    weights if the loop fine-tuned them (`epochs` default: generation 0's), else fine-tuned
+    from generation G−1 (`epochs` required); same preset, seeds and overrides otherwise."""
     from ionmix.train import TrainResult
-    from ionmix.train.run import PACKAGE_NAME
+    from ionmix.train.run import MANIFEST_NAME, PACKAGE_NAME
     from ionmix.transferability import train_recipe_task
 
     gen, previous = run / f"gen-{generation:03d}", run / f"gen-{generation - 1:03d}"
     files = {k: str(gen / "data" / f"{k}.extxyz") for k in ("train", "val", "test")}
-    scratch = [TrainResult.from_json(json.loads((p / "ionmix_train.json").read_text()))
-               for p in sorted((gen / "models").glob("model-*"))]
-    manifest = json.loads((scratch[0].run_dir / "data_manifest.json").read_text())
-    shifts = manifest["energy_reference"]["per_type_energy_shifts_eV"]
-    tuned = []
-    for k, base in enumerate(scratch):
-        out = run / "bench" / f"fine-tune-gen{generation}-{epochs}ep" / f"model-{k}"
-        # the scratch model's own preset, seed and overrides, fewer epochs
-        own = json.loads((base.run_dir / "data_manifest.json").read_text())
-        result = train_recipe_task(files, own["type_names"], own["preset"], shifts, str(out),
-                                   own["seed"], {**own["overrides"], "max_epochs": epochs}, 1,
-                                   str(previous / "models" / f"model-{k}" / PACKAGE_NAME))
-        tuned.append(TrainResult.from_json(result))
+    loop = [TrainResult.from_json(json.loads((gen / "models" / f"model-{k}" /
+                                              "ionmix_train.json").read_text()))
+            for k in range(members)]
+    manifests = [json.loads((r.run_dir / MANIFEST_NAME).read_text()) for r in loop]
+    loop_kind = "fine-tuned" if manifests[0].get("initial_model") else "scratch"
+    if loop_kind == "scratch" and epochs is None:
+        raise SystemExit("--epochs: how many epochs of fine-tuning to compare with")
+    if epochs is None:
+        epochs = json.loads((run / "gen-000" / "models" / "model-0" / MANIFEST_NAME
+                             ).read_text())["overrides"]["max_epochs"]
+    other = []
+    for k, own in enumerate(manifests):
+        initial = (None if loop_kind == "fine-tuned"
+                   else str(previous / "models" / f"model-{k}" / PACKAGE_NAME))
+        out = run / "bench" / f"retrain-gen{generation}-{epochs}ep" / f"model-{k}"
+        result = train_recipe_task(
+            files, own["type_names"], own["preset"],
+            own["energy_reference"]["per_type_energy_shifts_eV"], str(out), own["seed"],
+            {**own["overrides"], "max_epochs": epochs}, 1, initial)
+        other.append(TrainResult.from_json(result))
 
     def table(results):
         return {"test_energy_mae_meV_per_atom": [r.metrics["energy_mae_meV_per_atom"]
                                                  for r in results],
                 "test_force_mae_meV_per_A": [r.metrics["force_mae_meV_per_A"] for r in results],
+                "test_stress_mae_meV_per_A3": [r.metrics.get("stress_mae_meV_per_A3")
+                                               for r in results],
                 "epochs": [r.metrics["epochs"] for r in results],
                 "train_wall_s": [r.train_wall_s for r in results]}
 
-    merge(run, {f"fine_tune_gen{generation}_{epochs}ep": table(tuned),
-                f"scratch_gen{generation}": table(scratch)})
+    other_kind = "scratch" if loop_kind == "fine-tuned" else "fine-tuned"
+    merge(run, {f"retrain_gen{generation}": {loop_kind + " (loop)": table(loop),
+                                             other_kind: table(other)}})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="the `ionmix learn` folder")
     parser.add_argument("--stage", required=True,
-                        choices=["summary", "teacher", "student", "fine-tune"])
+                        choices=["summary", "teacher", "student", "retrain"])
     parser.add_argument("--teacher-ps", type=float, default=1000.0)
     parser.add_argument("--generation", type=int, default=-1,
-                        help="student/fine-tune: generation (default: the last finished)")
+                        help="student/retrain: generation (default: the last finished)")
     parser.add_argument("--member", type=int, default=None,
                         help="student: one committee member instead of the committee")
     parser.add_argument("--steps", type=int, default=20000, help="student: NPT steps")
     parser.add_argument("--validate-frames", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=10, help="fine-tune: epochs")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="retrain: epochs (default: generation 0's, for from scratch)")
+    parser.add_argument("--members", type=int, default=2, help="retrain: models to retrain")
     args = parser.parse_args()
     generation = args.generation if args.generation >= 0 else len(summaries(args.run)) - 1
     if args.stage == "summary":
@@ -195,7 +209,7 @@ def main() -> None:
     elif args.stage == "student":
         stage_student(args.run, generation, args.member, args.steps, args.validate_frames)
     else:
-        stage_fine_tune(args.run, generation, args.epochs)
+        stage_retrain(args.run, generation, args.epochs, args.members)
 
 
 if __name__ == "__main__":

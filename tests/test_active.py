@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import ase.io
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -184,6 +185,24 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
         energies.append(atoms.get_potential_energy())
     assert energies[0] == pytest.approx(np.mean(energies[1:]), abs=1e-6)
     assert all(m.ionmix_model_id in committee.ionmix_model_id for m in members)
+    # the default trust window: calibrated on the committee's own test frames
+    from ionmix.active.loop import LearnSettings, _trust_window
+
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    test_file = out / "gen-001" / "data" / "test.extxyz"
+    records = [{"package_path": str(p)} for p in sorted(models.glob("model-*/*.nequip.zip"))]
+    window = _trust_window(LearnSettings(), records, str(test_file), calibration)
+    direct = []
+    for atoms in ase.io.read(test_file, ":"):
+        atoms.calc = committee
+        atoms.get_potential_energy()
+        direct.append(committee.results["force_deviation_eV_per_A"].max())
+    assert window.lo_eV_per_A == pytest.approx(np.percentile(direct, 95), rel=1e-6)
+    assert window.hi_eV_per_A == pytest.approx(3 * window.lo_eV_per_A)
+    assert _trust_window(LearnSettings(trust_lo_eV_per_A=10.0, trust_hi_eV_per_A=20.0),
+                         records, str(test_file), calibration) == window  # kept on disk
+
     lonely = tmp_path / "lonely"
     shutil.copytree(models / "model-0", lonely / "model-0")
     with pytest.raises(MDError, match="found 1"):

@@ -56,8 +56,9 @@ class LearnSettings(BaseModel):
         n_train, n_val, n_test: initial frames per composition (replicas 0, 0, 1).
         max_generations: generation budget.
         trust_lo_eV_per_A, trust_hi_eV_per_A: trust window on the max force deviation;
-            None: lo = 1.5 × the committee's test force RMSE, hi = 4 × lo (set from the
-            committee's own validation error, generation by generation).
+            None: set from the committee itself, generation by generation: lo = the 95th
+            percentile of its max force deviation on its own test frames (frames it is
+            known to describe), hi = 3 × lo.
         max_new_frames: selection cap per generation.
         converged_accurate_share: stop when this share of explored frames is accurate.
         density_window_fraction: NPT walkers stop when ρ leaves ρ_teacher × (1 ± this).
@@ -239,7 +240,7 @@ def _generation(ctx: _Context, g: int, earlier: list[dict]) -> dict:
 
     files = timed("data", _write_data, ctx, gen, g)
     trained = timed("train", _train_committee, ctx, gen, g, files)
-    window = _trust_window(ctx.cfg.learn, trained)
+    window = _trust_window(ctx.cfg.learn, trained, files["test"], gen)
     ctx.say(f"generation {g}: exploring (trust window {window.lo_eV_per_A:.3f}–"
             f"{window.hi_eV_per_A:.3f} eV/Å)")
     walkers = timed("explore", _explore, ctx, gen, trained, window)
@@ -292,13 +293,41 @@ def _train_committee(ctx: _Context, gen: Path, g: int, files: dict[str, str]) ->
         return client.gather(futures)
 
 
-def _trust_window(s: LearnSettings, trained: list[dict]) -> TrustWindow:
-    """The configured window, or one set from the committee's test force RMSE."""
-    rmse = [t["metrics"].get("force_rmse_meV_per_A") or t["metrics"].get(
-        "force_mae_meV_per_A", 100.0) for t in trained]
-    lo = s.trust_lo_eV_per_A or 1.5 * float(np.mean(rmse)) / 1000.0
-    hi = s.trust_hi_eV_per_A or max(4.0 * lo, lo * 1.01)
-    return TrustWindow(lo, hi)
+def _trust_window(s: LearnSettings, trained: list[dict], test_file: str,
+                  gen: Path) -> TrustWindow:
+    """The configured window, or one calibrated on the committee's own test frames (kept in
+    ``trust_window.json``: a resumed generation explores and selects with the same one).
+
+    The calibration uses the statistic the selection uses, the max over atoms of the force
+    deviation, on frames the committee is known to describe (the independent replica):
+    the mean error (test RMSE) would sit far below it, since the largest of ~200 atomic
+    deviations is typically 3× their mean, and every frame would look like a candidate.
+    """
+    path = gen / "trust_window.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        return TrustWindow(saved["lo_eV_per_A"], saved["hi_eV_per_A"])
+    record: dict[str, Any] = {}
+    lo, hi = s.trust_lo_eV_per_A, s.trust_hi_eV_per_A
+    if lo is None or hi is None:
+        from ionmix.active.committee import load_committee
+
+        committee = load_committee([t["package_path"] for t in trained])
+        deviations = [_max_deviation(committee, atoms) for atoms in ase.io.read(test_file, ":")]
+        record["test_max_force_deviation_eV_per_A"] = deviations
+        lo = lo or float(np.percentile(deviations, 95))
+        hi = hi or 3.0 * lo
+    window = TrustWindow(lo, hi)
+    atomic_write_json(path, {"lo_eV_per_A": lo, "hi_eV_per_A": hi, **record})
+    return window
+
+
+def _max_deviation(committee, atoms) -> float:
+    """The committee's max force deviation (eV/Å) on one frame."""
+    work = atoms.copy()
+    work.calc = committee
+    work.get_potential_energy()
+    return float(committee.results["max_force_deviation_eV_per_A"])
 
 
 def _start_frames(ctx: _Context) -> list:
@@ -344,12 +373,7 @@ def _select(ctx: _Context, gen: Path, trained, window: TrustWindow, walkers: dic
         for atoms in read_candidates(gen / "explore" / name):
             frames.append(atoms)
             names.append(name)
-    deviations = []
-    for atoms in frames:
-        work = atoms.copy()
-        work.calc = committee
-        work.get_potential_energy()
-        deviations.append(committee.results["max_force_deviation_eV_per_A"])
+    deviations = [_max_deviation(committee, atoms) for atoms in frames]
     chosen = select(frames, deviations, window, ctx.cfg.learn.max_new_frames)
     picked = []
     for i in chosen.chosen:
