@@ -107,8 +107,8 @@ def _models(run: Path, generation: int, member: int | None) -> tuple[Path, str]:
 
 
 def stage_student(run: Path, generation: int, member: int | None, steps: int,
-                  validate_frames: int) -> None:
-    from ionmix.md import MDSettings, make_calculator, read_thermo, run_md
+                  validate_frames: int, analyse_only: bool = False) -> None:
+    from ionmix.md import MDBlowUp, MDSettings, make_calculator, read_thermo, run_md
     from ionmix.properties.stats import block_average, drift_sigma, production_part
     from ionmix.properties.validate import validate_trajectory
 
@@ -117,7 +117,12 @@ def stage_student(run: Path, generation: int, member: int | None, steps: int,
     atoms = start_frame(run)
     run_dir = run / "bench" / f"npt-{name}"
     t0 = time.perf_counter()
-    run_md(atoms, make_calculator(model, atoms), MDSettings(n_steps=steps), run_dir)
+    stopped = ""
+    try:
+        if not analyse_only:  # else: what an interrupted run left on disk
+            run_md(atoms, make_calculator(model, atoms), MDSettings(n_steps=steps), run_dir)
+    except MDBlowUp as exc:  # e.g. a molecule broke: analyse what it did until then
+        stopped = str(exc)
     wall_s = time.perf_counter() - t0
     t = read_thermo(run_dir / "thermo.csv")
     prod = production_part(t["density_g_cm3"])
@@ -132,6 +137,7 @@ def stage_student(run: Path, generation: int, member: int | None, steps: int,
                    run / "bench" / f"density-{name}.png")
     merge(run, {f"student_{name}": {
         "density_g_cm3": mean, "density_err_g_cm3": err, "time_ps": float(t["time_ps"][-1]),
+        "stopped": stopped,
         "drift_sigma": drift_sigma(prod), "relative_difference": rel,
         "relative_difference_err": rel_err, "wall_s_this_call": wall_s,
         "validate_energy_mae_meV_per_atom": checked["energy_mae_meV_per_atom"],
@@ -197,6 +203,8 @@ def main() -> None:
                         help="student: one committee member instead of the committee")
     parser.add_argument("--steps", type=int, default=20000, help="student: NPT steps")
     parser.add_argument("--validate-frames", type=int, default=10)
+    parser.add_argument("--analyse-only", action="store_true",
+                        help="student: analyse the run on disk (e.g. one stopped early)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="retrain: epochs (default: generation 0's, for from scratch)")
     parser.add_argument("--members", type=int, default=2, help="retrain: models to retrain")
@@ -207,7 +215,8 @@ def main() -> None:
     elif args.stage == "teacher":
         stage_teacher(args.run, args.teacher_ps)
     elif args.stage == "student":
-        stage_student(args.run, generation, args.member, args.steps, args.validate_frames)
+        stage_student(args.run, generation, args.member, args.steps, args.validate_frames,
+                      args.analyse_only)
     else:
         stage_retrain(args.run, generation, args.epochs, args.members)
 

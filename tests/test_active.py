@@ -53,6 +53,26 @@ def test_committee_guard_stops_exploration():
         CommitteeCalculator([EMT()])
 
 
+def test_committee_records_the_frames_it_starts_to_disagree_on():
+    """Frames at or above the lower trust level are kept (up to the one that stops a
+    walker), with their deviation; frames below it are not."""
+    calc = CommitteeCalculator([EMT(), LennardJones(sigma=2.3, epsilon=0.4, rc=4.5)],
+                               record_above_eV_per_A=0.0, max_recorded=2)
+    deviations = []
+    for k in range(3):
+        atoms = bulk("Cu", cubic=True) * (2, 2, 2)
+        atoms.rattle(0.02 * (k + 1), seed=k)
+        atoms.calc = calc
+        atoms.get_potential_energy()
+        deviations.append(calc.results["max_force_deviation_eV_per_A"])
+    assert [f.info["max_force_deviation_eV_per_A"] for f in calc.recorded] == deviations[1:]
+    assert all(f.calc is None for f in calc.recorded)
+    strict = CommitteeCalculator([EMT(), EMT()], record_above_eV_per_A=1e-3)
+    atoms.calc = strict
+    atoms.get_potential_energy()  # identical members: no deviation, nothing recorded
+    assert not strict.recorded
+
+
 def test_trust_window_and_diverse_selection():
     with pytest.raises(InputError, match="0 < lo < hi"):
         TrustWindow(0.3, 0.1)

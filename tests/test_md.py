@@ -174,6 +174,28 @@ def test_hot_temperature_stops_the_run(tmp_path):
         run_md(atoms, lj(), settings(ensemble="nve", n_steps=20), tmp_path)
 
 
+def test_a_broken_molecule_stops_the_run(tmp_path):
+    """A model that pushes a C–H bond apart (here: a repulsive LJ pair, as a student with no
+    data at short C–H distances might) is stopped when the bond passes 1.5× its starting
+    length, long before temperature or volume notice; a bond-free liquid never is."""
+    from ase import Atoms
+
+    methane = Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63],
+                                       [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]],
+                    cell=[12.0] * 3, pbc=True)
+    methane.center()
+    repulsive = LennardJones(sigma=1.2, epsilon=0.02, rc=5.0)
+    hot_is_fine = {"ensemble": "nve", "n_steps": 400, "max_temperature_factor": 1e3}
+    with pytest.raises(MDBlowUp, match=r"bond is .* its starting 1.09 Å .*molecule broke"):
+        run_md(methane, repulsive, settings(**hot_is_fine), tmp_path / "ch4")
+    meta = json.loads((tmp_path / "ch4" / "md.json").read_text())
+    assert meta["status"] == "blew_up"
+    # unguarded, the same steps run through: only the bond check saw the broken molecule
+    free = settings(**{**hot_is_fine, "n_steps": meta["steps_done"]}, max_bond_stretch=None)
+    run_md(methane, repulsive, free, tmp_path / "unchecked")
+    run_md(argon(), lj(), settings(ensemble="nvt", n_steps=40), tmp_path / "argon")
+
+
 @pytest.mark.parametrize("bad", [
     {"temperature_K": 0.0}, {"temperature_K": -10.0}, {"temperature_K": float("nan")},
     {"pressure_bar": float("inf")}, {"pressure_bar": -1e6}, {"timestep_fs": 0.0},

@@ -31,7 +31,8 @@ last checkpoint, and those are recomputed identically on restart):
 
 A run that leaves sane bounds (non-finite energy, temperature or volume; temperature above
 ``max_temperature_factor`` × target; volume outside a factor ``max_volume_ratio`` of the
-starting volume) stops with `MDBlowUp`. Everything written up to the last good frame is
+starting volume; a covalent bond longer than ``max_bond_stretch`` × its starting length)
+stops with `MDBlowUp`. Everything written up to the last good frame is
 kept, and the state at the failure goes to ``blowup.extxyz`` for inspection. Running the
 same folder again reports that blow-up (`MDBlowUp`) without stepping into it again.
 """
@@ -116,6 +117,10 @@ class MDSettings(BaseModel):
     initial_velocities: Literal["maxwell", "keep"] = "maxwell"
     max_temperature_factor: float = Field(5.0, gt=1.0)
     max_volume_ratio: float = Field(2.0, gt=1.0)
+    #: a bond between non-metal atoms (within 1.1 × their covalent radii at the start)
+    #: longer than this × its starting length means the model broke a molecule (a learned
+    #: student does this long before the temperature or volume notice); None: no check
+    max_bond_stretch: float | None = Field(1.5, gt=1.0)
 
     @field_validator("temperature_K", "pressure_bar", "timestep_fs")
     @classmethod
@@ -452,6 +457,42 @@ def _out_of_bounds(row: dict, settings: MDSettings, volume0_A3: float) -> str | 
     return None
 
 
+#: elements whose close contacts count as covalent bonds (metal ions such as Li⁺ are
+#: left out: their contacts with anions come and go in a liquid)
+NON_METALS = frozenset("H B C N O F Si P S Cl As Se Br Te I".split())
+
+
+def covalent_bonds(atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, length_A) of the bonds of `atoms`: pairs of non-metal atoms closer than 1.1 ×
+    the sum of their covalent radii (ASE's natural cutoffs), each pair once."""
+    from ase.neighborlist import natural_cutoffs, neighbor_list
+
+    if len(atoms) < 2:
+        return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
+    i, j, d = neighbor_list("ijd", atoms, natural_cutoffs(atoms, mult=1.1))
+    symbols = np.array(atoms.get_chemical_symbols())
+    keep = (i < j) & np.isin(symbols[i], list(NON_METALS)) & np.isin(symbols[j],
+                                                                    list(NON_METALS))
+    return i[keep], j[keep], d[keep]
+
+
+def _broken_bond(atoms: Atoms, bonds, max_stretch: float | None) -> str | None:
+    """Why the structure counts as broken (a bond stretched beyond `max_stretch` × its
+    starting length), or None."""
+    i, j, d0 = bonds
+    if max_stretch is None or not len(i):
+        return None
+    ratio = atoms.get_distances(i, j, mic=True) / d0 if atoms.cell.rank == 3 else \
+        np.linalg.norm(atoms.positions[i] - atoms.positions[j], axis=1) / d0
+    worst = int(np.argmax(ratio))
+    if ratio[worst] <= max_stretch:
+        return None
+    symbols = atoms.get_chemical_symbols()
+    return (f"the {symbols[i[worst]]}{i[worst]}–{symbols[j[worst]]}{j[worst]} bond is "
+            f"{ratio[worst]:.3g} × its starting {d0[worst]:.3g} Å (limit {max_stretch:g}×): "
+            "a molecule broke")
+
+
 def _format_row(row: dict) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(
@@ -586,6 +627,7 @@ class _Run:
                  start: int, volume0: float):
         self.out, self.atoms, self.dyn, self.settings = out, atoms, dyn, settings
         self.meta, self.start, self.volume0 = meta, start, volume0
+        self.bonds = covalent_bonds(atoms) if settings.max_bond_stretch else None
         self.mass_amu = float(meta["mass_amu"])
         self.thermo_path, self.traj_path = out / "thermo.csv", out / "trajectory.extxyz"
         self.thermo = open(self.thermo_path, "a", encoding="utf-8")
@@ -628,8 +670,9 @@ class _Run:
         a checkpoint."""
         row = _observables(self.dyn, self.atoms, self.mass_amu, step,
                            self.settings.timestep_fs)
-        why = _out_of_bounds(row, self.settings, self.volume0)
-        if why is not None:
+        why = _out_of_bounds(row, self.settings, self.volume0) or (
+            self.bonds and _broken_bond(self.atoms, self.bonds, self.settings.max_bond_stretch))
+        if why:
             self._blow_up(step, why)
         self.thermo.write(_format_row(row))
         if step % self.settings.trajectory_interval_steps == 0:

@@ -12,6 +12,7 @@ files up to the last written frame are kept, as for a blow-up.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,6 +34,10 @@ class CommitteeCalculator(Calculator):
         stop_above_eV_per_A: raise `ExplorationStop` when the max force deviation exceeds
             it (None: never).
         density_window_g_cm3: (low, high): raise `ExplorationStop` outside it (None: never).
+        record_above_eV_per_A: keep a copy of every evaluated structure whose max force
+            deviation reaches it (in `recorded`, the latest `max_recorded`), so a walker
+            saves the frames between its trajectory snapshots where the committee starts
+            to disagree, up to the one that stopped it (None: keep none).
 
     Results: ``energy`` (eV), ``forces`` (eV/Å, (n_atoms, 3)), ``stress`` (eV/Å³, Voigt),
     ``energy_std_eV``, ``force_deviation_eV_per_A`` ((n_atoms,)),
@@ -42,13 +47,16 @@ class CommitteeCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(self, members: Sequence, stop_above_eV_per_A: float | None = None,
-                 density_window_g_cm3: tuple[float, float] | None = None):
+                 density_window_g_cm3: tuple[float, float] | None = None,
+                 record_above_eV_per_A: float | None = None, max_recorded: int = 200):
         super().__init__()
         if len(members) < 2:
             raise ValueError(f"a committee needs at least 2 models, got {len(members)}")
         self.members = list(members)
         self.stop_above = stop_above_eV_per_A
         self.density_window = density_window_g_cm3
+        self.record_above = record_above_eV_per_A
+        self.recorded: collections.deque = collections.deque(maxlen=max_recorded)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -69,6 +77,11 @@ class CommitteeCalculator(Calculator):
 
     def _guard(self) -> None:
         dev = self.results["max_force_deviation_eV_per_A"]
+        if self.record_above is not None and dev >= self.record_above:
+            frame = self.atoms.copy()
+            frame.calc = None
+            frame.info["max_force_deviation_eV_per_A"] = dev
+            self.recorded.append(frame)
         if self.stop_above is not None and dev > self.stop_above:
             raise ExplorationStop(f"max force deviation {dev:.3f} eV/Å above the upper trust "
                                   f"level {self.stop_above:g} eV/Å")

@@ -79,10 +79,13 @@ class WalkerSpec(BaseModel):
 
 
 def run_walker(spec: dict, start: list[Atoms], model_paths: list[str], out_dir: str,
-               trust_hi_eV_per_A: float, density_window_g_cm3: tuple[float, float]) -> dict:
+               trust_window_eV_per_A: tuple[float, float],
+               density_window_g_cm3: tuple[float, float]) -> dict:
     """Run one walker (a Dask task); returns and writes its ``walker.json`` record:
     ``status`` (done / stopped / blew_up), ``reason``, ``n_candidates`` and, for a finished
-    NPT walker, its mean density with the statistical error."""
+    NPT walker, its mean density with the statistical error. MD walkers stop above the
+    upper trust level and keep, besides their trajectory, every step at or above the lower
+    one (`CommitteeCalculator.recorded`)."""
     out = Path(out_dir)
     record_path = out / "walker.json"
     if record_path.exists():
@@ -91,7 +94,7 @@ def run_walker(spec: dict, start: list[Atoms], model_paths: list[str], out_dir: 
     if walker.kind == "volume-scan":
         record = _volume_scan(walker, start, out)
     else:
-        record = _npt(walker, start[-1], model_paths, out, trust_hi_eV_per_A,
+        record = _npt(walker, start[-1], model_paths, out, tuple(trust_window_eV_per_A),
                       density_window_g_cm3)
     atomic_write_json(record_path, record)
     return record
@@ -138,14 +141,15 @@ def _segments(walker: WalkerSpec) -> list[tuple[float, int]]:
 
 
 def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
-         trust_hi: float, density_window: tuple[float, float]) -> dict:
+         trust_window: tuple[float, float], density_window: tuple[float, float]) -> dict:
     """An npt or anneal walker: its MD segments in turn (each from where the last ended,
     momenta kept), until done or stopped; the candidates are every segment's frames."""
     from ionmix.active.committee import ExplorationStop, load_committee
     from ionmix.md import MDBlowUp, read_thermo, run_md
 
-    calc = load_committee(model_paths, stop_above_eV_per_A=trust_hi,
-                          density_window_g_cm3=tuple(density_window))
+    calc = load_committee(model_paths, stop_above_eV_per_A=trust_window[1],
+                          density_window_g_cm3=tuple(density_window),
+                          record_above_eV_per_A=trust_window[0])
     status, reason, atoms, folders = "done", "", start, []
     for k, (temperature_K, n_steps) in enumerate(_segments(walker)):
         folder = out if walker.kind == "npt" else out / f"segment-{k}"
@@ -163,10 +167,11 @@ def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
         atoms = _final_state(folder, atoms)
     record = {"kind": walker.kind, "status": status, "reason": reason,
               "temperature_K": walker.temperature_K, "pressure_bar": walker.pressure_bar}
-    frames = [f for folder in folders for f in _trajectory(folder)]
+    frames = [f for folder in folders for f in _trajectory(folder)] + list(calc.recorded)
     if frames:
         ase.io.write(out / CANDIDATES_FILE, frames)
     record["n_candidates"] = len(frames)
+    record["n_recorded_between_snapshots"] = len(calc.recorded)
     thermo_path = out / "thermo.csv"
     if walker.kind == "npt" and status == "done" and thermo_path.exists():
         record.update(_density(read_thermo(thermo_path)["density_g_cm3"]))

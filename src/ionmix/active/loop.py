@@ -354,7 +354,8 @@ def _explore(ctx: _Context, gen: Path, trained: list[dict], window: TrustWindow)
     with dask_client(ctx.cfg.cluster, ctx.scheduler) as client:
         futures = {w.name(i): client.submit(
             run_walker, w.model_dump(), start, models, str(gen / "explore" / w.name(i)),
-            window.hi_eV_per_A, density_window, key=f"walk-{gen.name}-{i}", pure=False)
+            (window.lo_eV_per_A, window.hi_eV_per_A), density_window,
+            key=f"walk-{gen.name}-{i}", pure=False)
             for i, w in enumerate(s.explore)}
         return {name: fut.result() for name, fut in futures.items()}
 

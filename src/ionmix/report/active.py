@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ionmix.io import atomic_write_text  # noqa: E402
 from ionmix.report.properties import _save  # noqa: E402
@@ -47,6 +48,9 @@ def plot_generations(summaries: list[dict], path: Path,
     axes[2].set(xlabel="generation", ylabel="committee NPT density (g/cm³)")
     if axes[2].get_legend_handles_labels()[0]:
         axes[2].legend(fontsize=7)
+    for ax in axes:  # generations are whole numbers, all of them on every panel
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(min(gens) - 0.5, max(gens) + 0.5)
     return _save(fig, path)
 
 

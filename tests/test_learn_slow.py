@@ -1,0 +1,63 @@
+"""Issue 16's benchmark as a slow test (hours on 2 cores; `make test-slow`): after active
+learning, a committee member holds its teacher's NPT density.
+
+Li[PF6]/[EMIM][PF6] at x = 0.4, 300 K, classical teacher, `examples/learn-li-emim-pf6-short.toml`
+(3 generations of 4 Allegro models). Everything is computed here: the loop (sampling,
+training, walkers, labels), the teacher's own 1-ns NPT density in OpenMM, 50 ps of NPT with
+generation 2's model 0, and `validate` along that trajectory. The numbers of the run in
+docs/benchmarks.md come from benchmarks/bench_learn.py on the same config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ionmix.md import MDBlowUp
+
+CONFIG = Path(__file__).resolve().parents[1] / "examples" / "learn-li-emim-pf6-short.toml"
+COMPOSITION = "LiPF6=0.4,EMIMPF6=0.6"
+
+
+@pytest.mark.slow
+def test_learned_student_holds_the_teachers_npt_density(tmp_path):
+    from ionmix.active import run_learning
+    from ionmix.active.loop import load_learn_config
+    from ionmix.dataset.provenance import load_provenance
+    from ionmix.md import MDSettings, load_structure, make_calculator, read_thermo, run_md
+    from ionmix.properties.stats import block_average, production_part
+    from ionmix.properties.validate import validate_trajectory
+    from ionmix.teachers.classical.openmm_md import classical_npt_density
+
+    out = tmp_path / "learn"
+    result = run_learning(load_learn_config(CONFIG), out, say=print)
+    last = result.generations[-1]
+    member = out / f"gen-{last['generation']:03d}" / "models" / "model-0" / "model.nequip.zip"
+
+    db = out / "frames.db"
+    atoms = load_structure(db, composition=COMPOSITION, replica=0)
+    teacher_ff = load_provenance(db).teacher(atoms, "classical")
+    teacher = classical_npt_density(atoms, 300.0, 1.0, time_ps=1000.0, seed=11,
+                                    teacher=teacher_ff)
+    assert teacher["density_err_g_cm3"] / teacher["density_g_cm3"] < 0.005
+
+    try:
+        run_md(atoms, make_calculator(member, atoms), MDSettings(n_steps=100_000),
+               tmp_path / "npt")  # 50 ps at 0.5 fs
+    except MDBlowUp as exc:
+        pytest.fail(f"the learned student blew up in NPT: {exc}")
+    thermo = read_thermo(tmp_path / "npt" / "thermo.csv")
+    student, student_err = block_average(production_part(thermo["density_g_cm3"]))
+    rel = student / teacher["density_g_cm3"] - 1.0
+    rel_err = np.hypot(student_err, teacher["density_err_g_cm3"]) / teacher["density_g_cm3"]
+    print(f"teacher {teacher['density_g_cm3']:.4f} ± {teacher['density_err_g_cm3']:.4f}, "
+          f"student {student:.4f} ± {student_err:.4f} g/cm³: {100 * rel:+.2f} ± "
+          f"{100 * rel_err:.2f} %")
+    checked = validate_trajectory(tmp_path / "npt", teacher_ff.calculator(atoms),
+                                  tmp_path / "validate", n_frames=10)
+    assert abs(rel) < 0.02
+    assert checked["force_mae_meV_per_A"] <= last["committee_test_force_mae_meV_per_A"][0]
+    assert checked["energy_mae_meV_per_atom"] <= last[
+        "committee_test_energy_mae_meV_per_atom"][0]
