@@ -132,7 +132,8 @@ def stage_student(run: Path, generation: int, member: int | None, steps: int,
     rel_err = float(np.hypot(err, err_t) / rho_t)
     calc = classical_teacher(run, atoms).calculator(atoms)
     checked = validate_trajectory(run_dir, calc, run_dir / "validate", n_frames=validate_frames)
-    gen = summaries(run)[generation]
+    tests = [json.loads(p.read_text())["metrics"] for p in sorted(
+        (run / f"gen-{generation:03d}" / "models").glob("model-*/ionmix_train.json"))]
     density_figure(teacher, t, name, mean, err, rel, rel_err,
                    run / "bench" / f"density-{name}.png")
     merge(run, {f"student_{name}": {
@@ -142,8 +143,8 @@ def stage_student(run: Path, generation: int, member: int | None, steps: int,
         "relative_difference_err": rel_err, "wall_s_this_call": wall_s,
         "validate_energy_mae_meV_per_atom": checked["energy_mae_meV_per_atom"],
         "validate_force_mae_meV_per_A": checked["force_mae_meV_per_A"],
-        "committee_test_energy_mae_meV_per_atom": gen["committee_test_energy_mae_meV_per_atom"],
-        "committee_test_force_mae_meV_per_A": gen["committee_test_force_mae_meV_per_A"]}})
+        "committee_test_energy_mae_meV_per_atom": [m["energy_mae_meV_per_atom"] for m in tests],
+        "committee_test_force_mae_meV_per_A": [m["force_mae_meV_per_A"] for m in tests]}})
 
 
 def stage_retrain(run: Path, generation: int, epochs: int | None, members: int) -> None:
