@@ -117,13 +117,13 @@ def stage_student(run: Path, generation: int, member: int | None, steps: int,
     atoms = start_frame(run)
     run_dir = run / "bench" / f"npt-{name}"
     t0 = time.perf_counter()
-    stopped = ""
     try:
         if not analyse_only:  # else: what an interrupted run left on disk
             run_md(atoms, make_calculator(model, atoms), MDSettings(n_steps=steps), run_dir)
-    except MDBlowUp as exc:  # e.g. a molecule broke: analyse what it did until then
-        stopped = str(exc)
+    except MDBlowUp:  # e.g. a molecule broke: analyse what it did until then (md.json)
+        pass
     wall_s = time.perf_counter() - t0
+    stopped = json.loads((run_dir / "md.json").read_text()).get("reason", "")
     t = read_thermo(run_dir / "thermo.csv")
     prod = production_part(t["density_g_cm3"])
     mean, err = block_average(prod)

@@ -195,16 +195,13 @@ def make_calculator(model: str | os.PathLike, atoms: Atoms | None = None, *,
 def _committee(folder: Path, device: str, float64: bool):
     """The committee of an ``ionmix learn`` generation's ``models/`` folder (every
     ``model-*/model.nequip.zip``): the mean of its members (`CommitteeCalculator`)."""
-    from ionmix.active.committee import CommitteeCalculator
+    from ionmix.active.committee import load_committee
 
     paths = sorted(folder.glob("model-*/*.nequip.zip"))
     if len(paths) < 2:
         raise MDError(f"model folder {folder}: a committee needs ≥ 2 model-*/*.nequip.zip "
                       f"packages, found {len(paths)}")
-    members = [make_calculator(p, device=device, float64=float64) for p in paths]
-    calc = CommitteeCalculator(members)
-    calc.ionmix_model_id = "committee " + ", ".join(m.ionmix_model_id for m in members)
-    return calc
+    return load_committee(paths, device=device, float64=float64)
 
 
 def load_structure(path: str | os.PathLike, index: int = -1,
@@ -476,11 +473,11 @@ def covalent_bonds(atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return i[keep], j[keep], d[keep]
 
 
-def _broken_bond(atoms: Atoms, bonds, max_stretch: float | None) -> str | None:
+def _broken_bond(atoms: Atoms, bonds, max_stretch: float) -> str | None:
     """Why the structure counts as broken (a bond stretched beyond `max_stretch` × its
     starting length), or None."""
     i, j, d0 = bonds
-    if max_stretch is None or not len(i):
+    if not len(i):
         return None
     ratio = atoms.get_distances(i, j, mic=True) / d0 if atoms.cell.rank == 3 else \
         np.linalg.norm(atoms.positions[i] - atoms.positions[j], axis=1) / d0
@@ -671,7 +668,8 @@ class _Run:
         row = _observables(self.dyn, self.atoms, self.mass_amu, step,
                            self.settings.timestep_fs)
         why = _out_of_bounds(row, self.settings, self.volume0) or (
-            self.bonds and _broken_bond(self.atoms, self.bonds, self.settings.max_bond_stretch))
+            self.bonds is not None
+            and _broken_bond(self.atoms, self.bonds, self.settings.max_bond_stretch))
         if why:
             self._blow_up(step, why)
         self.thermo.write(_format_row(row))

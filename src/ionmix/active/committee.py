@@ -108,8 +108,13 @@ def _statistics(energies: np.ndarray, forces: np.ndarray, stresses: np.ndarray |
     return out
 
 
-def load_committee(paths: Sequence, **guard) -> CommitteeCalculator:
-    """A committee of packaged models (``model.nequip.zip`` paths)."""
-    from ionmix.train import load_calculator
+def load_committee(paths: Sequence, device: str = "cpu", float64: bool = False,
+                   **guard) -> CommitteeCalculator:
+    """A committee of packaged models (``model.nequip.zip`` paths), with the model id an
+    MD run records (its members' ids) in ``ionmix_model_id``."""
+    from ionmix.md import make_calculator
 
-    return CommitteeCalculator([load_calculator(p) for p in paths], **guard)
+    members = [make_calculator(p, device=device, float64=float64) for p in paths]
+    calc = CommitteeCalculator(members, **guard)
+    calc.ionmix_model_id = "committee " + ", ".join(m.ionmix_model_id for m in members)
+    return calc
