@@ -267,8 +267,10 @@ def test_cli_md_then_validate_with_the_classical_teacher(tiny_sample, tmp_path):
     db = str(tiny_sample / "frames.db")
     out = cli("md", db, "--model", "classical", "--out", str(tmp_path / "run"),
               "--composition", "LiPF6=0.25,EMIMPF6=0.75", "--ensemble", "nvt", "--steps", "20",
-              "--log-every", "5", "--trajectory-every", "10")
+              "--log-every", "5", "--trajectory-every", "10", "--max-bond-stretch", "0")
     assert out.returncode == 0, out.stderr
+    settings = json.loads((tmp_path / "run" / "md.json").read_text())["settings"]
+    assert settings["max_bond_stretch"] is None  # 0: the bond check is off
     frames = ase.io.read(tmp_path / "run" / "trajectory.extxyz", ":")
     assert [f.info["step"] for f in frames] == [0, 10, 20]
     assert frames[0].info["molecules"] and frames[0].info["charge_scale"] == 0.8
@@ -285,6 +287,7 @@ def test_cli_md_then_validate_with_the_classical_teacher(tiny_sample, tmp_path):
     (["--pressure-bar", "nan"], "pressure_bar"),
     (["--composition", "LiPF6=0.5,EMIMPF6=0.5"], "no composition"),
     (["--model", "missing.nequip.zip"], "no such file"),
+    (["--max-bond-stretch", "0.8"], "max_bond_stretch"),
 ])
 def test_cli_md_bad_input_exits_2_before_work(tiny_sample, tmp_path, args, message):
     base = ["md", str(tiny_sample / "frames.db"), "--model", "classical", "--out",

@@ -41,6 +41,10 @@ def md(
     float64: Annotated[bool, typer.Option(
         help="Evaluate the model in float64 (checkpoints, or models trained in float64).")
     ] = False,
+    max_bond_stretch: Annotated[float, typer.Option(
+        help="Stop (exit status 3) when a covalent bond is longer than this × its starting "
+        "length: the model broke a molecule. 0 turns the check off (reactive chemistry).")
+    ] = 1.5,
 ) -> None:
     """NPT/NVT/NVE molecular dynamics with a trained model (or the classical teacher).
 
@@ -53,7 +57,8 @@ def md(
     settings = md_settings("ionmix md", ensemble=ensemble, temperature_K=temperature_K,
                             pressure_bar=pressure_bar, n_steps=steps, timestep_fs=timestep_fs,
                             log_interval_steps=log_every,
-                            trajectory_interval_steps=trajectory_every, seed=seed)
+                            trajectory_interval_steps=trajectory_every, seed=seed,
+                            max_bond_stretch=max_bond_stretch or None)
     label = f"{settings.ensemble} {settings.temperature_K:g} K"
     result = run_study("md", structure, model, composition, lambda atoms, calc, progress:
                        run_md(atoms, calc, settings, out,
