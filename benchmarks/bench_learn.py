@@ -45,7 +45,7 @@ def summaries(run: Path) -> list[dict]:
 
 def start_frame(run: Path):
     """The walkers' starting structure: the last classical frame of replica 0."""
-    from ionmix.md import load_structure
+    from ionmix.dataset.structures import load_structure
 
     return load_structure(run / "frames.db", composition=COMPOSITION, replica=0)
 
@@ -108,7 +108,8 @@ def _models(run: Path, generation: int, member: int | None) -> tuple[Path, str]:
 
 def stage_student(run: Path, generation: int, member: int | None, steps: int,
                   validate_frames: int, analyse_only: bool = False) -> None:
-    from ionmix.md import MDBlowUp, MDSettings, make_calculator, read_thermo, run_md
+    from ionmix.md import MDBlowUp, MDSettings, read_thermo, run_md
+    from ionmix.models import load_model
     from ionmix.properties.stats import block_average, drift_sigma, production_part
     from ionmix.properties.validate import validate_trajectory
 
@@ -119,7 +120,7 @@ def stage_student(run: Path, generation: int, member: int | None, steps: int,
     t0 = time.perf_counter()
     try:
         if not analyse_only:  # else: what an interrupted run left on disk
-            run_md(atoms, make_calculator(model, atoms), MDSettings(n_steps=steps), run_dir)
+            run_md(atoms, load_model(model, atoms).calc, MDSettings(n_steps=steps), run_dir)
     except MDBlowUp:  # e.g. a molecule broke: analyse what it did until then (md.json)
         pass
     wall_s = time.perf_counter() - t0

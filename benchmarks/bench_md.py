@@ -50,7 +50,7 @@ def merge(results: dict, path: Path = OUT / "bench-md.json") -> None:
 
 
 def start_frame():
-    from ionmix.md import load_structure
+    from ionmix.dataset.structures import load_structure
 
     return load_structure(STORE, composition=COMPOSITION, replica=0)
 
@@ -68,11 +68,12 @@ def stage_throughput(n_steps: int, repeats: int) -> None:
     from ase import units
     from ase.md.nose_hoover_chain import IsotropicMTKNPT
 
-    from ionmix.md import MDSettings, make_calculator, run_md
+    from ionmix.md import MDSettings, run_md
+    from ionmix.models import load_model
     from ionmix.units import bar_to_ev_per_a3
 
     atoms = start_frame()
-    calc = make_calculator(OUT / "model" / "model.nequip.zip", atoms)
+    calc = load_model(OUT / "model" / "model.nequip.zip", atoms).calc
     settings = MDSettings(n_steps=n_steps)
     dt = settings.timestep_fs * units.fs
     bare, ours = [], []
@@ -106,10 +107,11 @@ def stage_throughput(n_steps: int, repeats: int) -> None:
 
 
 def stage_nve(ps: float, model_dir: Path) -> None:
-    from ionmix.md import MDSettings, make_calculator, read_thermo, run_md
+    from ionmix.md import MDSettings, read_thermo, run_md
+    from ionmix.models import load_model
 
     atoms = start_frame()
-    calc = make_calculator(model_dir / "best.ckpt", atoms, float64=True)
+    calc = load_model(model_dir / "best.ckpt", atoms, float64=True).calc
     # 0.5 ps of NVT first, so NVE starts from a state the model has thermalised
     nvt = MDSettings(ensemble="nvt", n_steps=1000, thermostat_time_steps=100)
     run_md(atoms, calc, nvt, OUT / f"nve-equil-{model_dir.name}")
@@ -152,7 +154,8 @@ def stage_nve(ps: float, model_dir: Path) -> None:
 
 
 def stage_density(teacher_ps: float, student_steps: int, model_dir: Path) -> None:
-    from ionmix.md import MDSettings, make_calculator, read_thermo, run_md
+    from ionmix.md import MDSettings, read_thermo, run_md
+    from ionmix.models import load_model
     from ionmix.properties.stats import block_average, drift_sigma, production_part
     from ionmix.teachers.classical.openmm_md import classical_npt_density
 
@@ -166,7 +169,7 @@ def stage_density(teacher_ps: float, student_steps: int, model_dir: Path) -> Non
         series_path.write_text(json.dumps(teacher))
         merge({"density_teacher": {k: v for k, v in teacher.items() if k != "series"}})
     atoms = start_frame()
-    calc = make_calculator(model_dir / "model.nequip.zip", atoms)
+    calc = load_model(model_dir / "model.nequip.zip", atoms).calc
     run_dir = OUT / f"density-student-{model_dir.name}"
     t0 = time.perf_counter()
     run_md(atoms, calc, MDSettings(n_steps=student_steps), run_dir)  # resumable
@@ -217,7 +220,7 @@ def stage_pv_scan(model_dirs: list[Path], n_frames: int) -> None:
     from ionmix.chemistry.topology import molecules_of
     from ionmix.dataset import DatasetStore
     from ionmix.dataset.store import equally_spaced
-    from ionmix.md import make_calculator
+    from ionmix.models import load_model
     from ionmix.sampling import rescale_molecules
     from ionmix.units import ev_per_a3_to_bar
 
@@ -238,7 +241,7 @@ def stage_pv_scan(model_dirs: list[Path], n_frames: int) -> None:
             a.set_positions(rescale_molecules(atoms.positions, mol_id, atoms.get_masses(), f))
             scaled.append(a)
         for name, model in calcs.items():
-            calc = make_calculator(model or "classical", atoms)
+            calc = load_model(model or "classical", atoms).calc
             for j, a in enumerate(scaled):
                 a.calc = calc
                 pressure[name][i, j] = -ev_per_a3_to_bar(np.trace(a.get_stress(voigt=False)) / 3)

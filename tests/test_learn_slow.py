@@ -35,7 +35,9 @@ def test_learned_student_holds_the_teachers_npt_density(tmp_path):
     from ionmix.active import run_learning
     from ionmix.active.loop import load_learn_config
     from ionmix.dataset.provenance import load_provenance
-    from ionmix.md import MDSettings, load_structure, make_calculator, run_md
+    from ionmix.dataset.structures import load_structure
+    from ionmix.md import MDSettings, run_md
+    from ionmix.models import load_model
     from ionmix.properties.validate import validate_trajectory
     from ionmix.teachers.classical.openmm_md import classical_npt_density
 
@@ -51,7 +53,7 @@ def test_learned_student_holds_the_teachers_npt_density(tmp_path):
                                     teacher=teacher_ff)
     assert teacher["density_err_g_cm3"] / teacher["density_g_cm3"] < 0.005
 
-    run_md(atoms, make_calculator(member, atoms), MDSettings(n_steps=100_000),
+    run_md(atoms, load_model(member, atoms).calc, MDSettings(n_steps=100_000),
            tmp_path / "npt")  # 50 ps at 0.5 fs; a broken molecule raises MDBlowUp
     rel = relative_density_difference(tmp_path / "npt", teacher)
     checked = validate_trajectory(tmp_path / "npt", teacher_ff.calculator(atoms),

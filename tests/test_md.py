@@ -96,7 +96,7 @@ def test_restart_refuses_changed_settings(tmp_path):
 
 def test_restart_refuses_another_model(tmp_path):
     """A model retrained into the same file has another checksum: the run is not continued
-    with it (`make_calculator` tags its calculators with file name and checksum)."""
+    with it (`ionmix.models.load_model` tags its calculators with file name and checksum)."""
     first, retrained = lj(), lj()
     first.ionmix_model_id = "model.nequip.zip sha256:0123456789abcdef"
     retrained.ionmix_model_id = "model.nequip.zip sha256:fedcba9876543210"

@@ -35,7 +35,9 @@ COMPOSITION = "LiPF6=0.5,EMIMPF6=0.5"
 @pytest.mark.slow
 def test_student_npt_density_matches_the_teacher(tmp_path):
     from ionmix.config import SampleConfig, parse_model
-    from ionmix.md import MDSettings, load_structure, make_calculator, run_md
+    from ionmix.dataset.structures import load_structure
+    from ionmix.md import MDSettings, run_md
+    from ionmix.models import load_model
     from ionmix.sampling import sample
     from ionmix.teachers.classical.openmm_md import classical_npt_density
     from ionmix.train import train_from_store
@@ -52,7 +54,7 @@ def test_student_npt_density_matches_the_teacher(tmp_path):
 
     atoms = load_structure(db, composition=COMPOSITION, replica=0)
     teacher = classical_npt_density(atoms, 300.0, 1.0, time_ps=100.0, seed=5)
-    calc = make_calculator(result.package_path, atoms)
+    calc = load_model(result.package_path, atoms).calc
     run_md(atoms, calc, MDSettings(n_steps=10000), tmp_path / "student")
     assert abs(relative_density_difference(tmp_path / "student", teacher)) < 0.02
 

@@ -164,7 +164,7 @@ def test_extxyz_export_roundtrip(store, tmp_path):
 def test_start_structure_sampled_at_a_temperature(store, tmp_path):
     """`load_structure(..., sampled_at_K=T)`: the last frame of the lowest replica sampled at
     T, in a store holding several temperatures (runs sort T300K < T450K < T600K)."""
-    from ionmix.md import MDError, load_structure
+    from ionmix.dataset.structures import StructureError, load_structure
 
     frames = [labelled(seed) for seed in range(6)]
     metas = []
@@ -177,5 +177,5 @@ def test_start_structure_sampled_at_a_temperature(store, tmp_path):
     np.testing.assert_allclose(load_structure(db, sampled_at_K=450.0).positions,
                                frames[3].positions)
     np.testing.assert_allclose(load_structure(db).positions, frames[5].positions)
-    with pytest.raises(MDError, match="no MD frames of .* sampled at 350 K"):
+    with pytest.raises(StructureError, match="no MD frames of .* sampled at 350 K"):
         load_structure(db, sampled_at_K=350.0)

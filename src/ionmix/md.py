@@ -55,7 +55,7 @@ from ase import Atoms, units
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ionmix.errors import InputError, RunError
-from ionmix.io import atomic_write_json, read_frames
+from ionmix.io import atomic_write_json
 from ionmix.resume import check_same_settings
 from ionmix.units import bar_to_ev_per_a3, density_g_per_cm3, ev_per_a3_to_bar
 
@@ -65,8 +65,6 @@ __all__ = [
     "MDError",
     "MDResult",
     "MDSettings",
-    "load_structure",
-    "make_calculator",
     "read_thermo",
     "run_md",
 ]
@@ -148,126 +146,9 @@ class MDResult:
     trajectory_path: Path
 
 
-# --------------------------------------------------------------------------------------
-# calculators
-
-
-def make_calculator(model: str | os.PathLike, atoms: Atoms | None = None, *,
-                    provenance=None, float64: bool = False, device: str = "cpu"):
-    """An ASE calculator from a model path or the name ``classical``.
-
-    Args:
-        model: a trained ionmix/nequip model (``*.nequip.zip`` or ``*.ckpt``), a
-            committee folder (``ionmix learn``'s ``gen-NNN/models``: the members' mean), or
-            ``"classical"`` for the classical teacher of the structure's data: the teacher
-            spec and ion set recorded with `atoms` (``info["teacher"]``/``["ion_set"]``,
-            resolved through `provenance`), else the classical force field with the
-            structure's charge scale and cutoff and library ions.
-        atoms: the structure (its molecules define the classical topology).
-        provenance: `ionmix.dataset.provenance.Provenance` of the structure's source
-            (default: none; library ions).
-        float64: evaluate a nequip model in float64 (see `ionmix.train.load_calculator`).
-    """
-    if str(model) == "classical":
-        from ionmix.dataset.provenance import Provenance
-
-        if atoms is None:
-            raise MDError("the classical teacher needs the structure (its molecules)")
-        teacher = (provenance or Provenance()).teacher(atoms, "classical")
-        calc = teacher.calculator(atoms)
-        calc.ionmix_model_id = teacher.key
-        return calc
-    from ionmix.train import load_calculator
-    from ionmix.train.data import file_sha256
-
-    path = Path(model)
-    if path.is_dir():
-        return _committee(path, device, float64)
-    if not path.is_file():
-        raise MDError(f"model {path}: no such file (give a .nequip.zip/.ckpt, a committee "
-                      "folder or 'classical')")
-    calc = load_calculator(path, device=device, float64=float64)
-    # what a run records and a restart checks: the same file name may hold a retrained model
-    calc.ionmix_model_id = f"{path.name} sha256:{file_sha256(path)[:16]}"
-    return calc
-
-
-def _committee(folder: Path, device: str, float64: bool):
-    """The committee of an ``ionmix learn`` generation's ``models/`` folder (every
-    ``model-*/model.nequip.zip``): the mean of its members (`CommitteeCalculator`)."""
-    from ionmix.active.committee import load_committee
-
-    paths = sorted(folder.glob("model-*/*.nequip.zip"))
-    if len(paths) < 2:
-        raise MDError(f"model folder {folder}: a committee needs ≥ 2 model-*/*.nequip.zip "
-                      f"packages, found {len(paths)}")
-    return load_committee(paths, device=device, float64=float64)
-
-
-def load_structure(path: str | os.PathLike, index: int = -1,
-                   composition: str | None = None, replica: int | None = None,
-                   sampled_at_K: float | None = None) -> Atoms:
-    """A starting structure: any ASE-readable file, or a frame of a dataset store.
-
-    Args:
-        path: structure file (extxyz, PDB, POSCAR, ...; ``index`` picks the frame), or an
-            ionmix dataset store (``*.db``): the last stored MD frame of ``composition`` (a
-            key such as ``LiPF6=0.4,EMIMPF6=0.6``; optional if the store has one
-            composition) and ``replica`` (default: the lowest), sampled at
-            ``sampled_at_K`` when given (for a store of several temperatures). Frames keep
-            their molecule information and their ``teacher``/``ion_set`` keys
-            (`load_provenance` of the same path resolves them).
-
-    Returns:
-        Atoms without a calculator (labels dropped).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise MDError(f"structure {path}: no such file")
-    if path.suffix == ".db":
-        atoms = _frame_from_store(path, composition, replica, sampled_at_K)
-    else:
-        atoms = read_frames(path, index)
-    atoms.calc = None
-    return atoms
-
-
-def _frame_from_store(path: Path, composition: str | None, replica: int | None,
-                      sampled_at_K: float | None) -> Atoms:
-    from ionmix.dataset import DatasetStore
-
-    store = DatasetStore(path)
-    stored = store.compositions()
-    if composition is None:
-        if len(stored) != 1:
-            raise MDError(f"{path} holds {len(stored)} compositions; pick one with "
-                          f"--composition (one of: {'; '.join(stored)})")
-        composition = stored[0]
-    if composition not in stored:
-        raise MDError(f"{path} has no composition {composition!r}; it has: "
-                      f"{'; '.join(stored)}")
-    frames = store.select(composition=composition, replica=replica, task="md",
-                          temperature_K=sampled_at_K)
-    if not frames:
-        at = "" if sampled_at_K is None else f" sampled at {sampled_at_K:g} K"
-        raise MDError(f"{path}: no MD frames of {composition} with replica {replica}{at}")
-    if replica is None:
-        lowest = min(f.info["replica"] for f in frames)
-        frames = [f for f in frames if f.info["replica"] == lowest]
-    return frames[-1].atoms
-
-
-def model_species(calc) -> list[str] | None:
-    """Chemical species a nequip model was trained on, or None if the calculator can't say."""
-    metadata = getattr(getattr(calc, "model", None), "metadata", None)
-    if isinstance(metadata, dict) and "type_names" in metadata:
-        return str(metadata["type_names"]).split()
-    return None
-
-
 def _describe(calc) -> str:
-    """The model behind `calc`: file name and checksum (or teacher key) when it was made by
-    `make_calculator`, else the calculator's class name."""
+    """The model behind `calc`: its id when it was made by `ionmix.models.load_model`
+    (file names and checksums, or the teacher key), else the calculator's class name."""
     return getattr(calc, "ionmix_model_id", type(calc).__name__)
 
 
@@ -342,12 +223,6 @@ def check_inputs(atoms: Atoms, calc, settings: MDSettings) -> None:
     """Raise MDError for a structure/calculator/settings combination that cannot run."""
     if len(atoms) == 0:
         raise MDError("the structure has no atoms")
-    species = model_species(calc)
-    if species is not None:
-        missing = sorted(set(atoms.get_chemical_symbols()) - set(species))
-        if missing:
-            raise MDError(f"the model was trained on {' '.join(species)} only; the structure "
-                          f"also has {' '.join(missing)}")
     if settings.ensemble == "npt":
         if not np.all(atoms.pbc) or atoms.cell.rank != 3:
             raise MDError("NPT needs a periodic structure with a full 3-D cell")

@@ -71,6 +71,7 @@ class StudySettings(_Strict):
     n_val: int = Field(4, gt=0, description="validation frames per training composition")
     n_test: int = Field(10, gt=0, description="test frames per composition (replica 1)")
     preset: str = "cpu-tiny-nequip"
+    baseline: Literal["none", "coulomb", "zbl", "coulomb+zbl"] = "none"
     energy_reference: Literal["isolated-atoms", "fit", "mean"] = "isolated-atoms"
     isolated_atom_energies_eV: dict[str, float] | None = Field(
         None, description="element → eV; default: the teacher's own isolated-atom energies")
@@ -161,12 +162,14 @@ def train_recipe_task(files: dict[str, str], type_names: list[str],
                       preset: str, energy_shifts: dict[str, float] | str, run_dir: str,
                       seed: int, overrides: dict[str, Any],
                       num_threads: int | None = None,
-                      initial_model: str | None = None) -> dict[str, Any]:
+                      initial_model: str | None = None, baseline: str = "none",
+                      provenance=None, baseline_cache: str | None = None) -> dict[str, Any]:
     """Train one recipe's model (resumes / returns the finished result if on disk).
 
     `num_threads` sets torch's threads in nequip-train (Dask workers default to
     OMP_NUM_THREADS=1, which would leave cores idle); None keeps the worker's setting.
     `initial_model`: fine-tune from this package instead of random weights.
+    `baseline`, `provenance`, `baseline_cache`: see `ionmix.train.run_training`.
     """
     from ionmix.train import run_training
 
@@ -180,12 +183,15 @@ def train_recipe_task(files: dict[str, str], type_names: list[str],
     result = run_training(files["train"], files["val"], files["test"], type_names,
                           preset=preset, energy_shifts=energy_shifts, run_dir=run_dir,
                           seed=seed, overrides=overrides, progress=progress,
-                          num_threads=num_threads, initial_model=initial_model)
+                          num_threads=num_threads, initial_model=initial_model,
+                          baseline=baseline, provenance=provenance,
+                          baseline_cache=baseline_cache)
     return result.to_json()
 
 
 def evaluate_recipe_task(package_path: str, test_files: dict[str, str],
-                         out_path: str, atoms_per_ion: dict[str, int]) -> dict[str, Any]:
+                         out_path: str, atoms_per_ion: dict[str, int],
+                         provenance=None) -> dict[str, Any]:
     """Evaluate a packaged model on every composition's test file; cache to `out_path`.
 
     Also records, per test frame, the predicted and reference energies (eV) and the
@@ -200,9 +206,11 @@ def evaluate_recipe_task(package_path: str, test_files: dict[str, str],
             return cached
     from ionmix.chemistry.topology import decode_runs
     from ionmix.io import read_frames
-    from ionmix.train import evaluate, load_calculator
+    from ionmix.models import load_model
+    from ionmix.train import evaluate
 
-    calc = load_calculator(package_path)
+    first = read_frames(next(iter(test_files.values())), 0, what="test")
+    calc = load_model(package_path, first, provenance=provenance).calc
     by_comp, frames_out = {}, []
     for key, path in test_files.items():
         frames = read_frames(path, ":", what="test")
@@ -314,6 +322,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
     sample(sample_cfg, out, on_snapshot=on_snapshot)
     teacher_spec = _study_teacher(cfg, plan, out, compositions, scheduler, say)
     store = DatasetStore(out / "frames.db")
+    provenance = store.provenance()
 
     # 2. splits: per-composition test files; per-recipe train/val files
     teacher = teacher_spec.key
@@ -336,11 +345,13 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
             recipe.name: client.submit(
                 train_recipe_task, train_files[recipe.name], type_names, s.preset, shifts,
                 str(out / "models" / _safe(recipe.name)), s.seed, s.overrides, threads,
+                baseline=s.baseline, provenance=provenance,
+                baseline_cache=str(out / "models" / "baseline-cache.sqlite"),
                 key=f"train-{_safe(recipe.name)}", pure=False)
             for recipe in recipes}
         evaluations, failed = _evaluate_trained(
             client, trainings, test_files, out / "models",
-            {name: ion.n_atoms for name, ion in plan.ions.items()}, say)
+            {name: ion.n_atoms for name, ion in plan.ions.items()}, provenance, say)
 
     # 5. metrics, figures, report
     from ionmix.report.transferability import write_outputs
@@ -420,7 +431,7 @@ def _write_recipe_splits(store: DatasetStore, recipes: list[Recipe], data_dir: P
 
 
 def _evaluate_trained(client, trainings: dict[str, Any], test_files: dict[str, str],
-                      models_dir: Path, atoms_per_ion: dict[str, int],
+                      models_dir: Path, atoms_per_ion: dict[str, int], provenance,
                       say: Callable[[str], None]) -> tuple[dict[str, dict], dict[str, str]]:
     """Wait for each recipe's training future and evaluate its model on Dask as it
     finishes; return (evaluations, failures) by recipe name. A failure is reported and
@@ -438,7 +449,7 @@ def _evaluate_trained(client, trainings: dict[str, Any], test_files: dict[str, s
             f"{res['train_wall_s']:.0f} s)")
         eval_futures[name] = client.submit(
             evaluate_recipe_task, res["package_path"], test_files,
-            str(models_dir / _safe(name) / "evaluation.json"), atoms_per_ion,
+            str(models_dir / _safe(name) / "evaluation.json"), atoms_per_ion, provenance,
             key=f"evaluate-{_safe(name)}", pure=False)
     evaluations: dict[str, dict] = {}
     for name, future in eval_futures.items():

@@ -5,7 +5,8 @@ Two kinds of walker (IPSuite's and published IL workflows' habits):
 * ``npt``: NPT MD with the committee (ionmix.md, MTK barostat) at a state point. It stops
   early, keeping its data, when the committee's max force deviation passes the upper trust
   level, when the density leaves a window around the teacher's, or on a blow-up. Its saved
-  frames are the candidates; its density (when it ran to the end) is a convergence signal.
+  frames are the candidates; its block-averaged density (when it ran to the end and is
+  long enough for ≥ 2 blocks, `block_density`) is a convergence signal.
 * ``volume-scan``: training frames with molecule centres rescaled rigidly over a range of
   linear scales (densities the NPT walkers may reach), no MD.
 * ``anneal``: NPT with the temperature oscillating between ``temperature_K`` and
@@ -13,6 +14,11 @@ Two kinds of walker (IPSuite's and published IL workflows' habits):
   the last): the hot segments reach the expanded, distorted structures, the cold ones
   bring them back towards the state point (the temperature cycling of published IL
   workflows). Same early stops as ``npt``; no density (it is not at one state point).
+
+An npt or anneal entry with ``n_starts = N`` runs N copies (`WalkerSpec.copy_names`),
+each from its own starting frame (`start_indices`: the last frame of the sampling, then
+frames spread back to the middle of the run) with its own velocity seed (copy k: seed k),
+each in its own folder.
 
 Walkers are module-level functions of plain data, so they run as Dask tasks; each writes
 ``walker.json`` with its status when done, and a rerun skips finished walkers.
@@ -47,6 +53,13 @@ class WalkerSpec(BaseModel):
             candidates).
         scales: volume-scan linear scale factors (volume × scale³).
         n_frames: volume-scan: training frames rescaled.
+        n_starts: npt/anneal: copies, each from its own starting frame with its own
+            velocity seed (1: one walker, as before).
+        density_block_ps: npt: block length (ps) of the block-averaged density; at least
+            the barostat's ringing period (~1 ps for MTK at 1000 steps on ~200 atoms).
+        density_equilibration_fraction: npt: the least share of the run discarded as
+            equilibration before the blocks (the automatic detection may discard more,
+            at most half).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -61,12 +74,18 @@ class WalkerSpec(BaseModel):
     trajectory_interval_steps: int = Field(20, ge=1)
     scales: tuple[float, ...] = (0.94, 0.97, 1.03, 1.06, 1.1)
     n_frames: int = Field(4, ge=1)
+    n_starts: int = Field(1, ge=1)
+    density_block_ps: float = Field(1.0, gt=0.0)
+    density_equilibration_fraction: float = Field(0.2, ge=0.0, le=0.5)
 
     @model_validator(mode="after")
     def _anneal_goes_up(self):
         if self.kind == "anneal" and self.temperature_high_K <= self.temperature_K:
             raise ValueError(f"anneal: temperature_high_K ({self.temperature_high_K:g}) must "
                              f"be above temperature_K ({self.temperature_K:g})")
+        if self.kind == "volume-scan" and self.n_starts != 1:
+            raise ValueError("n_starts is for npt and anneal walkers (a volume-scan rescales "
+                             "n_frames frames)")
         return self
 
     def name(self, index: int) -> str:
@@ -77,15 +96,38 @@ class WalkerSpec(BaseModel):
                     f"{self.pressure_bar:g}bar")
         return f"w{index}-volume-scan"
 
+    def copy_names(self, index: int) -> list[str]:
+        """Folder names of the entry's walkers: its `name` alone when ``n_starts`` is 1
+        (as before the option), else ``<name>-s<k>`` for copy k."""
+        if self.n_starts == 1:
+            return [self.name(index)]
+        return [f"{self.name(index)}-s{k}" for k in range(self.n_starts)]
+
+
+def start_indices(n_frames: int, n_starts: int) -> list[int]:
+    """Indices of `n_starts` starting frames among `n_frames` time-ordered frames of a
+    sampling run: the last frame first (what one walker has always started from), then
+    evenly spread back to the middle of the run, so every start lies in its settled half
+    and the starts are as far apart in time as that allows. Fewer frames than starts
+    repeat frames (the copies still differ by their velocity seed)."""
+    if n_frames < 1:
+        raise ValueError("no frames to start walkers from")
+    first = n_frames - 1
+    last = n_frames // 2 if n_starts > 1 else first
+    return [int(round(i)) for i in np.linspace(first, last, n_starts)]
+
 
 def run_walker(spec: dict, start: list[Atoms], model_paths: list[str], out_dir: str,
                trust_window_eV_per_A: tuple[float, float],
-               density_window_g_cm3: tuple[float, float]) -> dict:
+               density_window_g_cm3: tuple[float, float], provenance=None,
+               velocity_seed: int = 0) -> dict:
     """Run one walker (a Dask task); returns and writes its ``walker.json`` record:
-    ``status`` (done / stopped / blew_up), ``reason``, ``n_candidates`` and, for a finished
-    NPT walker, its mean density with the statistical error. MD walkers stop above the
-    upper trust level and keep, besides their trajectory, every step at or above the lower
-    one (`CommitteeCalculator.recorded`)."""
+    ``status`` (done / stopped / blew_up), ``reason``, ``n_candidates``, the
+    ``velocity_seed`` and, for a finished NPT walker, its block-averaged density
+    (`block_density`). MD walkers start from ``start[-1]`` with Maxwell–Boltzmann
+    velocities drawn with `velocity_seed`, stop above the upper trust level and keep,
+    besides their trajectory, every step at or above the lower one
+    (`CommitteeCalculator.recorded`)."""
     out = Path(out_dir)
     record_path = out / "walker.json"
     if record_path.exists():
@@ -95,7 +137,7 @@ def run_walker(spec: dict, start: list[Atoms], model_paths: list[str], out_dir: 
         record = _volume_scan(walker, start, out)
     else:
         record = _npt(walker, start[-1], model_paths, out, tuple(trust_window_eV_per_A),
-                      density_window_g_cm3)
+                      density_window_g_cm3, provenance, velocity_seed)
     atomic_write_json(record_path, record)
     return record
 
@@ -141,20 +183,23 @@ def _segments(walker: WalkerSpec) -> list[tuple[float, int]]:
 
 
 def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
-         trust_window: tuple[float, float], density_window: tuple[float, float]) -> dict:
+         trust_window: tuple[float, float], density_window: tuple[float, float],
+         provenance=None, velocity_seed: int = 0) -> dict:
     """An npt or anneal walker: its MD segments in turn (each from where the last ended,
-    momenta kept), until done or stopped; the candidates are every segment's frames."""
-    from ionmix.active.committee import ExplorationStop, load_committee
+    momenta kept; the first with velocities drawn with `velocity_seed`), until done or
+    stopped; the candidates are every segment's frames."""
     from ionmix.md import MDBlowUp, read_thermo, run_md
+    from ionmix.models import ExplorationStop, load_committee
 
-    calc = load_committee(model_paths, stop_above_eV_per_A=trust_window[1],
+    calc = load_committee(model_paths, start, provenance=provenance,
+                          stop_above_eV_per_A=trust_window[1],
                           density_window_g_cm3=tuple(density_window),
-                          record_above_eV_per_A=trust_window[0])
+                          record_above_eV_per_A=trust_window[0]).calc
     status, reason, atoms, folders = "done", "", start, []
     for k, (temperature_K, n_steps) in enumerate(_segments(walker)):
         folder = out if walker.kind == "npt" else out / f"segment-{k}"
         folders.append(folder)
-        settings = _md_settings(walker, temperature_K, n_steps,
+        settings = _md_settings(walker, temperature_K, n_steps, seed=velocity_seed,
                                 initial_velocities="maxwell" if k == 0 else "keep")
         try:
             run_md(atoms, calc, settings, folder)
@@ -166,7 +211,8 @@ def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
             break
         atoms = _final_state(folder, atoms)
     record = {"kind": walker.kind, "status": status, "reason": reason,
-              "temperature_K": walker.temperature_K, "pressure_bar": walker.pressure_bar}
+              "temperature_K": walker.temperature_K, "pressure_bar": walker.pressure_bar,
+              "velocity_seed": velocity_seed, "start_frame": start.info.get("label_id", "")}
     frames = [f for folder in folders for f in _trajectory(folder)] + list(calc.recorded)
     if frames:
         ase.io.write(out / CANDIDATES_FILE, frames)
@@ -174,7 +220,10 @@ def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
     record["n_recorded_between_snapshots"] = len(calc.recorded)
     thermo_path = out / "thermo.csv"
     if walker.kind == "npt" and status == "done" and thermo_path.exists():
-        record.update(_density(read_thermo(thermo_path)["density_g_cm3"]))
+        thermo = read_thermo(thermo_path)
+        record.update(block_density(thermo["density_g_cm3"], thermo["time_ps"],
+                                    walker.density_block_ps,
+                                    walker.density_equilibration_fraction))
     return record
 
 
@@ -194,15 +243,61 @@ def _trajectory(folder: Path) -> list[Atoms]:
     return ase.io.read(traj, ":") if traj.exists() and traj.stat().st_size else []
 
 
-def _density(series) -> dict:
-    """Mean density (g/cm³) with its statistical error, from an NPT walker's thermo."""
-    from ionmix.properties.stats import series_summary
+def block_density(density_g_cm3, time_ps, block_ps: float = 1.0,
+                  equilibration_fraction: float = 0.2) -> dict:
+    """An NPT walker's density from block means, for the loop's convergence test.
 
-    try:
-        summary = series_summary(np.asarray(series, float))
-    except Exception as exc:  # noqa: BLE001 - too short a run gives no density, not a crash
-        return {"density_note": str(exc)}
-    return {"density_g_cm3": summary["mean"], "density_err_g_cm3": summary["err"]}
+    The MTK barostat rings (±8 % at a ~1-ps period on 188 atoms): a mean over a part of a
+    period, or an error from a few correlated samples, says little. So: discard the
+    equilibration (`ionmix.properties.stats.detect_equilibration`, at least
+    `equilibration_fraction` of the run, at most half), cut the rest into whole blocks of
+    `block_ps` ending at the last sample, and average the block means. The error is the
+    blocks' standard error, their spread / sqrt(n_blocks), times sqrt(g) of the block
+    means (`statistical_inefficiency`: 1 for uncorrelated blocks, more if a slow drift
+    spans them). The statistical-inefficiency error of the raw samples
+    (`mean_and_error`) is kept beside it as a cross-check only: on a ring it comes out
+    several times too large (g of an oscillation counts its half-period as correlated),
+    and a too-large error would let two different densities "agree".
+
+    Args:
+        density_g_cm3: shape (n,), the walker's logged densities (g/cm³).
+        time_ps: shape (n,), their times (ps), equally spaced.
+        block_ps: block length (ps); at least the barostat's ringing period.
+        equilibration_fraction: least share of the samples discarded.
+
+    Returns: ``density_n_blocks``, ``density_block_ps``, ``density_equilibration_ps``
+    (discarded) and, with ≥ 2 blocks, ``density_g_cm3`` and ``density_err_g_cm3`` (the
+    error compared), ``density_block_means_g_cm3``,
+    ``density_blocks_statistical_inefficiency``, ``density_g_err_g_cm3`` (the
+    cross-check); with fewer, ``density_note`` saying why there is no
+    density (such a walker is no evidence of a converged density).
+    """
+    from ionmix.properties.stats import detect_equilibration, mean_and_error
+    from ionmix.properties.stats import statistical_inefficiency as inefficiency
+
+    rho = np.asarray(density_g_cm3, dtype=float)
+    t = np.asarray(time_ps, dtype=float)
+    interval_ps = float(np.median(np.diff(t))) if t.size > 1 else block_ps
+    per_block = max(1, int(round(block_ps / interval_ps)))
+    t0 = detect_equilibration(rho, equilibration_fraction) if rho.size else 0
+    n_blocks = (rho.size - t0) // per_block
+    record = {"density_n_blocks": int(n_blocks), "density_block_ps": per_block * interval_ps,
+              "density_equilibration_ps": t0 * interval_ps}
+    if n_blocks < 2:
+        record["density_note"] = (
+            f"too short for a block density: {(rho.size - t0) * interval_ps:.2f} ps after "
+            f"{t0 * interval_ps:.2f} ps of equilibration gives {n_blocks} block(s) of "
+            f"{block_ps:g} ps (need ≥ 2); no convergence evidence")
+        return record
+    used = rho[rho.size - n_blocks * per_block:]
+    means = used.reshape(n_blocks, per_block).mean(axis=1)
+    g_blocks = inefficiency(means)
+    err = float(means.std(ddof=1) / np.sqrt(n_blocks) * np.sqrt(g_blocks))
+    record.update(density_g_cm3=float(means.mean()), density_err_g_cm3=err,
+                  density_blocks_statistical_inefficiency=g_blocks,
+                  density_g_err_g_cm3=mean_and_error(used)[1],
+                  density_block_means_g_cm3=means.tolist())
+    return record
 
 
 def read_candidates(walker_dir: Path) -> list[Atoms]:

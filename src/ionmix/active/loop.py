@@ -7,19 +7,24 @@ Generation g (folder ``gen-<g>/``):
    from replica 0, test from replica 1 (the independent box).
 2. **committee**: K models with different seeds, trained as Dask tasks.
 3. **explore**: the walkers (`ionmix.active.explore`) with the committee.
-4. **select**: trust window on the max force deviation, farthest-point thinning, capped.
+4. **select**: trust window on the max force deviation, farthest-point thinning, capped
+   (frames above the window's top too when the teacher is cheap: `label_above_hi`); each
+   chosen frame with the reason it was chosen.
 5. **label**: the study's teacher labels the selection (labelling stage: resumable, failures
    recorded); the frames go to the store with task ``active-learning``, their generation
    and walker.
 6. **summary**: ``summary.json`` (frames added, committee test MAEs, accurate/candidate/
-   failed shares, density per NPT walker with its error, walker stop reasons).
+   failed shares, block-averaged density per NPT walker with its error and its comparison
+   with the previous generation's, walker stop reasons, the teacher's largest force on
+   the labelled frames by why they were selected).
 
 Every step leaves its result on disk and is skipped when found: a killed run resumes at
 the step it was in (half-trained models resume training; a half-labelled selection labels
 only what is missing). The loop stops when the accurate share reaches
-`converged_accurate_share` (dpgen: 0.9) *and* every NPT walker's density agrees with the
-previous generation's within 2 combined standard errors, or when `max_generations` is
-spent; `report.md` says which.
+`converged_accurate_share` (dpgen: 0.9) *and* every NPT walker's block-averaged density
+agrees with the previous generation's within 2 combined standard errors (a walker too short
+for 2 blocks is no evidence), or when `max_generations` is spent; `report.md`'s "Stopped:"
+line says which, with the densities and errors compared.
 """
 
 from __future__ import annotations
@@ -29,13 +34,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import ase.io
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ionmix.active.explore import WalkerSpec, read_candidates, run_walker
+from ionmix.active.explore import WalkerSpec, read_candidates, run_walker, start_indices
 from ionmix.active.select import TrustWindow, select
 from ionmix.cluster import dask_client
 from ionmix.config import StudyTables
@@ -50,6 +55,9 @@ class LearnSettings(BaseModel):
     Attributes:
         committee: models per generation (≥ 2; 4 by default, as dpgen).
         preset, overrides: training preset (with stress, for NPT) and nequip overrides.
+        baseline: the physics under the networks (`ionmix.models.baseline`): none,
+            coulomb, zbl or coulomb+zbl; each frame's Coulomb labels are computed once
+            (``OUT/baseline-cache.sqlite``) for every member and generation.
         fine_tune_epochs: None: every generation trains from random weights; N: after
             the first, model k fine-tunes from the previous generation's model k for N
             epochs (on all the data so far).
@@ -60,7 +68,11 @@ class LearnSettings(BaseModel):
             percentile of its max force deviation on its own test frames (frames it is
             known to describe), hi = 3 × lo.
         max_new_frames: selection cap per generation.
-        converged_accurate_share: stop when this share of explored frames is accurate.
+        label_above_hi: frames above hi are selectable too (still thinned and capped):
+            true, false or "auto" (true for the cheap teachers, `CHEAP_TEACHERS`).
+        converged_accurate_share: stop when this share of explored frames is accurate
+            and every NPT walker's block-averaged density agrees with the previous
+            generation's (`compare_densities`).
         density_window_fraction: NPT walkers stop when ρ leaves ρ_teacher × (1 ± this).
         explore: the walkers.
     """
@@ -69,6 +81,7 @@ class LearnSettings(BaseModel):
 
     committee: int = Field(4, ge=2)
     preset: str = "cpu-tiny-allegro-npt"
+    baseline: Literal["none", "coulomb", "zbl", "coulomb+zbl"] = "none"
     overrides: dict[str, Any] = Field(default_factory=dict)
     fine_tune_epochs: int | None = Field(None, ge=1)
     n_train: int = Field(100, ge=1)
@@ -78,6 +91,7 @@ class LearnSettings(BaseModel):
     trust_lo_eV_per_A: float | None = Field(None, gt=0.0)
     trust_hi_eV_per_A: float | None = Field(None, gt=0.0)
     max_new_frames: int = Field(20, ge=1)
+    label_above_hi: bool | Literal["auto"] = "auto"
     converged_accurate_share: float = Field(0.9, gt=0.0, le=1.0)
     density_window_fraction: float = Field(0.15, gt=0.0, lt=1.0)
     explore: list[WalkerSpec] = Field(default_factory=lambda: [WalkerSpec()])
@@ -91,10 +105,23 @@ class LearnSettings(BaseModel):
         return self
 
 
+#: Teachers cheap enough to label frames above the trust window's top ("auto").
+CHEAP_TEACHERS = ("classical", "xtb")
+
+
 class LearnConfig(StudyTables):
     """An ``ionmix learn`` config: mixture, initial sampling, teacher, cluster, loop."""
 
     learn: LearnSettings = LearnSettings()
+
+    def label_above_hi(self) -> bool:
+        """Whether frames above hi are selectable: ``[learn] label_above_hi``, with
+        "auto" meaning "the teacher is one of `CHEAP_TEACHERS`" (a classical or xTB label
+        costs seconds; a DFT label of a frame the committee has never seen may cost hours
+        and fail to converge)."""
+        if self.learn.label_above_hi == "auto":
+            return self.teacher.get("kind", "classical") in CHEAP_TEACHERS
+        return bool(self.learn.label_above_hi)
 
 
 def load_learn_config(path) -> LearnConfig:
@@ -156,6 +183,10 @@ def run_learning(cfg: LearnConfig, out_dir, scheduler: str | None = None,
         if why:
             stopped = why
             break
+    else:
+        comparison = summaries[-1].get("density_comparison")
+        if comparison:
+            stopped += f"; {describe_comparison(comparison)}"
     from ionmix.report.active import write_report
 
     report, figure = write_report(ctx.out, summaries, stopped, ctx.teacher.describe(),
@@ -240,13 +271,16 @@ def _generation(ctx: _Context, g: int, earlier: list[dict]) -> dict:
 
     files = timed("data", _write_data, ctx, gen, g)
     trained = timed("train", _train_committee, ctx, gen, g, files)
-    window = _trust_window(ctx.cfg.learn, trained, files["test"], gen)
+    window = _trust_window(ctx.cfg.learn, trained, files["test"], gen, ctx.store.provenance())
     ctx.say(f"generation {g}: exploring (trust window {window.lo_eV_per_A:.3f}–"
             f"{window.hi_eV_per_A:.3f} eV/Å)")
     walkers = timed("explore", _explore, ctx, gen, trained, window)
     selection = timed("select", _select, ctx, gen, trained, window, walkers)
     added = timed("label", _label_selection, ctx, gen, g, selection)
     summary = _summarise(g, trained, window, walkers, selection, added, files)
+    summary["teacher_max_force_eV_per_A"] = _teacher_max_forces(ctx, g, selection)
+    summary["density_comparison"] = (compare_densities(walkers, earlier[-1]["walkers"])
+                                     if earlier else [])
     # a generation resumed mid-way times only what ran in its last call
     summary["wall_s"] = wall_s
     atomic_write_json(summary_path, summary)
@@ -287,14 +321,16 @@ def _train_committee(ctx: _Context, gen: Path, g: int, files: dict[str, str]) ->
     with dask_client(ctx.cfg.cluster, ctx.scheduler) as client:
         futures = [client.submit(train_recipe_task, files, ctx.type_names, s.preset,
                                  ctx.shifts, str(gen / "models" / f"model-{k}"), s.seed + k,
-                                 overrides, None, initial(k), key=f"train-{gen.name}-{k}",
-                                 pure=False)
+                                 overrides, None, initial(k), baseline=s.baseline,
+                                 provenance=ctx.store.provenance(),
+                                 baseline_cache=str(ctx.out / "baseline-cache.sqlite"),
+                                 key=f"train-{gen.name}-{k}", pure=False)
                    for k in range(s.committee)]
         return client.gather(futures)
 
 
 def _trust_window(s: LearnSettings, trained: list[dict], test_file: str,
-                  gen: Path) -> TrustWindow:
+                  gen: Path, provenance) -> TrustWindow:
     """The configured window, or one calibrated on the committee's own test frames (kept in
     ``trust_window.json``: a resumed generation explores and selects with the same one).
 
@@ -310,10 +346,12 @@ def _trust_window(s: LearnSettings, trained: list[dict], test_file: str,
     record: dict[str, Any] = {}
     lo, hi = s.trust_lo_eV_per_A, s.trust_hi_eV_per_A
     if lo is None or hi is None:
-        from ionmix.active.committee import load_committee
+        from ionmix.models import load_committee
 
-        committee = load_committee([t["package_path"] for t in trained])
-        deviations = [_max_deviation(committee, atoms) for atoms in ase.io.read(test_file, ":")]
+        test_frames = ase.io.read(test_file, ":")
+        committee = load_committee([t["package_path"] for t in trained], test_frames[0],
+                                   provenance=provenance).calc
+        deviations = [_max_deviation(committee, atoms) for atoms in test_frames]
         record["test_max_force_deviation_eV_per_A"] = deviations
         lo = lo or float(np.percentile(deviations, 95))
         hi = hi or 3.0 * lo
@@ -330,18 +368,37 @@ def _max_deviation(committee, atoms) -> float:
     return float(committee.results["max_force_deviation_eV_per_A"])
 
 
-def _start_frames(ctx: _Context) -> list:
-    """Starting structures of the walkers: the last training frames of the first
-    composition, with their molecule arrays."""
+def _start_frames(ctx: _Context, frames: list) -> list:
+    """Copies of the sampled `frames` (store Frames) as walker starting structures, with
+    their molecule arrays."""
     from ionmix.chemistry.topology import attach_molecules, molecules_of
 
-    frames = ctx.store.select(ctx.compositions[0], replica=0, teacher=ctx.teacher.key)
     ions = ctx.store.provenance().ion_set(frames[-1].atoms)
-    picked = [f.atoms.copy() for f in frames[-8:]]
+    picked = [f.atoms.copy() for f in frames]
     for atoms in picked:
         atoms.calc = None
         attach_molecules(atoms, molecules_of(atoms), {n: ions[n].n_atoms for n in ions})
     return picked
+
+
+def _walker_jobs(ctx: _Context) -> list[tuple[str, WalkerSpec, list, int]]:
+    """(folder name, spec, starting frames, velocity seed) of every walker.
+
+    The frames are the first composition's replica-0 sampling in time order: a
+    volume-scan rescales its last 8; copy k of an npt/anneal entry starts from frame
+    `start_indices`[k] (the last one for copy 0, the others spread back to the middle of
+    the run) with velocity seed k.
+    """
+    pool = ctx.store.select(ctx.compositions[0], replica=0, teacher=ctx.teacher.key)
+    jobs = []
+    for i, w in enumerate(ctx.cfg.learn.explore):
+        if w.kind == "volume-scan":
+            jobs.append((w.name(i), w, _start_frames(ctx, pool[-8:]), 0))
+            continue
+        starts = start_indices(len(pool), w.n_starts)
+        for k, (name, index) in enumerate(zip(w.copy_names(i), starts, strict=True)):
+            jobs.append((name, w, _start_frames(ctx, [pool[index]]), k))
+    return jobs
 
 
 def _explore(ctx: _Context, gen: Path, trained: list[dict], window: TrustWindow) -> dict:
@@ -350,13 +407,13 @@ def _explore(ctx: _Context, gen: Path, trained: list[dict], window: TrustWindow)
     models = [t["package_path"] for t in trained]
     rho = ctx.reference_density_g_cm3
     density_window = (rho * (1 - s.density_window_fraction), rho * (1 + s.density_window_fraction))
-    start = _start_frames(ctx)
     with dask_client(ctx.cfg.cluster, ctx.scheduler) as client:
-        futures = {w.name(i): client.submit(
-            run_walker, w.model_dump(), start, models, str(gen / "explore" / w.name(i)),
+        futures = {name: client.submit(
+            run_walker, w.model_dump(), start, models, str(gen / "explore" / name),
             (window.lo_eV_per_A, window.hi_eV_per_A), density_window,
-            key=f"walk-{gen.name}-{i}", pure=False)
-            for i, w in enumerate(s.explore)}
+            provenance=ctx.store.provenance(), velocity_seed=seed,
+            key=f"walk-{gen.name}-{name}", pure=False)
+            for name, w, start, seed in _walker_jobs(ctx)}
         return {name: fut.result() for name, fut in futures.items()}
 
 
@@ -366,28 +423,35 @@ def _select(ctx: _Context, gen: Path, trained, window: TrustWindow, walkers: dic
     path = gen / "selection.json"
     if path.exists():
         return json.loads(path.read_text())
-    from ionmix.active.committee import load_committee
+    from ionmix.models import load_committee
 
-    committee = load_committee([t["package_path"] for t in trained])
     frames, names = [], []
     for name in walkers:
         for atoms in read_candidates(gen / "explore" / name):
             frames.append(atoms)
             names.append(name)
+    committee = load_committee([t["package_path"] for t in trained],
+                               frames[0] if frames else None,
+                               provenance=ctx.store.provenance()).calc
     deviations = [_max_deviation(committee, atoms) for atoms in frames]
-    chosen = select(frames, deviations, window, ctx.cfg.learn.max_new_frames)
+    above_hi = ctx.cfg.label_above_hi()
+    chosen = select(frames, deviations, window, ctx.cfg.learn.max_new_frames, above_hi)
     picked = []
-    for i in chosen.chosen:
+    for i, reason in zip(chosen.chosen, chosen.reasons, strict=True):
         atoms = frames[i].copy()
         atoms.calc = None
         atoms.info = {k: frames[i].info[k] for k in ("molecules", "ion_set", "composition")
                       if k in frames[i].info}
-        atoms.info.update(walker=names[i], label_id=f"{gen.name}/{names[i]}/{i}")
+        atoms.info.update(walker=names[i], label_id=f"{gen.name}/{names[i]}/{i}",
+                          max_force_deviation_eV_per_A=float(deviations[i]),
+                          selected_because=reason)
         picked.append(atoms)
     if picked:
         ase.io.write(gen / "selection.extxyz", picked)
     record = {"categories": chosen.categories, "walkers": names,
-              "deviations_eV_per_A": [float(d) for d in deviations], "chosen": chosen.chosen}
+              "deviations_eV_per_A": [float(d) for d in deviations], "chosen": chosen.chosen,
+              "label_above_hi": above_hi, "reasons": chosen.reasons,
+              "label_ids": [f"{gen.name}/{names[i]}/{i}" for i in chosen.chosen]}
     atomic_write_json(path, record)
     return record
 
@@ -408,10 +472,27 @@ def _label_selection(ctx: _Context, gen: Path, g: int, selection: dict) -> int:
                if f.info.get("generation") == g)
 
 
+def _teacher_max_forces(ctx: _Context, g: int, selection: dict) -> dict[str, list[float]]:
+    """The teacher's largest atomic force (eV/Å) on each frame labelled in generation
+    `g`, grouped by why it was selected ("candidate" / "above hi"): the size of what
+    frames above hi bring into the loss, which nequip 0.19 cannot down-weight per frame
+    (docs/active-learning.md)."""
+    why = dict(zip(selection.get("label_ids", []), selection.get("reasons", []), strict=True))
+    out: dict[str, list[float]] = {"candidate": [], "above hi": []}
+    for frame in ctx.store.select(teacher=ctx.teacher.key, task="active-learning"):
+        reason = why.get(frame.info.get("source", ""))
+        if frame.info.get("generation") != g or reason is None:
+            continue
+        group = "above hi" if reason.startswith("above hi") else "candidate"
+        out[group].append(float(np.linalg.norm(frame.atoms.get_forces(), axis=1).max()))
+    return out
+
+
 def _summarise(g, trained, window, walkers, selection, added, files) -> dict:
     categories = selection["categories"]
     n = max(len(categories), 1)
     metrics = [t["metrics"] for t in trained]
+    reasons = selection.get("reasons", [])
     return {
         "generation": g,
         "n_train_frames": len(ase.io.read(files["train"], ":")),
@@ -420,6 +501,8 @@ def _summarise(g, trained, window, walkers, selection, added, files) -> dict:
                                              if selection["walkers"][i] == name)
                                    for name in walkers},
         "frames_selected": len(selection["chosen"]),
+        "label_above_hi": selection.get("label_above_hi", False),
+        "frames_selected_above_hi": sum(1 for r in reasons if r.startswith("above hi")),
         "trust_lo_eV_per_A": window.lo_eV_per_A, "trust_hi_eV_per_A": window.hi_eV_per_A,
         "accurate_share": categories.count("accurate") / n,
         "candidate_share": categories.count("candidate") / n,
@@ -432,19 +515,73 @@ def _summarise(g, trained, window, walkers, selection, added, files) -> dict:
     }
 
 
+def compare_densities(walkers: dict, before: dict) -> list[dict]:
+    """Each NPT walker's block-averaged density against the same walker's in the previous
+    generation (`walkers`, `before`: name → walker.json record).
+
+    Returns one entry per NPT walker: ``walker``, ``density_g_cm3`` and
+    ``density_err_g_cm3`` (now), ``before_g_cm3`` and ``before_err_g_cm3``,
+    ``n_blocks`` (now, before), ``difference_g_cm3``, ``combined_err_g_cm3``
+    (sqrt(err² + err_before²)) and ``agree`` (|difference| ≤ 2 × combined error); a walker
+    without a block density in either generation (stopped early, or < 2 blocks) has
+    ``agree`` False and a ``note``: it is no evidence of a converged density.
+    """
+    out = []
+    for name, now in walkers.items():
+        if now.get("kind") != "npt":
+            continue
+        old = before.get(name, {})
+        entry: dict[str, Any] = {"walker": name, "n_blocks": [now.get("density_n_blocks", 0),
+                                                              old.get("density_n_blocks", 0)]}
+        missing = [f"{label}: {w.get('density_note') or w.get('reason') or 'no block density'}"
+                   for label, w in (("now", now), ("previous generation", old))
+                   if not _has_block_density(w)]
+        if missing:
+            out.append({**entry, "agree": False, "note": "; ".join(missing)})
+            continue
+        diff = now["density_g_cm3"] - old["density_g_cm3"]
+        err = float(np.hypot(now["density_err_g_cm3"], old["density_err_g_cm3"]))
+        out.append({**entry, "density_g_cm3": now["density_g_cm3"],
+                    "density_err_g_cm3": now["density_err_g_cm3"],
+                    "before_g_cm3": old["density_g_cm3"],
+                    "before_err_g_cm3": old["density_err_g_cm3"],
+                    "difference_g_cm3": diff, "combined_err_g_cm3": err,
+                    "agree": bool(abs(diff) <= 2 * err)})
+    return out
+
+
+def _has_block_density(walker: dict) -> bool:
+    """A block-averaged density from ≥ 2 blocks (records from before block averaging, or
+    too short a walker, have none)."""
+    return "density_g_cm3" in walker and walker.get("density_n_blocks", 0) >= 2
+
+
+def describe_comparison(entries: list[dict]) -> str:
+    """The density comparison in words, for ``report.md``'s "Stopped:" line."""
+    if not entries:
+        return "no NPT walker density compared"
+    parts = []
+    for e in entries:
+        if "note" in e:
+            parts.append(f"{e['walker']}: no evidence ({e['note']})")
+            continue
+        parts.append(f"{e['walker']}: {e['density_g_cm3']:.4f} ± {e['density_err_g_cm3']:.4f} "
+                     f"vs {e['before_g_cm3']:.4f} ± {e['before_err_g_cm3']:.4f} g/cm³ "
+                     f"({e['n_blocks'][0]} and {e['n_blocks'][1]} blocks), "
+                     f"{'agree' if e['agree'] else 'differ'}")
+    return ("block-averaged NPT densities, now vs the previous generation (within 2 "
+            "combined errors?): " + "; ".join(parts))
+
+
 def _converged(s: LearnSettings, summaries: list[dict]) -> str:
-    """Why the loop may stop now ('' if it should go on)."""
+    """Why the loop may stop now ('' if it should go on): the accurate share reached
+    `converged_accurate_share` and every NPT walker's block density agrees with the
+    previous generation's (`compare_densities`)."""
     last = summaries[-1]
     if last["accurate_share"] < s.converged_accurate_share or len(summaries) < 2:
         return ""
-    for name, walker in last["walkers"].items():
-        before = summaries[-2]["walkers"].get(name, {})
-        if walker.get("kind") != "npt":
-            continue
-        if "density_g_cm3" not in walker or "density_g_cm3" not in before:
-            return ""
-        err = np.hypot(walker["density_err_g_cm3"], before["density_err_g_cm3"])
-        if abs(walker["density_g_cm3"] - before["density_g_cm3"]) > 2 * err:
-            return ""
+    entries = compare_densities(last["walkers"], summaries[-2]["walkers"])
+    if not all(e["agree"] for e in entries):
+        return ""
     return (f"converged: accurate share {last['accurate_share']:.2f} ≥ "
-            f"{s.converged_accurate_share} and NPT densities stable across two generations")
+            f"{s.converged_accurate_share}; {describe_comparison(entries)}")

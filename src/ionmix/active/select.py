@@ -7,11 +7,16 @@ help). Candidates are then thinned by farthest-point sampling on a structural de
 (per element-pair radial histograms), so one generation's frames are diverse rather than
 many near-copies of one excursion; the first pick is the candidate the committee
 disagrees on most.
+
+With a cheap teacher (classical, xTB) the frames above ``hi`` are candidates too
+(``label_above_hi``): they stay "failed" in the shares, but the teacher labels them if the
+thinning picks them. Each chosen frame carries the reason it was chosen
+(`Selection.reasons`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms
@@ -68,10 +73,14 @@ def farthest_points(vectors: np.ndarray, k: int, first: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Selection:
-    """Outcome of `select`: the category of every frame and the chosen candidates."""
+    """Outcome of `select`: the category of every frame, the chosen frames (indices,
+    ascending) and why each was chosen (``reasons[k]`` for ``chosen[k]``: its category —
+    "candidate" or "above hi" — and whether it was the first pick, the largest deviation,
+    or a farthest-point pick)."""
 
     categories: list[str]
     chosen: list[int]
+    reasons: list[str] = field(default_factory=list)
 
     def share(self, category: str) -> float:
         return self.categories.count(category) / len(self.categories) if self.categories \
@@ -79,16 +88,33 @@ class Selection:
 
 
 def select(frames: list[Atoms], deviations_eV_per_A, window: TrustWindow,
-           max_frames: int) -> Selection:
-    """Classify `frames` by their max force deviation and pick up to `max_frames`
-    diverse candidates (see the module docstring)."""
+           max_frames: int, label_above_hi: bool = False) -> Selection:
+    """Classify `frames` by their max force deviation (eV/Å) and pick up to `max_frames`
+    diverse ones among the candidates (and, with `label_above_hi`, the frames above
+    ``hi`` too); see the module docstring."""
     dev = np.asarray(deviations_eV_per_A, dtype=float)
     categories = window.classify(dev)
-    candidates = np.flatnonzero(categories == "candidate")
-    if candidates.size == 0 or max_frames <= 0:
+    above_hi = label_above_hi & (categories == "failed") & np.isfinite(dev)  # not NaN
+    eligible = (categories == "candidate") | above_hi
+    pool = np.flatnonzero(eligible)
+    if pool.size == 0 or max_frames <= 0:
         return Selection(categories.tolist(), [])
     elements = sorted({s for f in frames for s in f.get_chemical_symbols()})
-    vectors = np.array([descriptor(frames[i], elements) for i in candidates])
-    first = int(np.argmax(dev[candidates]))
-    picked = farthest_points(vectors, max_frames, first)
-    return Selection(categories.tolist(), sorted(int(candidates[p]) for p in picked))
+    vectors = np.array([descriptor(frames[i], elements) for i in pool])
+    picked = farthest_points(vectors, max_frames, int(np.argmax(dev[pool])))
+    why = {int(pool[p]): _reason(categories[pool[p]], dev[pool[p]], window, k == 0)
+           for k, p in enumerate(picked)}
+    chosen = sorted(why)
+    return Selection(categories.tolist(), chosen, [why[i] for i in chosen])
+
+
+def _reason(category: str, deviation_eV_per_A: float, window: TrustWindow,
+            first: bool) -> str:
+    """Why one frame was chosen, in words (kept in ``selection.json``)."""
+    lo, hi = window.lo_eV_per_A, window.hi_eV_per_A
+    where = (f"candidate: max deviation {deviation_eV_per_A:.3f} eV/Å in [lo, hi) = "
+             f"[{lo:.3f}, {hi:.3f})" if category == "candidate" else
+             f"above hi: max deviation {deviation_eV_per_A:.3f} ≥ hi = {hi:.3f} eV/Å "
+             "(label_above_hi: the teacher is cheap)")
+    how = "first pick (largest deviation)" if first else "farthest-point pick"
+    return f"{where}; {how}"

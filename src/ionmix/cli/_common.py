@@ -96,7 +96,7 @@ def load_with_provenance(structure: Path, out: Path | None, index: int = -1,
     """The structure and its provenance (teacher spec, ion set); the records the frame uses
     are written to ``out/provenance.json`` so the outputs travel with them."""
     from ionmix.dataset.provenance import Provenance, load_provenance
-    from ionmix.md import load_structure
+    from ionmix.dataset.structures import load_structure
 
     atoms = load_structure(structure, index=index, composition=composition,
                            sampled_at_K=sampled_at_K)
@@ -116,10 +116,10 @@ def run_study(label: str, structure: Path, model: str, composition: str | None, 
               sampled_at_K: float | None = None):
     """Load the structure and calculator, then run ``study(atoms, calc, progress)`` under a
     progress bar (per MD run, per step; on stderr, so --json output stays clean)."""
-    from ionmix.md import make_calculator
+    from ionmix.models import load_model
 
     atoms, provenance = load_with_provenance(structure, out, index, composition, sampled_at_K)
-    calc = make_calculator(model, atoms, provenance=provenance, float64=float64)
+    calc = load_model(model, atoms, provenance=provenance, float64=float64).calc
     with progress_bar(label, stderr=True) as update:
         return study(atoms, calc, lambda name, k, n: update(
             description=f"{label}: {name}", completed=k, total=n))

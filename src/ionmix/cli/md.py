@@ -89,7 +89,7 @@ def validate(
     parity per element, energy along the trajectory, energy parity, numbers as JSON."""
     from ionmix.dataset.provenance import load_provenance
     from ionmix.io import read_frames
-    from ionmix.md import make_calculator
+    from ionmix.models import load_model
     from ionmix.properties.validate import validate_trajectory
 
     run_dir = trajectory if trajectory.is_dir() else trajectory.parent
@@ -98,7 +98,7 @@ def validate(
     first = read_frames(traj, 0, what="trajectory")
     provenance = load_provenance(traj)
     if teacher is not None and Path(teacher).is_file():
-        calc = make_calculator(teacher, first)
+        calc = load_model(teacher, first, provenance=provenance).calc
     else:
         calc = provenance.teacher(first, teacher).calculator(first)
     with progress_bar("teacher labels", total=frames, stderr=True) as update:
@@ -141,14 +141,15 @@ def export_lammps(
     command is in in.lammps and README.txt (printed below). Thermostat and barostat time
     constants are 1000 time steps, as in `ionmix md`.
     """
+    from ionmix.dataset.provenance import load_provenance
+    from ionmix.dataset.structures import load_structure
     from ionmix.export.lammps import write_lammps_inputs
-    from ionmix.md import load_structure
 
     atoms = load_structure(structure, index=index, composition=composition,
                            sampled_at_K=sampled_at_K)
     paths = write_lammps_inputs(
         atoms, model, out, ensemble=ensemble, temperature_K=temperature_K,
         pressure_bar=pressure_bar, timestep_fs=timestep_fs, n_steps=steps,
-        pair_style=pair_style)
+        pair_style=pair_style, provenance=load_provenance(structure))
     console.print(f"[green]wrote[/] {paths['data']}, {paths['input']}", highlight=False)
     console.print(paths["readme"].read_text(), highlight=False, soft_wrap=True, markup=False)

@@ -94,6 +94,9 @@ def train(
     initial_model: Annotated[Path | None, typer.Option(
         help="Fine-tune: start from this packaged model (.nequip.zip) instead of random "
         "weights.")] = None,
+    baseline: Annotated[str, typer.Option(
+        help="Physics under the network: none, coulomb (the frames' charges, PME), zbl "
+        "(nequip's ZBL wall) or coulomb+zbl. Recorded beside the model.")] = "none",
 ) -> None:
     """Train a NequIP or Allegro model on a dataset selection with nequip-train; package it.
 
@@ -108,7 +111,8 @@ def train(
         dataset, comps, n_train=n_train, n_val=n_val, n_test=n_test, preset=preset,
         run_dir=out, energy_reference=energy_reference,
         overrides=_parse_overrides(override or []), seed=seed, teacher=teacher,
-        initial_model=initial_model, progress=lambda line: console.print(line, highlight=False))
+        initial_model=initial_model, baseline=baseline,
+        progress=lambda line: console.print(line, highlight=False))
     m = result.metrics
     console.print(f"[green]model:[/] {result.package_path}")
     console.print(f"test energy MAE {m.get('energy_mae_meV_per_atom', float('nan')):.2f} "

@@ -73,16 +73,19 @@ def evaluate(
     frames: Sequence[Atoms] | str | Path,
     group_by: str | Callable[[Atoms], str] | None = None,
     device: str = "cpu",
+    provenance=None,
 ) -> dict[str, Any]:
     """Energy, force and stress errors of `model` on labelled `frames`.
 
     Args:
-        model: an ASE calculator, or a path to a ``.nequip.zip`` / ``.ckpt`` (loaded with
-            `load_calculator(path, device)`, i.e. in the model's own dtype).
+        model: an ASE calculator, or a model path (loaded with its baseline by
+            `ionmix.models.load_model(path, frames[0])`, in the model's own dtype).
         frames: labelled frames (labels in ``atoms.calc.results``), or an ASE-readable file.
         group_by: an ``atoms.info`` key (e.g. ``"composition"``) or a function
             atoms → group name; adds per-group metrics under ``"groups"``.
         device: device used when `model` is a path.
+        provenance: the frames' `Provenance` (ion set of a Coulomb baseline) when `model`
+            is a path.
 
     Returns:
         dict with ``n_frames``, ``n_atoms``, ``n_frames_with_stress``,
@@ -94,14 +97,14 @@ def evaluate(
     Raises:
         TrainDataError: a frame without energy/forces labels, or without the group key.
     """
-    if isinstance(model, str | Path):
-        from .model import load_calculator
-
-        model = load_calculator(model, device=device)
     if isinstance(frames, str | Path):
         frames = read_frames(frames, "evaluation")
     if not frames:
         raise TrainDataError("no frames to evaluate")
+    if isinstance(model, str | Path):
+        from ionmix.models import load_model
+
+        model = load_model(model, frames[0], provenance=provenance, device=device).calc
 
     records: list[dict[str, Any]] = []
     for k, atoms in enumerate(frames):

@@ -36,6 +36,7 @@ def train_from_store(
     progress: Callable[[str], None] | None = print,
     teacher: str | None = None,
     initial_model: str | Path | None = None,
+    baseline: str = "none",
 ) -> TrainResult:
     """Select, split, export and train (see `run_training` for the training itself).
 
@@ -55,6 +56,7 @@ def train_from_store(
         teacher: teacher key of the frames to use; required only when the store holds
             labels of several teachers at these compositions (they are never mixed).
         initial_model: fine-tune from this package (see `run_training`).
+        baseline: the physics under the network (see `run_training`).
     """
     if not compositions:
         raise TrainDataError("empty selection: give at least one training composition")
@@ -86,7 +88,8 @@ def train_from_store(
             isolated_atom_energies_eV=isolated_atom_energies_eV)
     return run_training(files["train"], files["val"], files["test"], type_names,
                         preset=preset, energy_shifts=shifts, run_dir=run_dir, seed=seed,
-                        overrides=overrides, progress=progress, initial_model=initial_model)
+                        overrides=overrides, progress=progress, initial_model=initial_model,
+                        baseline=baseline, provenance=store.provenance())
 
 
 def _one_teacher(frames, dataset) -> str:

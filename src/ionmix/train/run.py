@@ -38,9 +38,18 @@ from pathlib import Path
 from typing import Any
 
 from ionmix.io import atomic_write_text
+from ionmix.models.baseline import (
+    Baseline,
+    BaselineCache,
+    baseline_for_frames,
+    read_record,
+    residual_frames,
+    write_record,
+    zbl_pair_potential,
+)
 from ionmix.resume import check_same_settings
 
-from .data import DataFileSummary, file_manifest, read_frames, validate_frames
+from .data import DataFileSummary, file_manifest, file_sha256, read_frames, validate_frames
 from .energy import per_type_energy_shifts
 from .errors import TrainConfigError, TrainRunError
 from .presets import Preset, build_config, config_to_yaml, get_preset
@@ -271,6 +280,9 @@ def run_training(
     progress: Callable[[str], None] | None = print,
     num_threads: int | None = None,
     initial_model: str | Path | None = None,
+    baseline: str = "none",
+    provenance=None,
+    baseline_cache: str | Path | None = None,
 ) -> TrainResult:
     """Train a NequIP or Allegro model with ``nequip-train`` and package it.
 
@@ -300,6 +312,16 @@ def run_training(
             type names and architecture family) instead of random weights; the preset's
             optimiser, loss and epochs apply. The package must stay where it is (nequip
             records its path in the checkpoints).
+        baseline: the physics under the network (`ionmix.models.baseline.BASELINES`):
+            ``none``, ``coulomb`` (the frames' charges × their charge scale, PME; subtracted
+            from the labels before training), ``zbl`` (nequip's ZBL pair term, compiled
+            into the model) or ``coulomb+zbl``. Recorded in ``RUN_DIR/baseline.json`` beside
+            the package. nequip's test metrics are on the residual labels, which equal
+            those on the full labels (the baseline is exact on both sides).
+        provenance: the frames' `Provenance` (their ion sets; default: none, library ions).
+        baseline_cache: SQLite file of baseline labels per frame (default
+            ``RUN_DIR/baseline-cache.sqlite``); share one between runs on the same frames
+            (a committee) so each frame's baseline is computed once.
 
     Returns:
         TrainResult (also stored as ``RUN_DIR/ionmix_train.json``).
@@ -327,6 +349,15 @@ def run_training(
         cutoff_radius_A=float(skeleton["cutoff_radius"]),
         uses_stress=float(skeleton["loss_coeffs"].get("stress", 0.0)) > 0,
     )
+    under = _baseline(baseline, frames, provenance, initial_model, type_names)
+    if under.coulomb:
+        residual = _residual_files(run_dir, under, frames, provenance,
+                                   baseline_cache or run_dir / "baseline-cache.sqlite", say)
+        train_file, val_file, test_file = (residual.get(r) for r in ("train", "val", "test"))
+        frames = {r: read_frames(f, r) for r, f in residual.items()}
+    if under.zbl and initial_model is None:
+        overrides = {"+training_module.model.pair_potential": zbl_pair_potential(type_names),
+                     **overrides}
     train_val_counts = (
         _split_counts(summaries["train"].n_frames, p.val_fraction, train_file)
         if val_file is None else None
@@ -344,6 +375,7 @@ def run_training(
     config_sha = hashlib.sha256(config_text.encode()).hexdigest()
     manifest = _manifest(p, seed, overrides, type_names, energy_mode, shifts, frames,
                          summaries, train_val_counts, initial_model)
+    manifest["baseline"] = {"key": under.key, **under.to_json()}
 
     # the run directory is reused only for the same run
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -360,6 +392,8 @@ def run_training(
     package_wall_s = 0.0
     if package and not (run_dir / PACKAGE_NAME).is_file():
         package_wall_s = _package(run_dir, num_threads)
+    package_path = run_dir / PACKAGE_NAME
+    write_record(run_dir, under, file_sha256(package_path) if package_path.is_file() else None)
     return _record_result(run_dir, package, train_wall_s, package_wall_s, resumed, say)
 
 
@@ -385,6 +419,48 @@ def _read_data(
             require_stress=uses_stress,
         )
     return frames, summaries
+
+
+def _baseline(name: str, frames: dict[str, list], provenance, initial_model,
+              type_names: list[str]) -> Baseline:
+    """The baseline `name` for these frames (checked before any work); a fine-tuned model
+    keeps its parent's baseline, so `name` must be the one recorded beside the parent."""
+    from ionmix.dataset.provenance import Provenance
+
+    prov = provenance or Provenance()
+    every = [a for role in ("train", "val", "test") for a in frames.get(role, [])]
+    ion_sets = [prov.ion_set(a) for a in every] if "coulomb" in name else [None] * len(every)
+    under = baseline_for_frames(name, every, ion_sets, "training frames")
+    if under.zbl:
+        zbl_pair_potential(type_names)
+    if initial_model is not None:
+        _fine_tune_from({"training_module": {}}, initial_model)  # names a missing package
+        parent = read_record(initial_model)
+        if parent.key != under.key:
+            raise TrainConfigError(f"initial model {initial_model} was trained with baseline "
+                                   f"{parent.key}; fine-tuning it with {under.key} would mix two")
+    return under
+
+
+def _residual_files(run_dir: Path, under: Baseline, frames: dict[str, list], provenance,
+                    cache_path: str | Path, say: Callable[[str], None]) -> dict[str, Path]:
+    """The frames by role with the Coulomb baseline subtracted, written to
+    ``RUN_DIR/residual/<role>.extxyz`` (each frame's baseline cached in `cache_path`)."""
+    from ionmix.dataset.provenance import Provenance
+    from ionmix.dataset.store import atomic_write_extxyz
+
+    prov = provenance or Provenance()
+    cache = BaselineCache(cache_path)
+    out = {}
+    for role, role_frames in frames.items():
+        path = run_dir / "residual" / f"{role}.extxyz"
+        say(f"baseline {under.key}: {len(role_frames)} {role} frames")
+        residual = residual_frames(role_frames, under, [prov.ion_set(a) for a in role_frames],
+                                   cache)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_extxyz(residual, path)
+        out[role] = path
+    return out
 
 
 def _split_counts(n: int, val_fraction: float, train_file: str | Path) -> tuple[int, int]:

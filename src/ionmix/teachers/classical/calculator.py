@@ -72,6 +72,11 @@ class ClassicalCalculator(Calculator):
             ``{"Precision": "double"}``.
         strain_step: strain amplitude of the finite-difference stress (dimensionless).
         ions: extra ions by name (e.g. from ``load_user_ion``).
+        electrostatics_only: only the scaled charges' PME electrostatics with the force
+            field's exclusions (`ionmix.teachers.classical.system.keep_electrostatics_only`):
+            the Coulomb baseline of a student. Its real-space cutoff is rechosen (default
+            rule) when a box becomes too small for it, since the PME total does not depend
+            on it.
 
     Results: ``energy``/``free_energy`` (eV), ``forces`` (eV/Å, shape (n_atoms, 3)),
     ``stress`` (eV/Å³, Voigt 6-vector, ASE sign convention).
@@ -92,6 +97,7 @@ class ClassicalCalculator(Calculator):
         platform_properties: Mapping[str, str] | None = None,
         strain_step: float = 1e-3,
         ions: Mapping[str, Ion] | None = None,
+        electrostatics_only: bool = False,
     ) -> None:
         super().__init__()
         self.molecules = None if molecules is None else molecule_runs(molecules, ions)
@@ -103,6 +109,7 @@ class ClassicalCalculator(Calculator):
         self.platform_properties = dict(platform_properties or {})
         self.strain_step = float(strain_step)
         self.ions = ions
+        self.electrostatics_only = bool(electrostatics_only)
         self.classical_system: ClassicalSystem | None = None
         self._context: openmm.Context | None = None
         self._reference_widths_A: np.ndarray | None = None
@@ -113,6 +120,7 @@ class ClassicalCalculator(Calculator):
             ewald_error_tolerance=self.ewald_error_tolerance,
             lj_switch_width_A=lj_switch_width_A,
             strain_step=self.strain_step,
+            electrostatics_only=self.electrostatics_only,
         )
 
     # ---------------------------------------------------------------- set-up
@@ -123,6 +131,11 @@ class ClassicalCalculator(Calculator):
             molecules = self.molecules
         else:
             molecules = molecule_runs(molecules_of(atoms), self.ions)
+        if self.electrostatics_only and self.classical_system is not None and \
+                self.classical_system.cutoff_A > max_cutoff_A(atoms.cell.array):
+            # PME's total does not depend on the real-space cutoff (to its tolerance), so
+            # electrostatics alone may follow a shrinking box with a shorter one
+            self.classical_system, self.cutoff_A = None, None
         if self.classical_system is None or self.classical_system.molecules != molecules:
             csys = make_system(
                 molecules,
@@ -132,6 +145,7 @@ class ClassicalCalculator(Calculator):
                 ewald_error_tolerance=self.ewald_error_tolerance,
                 lj_switch_width_A=self.lj_switch_width_A,
                 ions=self.ions,
+                electrostatics_only=self.electrostatics_only,
             )
             symbols = atoms.get_chemical_symbols()
             if len(symbols) != csys.n_atoms:

@@ -48,6 +48,7 @@ __all__ = [
     "MAX_DEFAULT_CUTOFF_A",
     "best_platform",
     "default_cutoff_A",
+    "keep_electrostatics_only",
     "make_context",
     "make_system",
     "make_system_for_atoms",
@@ -322,6 +323,7 @@ def make_system(
     ewald_error_tolerance: float = DEFAULT_EWALD_ERROR_TOLERANCE,
     lj_switch_width_A: float | None = DEFAULT_LJ_SWITCH_WIDTH_A,
     ions: Mapping[str, Ion] | None = None,
+    electrostatics_only: bool = False,
 ) -> ClassicalSystem:
     """Build the OpenMM System of a box of ions (see the module docstring for the physics).
 
@@ -335,6 +337,9 @@ def make_system(
         ewald_error_tolerance: PME relative error tolerance.
         lj_switch_width_A: LJ switching region below the cutoff, Å (None: plain truncation).
         ions: extra ions by name (e.g. from ``load_user_ion``), looked up before the library.
+        electrostatics_only: keep only the scaled point charges' PME electrostatics, with
+            the force field's exclusions (see `keep_electrostatics_only`): the Coulomb
+            baseline under a learned student.
     """
     if not charge_scale > 0:
         raise ClassicalSystemError(f"charge_scale must be positive, got {charge_scale}")
@@ -373,6 +378,8 @@ def make_system(
         switchDistance=switch_distance,
     )
     scale_charges(system, charge_scale)
+    if electrostatics_only:
+        keep_electrostatics_only(system)
     for force in system.getForces():
         if isinstance(force, openmm.NonbondedForce):
             force.setExceptionsUsePeriodicBoundaryConditions(True)
@@ -410,6 +417,30 @@ def scale_charges(system: openmm.System, scale: float) -> None:
     for k in range(nb.getNumExceptions()):
         i, j, qq, sigma, eps = nb.getExceptionParameters(k)
         nb.setExceptionParameters(k, i, j, qq * scale**2, sigma, eps)
+
+
+def keep_electrostatics_only(system: openmm.System) -> None:
+    """Reduce a force-field System to its electrostatics (in place).
+
+    Every force but the NonbondedForce is removed (bonds, angles, torsions, the CM motion
+    remover); LJ is switched off (every particle's and exception's epsilon set to 0, no
+    dispersion correction). What is left is the scaled point charges summed by PME with the
+    force field's own exclusions, as GROMACS' ``nrexcl = 3`` and ``[ pairs ]`` define them:
+    pairs 1-2 and 1-3 bonds apart within a molecule are excluded, 1-4 pairs count with
+    fudgeQQ = 0.5, every other pair (intermolecular, and intramolecular beyond 1-4) in full.
+    """
+    for index in reversed(range(system.getNumForces())):
+        if not isinstance(system.getForce(index), openmm.NonbondedForce):
+            system.removeForce(index)
+    nb = _nonbonded_force(system)
+    for i in range(nb.getNumParticles()):
+        q, sigma, _ = nb.getParticleParameters(i)
+        nb.setParticleParameters(i, q, sigma, 0.0)
+    for k in range(nb.getNumExceptions()):
+        i, j, qq, sigma, _ = nb.getExceptionParameters(k)
+        nb.setExceptionParameters(k, i, j, qq, sigma, 0.0)
+    nb.setUseDispersionCorrection(False)
+    nb.setUseSwitchingFunction(False)
 
 
 def make_system_for_atoms(atoms, **kwargs) -> ClassicalSystem:

@@ -8,6 +8,10 @@ averaged too, with their standard deviations.
 An optional guard stops exploration (raises `ExplorationStop`) when a frame's maximum force
 deviation exceeds the upper trust level, or its density leaves a window: the MD engine's
 files up to the last written frame are kept, as for a blow-up.
+
+The members are networks that share one baseline (`ionmix.models.baseline`); it is added to
+the mean once per evaluation (it does not change the spread). Build committees with
+`ionmix.models.load_committee`, which checks that the members share it.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ class CommitteeCalculator(Calculator):
     """Mean of K ASE calculators, with their spread.
 
     Args:
-        members: K ≥ 2 calculators (trained models) giving energy, forces and stress.
+        members: K ≥ 2 calculators (trained networks) giving energy, forces and stress.
+        baseline: the calculator of the members' shared baseline (None: none), added to
+            the mean.
         stop_above_eV_per_A: raise `ExplorationStop` when the max force deviation exceeds
             it (None: never).
         density_window_g_cm3: (low, high): raise `ExplorationStop` outside it (None: never).
@@ -46,13 +52,15 @@ class CommitteeCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, members: Sequence, stop_above_eV_per_A: float | None = None,
+    def __init__(self, members: Sequence, baseline=None,
+                 stop_above_eV_per_A: float | None = None,
                  density_window_g_cm3: tuple[float, float] | None = None,
                  record_above_eV_per_A: float | None = None, max_recorded: int = 200):
         super().__init__()
         if len(members) < 2:
             raise ValueError(f"a committee needs at least 2 models, got {len(members)}")
         self.members = list(members)
+        self.baseline = baseline
         self.stop_above = stop_above_eV_per_A
         self.density_window = density_window_g_cm3
         self.record_above = record_above_eV_per_A
@@ -73,7 +81,19 @@ class CommitteeCalculator(Calculator):
                 stresses.append(work.get_stress())
         self.results.update(_statistics(np.array(energies), np.array(forces),
                                         np.array(stresses) if want_stress else None))
+        if self.baseline is not None:
+            self._add_baseline(want_stress)
         self._guard()
+
+    def _add_baseline(self, want_stress: bool) -> None:
+        work = self.atoms.copy()
+        work.calc = self.baseline
+        energy = work.get_potential_energy()
+        self.results["energy"] += energy
+        self.results["free_energy"] += energy
+        self.results["forces"] = self.results["forces"] + work.get_forces()
+        if want_stress:
+            self.results["stress"] = self.results["stress"] + work.get_stress()
 
     def _guard(self) -> None:
         dev = self.results["max_force_deviation_eV_per_A"]
@@ -106,15 +126,3 @@ def _statistics(energies: np.ndarray, forces: np.ndarray, stresses: np.ndarray |
         out["stress"] = stresses.mean(axis=0)
         out["stress_std_eV_per_A3"] = stresses.std(axis=0)
     return out
-
-
-def load_committee(paths: Sequence, device: str = "cpu", float64: bool = False,
-                   **guard) -> CommitteeCalculator:
-    """A committee of packaged models (``model.nequip.zip`` paths), with the model id an
-    MD run records (its members' ids) in ``ionmix_model_id``."""
-    from ionmix.md import make_calculator
-
-    members = [make_calculator(p, device=device, float64=float64) for p in paths]
-    calc = CommitteeCalculator(members, **guard)
-    calc.ionmix_model_id = "committee " + ", ".join(m.ionmix_model_id for m in members)
-    return calc

@@ -1,0 +1,333 @@
+"""The physics under a student network (Δ-learning): fixed-charge Coulomb and a ZBL wall.
+
+A student is ``network + baseline``. The baseline is what a 4.5-Å local network cannot see
+(electrostatics beyond its cutoff) or should not have to learn from data (no two atoms on
+top of each other). Four choices, by name:
+
+* ``none``: the network alone (ionmix's behaviour before issue 22).
+* ``coulomb``: the frames' point charges (the ion set's partial charges × the charge scale
+  recorded with the frames) summed by PME in OpenMM (`ClassicalCalculator` with
+  ``electrostatics_only``). Exclusions are the force field's: within a molecule, pairs 1-2
+  and 1-3 bonds apart are excluded, 1-4 pairs count × 0.5 (OPLS fudgeQQ), all other pairs in
+  full. Why these: for the classical teacher the baseline is then exactly its electrostatic
+  term, so the network learns only the short-ranged rest (LJ, bonded terms); for a quantum
+  teacher it is the same physical prior; and LAMMPS expresses it exactly (``coul/long`` with
+  ``special_bonds coul 0.0 0.0 0.5``), so an exported student means the same thing there.
+* ``zbl``: nequip's ZBL pair potential (``nequip.nn.pair_potential.ZBL``) compiled into the
+  network (so it travels inside the package, and into LAMMPS with it).
+* ``coulomb+zbl``: both.
+
+Training subtracts the Coulomb part from the labels (`residual_frames`; the ZBL part is in
+the model, so nequip subtracts it itself). The baseline belongs to the model: `write_record`
+puts ``baseline.json`` beside ``model.nequip.zip`` with a key (a hash of its content) and the
+package's sha256, and `read_record` refuses a folder whose record is missing, altered or
+written for another package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from ionmix.errors import InputError
+from ionmix.io import atomic_write_json
+
+__all__ = [
+    "BASELINES",
+    "RECORD_NAME",
+    "Baseline",
+    "BaselineError",
+    "BaselineCache",
+    "baseline_for_frames",
+    "coulomb_calculator",
+    "read_record",
+    "residual_frames",
+    "write_record",
+    "zbl_pair_potential",
+]
+
+BASELINES = ("none", "coulomb", "zbl", "coulomb+zbl")
+#: the baseline record beside a model's package
+RECORD_NAME = "baseline.json"
+RECORD_FORMAT = 1
+#: what `Baseline.exclusions` says (and LAMMPS' special_bonds coul 0.0 0.0 0.5 does)
+EXCLUSIONS = ("intramolecular pairs 1-2 and 1-3 bonds apart excluded, 1-4 pairs x 0.5 "
+              "(OPLS fudgeQQ), all other pairs in full")
+#: PME relative error tolerance of the Coulomb baseline (as the classical teacher's)
+EWALD_ERROR_TOLERANCE = 5e-5
+#: ZBL is defined for these elements (nequip's table; atomic numbers ≥ 1)
+_CHARGE_MATCH_E = 1e-9
+
+
+class BaselineError(InputError):
+    """A baseline that cannot be built, recorded or applied as asked."""
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A student's baseline (see the module docstring).
+
+    Attributes:
+        name: one of `BASELINES`.
+        charge_scale: factor on the ion set's partial charges (``coulomb`` only).
+        ion_charges_e: unscaled partial charges per ion name, in the order of its atoms
+            (``coulomb`` only): what the charges of a structure must match.
+        ewald_error_tolerance: PME relative error tolerance (``coulomb`` only).
+    """
+
+    name: str
+    charge_scale: float | None = None
+    ion_charges_e: Mapping[str, tuple[float, ...]] | None = None
+    ewald_error_tolerance: float = EWALD_ERROR_TOLERANCE
+
+    def __post_init__(self):
+        if self.name not in BASELINES:
+            raise BaselineError(f"unknown baseline {self.name!r}; one of {', '.join(BASELINES)}")
+        if self.coulomb and (self.charge_scale is None or not self.ion_charges_e):
+            raise BaselineError(f"baseline {self.name!r} needs a charge scale and ion charges")
+
+    @property
+    def coulomb(self) -> bool:
+        return "coulomb" in self.name
+
+    @property
+    def zbl(self) -> bool:
+        return "zbl" in self.name
+
+    def to_json(self) -> dict:
+        out: dict = {"name": self.name}
+        if self.coulomb:
+            out.update(charge_scale=self.charge_scale,
+                       ion_charges_e={k: list(v) for k, v in sorted(self.ion_charges_e.items())},
+                       exclusions=EXCLUSIONS, ewald_error_tolerance=self.ewald_error_tolerance)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping, where: str) -> Baseline:
+        try:
+            charges = data.get("ion_charges_e")
+            return cls(name=data["name"], charge_scale=data.get("charge_scale"),
+                       ion_charges_e=None if charges is None else
+                       {k: tuple(float(q) for q in v) for k, v in charges.items()},
+                       ewald_error_tolerance=float(data.get("ewald_error_tolerance",
+                                                            EWALD_ERROR_TOLERANCE)))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BaselineError(f"{where}: not a baseline record ({exc!r})") from None
+
+    @property
+    def key(self) -> str:
+        """``<name>-<12 hex>``: a hash of everything that sets the baseline's labels."""
+        text = json.dumps(self.to_json(), sort_keys=True)
+        return f"{self.name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+    def check_structure(self, atoms: Atoms, ions: Mapping, where: str) -> None:
+        """BaselineError unless `atoms` (its molecules, ion set and charge scale) carries the
+        charges this baseline was trained with."""
+        if not self.coulomb:
+            return
+        from ionmix.chemistry.topology import has_molecules, molecules_of
+
+        if not has_molecules(atoms):
+            raise BaselineError(f"{where}: the Coulomb baseline needs molecule information "
+                                "(mol_id/ion_name arrays), which this structure lacks")
+        scale = atoms.info.get("charge_scale")
+        if scale is not None and abs(float(scale) - self.charge_scale) > 1e-12:
+            raise BaselineError(f"{where}: charge_scale {float(scale):g} differs from the "
+                                f"model's Coulomb baseline ({self.charge_scale:g})")
+        for name, _ in molecules_of(atoms):
+            if name not in self.ion_charges_e:
+                raise BaselineError(f"{where}: ion {name} is not in the model's Coulomb "
+                                    f"baseline (it knows {', '.join(sorted(self.ion_charges_e))})")
+            have = np.asarray(ions[name].partial_charges)
+            want = np.asarray(self.ion_charges_e[name])
+            if have.shape != want.shape or np.abs(have - want).max() > _CHARGE_MATCH_E:
+                raise BaselineError(f"{where}: the partial charges of ion {name} differ from "
+                                    "those of the model's Coulomb baseline")
+
+
+def baseline_for_frames(name: str, frames: Sequence[Atoms], ion_sets: Sequence[Mapping],
+                        where: str) -> Baseline:
+    """The baseline `name` for training on `frames` (their ion sets, one per frame, and
+    charge scale): BaselineError naming `where` and the frame when they disagree."""
+    if name not in BASELINES:
+        raise BaselineError(f"{where}: unknown baseline {name!r}; one of {', '.join(BASELINES)}")
+    if "coulomb" not in name:
+        return Baseline(name)
+    from ionmix.chemistry.topology import has_molecules, molecules_of
+
+    scales, charges = set(), {}
+    for k, (atoms, ions) in enumerate(zip(frames, ion_sets, strict=True)):
+        if not has_molecules(atoms):
+            raise BaselineError(f"{where} frame {k}: a Coulomb baseline needs molecule "
+                                "information (mol_id/ion_name arrays), which the frame lacks")
+        if "charge_scale" not in atoms.info:
+            raise BaselineError(f"{where} frame {k}: no charge_scale recorded; the Coulomb "
+                                "baseline uses the frames' charge scale")
+        scales.add(float(atoms.info["charge_scale"]))
+        for ion, _ in molecules_of(atoms):
+            q = tuple(float(c) for c in ions[ion].partial_charges)
+            if charges.setdefault(ion, q) != q:
+                raise BaselineError(f"{where} frame {k}: ion {ion} has other charges than "
+                                    "in earlier frames (two ion sets)")
+    if len(scales) != 1:
+        raise BaselineError(f"{where}: the frames have charge scales {sorted(scales)}; a "
+                            "Coulomb baseline needs one")
+    return Baseline(name, charge_scale=scales.pop(), ion_charges_e=charges)
+
+
+def coulomb_calculator(baseline: Baseline, ions: Mapping, float64: bool = False):
+    """The Coulomb part of `baseline` as an ASE calculator (energy, forces, stress), or None
+    when it has none. `ions`: the structure's ion set (Ion objects: the topology).
+    `float64`: OpenMM's Reference platform (double precision throughout) instead of the
+    fastest one (whose CPU platform sums pair terms in single precision)."""
+    if not baseline.coulomb:
+        return None
+    from ionmix.teachers.classical.calculator import ClassicalCalculator
+
+    return ClassicalCalculator(charge_scale=baseline.charge_scale, ions=ions,
+                               ewald_error_tolerance=baseline.ewald_error_tolerance,
+                               electrostatics_only=True,
+                               platform="Reference" if float64 else None)
+
+
+def zbl_pair_potential(type_names: Sequence[str]) -> dict:
+    """The nequip config entry of the ZBL wall for these chemical species (metal units);
+    BaselineError naming an element ZBL does not know."""
+    from ase.data import atomic_numbers
+
+    unknown = [t for t in type_names if atomic_numbers.get(t, 0) < 1]
+    if unknown:
+        raise BaselineError(f"ZBL needs chemical elements; {', '.join(unknown)} is not one")
+    return {"_target_": "nequip.nn.pair_potential.ZBL", "units": "metal",
+            "chemical_species": "${model_type_names}"}
+
+
+# --------------------------------------------------------------------------------------
+# residual labels, computed once per frame
+
+
+class BaselineCache:
+    """Baseline labels per (baseline key, frame geometry): SQLite, one writer, resumable.
+
+    Rows hold energy (eV), forces (eV/Å, (n, 3)) and stress (eV/Å³, Voigt (6,)).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS labels (key TEXT, frame TEXT, energy REAL,"
+                       " forces BLOB, stress BLOB, PRIMARY KEY (key, frame))")
+
+    def _connect(self):
+        return sqlite3.connect(self.path, timeout=60)
+
+    def get(self, key: str, frame: str):
+        with self._connect() as db:
+            row = db.execute("SELECT energy, forces, stress FROM labels WHERE key=? AND "
+                             "frame=?", (key, frame)).fetchone()
+        if row is None:
+            return None
+        return row[0], np.frombuffer(row[1]).reshape(-1, 3), np.frombuffer(row[2])
+
+    def put(self, key: str, frame: str, energy: float, forces, stress) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?)",
+                       (key, frame, float(energy), np.asarray(forces, float).tobytes(),
+                        np.asarray(stress, float).tobytes()))
+
+
+def residual_frames(frames: Sequence[Atoms], baseline: Baseline, ion_sets: Sequence[Mapping],
+                    cache: BaselineCache | None = None, progress=None) -> list[Atoms]:
+    """Copies of labelled `frames` with the Coulomb baseline's energy, forces and stress
+    subtracted (the frames themselves when the baseline has no Coulomb part).
+
+    Each frame's baseline is computed once per cache (keyed by `Baseline.key` and the
+    frame's geometry hash) and read back on a rerun. `progress(done, total)` is called
+    after each frame.
+    """
+    if not baseline.coulomb:
+        return list(frames)
+    from ionmix.dataset.store import frame_hash
+
+    out, calcs = [], {}
+    for k, (atoms, ions) in enumerate(zip(frames, ion_sets, strict=True)):
+        labels = cache.get(baseline.key, frame_hash(atoms)) if cache is not None else None
+        if labels is None:
+            if ions.key not in calcs:
+                calcs[ions.key] = coulomb_calculator(baseline, ions)
+            calc = calcs[ions.key]
+            work = atoms.copy()
+            work.calc = calc
+            labels = (work.get_potential_energy(), work.get_forces(), work.get_stress())
+            if cache is not None:
+                cache.put(baseline.key, frame_hash(atoms), *labels)
+        out.append(_subtract(atoms, *labels))
+        if progress is not None:
+            progress(k + 1, len(frames))
+    return out
+
+
+def _subtract(atoms: Atoms, energy_eV: float, forces, stress) -> Atoms:
+    """A copy of labelled `atoms` whose labels are the teacher's minus the baseline's."""
+    results = atoms.calc.results if atoms.calc is not None else {}
+    residual = {"energy": results["energy"] - energy_eV,
+                "forces": np.asarray(results["forces"]) - forces}
+    residual["free_energy"] = residual["energy"]
+    if "stress" in results:
+        residual["stress"] = np.asarray(results["stress"]).reshape(-1)[:6] - stress
+    copy = atoms.copy()
+    copy.calc = SinglePointCalculator(copy, **residual)
+    copy.info["baseline"] = "subtracted"
+    return copy
+
+
+# --------------------------------------------------------------------------------------
+# the record beside the model
+
+
+def write_record(folder: str | Path, baseline: Baseline, package_sha256: str | None) -> Path:
+    """Write ``baseline.json`` into a model folder: the baseline, its key and the sha256 of
+    the package it belongs to."""
+    record = {"format": RECORD_FORMAT, "key": baseline.key, "baseline": baseline.to_json(),
+              "package_sha256": package_sha256}
+    return atomic_write_json(Path(folder) / RECORD_NAME, record)
+
+
+def read_record(package: str | Path, package_sha256: str | None = None) -> Baseline:
+    """The baseline of the model package `package` from the ``baseline.json`` beside it.
+
+    Raises BaselineError naming the file: no record (``nothing can load the network without
+    its baseline by mistake``), a record that is not one, a key that does not match its
+    content (altered), or a record written for another package (`package_sha256`).
+    """
+    path = Path(package).parent / RECORD_NAME
+    if not path.is_file():
+        raise BaselineError(
+            f"{path}: missing. Every ionmix model folder records the physics under its "
+            f"network next to the package ({Path(package).name}); without it the network "
+            "cannot be used safely. Retrain with ionmix, or, for a model trained without a "
+            'baseline, write {"format": 1, "baseline": {"name": "none"}, ...} with '
+            "ionmix.models.baseline.write_record")
+    try:
+        record = json.loads(path.read_text())
+        baseline = Baseline.from_json(record["baseline"], str(path))
+        key = record["key"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BaselineError(f"{path}: not a baseline record ({exc!r})") from None
+    if key != baseline.key:
+        raise BaselineError(f"{path}: key {key!r} does not match its content "
+                            f"({baseline.key}): the record was altered")
+    recorded = record.get("package_sha256")
+    if package_sha256 is not None and recorded is not None and recorded != package_sha256:
+        raise BaselineError(f"{path}: written for another package than {package} "
+                            "(sha256 differs)")
+    return baseline

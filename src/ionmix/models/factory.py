@@ -1,0 +1,189 @@
+"""The one place a model becomes an ASE calculator: network + baseline, with its id.
+
+Every consumer (``md``, ``props``, ``validate``, ``evaluate``, the transfer study, the
+learning loop's committee, ``export-lammps``) gets its student here, so the network is never
+used without the baseline it was trained on (`ionmix.models.baseline`):
+
+* a package (``model.nequip.zip``) or checkpoint (``*.ckpt``): its ``baseline.json`` is read
+  from the same folder (missing or altered: `BaselineError`); with a Coulomb part the result
+  is ASE's `SumCalculator` of the network and the Coulomb baseline;
+* a training folder (holding ``model.nequip.zip``): the same;
+* a committee folder (``ionmix learn``'s ``gen-NNN/models``, every ``model-*/``) or a list
+  of packages: a `CommitteeCalculator` of the networks plus their one shared baseline
+  (members must share it: same key), evaluated once per step, not once per member;
+* ``"classical"``: the classical teacher of the structure's data.
+
+A Coulomb baseline needs the structure (its molecules and ion set, checked against the
+charges the model was trained with) at load time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ase import Atoms
+from ase.calculators.mixing import SumCalculator
+
+from ionmix.errors import InputError
+from ionmix.models.baseline import Baseline, BaselineError, coulomb_calculator, read_record
+from ionmix.models.committee import CommitteeCalculator
+
+__all__ = ["LoadedModel", "ModelError", "load_committee", "load_model", "model_paths"]
+
+PACKAGE_SUFFIX = ".nequip.zip"
+
+
+class ModelError(InputError):
+    """A model path that is not a model ionmix can load."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to evaluate.
+
+    Attributes:
+        calc: the ASE calculator (energy eV, forces eV/Å, stress eV/Å³ Voigt).
+        model_id: what a run records and a restart checks (file names and sha256 prefixes,
+            or the teacher key).
+        type_names: chemical species the network knows (None for the classical teacher).
+        baseline: the baseline under the network (None for the classical teacher).
+        committee: the `CommitteeCalculator` when the model is a committee (it is `calc`),
+            else None.
+    """
+
+    calc: object
+    model_id: str
+    type_names: tuple[str, ...] | None
+    baseline: Baseline | None
+    committee: CommitteeCalculator | None = None
+
+
+def model_paths(model: str | os.PathLike) -> list[Path]:
+    """The network file(s) behind a model path: one package/checkpoint, the package of a
+    training folder, or the members of a committee folder. ModelError if none."""
+    path = Path(model)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        if (path / "model.nequip.zip").is_file():
+            return [path / "model.nequip.zip"]
+        members = sorted(path.glob("model-*/*" + PACKAGE_SUFFIX))
+        if len(members) >= 2:
+            return members
+        raise ModelError(f"model folder {path}: neither a model.nequip.zip nor a committee "
+                         f"(≥ 2 model-*/*.nequip.zip; found {len(members)})")
+    raise ModelError(f"model {path}: no such file (give a .nequip.zip/.ckpt, a model or "
+                     "committee folder, or 'classical')")
+
+
+def load_model(model: str | os.PathLike, atoms: Atoms | None = None, *, provenance=None,
+               float64: bool = False, device: str = "cpu", **guard) -> LoadedModel:
+    """Load `model` (see the module docstring) as one calculator with its baseline.
+
+    Args:
+        model: a package, checkpoint, training or committee folder, or ``"classical"``.
+        atoms: the structure it will be used on (needed for a Coulomb baseline and for the
+            classical teacher: molecules, ion set, charge scale).
+        provenance: `ionmix.dataset.provenance.Provenance` of the structure's source
+            (default: none; library ions).
+        float64: evaluate the network in float64 (see `ionmix.train.load_calculator`) and
+            the Coulomb baseline on OpenMM's double-precision Reference platform.
+        guard: `CommitteeCalculator` exploration guards (committees only).
+    """
+    if str(model) == "classical":
+        return _classical(atoms, provenance)
+    paths = model_paths(model)
+    if len(paths) > 1:
+        return load_committee(paths, atoms, provenance=provenance, float64=float64,
+                              device=device, **guard)
+    if guard:
+        raise ModelError(f"model {model}: exploration guards need a committee (≥ 2 models)")
+    network, net_id, baseline, type_names = _network(paths[0], float64, device)
+    _check_species(atoms, type_names, paths[0])
+    coulomb = _coulomb(baseline, atoms, provenance, paths[0], float64)
+    calc = network if coulomb is None else SumCalculator([network, coulomb])
+    model_id = net_id + ("" if baseline.name == "none" else f" + {baseline.key}")
+    calc.ionmix_model_id = model_id
+    return LoadedModel(calc, model_id, type_names, baseline)
+
+
+def load_committee(paths: Sequence, atoms: Atoms | None = None, *, provenance=None,
+                   float64: bool = False, device: str = "cpu", **guard) -> LoadedModel:
+    """A committee of packaged networks (≥ 2) with their shared baseline as one calculator
+    (`CommitteeCalculator`; `guard`: its exploration guards)."""
+    loaded = [_network(Path(p), float64, device) for p in paths]
+    baselines = {b.key for _, _, b, _ in loaded}
+    if len(baselines) != 1:
+        raise BaselineError(f"committee members have different baselines ({sorted(baselines)}); "
+                            "a committee shares one")
+    _, _, baseline, type_names = loaded[0]
+    _check_species(atoms, type_names, Path(paths[0]))
+    coulomb = _coulomb(baseline, atoms, provenance, Path(paths[0]), float64)
+    calc = CommitteeCalculator([net for net, _, _, _ in loaded], baseline=coulomb, **guard)
+    model_id = "committee " + ", ".join(i for _, i, _, _ in loaded)
+    if baseline.name != "none":
+        model_id += f" + {baseline.key}"
+    calc.ionmix_model_id = model_id
+    return LoadedModel(calc, model_id, type_names, baseline, committee=calc)
+
+
+def _network(path: Path, float64: bool, device: str):
+    """(network calculator, id, baseline, type names) of one package or checkpoint."""
+    from ionmix.train import load_calculator
+    from ionmix.train.data import file_sha256
+
+    if not path.is_file():
+        raise ModelError(f"model {path}: no such file")
+    sha = file_sha256(path)
+    baseline = read_record(path, sha if path.name.endswith(PACKAGE_SUFFIX) else None)
+    try:
+        calc = load_calculator(path, device=device, float64=float64)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - nequip/torch raise many kinds on a bad file
+        raise ModelError(f"model {path}: cannot be loaded as a nequip model "
+                         f"({type(exc).__name__}: {exc})") from None
+    metadata = getattr(getattr(calc, "model", None), "metadata", {}) or {}
+    type_names = tuple(str(metadata["type_names"]).split()) if "type_names" in metadata else None
+    # what a run records and a restart checks: the same file name may hold a retrained model
+    return calc, f"{path.name} sha256:{sha[:16]}", baseline, type_names
+
+
+def _check_species(atoms: Atoms | None, type_names, where: Path) -> None:
+    """ModelError when the structure has species the network was not trained on."""
+    if atoms is None or type_names is None:
+        return
+    missing = sorted(set(atoms.get_chemical_symbols()) - set(type_names))
+    if missing:
+        raise ModelError(f"model {where}: it was trained on {' '.join(type_names)} only; "
+                         f"the structure also has {' '.join(missing)}")
+
+
+def _coulomb(baseline: Baseline, atoms: Atoms | None, provenance, where: Path,
+             float64: bool):
+    """The Coulomb calculator of `baseline` for `atoms`, checked against it (None without)."""
+    if not baseline.coulomb:
+        return None
+    if atoms is None:
+        raise BaselineError(f"{where}: the model has a Coulomb baseline; loading it needs the "
+                            "structure it will be used on (molecules, ion set)")
+    from ionmix.dataset.provenance import Provenance
+
+    ions = (provenance or Provenance()).ion_set(atoms)
+    baseline.check_structure(atoms, ions, str(where))
+    return coulomb_calculator(baseline, ions, float64)
+
+
+def _classical(atoms: Atoms | None, provenance) -> LoadedModel:
+    """The classical teacher of the structure's data (spec and ion set recorded with it)."""
+    from ionmix.dataset.provenance import Provenance
+
+    if atoms is None:
+        raise ModelError("the classical teacher needs the structure (its molecules)")
+    teacher = (provenance or Provenance()).teacher(atoms, "classical")
+    calc = teacher.calculator(atoms)
+    calc.ionmix_model_id = teacher.key
+    return LoadedModel(calc, teacher.key, None, None)
