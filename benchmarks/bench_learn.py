@@ -108,6 +108,7 @@ def _models(run: Path, generation: int, member: int | None) -> tuple[Path, str]:
 
 def stage_student(run: Path, generation: int, member: int | None, steps: int,
                   validate_frames: int, analyse_only: bool = False) -> None:
+    from ionmix.dataset.provenance import load_provenance
     from ionmix.md import MDBlowUp, MDSettings, read_thermo, run_md
     from ionmix.models import load_model
     from ionmix.properties.stats import block_average, drift_sigma, production_part
@@ -120,7 +121,8 @@ def stage_student(run: Path, generation: int, member: int | None, steps: int,
     t0 = time.perf_counter()
     try:
         if not analyse_only:  # else: what an interrupted run left on disk
-            run_md(atoms, load_model(model, atoms).calc, MDSettings(n_steps=steps), run_dir)
+            calc = load_model(model, atoms, provenance=load_provenance(run / "frames.db")).calc
+            run_md(atoms, calc, MDSettings(n_steps=steps), run_dir)
     except MDBlowUp:  # e.g. a molecule broke: analyse what it did until then (md.json)
         pass
     wall_s = time.perf_counter() - t0

@@ -39,6 +39,7 @@ from ionmix.export.lammps import (
     write_lammps_inputs_for,
 )
 from ionmix.io import ReadError
+from ionmix.units import COULOMB_CONSTANT_EV_A
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`torch.jit.set_fusion_strategy` is deprecated:DeprecationWarning"
@@ -423,13 +424,10 @@ def ionic_liquid_box():
     return atoms, {name: load_ion(name) for name in BOX_COUNTS}
 
 
-def coulomb_baseline(atoms, ions, ewald_error_tolerance: float | None = None):
+def coulomb_baseline(atoms, ions):
     from ionmix.models.baseline import baseline_for_frames
 
-    baseline = baseline_for_frames("coulomb", [atoms], [ions], "test box")
-    if ewald_error_tolerance is not None:
-        baseline = dataclasses.replace(baseline, ewald_error_tolerance=ewald_error_tolerance)
-    return baseline
+    return baseline_for_frames("coulomb", [atoms], [ions], "test box")
 
 
 def data_section(path: Path, name: str) -> np.ndarray:
@@ -482,17 +480,16 @@ def dump_forces_eV_per_A(dump: Path) -> np.ndarray:
 def test_coulomb_baseline_in_lammps_equals_ionmix_coulomb(ionic_liquid_box, tmp_path,
                                                           pair_style):
     """LAMMPS, with the exported data file and baseline lines (the network replaced by
-    pair_style zero), gives ionmix's Coulomb baseline (OpenMM PME) energy and forces."""
+    pair_style zero), gives ionmix's Coulomb baseline (torch-pme) energy and forces."""
     from ionmix.models.baseline import coulomb_calculator
 
     atoms, ions = ionic_liquid_box
-    # PME and PPPM both at relative accuracy 1e-6 (default 5e-5): the comparison is then
-    # limited by the PPPM error (LAMMPS estimates an absolute RMS force error of 1.2e-5
-    # eV/Å here), its 12-bit coul/long tables and the dump's 6 significant digits. Measured:
-    # energy 1.3e-5 eV in all (1.5e-7 eV/atom), forces max 2.4e-5 eV/Å; hence 1e-5 eV/atom
-    # and 1e-4 eV/Å. (At the default 5e-5: 3e-6 eV/atom and 8e-4 eV/Å.) 1-4 pairs in full
-    # instead of x 0.5 would move the energy by 1.3 eV and forces by up to 0.08 eV/Å.
-    baseline = coulomb_baseline(atoms, ions, ewald_error_tolerance=1e-6)
+    # Both sums tightened to 2e-6 eV/Å (the baseline's PME and LAMMPS' PPPM, exported at
+    # the same force accuracy): measured 9.6e-8 eV/atom and forces max 1.0e-5 eV/Å, hence
+    # 1e-6 eV/atom and 1e-4 eV/Å. At the default 1e-5 eV/Å: 5.2e-7 eV/atom and 9.1e-5
+    # eV/Å, the two PME errors alone. 1-4 pairs in full instead of x 0.5 would move the
+    # energy by 1.3 eV and forces by up to 0.08 eV/Å.
+    baseline = dataclasses.replace(coulomb_baseline(atoms, ions), force_accuracy_eV_per_A=2e-6)
     paths = export(atoms, tmp_path, pair_style=pair_style, baseline=baseline, ions=ions,
                    n_steps=0, dump_interval_steps=1, zero_network=True)
     run_lammps(paths["input"].parent)
@@ -501,7 +498,7 @@ def test_coulomb_baseline_in_lammps_equals_ionmix_coulomb(ionic_liquid_box, tmp_
     reference.calc = coulomb_calculator(baseline, ions)
     energy_eV = reference.get_potential_energy()
     lammps_energy_eV = thermo_pe_eV(paths["input"].parent / "log.lammps")
-    assert abs(lammps_energy_eV - energy_eV) / len(atoms) < 1e-5  # eV/atom
+    assert abs(lammps_energy_eV - energy_eV) / len(atoms) < 1e-6  # eV/atom
     forces = dump_forces_eV_per_A(paths["input"].parent / "trajectory.lammpstrj")
     np.testing.assert_allclose(forces, reference.get_forces(), atol=1e-4, rtol=0)  # eV/Å
 
@@ -537,7 +534,9 @@ def test_coulomb_baseline_data_file_and_script(ionic_liquid_box, tmp_path):
     lines = paths["input"].read_text().splitlines()
     assert "pair_coeff      * * allegro model.nequip.pt2 C F H Li N P" in lines
     assert "pair_coeff      * * coul/long" in lines
-    assert cmd["kspace_style"] == "pppm 5e-05"  # the baseline's PME tolerance
+    # the baseline's force accuracy (eV/Å) relative to two unit charges at 1 Å
+    accuracy = baseline.force_accuracy_eV_per_A / COULOMB_CONSTANT_EV_A
+    assert cmd["kspace_style"] == f"pppm {accuracy:.10g}"
     assert baseline.key in paths["input"].read_text()
     assert baseline.key in paths["readme"].read_text()
 

@@ -53,7 +53,8 @@ def test_learned_student_holds_the_teachers_npt_density(tmp_path):
                                     teacher=teacher_ff)
     assert teacher["density_err_g_cm3"] / teacher["density_g_cm3"] < 0.005
 
-    run_md(atoms, load_model(member, atoms).calc, MDSettings(n_steps=100_000),
+    run_md(atoms, load_model(member, atoms, provenance=load_provenance(db)).calc,
+           MDSettings(n_steps=100_000),
            tmp_path / "npt")  # 50 ps at 0.5 fs; a broken molecule raises MDBlowUp
     rel = relative_density_difference(tmp_path / "npt", teacher)
     checked = validate_trajectory(tmp_path / "npt", teacher_ff.calculator(atoms),

@@ -35,6 +35,7 @@ COMPOSITION = "LiPF6=0.5,EMIMPF6=0.5"
 @pytest.mark.slow
 def test_student_npt_density_matches_the_teacher(tmp_path):
     from ionmix.config import SampleConfig, parse_model
+    from ionmix.dataset.provenance import load_provenance
     from ionmix.dataset.structures import load_structure
     from ionmix.md import MDSettings, run_md
     from ionmix.models import load_model
@@ -54,7 +55,7 @@ def test_student_npt_density_matches_the_teacher(tmp_path):
 
     atoms = load_structure(db, composition=COMPOSITION, replica=0)
     teacher = classical_npt_density(atoms, 300.0, 1.0, time_ps=100.0, seed=5)
-    calc = load_model(result.package_path, atoms).calc
+    calc = load_model(result.package_path, atoms, provenance=load_provenance(db)).calc
     run_md(atoms, calc, MDSettings(n_steps=10000), tmp_path / "student")
     assert abs(relative_density_difference(tmp_path / "student", teacher)) < 0.02
 

@@ -29,6 +29,9 @@ A3_IN_M3: float = 1e-30
 BOLTZMANN_J_PER_K: float = 1.380649e-23
 ELEMENTARY_CHARGE_C: float = 1.602176634e-19
 AVOGADRO_PER_MOL: float = 6.02214076e23
+#: Coulomb's constant e²/(4πε₀) in eV·Å (ASE's CODATA: 14.3996 eV·Å), the energy of two
+#: unit charges 1 Å apart.
+COULOMB_CONSTANT_EV_A: float = _ase.Hartree * _ase.Bohr
 
 
 def kj_per_mol_to_ev(energy_kj_per_mol):

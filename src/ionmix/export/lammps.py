@@ -44,9 +44,10 @@ one to one onto LAMMPS:
   bond type, ``bond_style zero``: no energy; they only define 1-2/1-3/1-4 neighbours);
 * exclusions (1-2 and 1-3 pairs excluded, 1-4 pairs × 0.5, all other pairs in full) →
   ``special_bonds lj 1.0 1.0 1.0 coul 0.0 0.0 0.5``;
-* PME with relative error tolerance ``ewald_error_tolerance`` → ``coul/long`` (real
-  space, cutoff `DEFAULT_COUL_CUTOFF_A` Å) plus ``kspace_style pppm`` with that tolerance as
-  its relative force accuracy;
+* PME with an RMS force error target ``force_accuracy_eV_per_A`` → ``coul/long`` (real
+  space, cutoff `DEFAULT_COUL_CUTOFF_A` Å) plus ``kspace_style pppm`` with the same target
+  as LAMMPS' relative force accuracy (relative to the force between two unit charges 1 Å
+  apart, 14.40 eV/Å);
 * network + baseline → ``pair_style hybrid/overlay allegro|nequip coul/long RC`` with
   ``pair_coeff * * allegro|nequip <compiled model> <types>`` and ``pair_coeff * * coul/long``.
 
@@ -81,6 +82,7 @@ from ase.data import atomic_numbers
 
 from ionmix.errors import InputError
 from ionmix.io import atomic_write_text, read_frames
+from ionmix.units import COULOMB_CONSTANT_EV_A
 
 if TYPE_CHECKING:
     from ionmix.dataset.provenance import Provenance
@@ -468,8 +470,8 @@ def _coulomb_job(atoms: Atoms, baseline: Baseline | None, ions: Mapping | None, 
     from ionmix.chemistry.topology import has_molecules, molecules_of
 
     cutoff_A = _positive("coul_cutoff_A", cutoff_A)
-    if kspace_accuracy is None:
-        kspace_accuracy = baseline.ewald_error_tolerance
+    if kspace_accuracy is None:  # LAMMPS' accuracy is relative to two unit charges at 1 Å
+        kspace_accuracy = baseline.force_accuracy_eV_per_A / COULOMB_CONSTANT_EV_A
     kspace_accuracy = _positive("kspace_accuracy", kspace_accuracy)
     if not np.asarray(atoms.pbc, dtype=bool).all():
         raise LammpsExportError(
@@ -670,7 +672,7 @@ def _readme_baseline(coulomb: _CoulombJob | None) -> str:
         f"(atom_style full) holds the partial charges x {_fmt(coulomb.charge_scale)}, the "
         "molecule ids and\nthe bonds; in.lammps adds it to the network with pair_style "
         "hybrid/overlay ... coul/long,\nkspace_style pppm and special_bonds coul 0.0 0.0 0.5 "
-        "(as the baseline's OpenMM PME).\n"
+        "(as the baseline's own PME sum).\n"
     )
 
 
@@ -782,7 +784,7 @@ def write_lammps_inputs_for(
             for a Coulomb baseline; None: library ions of its molecules.
         coul_cutoff_A: ``coul/long`` real-space cutoff, Å (Coulomb baseline only).
         kspace_accuracy: PPPM relative force accuracy (Coulomb baseline only); None: the
-            baseline's PME ``ewald_error_tolerance``.
+            baseline's ``force_accuracy_eV_per_A`` / 14.40 eV/Å.
         zero_network: write ``pair_style zero`` in place of the network, so that the job
             runs on a LAMMPS without pair_nequip_allegro and computes the baseline only
             (for tests and checks of the files).

@@ -6,8 +6,11 @@ top of each other). Four choices, by name:
 
 * ``none``: the network alone (ionmix's behaviour before issue 22).
 * ``coulomb``: the frames' point charges (the ion set's partial charges × the charge scale
-  recorded with the frames) summed by PME in OpenMM (`ClassicalCalculator` with
-  ``electrostatics_only``). Exclusions are the force field's: within a molecule, pairs 1-2
+  recorded with the frames) summed by particle-mesh Ewald, by torch-pme
+  (`ionmix.models.coulomb_pme.CoulombPME`: float64, forces and stress by autograd), with
+  the charges and exceptions of the force field's own OpenMM system (`ClassicalCalculator`
+  with ``electrostatics_only`` computes the same sum and is the reference it is tested
+  against). Exclusions are the force field's: within a molecule, pairs 1-2
   and 1-3 bonds apart are excluded, 1-4 pairs count × 0.5 (OPLS fudgeQQ), all other pairs in
   full. Why these: for the classical teacher the baseline is then exactly its electrostatic
   term, so the network learns only the short-ranged rest (LJ, bonded terms); for a quantum
@@ -48,6 +51,7 @@ __all__ = [
     "BaselineCache",
     "baseline_for_frames",
     "coulomb_calculator",
+    "openmm_coulomb_calculator",
     "read_record",
     "residual_frames",
     "write_record",
@@ -61,8 +65,20 @@ RECORD_FORMAT = 1
 #: what `Baseline.exclusions` says (and LAMMPS' special_bonds coul 0.0 0.0 0.5 does)
 EXCLUSIONS = ("intramolecular pairs 1-2 and 1-3 bonds apart excluded, 1-4 pairs x 0.5 "
               "(OPLS fudgeQQ), all other pairs in full")
-#: PME relative error tolerance of the Coulomb baseline (as the classical teacher's)
-EWALD_ERROR_TOLERANCE = 5e-5
+#: RMS force error target of the Coulomb baseline's PME sum, eV/Å (torch-pme's P3M error
+#: bounds). Why torch-pme and not OpenMM, which computes the same sum: OpenMM gives no
+#: virial, so its stress is a central finite difference over 6 strains (12 more PME sums
+#: per call), and that turns the energy jump of a pair crossing the real-space cutoff into
+#: stress noise. Measured on the 188-atom Li/EMIM/PF6 box (2 loaded cores): OpenMM at
+#: tolerance 5e-5 16 ms per forces+stress call with a stress error of 7e-6 eV/Å³ (one
+#: crossing on an 86-atom box: 6.8e-5 eV/Å³, 110 bar), at 1e-5 28 ms and 1.3e-6; torch-pme
+#: at this target 11 ms, 5e-8 eV/Å³, energy 2e-6 eV and forces 9e-6 eV/Å RMS against a
+#: converged Ewald sum (tests/test_coulomb_pme.py).
+FORCE_ACCURACY_EV_PER_A = 1e-5
+#: OpenMM's PME tolerance for the reference calculator (`openmm_coulomb_calculator`)
+EWALD_ERROR_TOLERANCE = 1e-5
+#: what computes the Coulomb sum (recorded: another engine is another baseline)
+ENGINE = "torch-pme P3M, float64, forces and stress by autograd"
 #: ZBL is defined for these elements (nequip's table; atomic numbers ≥ 1)
 _CHARGE_MATCH_E = 1e-9
 
@@ -80,13 +96,14 @@ class Baseline:
         charge_scale: factor on the ion set's partial charges (``coulomb`` only).
         ion_charges_e: unscaled partial charges per ion name, in the order of its atoms
             (``coulomb`` only): what the charges of a structure must match.
-        ewald_error_tolerance: PME relative error tolerance (``coulomb`` only).
+        force_accuracy_eV_per_A: RMS force error target of the PME sum (``coulomb``
+            only), eV/Å.
     """
 
     name: str
     charge_scale: float | None = None
     ion_charges_e: Mapping[str, tuple[float, ...]] | None = None
-    ewald_error_tolerance: float = EWALD_ERROR_TOLERANCE
+    force_accuracy_eV_per_A: float = FORCE_ACCURACY_EV_PER_A
 
     def __post_init__(self):
         if self.name not in BASELINES:
@@ -107,7 +124,8 @@ class Baseline:
         if self.coulomb:
             out.update(charge_scale=self.charge_scale,
                        ion_charges_e={k: list(v) for k, v in sorted(self.ion_charges_e.items())},
-                       exclusions=EXCLUSIONS, ewald_error_tolerance=self.ewald_error_tolerance)
+                       exclusions=EXCLUSIONS, engine=ENGINE,
+                       force_accuracy_eV_per_A=self.force_accuracy_eV_per_A)
         return out
 
     @classmethod
@@ -117,8 +135,8 @@ class Baseline:
             return cls(name=data["name"], charge_scale=data.get("charge_scale"),
                        ion_charges_e=None if charges is None else
                        {k: tuple(float(q) for q in v) for k, v in charges.items()},
-                       ewald_error_tolerance=float(data.get("ewald_error_tolerance",
-                                                            EWALD_ERROR_TOLERANCE)))
+                       force_accuracy_eV_per_A=float(data.get("force_accuracy_eV_per_A",
+                                                              FORCE_ACCURACY_EV_PER_A)))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BaselineError(f"{where}: not a baseline record ({exc!r})") from None
 
@@ -183,17 +201,28 @@ def baseline_for_frames(name: str, frames: Sequence[Atoms], ion_sets: Sequence[M
     return Baseline(name, charge_scale=scales.pop(), ion_charges_e=charges)
 
 
-def coulomb_calculator(baseline: Baseline, ions: Mapping, float64: bool = False):
-    """The Coulomb part of `baseline` as an ASE calculator (energy, forces, stress), or None
-    when it has none. `ions`: the structure's ion set (Ion objects: the topology).
-    `float64`: OpenMM's Reference platform (double precision throughout) instead of the
-    fastest one (whose CPU platform sums pair terms in single precision)."""
+def coulomb_calculator(baseline: Baseline, ions: Mapping):
+    """The Coulomb part of `baseline` as an ASE calculator (energy, forces, stress; torch-pme,
+    float64), or None when it has none. `ions`: the structure's ion set (Ion objects: the
+    topology)."""
     if not baseline.coulomb:
         return None
+    from ionmix.models.coulomb_pme import CoulombPME
+
+    return CoulombPME(charge_scale=baseline.charge_scale, ions=ions,
+                      force_accuracy_eV_per_A=baseline.force_accuracy_eV_per_A)
+
+
+def openmm_coulomb_calculator(baseline: Baseline, ions: Mapping,
+                              ewald_error_tolerance: float = EWALD_ERROR_TOLERANCE,
+                              float64: bool = True):
+    """The same sum by OpenMM (`ClassicalCalculator` with ``electrostatics_only``; stress by
+    finite differences), the reference `coulomb_calculator` is checked against. `float64`:
+    OpenMM's Reference platform (double precision throughout)."""
     from ionmix.teachers.classical.calculator import ClassicalCalculator
 
     return ClassicalCalculator(charge_scale=baseline.charge_scale, ions=ions,
-                               ewald_error_tolerance=baseline.ewald_error_tolerance,
+                               ewald_error_tolerance=ewald_error_tolerance,
                                electrostatics_only=True,
                                platform="Reference" if float64 else None)
 

@@ -89,8 +89,8 @@ def load_model(model: str | os.PathLike, atoms: Atoms | None = None, *, provenan
             classical teacher: molecules, ion set, charge scale).
         provenance: `ionmix.dataset.provenance.Provenance` of the structure's source
             (default: none; library ions).
-        float64: evaluate the network in float64 (see `ionmix.train.load_calculator`) and
-            the Coulomb baseline on OpenMM's double-precision Reference platform.
+        float64: evaluate the network in float64 (see `ionmix.train.load_calculator`);
+            the Coulomb baseline is always float64.
         guard: `CommitteeCalculator` exploration guards (committees only).
     """
     if str(model) == "classical":
@@ -174,7 +174,7 @@ def _coulomb(baseline: Baseline, atoms: Atoms | None, provenance, where: Path,
 
     ions = (provenance or Provenance()).ion_set(atoms)
     baseline.check_structure(atoms, ions, str(where))
-    return coulomb_calculator(baseline, ions, float64)
+    return coulomb_calculator(baseline, ions)  # float64 always
 
 
 def _classical(atoms: Atoms | None, provenance) -> LoadedModel:
