@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-BASELINES = ("none", "zbl", "coulomb", "coulomb+zbl")
+BASELINES = ("none", "zbl", "coulomb", "coulomb+zbl", "wall", "coulomb+wall")
 
 
 def train_student(store: Path, out: Path, baseline: str, seed: int, args) -> dict:
@@ -100,19 +100,19 @@ def validate_student(store: Path, md_dir: Path, n_frames: int) -> dict:
 
 def step_cost(store: Path, composition: str, package: str, n_calls: int = 20) -> dict:
     """Median wall time (s) of one MD step's evaluation (forces, then stress, as ASE's MTK
-    asks for them) of the network alone, the Coulomb baseline alone and the student, on
+    asks for them) of the network alone, the baseline beside it alone and the student, on
     the starting frame (the same machine load for all three, interleaved)."""
     from ionmix.dataset.provenance import load_provenance
     from ionmix.dataset.structures import load_structure
     from ionmix.models import load_model
-    from ionmix.models.baseline import coulomb_calculator
+    from ionmix.models.baseline import baseline_calculator
     from ionmix.train import load_calculator
 
     atoms = load_structure(store, composition=composition, replica=0)
     prov = load_provenance(store)
     student = load_model(package, atoms, provenance=prov)
     calcs = {"network": load_calculator(package),
-             "coulomb": coulomb_calculator(student.baseline, prov.ion_set(atoms)),
+             "baseline": baseline_calculator(student.baseline, prov.ion_set(atoms)),
              "student": student.calc}
     times: dict[str, list[float]] = {name: [] for name in calcs}
     rng = np.random.default_rng(0)

@@ -248,3 +248,66 @@ class TestStudentBattery(CalculatorBattery):
         result, store = student
         return load_model(result.package_path, structure, provenance=_provenance(store),
                           float64=True).calc
+
+
+# --------------------------------------------------------------------------------------
+# the intermolecular wall
+
+
+def _liquid_frame(tiny_sample):
+    store = DatasetStore(tiny_sample / "frames.db")
+    atoms = store.select(replica=1)[0].atoms
+    return atoms, store.provenance().ion_set(atoms)
+
+
+def _pushed_onto_a_neighbour(atoms, distance_A: float):
+    """A copy with its Li moved to `distance_A` from the nearest F of another molecule."""
+    moved = atoms.copy()
+    symbols = moved.get_chemical_symbols()
+    li = symbols.index("Li")
+    vectors = moved.get_distances(li, range(len(moved)), mic=True, vector=True)
+    lengths = np.linalg.norm(vectors, axis=1)
+    f = min((k for k, s in enumerate(symbols) if s == "F"), key=lambda k: lengths[k])
+    moved.positions[li] += vectors[f] * (1.0 - distance_A / lengths[f])
+    return moved, li, f
+
+
+def test_wall_leaves_the_liquid_alone_and_repels_overlaps(tiny_sample):
+    from battery import numerical_forces, numerical_stress
+    from ionmix.models.wall import IntermolecularWall, zbl_energy_eV
+
+    atoms, ions = _liquid_frame(tiny_sample)
+    wall = IntermolecularWall(ions)
+    liquid = atoms.copy()
+    liquid.calc = wall
+    assert liquid.get_potential_energy() == 0.0  # no contact below 1.6 Å in the liquid
+    assert not np.any(liquid.get_forces())
+    pushed, li, f = _pushed_onto_a_neighbour(atoms, 1.0)
+    pushed.calc = wall
+    # at 1.0 Å the switch is 1: the pair's whole ZBL energy (and no other pair's)
+    assert pushed.get_potential_energy() == pytest.approx(float(zbl_energy_eV(3.0, 9.0, 1.0)[0]))
+    away = pushed.get_distance(li, f, mic=True, vector=True)
+    assert np.dot(pushed.get_forces()[f], away) > 0  # F pushed away from Li
+    # forces = -dE/dx and stress = (1/V) dE/dε by central differences: 1e-6 eV/Å, eV/Å³
+    pushed, li, f = _pushed_onto_a_neighbour(atoms, 1.4)  # inside the switch
+    pushed.calc = wall
+    numeric = numerical_forces(wall, pushed, [li, f], 1e-5)
+    np.testing.assert_allclose(pushed.get_forces()[[li, f]], numeric, atol=1e-6)
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    np.testing.assert_allclose(voigt_6_to_full_3x3_stress(pushed.get_stress()),
+                               numerical_stress(wall, pushed, 1e-6), atol=1e-6)
+
+
+def test_wall_baseline_is_recorded_and_not_exported_to_lammps(tiny_sample, tmp_path):
+    from ionmix.export.lammps import LammpsExportError, write_lammps_inputs_for
+
+    atoms, ions = _liquid_frame(tiny_sample)
+    baseline = baseline_for_frames("coulomb+wall", [atoms], [ions], "frames")
+    assert baseline.to_json()["wall"]["cutoff_A"] == pytest.approx(1.6)
+    assert Baseline.from_json(baseline.to_json(), "record").key == baseline.key
+    with pytest.raises(LammpsExportError, match="intermolecular wall .* cannot express"):
+        write_lammps_inputs_for(atoms, ["C", "F", "H", "Li", "N", "P"], "allegro",
+                                "model.nequip.pt2", tmp_path / "job", baseline=baseline,
+                                ions=ions)
+    assert not (tmp_path / "job").exists()

@@ -71,7 +71,7 @@ class StudySettings(_Strict):
     n_val: int = Field(4, gt=0, description="validation frames per training composition")
     n_test: int = Field(10, gt=0, description="test frames per composition (replica 1)")
     preset: str = "cpu-tiny-nequip"
-    baseline: Literal["none", "coulomb", "zbl", "coulomb+zbl"] = "none"
+    baseline: Literal["none", "coulomb", "zbl", "coulomb+zbl", "wall", "coulomb+wall"] = "none"
     energy_reference: Literal["isolated-atoms", "fit", "mean"] = "isolated-atoms"
     isolated_atom_energies_eV: dict[str, float] | None = Field(
         None, description="element → eV; default: the teacher's own isolated-atom energies")

@@ -81,7 +81,7 @@ class LearnSettings(BaseModel):
 
     committee: int = Field(4, ge=2)
     preset: str = "cpu-tiny-allegro-npt"
-    baseline: Literal["none", "coulomb", "zbl", "coulomb+zbl"] = "none"
+    baseline: Literal["none", "coulomb", "zbl", "coulomb+zbl", "wall", "coulomb+wall"] = "none"
     overrides: dict[str, Any] = Field(default_factory=dict)
     fine_tune_epochs: int | None = Field(None, ge=1)
     n_train: int = Field(100, ge=1)

@@ -96,7 +96,8 @@ def train(
         "weights.")] = None,
     baseline: Annotated[str, typer.Option(
         help="Physics under the network: none, coulomb (the frames' charges, PME), zbl "
-        "(nequip's ZBL wall) or coulomb+zbl. Recorded beside the model.")] = "none",
+        "(nequip's ZBL on every pair), wall (ZBL between molecules only, off by 1.6 Å), "
+        "coulomb+zbl or coulomb+wall. Recorded beside the model.")] = "none",
 ) -> None:
     """Train a NequIP or Allegro model on a dataset selection with nequip-train; package it.
 

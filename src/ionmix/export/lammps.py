@@ -464,6 +464,12 @@ def _coulomb_job(atoms: Atoms, baseline: Baseline | None, ions: Mapping | None, 
     """The Coulomb part of `baseline` for `atoms` (None when it has none), checked: a fully
     periodic structure whose molecules and ion set carry the baseline's charges, and
     exclusions LAMMPS can express."""
+    if baseline is not None and baseline.wall:
+        raise LammpsExportError(
+            f"the model's baseline {baseline.key} has an intermolecular wall (ZBL between "
+            "atoms of different molecules, switched off by 1.6 Å), which LAMMPS cannot "
+            "express (pair_style zbl acts on intramolecular pairs too): a baseline the "
+            "exporter cannot express")
     if baseline is None or not baseline.coulomb:
         return None
     from ionmix.chemistry.ionset import IonSet

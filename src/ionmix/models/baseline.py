@@ -19,6 +19,10 @@ top of each other). Four choices, by name:
 * ``zbl``: nequip's ZBL pair potential (``nequip.nn.pair_potential.ZBL``) compiled into the
   network (so it travels inside the package, and into LAMMPS with it).
 * ``coulomb+zbl``: both.
+* ``wall``: a ZBL wall between atoms of *different* molecules only, switched off by 1.6 Å
+  (`ionmix.models.wall`): repulsion where no frame of the liquid goes (overlaps), nothing
+  on bonds or on the liquid's own contacts, so the network has nothing to cancel.
+* ``coulomb+wall``: both (Coulomb attraction with a wall against collapse).
 
 Training subtracts the Coulomb part from the labels (`residual_frames`; the ZBL part is in
 the model, so nequip subtracts it itself). The baseline belongs to the model: `write_record`
@@ -42,6 +46,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from ionmix.errors import InputError
 from ionmix.io import atomic_write_json
+from ionmix.models.wall import WALL_CUTOFF_A, WALL_SWITCH_ON_A
 
 __all__ = [
     "BASELINES",
@@ -50,6 +55,7 @@ __all__ = [
     "BaselineError",
     "BaselineCache",
     "baseline_for_frames",
+    "baseline_calculator",
     "coulomb_calculator",
     "openmm_coulomb_calculator",
     "read_record",
@@ -58,7 +64,7 @@ __all__ = [
     "zbl_pair_potential",
 ]
 
-BASELINES = ("none", "coulomb", "zbl", "coulomb+zbl")
+BASELINES = ("none", "coulomb", "zbl", "coulomb+zbl", "wall", "coulomb+wall")
 #: the baseline record beside a model's package
 RECORD_NAME = "baseline.json"
 RECORD_FORMAT = 1
@@ -119,6 +125,16 @@ class Baseline:
     def zbl(self) -> bool:
         return "zbl" in self.name
 
+    @property
+    def wall(self) -> bool:
+        return "wall" in self.name
+
+    @property
+    def outside(self) -> bool:
+        """Whether a term is computed beside the network (Coulomb, wall): subtracted from
+        the labels and added back at evaluation, with the molecules of the structure."""
+        return self.coulomb or self.wall
+
     def to_json(self) -> dict:
         out: dict = {"name": self.name}
         if self.coulomb:
@@ -126,6 +142,9 @@ class Baseline:
                        ion_charges_e={k: list(v) for k, v in sorted(self.ion_charges_e.items())},
                        exclusions=EXCLUSIONS, engine=ENGINE,
                        force_accuracy_eV_per_A=self.force_accuracy_eV_per_A)
+        if self.wall:
+            out.update(wall={"form": "ZBL, intermolecular pairs only",
+                             "switch_on_A": WALL_SWITCH_ON_A, "cutoff_A": WALL_CUTOFF_A})
         return out
 
     @classmethod
@@ -149,13 +168,15 @@ class Baseline:
     def check_structure(self, atoms: Atoms, ions: Mapping, where: str) -> None:
         """BaselineError unless `atoms` (its molecules, ion set and charge scale) carries the
         charges this baseline was trained with."""
-        if not self.coulomb:
+        if not self.outside:
             return
         from ionmix.chemistry.topology import has_molecules, molecules_of
 
         if not has_molecules(atoms):
-            raise BaselineError(f"{where}: the Coulomb baseline needs molecule information "
+            raise BaselineError(f"{where}: the {self.name} baseline needs molecule information "
                                 "(mol_id/ion_name arrays), which this structure lacks")
+        if not self.coulomb:
+            return
         scale = atoms.info.get("charge_scale")
         if scale is not None and abs(float(scale) - self.charge_scale) > 1e-12:
             raise BaselineError(f"{where}: charge_scale {float(scale):g} differs from the "
@@ -177,9 +198,14 @@ def baseline_for_frames(name: str, frames: Sequence[Atoms], ion_sets: Sequence[M
     charge scale): BaselineError naming `where` and the frame when they disagree."""
     if name not in BASELINES:
         raise BaselineError(f"{where}: unknown baseline {name!r}; one of {', '.join(BASELINES)}")
-    if "coulomb" not in name:
-        return Baseline(name)
     from ionmix.chemistry.topology import has_molecules, molecules_of
+
+    if "coulomb" not in name:
+        for k, atoms in enumerate(frames):
+            if "wall" in name and not has_molecules(atoms):
+                raise BaselineError(f"{where} frame {k}: a wall baseline needs molecule "
+                                    "information (mol_id/ion_name arrays), which it lacks")
+        return Baseline(name)
 
     scales, charges = set(), {}
     for k, (atoms, ions) in enumerate(zip(frames, ion_sets, strict=True)):
@@ -211,6 +237,20 @@ def coulomb_calculator(baseline: Baseline, ions: Mapping):
 
     return CoulombPME(charge_scale=baseline.charge_scale, ions=ions,
                       force_accuracy_eV_per_A=baseline.force_accuracy_eV_per_A)
+
+
+def baseline_calculator(baseline: Baseline, ions: Mapping):
+    """Everything `baseline` computes beside the network (Coulomb, wall) as one ASE
+    calculator (energy, forces, stress), or None when it has nothing there."""
+    from ase.calculators.mixing import SumCalculator
+
+    from ionmix.models.wall import IntermolecularWall
+
+    terms = [coulomb_calculator(baseline, ions)] if baseline.coulomb else []
+    terms += [IntermolecularWall(ions)] if baseline.wall else []
+    if len(terms) > 1:
+        return SumCalculator(terms)
+    return terms[0] if terms else None
 
 
 def openmm_coulomb_calculator(baseline: Baseline, ions: Mapping,
@@ -283,7 +323,7 @@ def residual_frames(frames: Sequence[Atoms], baseline: Baseline, ion_sets: Seque
     frame's geometry hash) and read back on a rerun. `progress(done, total)` is called
     after each frame.
     """
-    if not baseline.coulomb:
+    if not baseline.outside:
         return list(frames)
     from ionmix.dataset.store import frame_hash
 
@@ -292,7 +332,7 @@ def residual_frames(frames: Sequence[Atoms], baseline: Baseline, ion_sets: Seque
         labels = cache.get(baseline.key, frame_hash(atoms)) if cache is not None else None
         if labels is None:
             if ions.key not in calcs:
-                calcs[ions.key] = coulomb_calculator(baseline, ions)
+                calcs[ions.key] = baseline_calculator(baseline, ions)
             calc = calcs[ions.key]
             work = atoms.copy()
             work.calc = calc

@@ -28,7 +28,7 @@ from ase import Atoms
 from ase.calculators.mixing import SumCalculator
 
 from ionmix.errors import InputError
-from ionmix.models.baseline import Baseline, BaselineError, coulomb_calculator, read_record
+from ionmix.models.baseline import Baseline, BaselineError, baseline_calculator, read_record
 from ionmix.models.committee import CommitteeCalculator
 
 __all__ = ["LoadedModel", "ModelError", "load_committee", "load_model", "model_paths"]
@@ -90,7 +90,7 @@ def load_model(model: str | os.PathLike, atoms: Atoms | None = None, *, provenan
         provenance: `ionmix.dataset.provenance.Provenance` of the structure's source
             (default: none; library ions).
         float64: evaluate the network in float64 (see `ionmix.train.load_calculator`);
-            the Coulomb baseline is always float64.
+            the baseline beside it is always float64.
         guard: `CommitteeCalculator` exploration guards (committees only).
     """
     if str(model) == "classical":
@@ -103,8 +103,8 @@ def load_model(model: str | os.PathLike, atoms: Atoms | None = None, *, provenan
         raise ModelError(f"model {model}: exploration guards need a committee (≥ 2 models)")
     network, net_id, baseline, type_names = _network(paths[0], float64, device)
     _check_species(atoms, type_names, paths[0])
-    coulomb = _coulomb(baseline, atoms, provenance, paths[0], float64)
-    calc = network if coulomb is None else SumCalculator([network, coulomb])
+    beside = _beside(baseline, atoms, provenance, paths[0])
+    calc = network if beside is None else SumCalculator([network, beside])
     model_id = net_id + ("" if baseline.name == "none" else f" + {baseline.key}")
     calc.ionmix_model_id = model_id
     return LoadedModel(calc, model_id, type_names, baseline)
@@ -121,8 +121,8 @@ def load_committee(paths: Sequence, atoms: Atoms | None = None, *, provenance=No
                             "a committee shares one")
     _, _, baseline, type_names = loaded[0]
     _check_species(atoms, type_names, Path(paths[0]))
-    coulomb = _coulomb(baseline, atoms, provenance, Path(paths[0]), float64)
-    calc = CommitteeCalculator([net for net, _, _, _ in loaded], baseline=coulomb, **guard)
+    beside = _beside(baseline, atoms, provenance, Path(paths[0]))
+    calc = CommitteeCalculator([net for net, _, _, _ in loaded], baseline=beside, **guard)
     model_id = "committee " + ", ".join(i for _, i, _, _ in loaded)
     if baseline.name != "none":
         model_id += f" + {baseline.key}"
@@ -162,19 +162,19 @@ def _check_species(atoms: Atoms | None, type_names, where: Path) -> None:
                          f"the structure also has {' '.join(missing)}")
 
 
-def _coulomb(baseline: Baseline, atoms: Atoms | None, provenance, where: Path,
-             float64: bool):
-    """The Coulomb calculator of `baseline` for `atoms`, checked against it (None without)."""
-    if not baseline.coulomb:
+def _beside(baseline: Baseline, atoms: Atoms | None, provenance, where: Path):
+    """The calculator of what `baseline` computes beside the network (Coulomb, wall) for
+    `atoms`, checked against it (None when there is nothing)."""
+    if not baseline.outside:
         return None
     if atoms is None:
-        raise BaselineError(f"{where}: the model has a Coulomb baseline; loading it needs the "
-                            "structure it will be used on (molecules, ion set)")
+        raise BaselineError(f"{where}: the model has a {baseline.name} baseline; loading it "
+                            "needs the structure it will be used on (molecules, ion set)")
     from ionmix.dataset.provenance import Provenance
 
     ions = (provenance or Provenance()).ion_set(atoms)
     baseline.check_structure(atoms, ions, str(where))
-    return coulomb_calculator(baseline, ions)  # float64 always
+    return baseline_calculator(baseline, ions)  # float64 always
 
 
 def _classical(atoms: Atoms | None, provenance) -> LoadedModel:

@@ -315,9 +315,11 @@ def run_training(
         baseline: the physics under the network (`ionmix.models.baseline.BASELINES`):
             ``none``, ``coulomb`` (the frames' charges × their charge scale, PME; subtracted
             from the labels before training), ``zbl`` (nequip's ZBL pair term, compiled
-            into the model) or ``coulomb+zbl``. Recorded in ``RUN_DIR/baseline.json`` beside
-            the package. nequip's test metrics are on the residual labels, which equal
-            those on the full labels (the baseline is exact on both sides).
+            into the model), ``coulomb+zbl``, ``wall`` (a ZBL wall between molecules,
+            subtracted like Coulomb) or ``coulomb+wall``. Recorded in
+            ``RUN_DIR/baseline.json`` beside the package. nequip's test metrics are on the
+            residual labels, which equal those on the full labels (the baseline is exact on
+            both sides).
         provenance: the frames' `Provenance` (their ion sets; default: none, library ions).
         baseline_cache: SQLite file of baseline labels per frame (default
             ``RUN_DIR/baseline-cache.sqlite``); share one between runs on the same frames
@@ -350,7 +352,7 @@ def run_training(
         uses_stress=float(skeleton["loss_coeffs"].get("stress", 0.0)) > 0,
     )
     under = _baseline(baseline, frames, provenance, initial_model, type_names)
-    if under.coulomb:
+    if under.outside:
         residual = _residual_files(run_dir, under, frames, provenance,
                                    baseline_cache or run_dir / "baseline-cache.sqlite", say)
         train_file, val_file, test_file = (residual.get(r) for r in ("train", "val", "test"))
@@ -429,7 +431,8 @@ def _baseline(name: str, frames: dict[str, list], provenance, initial_model,
 
     prov = provenance or Provenance()
     every = [a for role in ("train", "val", "test") for a in frames.get(role, [])]
-    ion_sets = [prov.ion_set(a) for a in every] if "coulomb" in name else [None] * len(every)
+    beside = "coulomb" in name or "wall" in name
+    ion_sets = [prov.ion_set(a) for a in every] if beside else [None] * len(every)
     under = baseline_for_frames(name, every, ion_sets, "training frames")
     if under.zbl:
         zbl_pair_potential(type_names)
