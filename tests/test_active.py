@@ -12,6 +12,7 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.lj import LennardJones
+from ase.calculators.mixing import SumCalculator
 
 from conftest import TINY_SAMPLE_TOML
 from ionmix.active import CommitteeCalculator, ExplorationStop, TrustWindow, select
@@ -369,15 +370,21 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
 
     models = out / "gen-001" / "models"
     atoms = learned[0].atoms.copy()
-    committee = load_model(models, atoms).calc
-    members = [load_model(p, atoms).calc
+    provenance = DatasetStore(out / "frames.db").provenance()
+    committee = load_model(models, atoms, provenance=provenance).calc
+    members = [load_model(p, atoms, provenance=provenance).calc
                for p in sorted(models.glob("model-*/model.nequip.zip"))]
     energies = []
     for calc in [committee, *members]:
         atoms.calc = calc
         energies.append(atoms.get_potential_energy())
+    # each member is network + the loop's default baseline; the committee adds it once
+    assert all(isinstance(m, SumCalculator) for m in members)
+    assert "coulomb+wall-" in committee.ionmix_model_id
     assert energies[0] == pytest.approx(np.mean(energies[1:]), abs=1e-6)
-    assert all(m.ionmix_model_id in committee.ionmix_model_id for m in members)
+    # the committee's id names every member's network and their one baseline
+    assert all(m.ionmix_model_id.split(" + ")[0] in committee.ionmix_model_id
+               for m in members)
     # the default trust window: calibrated on the committee's own test frames
     from ionmix.active.loop import LearnSettings, _trust_window
 
@@ -385,7 +392,6 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
     calibration.mkdir()
     test_file = out / "gen-001" / "data" / "test.extxyz"
     records = [{"package_path": str(p)} for p in sorted(models.glob("model-*/*.nequip.zip"))]
-    provenance = DatasetStore(out / "frames.db").provenance()
     window = _trust_window(LearnSettings(), records, str(test_file), calibration, provenance)
     direct = []
     for atoms in ase.io.read(test_file, ":"):

@@ -56,7 +56,8 @@ class LearnSettings(BaseModel):
         committee: models per generation (≥ 2; 4 by default, as dpgen).
         preset, overrides: training preset (with stress, for NPT) and nequip overrides.
         baseline: the physics under the networks (`ionmix.models.baseline`): none,
-            coulomb, zbl or coulomb+zbl; each frame's Coulomb labels are computed once
+            coulomb, zbl, coulomb+zbl, wall or coulomb+wall (default: issue 22's ablation,
+            docs/benchmarks.md "Baselines"); each frame's baseline labels are computed once
             (``OUT/baseline-cache.sqlite``) for every member and generation.
         fine_tune_epochs: None: every generation trains from random weights; N: after
             the first, model k fine-tunes from the previous generation's model k for N
@@ -81,7 +82,8 @@ class LearnSettings(BaseModel):
 
     committee: int = Field(4, ge=2)
     preset: str = "cpu-tiny-allegro-npt"
-    baseline: Literal["none", "coulomb", "zbl", "coulomb+zbl", "wall", "coulomb+wall"] = "none"
+    baseline: Literal["none", "coulomb", "zbl", "coulomb+zbl", "wall",
+                      "coulomb+wall"] = "coulomb+wall"
     overrides: dict[str, Any] = Field(default_factory=dict)
     fine_tune_epochs: int | None = Field(None, ge=1)
     n_train: int = Field(100, ge=1)
@@ -440,8 +442,9 @@ def _select(ctx: _Context, gen: Path, trained, window: TrustWindow, walkers: dic
     for i, reason in zip(chosen.chosen, chosen.reasons, strict=True):
         atoms = frames[i].copy()
         atoms.calc = None
-        atoms.info = {k: frames[i].info[k] for k in ("molecules", "ion_set", "composition")
-                      if k in frames[i].info}
+        # what the frame is made of (and its charge scale, for a Coulomb baseline)
+        atoms.info = {k: frames[i].info[k] for k in ("molecules", "ion_set", "composition",
+                                                     "charge_scale") if k in frames[i].info}
         atoms.info.update(walker=names[i], label_id=f"{gen.name}/{names[i]}/{i}",
                           max_force_deviation_eV_per_A=float(deviations[i]),
                           selected_because=reason)

@@ -34,10 +34,11 @@ from ionmix.errors import RunError
 
 #: Tasks that start from a frame (``isolated-atom`` starts from an element).
 FRAME_TASKS = ("single-point", "aimd", "relax", "volume-scan")
-#: Sampling keys a derived label keeps from its source frame (to split by replica etc.).
+#: Sampling keys a derived label keeps from its source frame (to split by replica etc.;
+#: the charge scale, for a student's Coulomb baseline on the derived frames).
 CARRIED_KEYS = ("composition", "molecules", "ion_set", "run_id", "frame_index", "replica",
                 "temperature_K", "pressure_bar", "seed", "time_ps", "ensemble", "generation",
-                "walker")
+                "walker", "charge_scale", "cutoff_A")
 
 
 class LabelFailure(RunError):

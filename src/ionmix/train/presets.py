@@ -269,15 +269,17 @@ PRESETS: dict[str, Preset] = {
             name="cpu-small-allegro-npt",
             backend="allegro",
             description=(
-                "cpu-tiny-allegro-npt with 4x the weights for when the tiny model is at "
+                "cpu-tiny-allegro-npt with 4x the weights, for when the tiny model is at "
                 "capacity: r_max 4.5 Å, l_max 1, 2 layers, 32 scalar / 16 tensor features, "
                 "MLPs 1x64, readout 32 (25.2k weights for 6 species); loss weights, lr, "
                 "batch and epochs as cpu-tiny-allegro-npt. Chosen by "
                 "benchmarks/bench_presets.py (2026-12-06, Li[PF6]/[EMIM][PF6] x = 0.4, 188 "
-                "atoms, 40 train frames, 10 epochs, seed 0): test force MAE 224 vs 293 meV/Å "
-                "and stress MAE 0.78 vs 0.96 meV/Å³ of the tiny preset, for 1.8x its MD work "
-                "per step (1-thread CPU time; 1.6x the 2-thread wall time). A longer cutoff "
-                "(5 Å, or 5.5 Å for Li pairs only) cost 2.3-2.9x and was no more accurate. "
+                "atoms, 40 train frames, 10 epochs, seeds 0 / 1): test force MAE 224 / 246 "
+                "vs 293 / 365 meV/Å and stress MAE 0.78 / 0.91 vs 0.96 / 1.36 meV/Å³ of the "
+                "tiny preset (energy 13.9 / 17.2 vs 10.3 / 25.9 meV/atom), for 1.8x its MD "
+                "work per step (1-thread CPU time of forces + stress) and 2-4x its training "
+                "CPU time. A longer cutoff (5 Å, or 5.5 Å for Li pairs only) cost 2.3-2.9x "
+                "in MD and was no more accurate; r_max 5.5 Å or l_max 2 cost 3.7-6.5x. "
                 "Needs stress labels."
             ),
             cutoff_radius_A=4.5,
