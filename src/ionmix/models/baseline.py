@@ -85,7 +85,7 @@ FORCE_ACCURACY_EV_PER_A = 1e-5
 EWALD_ERROR_TOLERANCE = 1e-5
 #: what computes the Coulomb sum (recorded: another engine is another baseline)
 ENGINE = "torch-pme P3M, float64, forces and stress by autograd"
-#: ZBL is defined for these elements (nequip's table; atomic numbers ≥ 1)
+#: partial charges (e) of a structure's ion and of the baseline's must agree to this
 _CHARGE_MATCH_E = 1e-9
 
 

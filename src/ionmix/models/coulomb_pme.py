@@ -28,7 +28,7 @@ On the same 32³ mesh it is 3-10x more accurate than torch-pme's Lagrange-interp
 interpolation is only continuous). Its parameters (`choose_pme_settings`) follow an
 accuracy target, the RMS force error of torch-pme's error bounds
 (`torchpme.tuning.p3m.P3MErrorBounds`), in eV/Å: the real-space cutoff is
-min(`MAX_DEFAULT_CUTOFF_A`, 0.49 x the shortest box width) as in the classical code, the
+min(12 Å, 0.49 x the shortest box width) as in the classical code (its very rule), the
 mesh the coarsest power of two (torch-pme's meshes are powers of two) on which some
 smearing meets the target, the smearing the one that minimises the bound there. The
 parameters are chosen with the first box and kept (the energy stays a smooth function of
@@ -58,6 +58,7 @@ from vesin import NeighborList
 from ionmix.chemistry.ions import Ion
 from ionmix.chemistry.topology import molecules_of
 from ionmix.errors import InputError
+from ionmix.teachers.classical.system import default_cutoff_A, max_cutoff_A
 
 __all__ = [
     "COULOMB_CONSTANT_EV_A",
@@ -83,11 +84,6 @@ COULOMB_CONSTANT_EV_A: float = torchpme.prefactors.eV_A
 #: stress); at 1e-5: 1.5e-5-5e-5 eV, 2.6e-6-5e-6 eV/Å, 0.3-1.5e-6 eV/Å³. A target of 3e-6
 #: takes a 64³ mesh: 1-2e-6 eV/Å RMS, 3-4x the cost.
 DEFAULT_FORCE_ACCURACY_EV_PER_A: float = 1e-5
-#: Largest default real-space cutoff, Å (the classical code's).
-MAX_DEFAULT_CUTOFF_A: float = 12.0
-#: The default cutoff is at most this fraction of the shortest box width (the classical
-#: code's): just under half, so that no pair meets two images of one atom.
-CUTOFF_BOX_FRACTION: float = 0.49
 #: P3M charge-assignment order (B-splines of degree 4, the most torch-pme offers).
 INTERPOLATION_NODES: int = 5
 
@@ -185,15 +181,6 @@ class PMESettings:
     estimated_error_eV_per_A: float
 
 
-def max_cutoff_A(cell_A: np.ndarray) -> float:
-    """Half the shortest box width (distance between opposite faces), Å."""
-    cell = np.asarray(cell_A, float)
-    volume = abs(np.linalg.det(cell))
-    widths = [volume / np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3]))
-              for k in range(3)]
-    return 0.5 * float(min(widths))
-
-
 def choose_pme_settings(charges_e: np.ndarray, cell_A: np.ndarray,
                         force_accuracy_eV_per_A: float = DEFAULT_FORCE_ACCURACY_EV_PER_A,
                         cutoff_A: float | None = None,
@@ -210,7 +197,7 @@ def choose_pme_settings(charges_e: np.ndarray, cell_A: np.ndarray,
     charges = torch.as_tensor(np.asarray(charges_e, float)).reshape(-1, 1)
     positions = torch.zeros((len(charges), 3), dtype=torch.float64)  # only their count counts
     if cutoff_A is None:
-        cutoff_A = min(MAX_DEFAULT_CUTOFF_A, 2.0 * CUTOFF_BOX_FRACTION * max_cutoff_A(cell_A))
+        cutoff_A = default_cutoff_A(cell_A)
     _check_cutoff(cutoff_A, cell_A)
     bounds = P3MErrorBounds(charges, cell, positions)
     # the bounds are for prefactor 1 (Gaussian units, e²/Å²)

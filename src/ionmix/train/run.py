@@ -437,8 +437,7 @@ def _baseline(name: str, frames: dict[str, list], provenance, initial_model,
     if under.zbl:
         zbl_pair_potential(type_names)
     if initial_model is not None:
-        _fine_tune_from({"training_module": {}}, initial_model)  # names a missing package
-        parent = read_record(initial_model)
+        parent = read_record(_package_path(initial_model))
         if parent.key != under.key:
             raise TrainConfigError(f"initial model {initial_model} was trained with baseline "
                                    f"{parent.key}; fine-tuning it with {under.key} would mix two")
@@ -488,12 +487,18 @@ def _energy_reference(
     return "explicit", {str(k): float(v) for k, v in energy_shifts.items()}
 
 
-def _fine_tune_from(config: dict, initial_model: str | Path) -> dict:
-    """`config` with its model built from the package `initial_model` (nequip's
-    ``ModelFromPackage``: weights, architecture and energy shifts are the package's)."""
+def _package_path(initial_model: str | Path) -> Path:
+    """The absolute path of a fine-tuning package; TrainConfigError naming it if missing."""
     path = Path(initial_model).resolve()
     if not path.is_file() or not path.name.endswith(".nequip.zip"):
         raise TrainConfigError(f"initial model {path}: no such .nequip.zip package")
+    return path
+
+
+def _fine_tune_from(config: dict, initial_model: str | Path) -> dict:
+    """`config` with its model built from the package `initial_model` (nequip's
+    ``ModelFromPackage``: weights, architecture and energy shifts are the package's)."""
+    path = _package_path(initial_model)
     module = {**config["training_module"],
               "model": {"_target_": "nequip.model.ModelFromPackage", "package_path": str(path)}}
     return {**config, "training_module": module}
