@@ -545,3 +545,28 @@ def test_killed_parent_leaves_no_orphan_training(tmp_path):
     else:
         os.kill(child_pid, signal.SIGKILL)
         raise AssertionError("the training subprocess outlived its killed parent")
+
+
+def _trim_threshold_in_worker_and_child(log_dir: str) -> tuple[str | None, str]:
+    """(the worker's MALLOC_TRIM_THRESHOLD_, what a `_run_subprocess` child sees)."""
+    import os
+    from pathlib import Path
+
+    from ionmix.train.run import _run_subprocess
+
+    out = _run_subprocess(["sh", "-c", "echo T=${MALLOC_TRIM_THRESHOLD_-unset}"],
+                          Path(log_dir), Path(log_dir) / "log.txt", "env probe")
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), out
+
+
+def test_training_subprocess_from_a_dask_worker_drops_the_trim_threshold(tmp_path):
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its workers (2x slower nequip-train):
+    the worker has it, the training subprocess it starts must not."""
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        in_worker, child = client.submit(_trim_threshold_in_worker_and_child,
+                                         str(tmp_path)).result()
+    assert in_worker is not None, "Dask's nanny no longer sets the threshold: retire this test"
+    assert "T=unset" in child
