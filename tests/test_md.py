@@ -7,6 +7,8 @@ The MD engine is generic over ASE calculators, so most tests use ASE's Lennard-J
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -17,7 +19,7 @@ from ase.calculators.lj import LennardJones
 from ase.calculators.tip3p import TIP3P
 from pydantic import ValidationError
 
-from ionmix.md import MDBlowUp, MDError, MDSettings, read_thermo, run_md
+from ionmix.md import MDBlowUp, MDError, MDSettings, minimise_reason, read_thermo, run_md
 
 
 def argon(n: int = 3) -> object:
@@ -283,11 +285,12 @@ def test_cli_md_then_validate_with_the_classical_teacher(tiny_sample, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["-T", "-5"], "temperature_K"),
-    (["--pressure-bar", "nan"], "pressure_bar"),
+    (["-T", "-5"], "--temperature-K -5.0"),
+    (["--pressure-bar", "nan"], "--pressure-bar nan: must be a finite number"),
     (["--composition", "LiPF6=0.5,EMIMPF6=0.5"], "no composition"),
     (["--model", "missing.nequip.zip"], "no such file"),
-    (["--max-bond-stretch", "0.8"], "max_bond_stretch"),
+    (["--max-bond-stretch", "0.8"], "--max-bond-stretch 0.8"),
+    (["--index", "0"], "--index 0 picks a frame of a structure file"),
 ])
 def test_cli_md_bad_input_exits_2_before_work(tiny_sample, tmp_path, args, message):
     base = ["md", str(tiny_sample / "frames.db"), "--model", "classical", "--out",
@@ -322,3 +325,240 @@ def test_cli_teacher_density_natively_in_openmm(tiny_sample, tmp_path):
     assert cli(*args).stdout == out.stdout  # a rerun reuses the stored series
     bad = cli(*args[:4], "missing.nequip.zip", *args[5:])
     assert bad.returncode == 2 and "--engine openmm" in bad.stderr
+
+
+# --------------------------------------------------------------------------------------
+# minimisation of a never-relaxed start, blow-up wording, resume keys, option checks
+
+
+def test_a_packed_box_is_minimised_once_before_dynamics(tmp_path):
+    """A box that still carries `ionmix build`'s packmol_seed is relaxed (FIRE, cell fixed,
+    same calculator) before the first step; steps and max forces go to the log and md.json.
+    A restart does not minimise again; minimise=False never minimises."""
+    packed = argon()
+    packed.rattle(0.2, seed=2)
+    packed.info["packmol_seed"] = 7
+    lines = []
+    result = run_md(packed, lj(), settings(ensemble="nvt", n_steps=8), tmp_path / "a",
+                    log=lines.append)
+    done = result.minimisation
+    assert done["reason"] == "a packed box that was never relaxed" and done["steps"] > 0
+    assert done["max_force_after_eV_per_A"] <= 0.5 < done["max_force_before_eV_per_A"]
+    assert len(lines) == 1 and lines[0].startswith("minimised the starting structure")
+    first = ase.io.read(tmp_path / "a" / "trajectory.extxyz", 0)  # the dynamics' start
+    assert np.linalg.norm(first.get_forces(), axis=1).max() <= 0.5
+    np.testing.assert_array_equal(first.cell.array, packed.cell.array)
+    lines.clear()
+    run_md(packed, lj(), settings(ensemble="nvt", n_steps=16), tmp_path / "a",
+           log=lines.append)
+    assert lines == []  # the restart continues from the checkpoint
+    assert json.loads((tmp_path / "a" / "md.json").read_text())["minimisation"] == done
+    skipped = run_md(packed, lj(), settings(ensemble="nvt", n_steps=8, minimise=False),
+                     tmp_path / "b")
+    assert skipped.minimisation is None
+
+
+def test_the_auto_minimisation_rule():
+    """Auto minimises a box packed by `ionmix build` only, whatever the forces (a learned
+    model's large forces are its own error); True/False override it."""
+    packed = argon()
+    packed.info["packmol_seed"] = 1
+    overlapping = argon()
+    overlapping.rattle(0.6, seed=3)  # huge forces, but not known to be unrelaxed
+    assert minimise_reason(packed, settings()) == "a packed box that was never relaxed"
+    assert minimise_reason(argon(), settings()) is None
+    assert minimise_reason(overlapping, settings()) is None
+    assert minimise_reason(packed, settings(minimise=False)) is None
+    assert minimise_reason(argon(), settings(minimise=True)) == "asked for"
+
+
+def test_blow_up_message_names_what_drives_the_dynamics(tmp_path):
+    """A learned model (tagged by `ionmix.models.load_model`) 'left the region it can
+    describe'; any other calculator is not blamed on a model's training region."""
+    model = BlowsUpAfter(n_ok=14)
+    model.ionmix_model_id = "model.nequip.zip sha256:0123456789abcdef"
+    s = settings(ensemble="nvt", n_steps=40)
+    with pytest.raises(MDBlowUp, match="The model left the region it can describe"):
+        run_md(argon(), model, s, tmp_path / "model")
+    with pytest.raises(MDBlowUp) as plain:
+        run_md(argon(), BlowsUpAfter(n_ok=14), s, tmp_path / "plain")
+    assert "model left" not in str(plain.value) and "diverged" in str(plain.value)
+
+
+def test_restart_refuses_another_starting_structure(tmp_path):
+    """The run folder records its start's sha256: other positions, other atoms or other
+    kept momenta are refused, naming the difference; the same start continues."""
+    run_md(argon(), lj(), settings(n_steps=4), tmp_path / "a")
+    moved = argon()
+    moved.rattle(0.01, seed=5)
+    with pytest.raises(MDError, match=r"started from another structure \(Ar108 too, but "
+                                      r"other positions.*use another --out folder"):
+        run_md(moved, lj(), settings(n_steps=8), tmp_path / "a")
+    with pytest.raises(MDError, match=r"Ar108, 108 atoms; this one is Ar32, 32 atoms"):
+        run_md(argon(2), lj(), settings(n_steps=8), tmp_path / "a")
+    run_md(argon(), lj(), settings(n_steps=8), tmp_path / "a")  # the same start goes on
+
+    start = argon()
+    start.set_momenta(np.random.default_rng(0).normal(0.0, 0.05, (len(start), 3)))
+    kept = settings(ensemble="nvt", n_steps=4, initial_velocities="keep")
+    run_md(start, lj(), kept, tmp_path / "kept")
+    start.set_momenta(-start.get_momenta())
+    with pytest.raises(MDError, match="kept momenta"):
+        run_md(start, lj(), kept.model_copy(update={"n_steps": 8}), tmp_path / "kept")
+
+
+# the command line in-process: `ionmix.cli.app` maps ionmix's errors to exit statuses
+# (typer's CliRunner calls the command underneath, where they are still exceptions)
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``ionmix ARGS``."""
+    from ionmix.cli import app
+
+    with pytest.raises(SystemExit) as stop:
+        app([str(a) for a in args], prog_name="ionmix")
+    out, err = capsys.readouterr()
+    return stop.value.code or 0, out, err
+
+
+BOX_TOML = """
+[mixture]
+units = {LiPF6 = {Li = 1, PF6 = 1}, EMIMPF6 = {EMIM = 1, PF6 = 1}}
+compositions = [{LiPF6 = 0.25, EMIMPF6 = 0.75}]
+n_ion_pairs = 4
+charge_scale = 0.8
+
+[sampling]
+temperature_K = 300.0
+equilibration_ps = 0.4
+production_ps = 0.8
+snapshot_interval_ps = 0.1
+seed = 7
+"""
+
+
+@pytest.fixture(scope="module")
+def packed_boxes(tmp_path_factory) -> list[Path]:
+    """Two boxes from `ionmix build` (Li/EMIM/PF6, 4 ion pairs, 86 atoms; replicas 0, 1)."""
+    from typer.testing import CliRunner
+
+    from ionmix.cli import app
+
+    root = tmp_path_factory.mktemp("packed")
+    (root / "box.toml").write_text(BOX_TOML)
+    built = CliRunner().invoke(app, ["build", str(root / "box.toml"), "--out",
+                                     str(root / "boxes")])
+    assert built.exit_code == 0, built.output
+    return sorted((root / "boxes").glob("*.extxyz"))
+
+
+SHORT_NVT = ["--model", "classical", "--ensemble", "nvt", "--steps", "10", "--log-every",
+             "5", "--trajectory-every", "10"]
+
+
+def test_cli_md_minimises_a_built_box(packed_boxes, tmp_path, capsys):
+    """`ionmix md` on a box from `ionmix build` minimises it first and says so;
+    --no-minimise starts the dynamics from the packed positions."""
+    code, _, err = run_cli(capsys, "md", packed_boxes[0], *SHORT_NVT, "--out", tmp_path / "a")
+    assert code == 0, err
+    assert "minimised the starting structure (a packed box that was never relaxed)" in err
+    done = json.loads((tmp_path / "a" / "md.json").read_text())["minimisation"]
+    assert done["max_force_after_eV_per_A"] <= 0.5 < done["max_force_before_eV_per_A"]
+    first = ase.io.read(tmp_path / "a" / "trajectory.extxyz", 0)
+    assert np.linalg.norm(first.get_forces(), axis=1).max() <= 0.5
+    code, _, err = run_cli(capsys, "md", packed_boxes[0], *SHORT_NVT, "--no-minimise",
+                           "--out", tmp_path / "b")
+    assert code == 0 and "minimised" not in err, err
+    assert json.loads((tmp_path / "b" / "md.json").read_text())["minimisation"] is None
+
+
+# ASE's thermostat overflows as the run diverges (a warning outside the test suite)
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning",
+                            "ignore:invalid value:RuntimeWarning")
+def test_cli_classical_blow_up_says_the_integration_diverged(packed_boxes, tmp_path, capsys):
+    """A packed box, not minimised, at 5 fs: the classical force field's run diverges in a
+    few steps, and the message says so (not that a model left its region)."""
+    code, _, err = run_cli(capsys, "md", packed_boxes[0], "--model", "classical",
+                           "--no-minimise", "--timestep-fs", "5", "--ensemble", "nvt",
+                           "--steps", "200", "--log-every", "5", "--trajectory-every", "50",
+                           "--out", tmp_path)
+    assert code == 3, err
+    assert "integration diverged" in err and "--timestep-fs" in err and "--minimise" in err
+    assert "model left" not in err and "Traceback" not in err
+
+
+def test_cli_md_refuses_another_starting_structure(packed_boxes, tmp_path, capsys):
+    """Rerunning `ionmix md` into a run folder with another structure is refused before
+    anything there changes."""
+    code, _, err = run_cli(capsys, "md", packed_boxes[0], *SHORT_NVT, "--out", tmp_path)
+    assert code == 0, err
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    code, _, err = run_cli(capsys, "md", packed_boxes[1], *SHORT_NVT, "--steps", "20",
+                           "--out", tmp_path)
+    assert code == 2 and "Traceback" not in err, err
+    assert f"{tmp_path} holds a run that started from another structure" in err
+    assert "use another --out folder" in err
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["md", "BOX", "--steps", "0"], "--steps 0: input should be greater than or equal to 1"),
+    (["md", "BOX", "--steps", "-3"], "--steps -3"),
+    (["md", "BOX", "--timestep-fs", "-0.5"], "--timestep-fs -0.5"),
+    (["md", "BOX", "-T", "0"], "--temperature-K 0.0"),
+    (["md", "BOX", "--pressure-bar", "inf"], "--pressure-bar inf: must be a finite number"),
+    (["md", "BOX", "--pressure-bar", "2e6"], "--pressure-bar 2000000.0"),
+    (["md", "BOX", "--log-every", "0"], "--log-every 0"),
+    (["md", "BOX", "--trajectory-every", "0"], "--trajectory-every 0"),
+    (["md", "BOX", "--trajectory-every", "15"],
+     "--trajectory-every 15 must be a multiple of --log-every 10"),
+    (["md", "BOX", "--seed", "-1"], "--seed -1"),
+    (["md", "BOX", "--ensemble", "npH"], "--ensemble 'npH'"),
+    (["md", "BOX", "--index", "3"], "--index 3 is out of range"),
+    (["validate", "RUN", "--frames", "0"], "--frames 0"),
+    (["validate", "RUN", "--frames", "-4"], "--frames -4"),
+    (["export-lammps", "BOX", "--steps", "0"], "--steps 0"),
+    (["export-lammps", "BOX", "--steps", "-1"], "--steps -1"),
+    (["export-lammps", "BOX", "-T", "-4"], "--temperature-K -4.0"),
+    (["export-lammps", "BOX", "--pressure-bar", "-1"], "--pressure-bar -1"),
+    (["export-lammps", "BOX", "--timestep-fs", "0"], "--timestep-fs 0.0"),
+    (["export-lammps", "BOX", "--index", "-2"], "--index -2 is out of range"),
+    (["export-lammps", "BOX", "--pair-style", "mace"], "--pair-style 'mace'"),
+])
+def test_cli_bad_options_are_named_as_typed(packed_boxes, tmp_path, capsys, args, message):
+    """Refused (exit status 2) before any work, naming the option, not the setting."""
+    code, _, err = run_cli(capsys, *_command(args, packed_boxes[0], tmp_path))
+    assert code == 2 and message in err, err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def _command(args: list[str], box: Path, tmp_path: Path) -> list:
+    """`args` with BOX/RUN filled in, the model and --out added."""
+    command, target, *rest = args
+    target = box if target == "BOX" else tmp_path / "run"
+    model = {"md": ["--model", "classical"], "validate": [],
+             "export-lammps": ["--model", tmp_path / "model.nequip.zip"]}[command]
+    return [command, target, *model, *rest, "--out", tmp_path / "out"]
+
+
+@pytest.mark.parametrize("command", ["md", "validate", "export-lammps"])
+def test_cli_out_must_be_a_writable_folder(packed_boxes, tmp_path, capsys, monkeypatch,
+                                           command):
+    """--out naming a file, or a folder that cannot be written, is refused up front."""
+    args = _command([command, "RUN" if command == "validate" else "BOX"], packed_boxes[0],
+                    tmp_path)[:-2]
+    taken = tmp_path / "taken.txt"
+    taken.write_text("not a folder")
+    code, _, err = run_cli(capsys, *args, "--out", taken)
+    assert code == 2 and "'--out'" in err and f"{taken} is a file, not a folder" in err, err
+    assert taken.read_text() == "not a folder" and "Traceback" not in err
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # root may write anywhere, so chmod cannot stand in for a read-only folder here
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked
+                        and real_access(path, mode, **kw))
+    code, _, err = run_cli(capsys, *args, "--out", locked / "job")
+    assert code == 2 and "'--out'" in err and f"cannot write into {locked}" in err, err
+    assert not (locked / "job").exists() and "Traceback" not in err

@@ -62,15 +62,19 @@ def test_built_box_runs_md_then_props_on_its_trajectory(built, tmp_path):
 
 APP = """
 import sys
-from ionmix.cli._common import IonmixApp
+import typer
+from ionmix.cli._common import IonmixGroup
 from ionmix.errors import InputError, RunError
 from ionmix.md import MDBlowUp
-app = IonmixApp()
+app = typer.Typer(cls=IonmixGroup)
 KIND = {{"input": InputError, "run": RunError, "blowup": MDBlowUp, "bug": KeyError}}
+@app.callback()
+def root():
+    pass
 @app.command()
 def go():
     raise KIND["{kind}"]("[sampling] the culprit")
-app()
+app(["go"])
 """
 
 

@@ -1,4 +1,4 @@
-"""The transferability study on a tiny real study: 2 compositions, 2 recipes (+1 broken),
+"""The transferability study on a tiny real study: 2 compositions, 2 recipes (+1 refused),
 a few frames, 1 epoch. One study run and one resumed run share a module fixture."""
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ def study(tiny_sample, tmp_path_factory):
     config.write_text(STUDY_TOML)
     out = root / "out"
     shutil.copytree(tiny_sample, out)  # reuse the sampled frames: same config, same runs
-    broken = out / "data" / BROKEN.replace("=", "_") / "train.extxyz"
+    # recipe x=0.75's model folder holds another run: its training is refused
+    broken = out / "models" / BROKEN.replace("=", "_") / "config.yaml"
     broken.parent.mkdir(parents=True)
-    for name in ("train", "val", "test"):
-        (broken.parent / f"{name}.extxyz").write_text("3\ntruncated frame\nLi 0 0 0\n")
+    broken.write_text("model: another run\n")
     cfg = load_study_config(config)
     lines: list[str] = []
     first = run_study(cfg, out, say=lines.append)
@@ -70,7 +70,7 @@ def test_outputs_written(study):
 def test_failing_recipe_does_not_stop_others(study):
     first = study["first"]
     assert list(first.failed) == [BROKEN]
-    assert "train.extxyz" in first.failed[BROKEN]
+    assert "holds a different run" in first.failed[BROKEN]
     assert len(first.metrics) == 4
 
 
@@ -191,3 +191,18 @@ def test_larger_study_single_composition_transfers_worst(tmp_path):
     assert set(ratios) == {"x=0.5", "x=0+1"}
     assert ratios["x=0.5"]["ratio"] > ratios["x=0+1"]["ratio"]
     assert (tmp_path / "out" / "transferability.png").exists()
+
+
+def test_study_test_files_are_inputs_to_md(study):
+    """The study's own test files carry their provenance (ion set, teacher): `md` with the
+    classical teacher runs on one, as on any store frame."""
+    from typer.testing import CliRunner
+
+    from ionmix.cli import app
+
+    out = study["out"]
+    test_file = sorted((out / "data").glob("test_*.extxyz"))[0]
+    result = CliRunner().invoke(app, ["md", str(test_file), "--model", "classical", "--out",
+                                      str(out / "md-from-test-file"), "--ensemble", "nvt",
+                                      "--steps", "2", "--log-every", "1"])
+    assert result.exit_code == 0, result.output

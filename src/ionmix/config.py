@@ -57,10 +57,12 @@ class MixtureConfig(_Strict):
         "strings such as \"2/3\" (see design.check_composition for rounded decimals)")
     grid_step: float | None = Field(
         None, description="all compositions of the units on this mole-fraction grid")
+    # strict: TOML's `true` is not 1 ion pair
     n_ion_pairs: int | None = Field(
-        None, gt=0, description="formula units per box (ion pairs for 1:1 salts)")
-    n_ions: int | None = Field(None, gt=0, description="total ions per box (instead of "
-                               "n_ion_pairs); must give a whole number of formula units")
+        None, gt=0, strict=True, description="formula units per box (ion pairs for 1:1 salts)")
+    n_ions: int | None = Field(None, gt=0, strict=True, description="total ions per box "
+                               "(instead of n_ion_pairs); must give a whole number of formula "
+                               "units")
     charge_scale: float = Field(0.8, gt=0, le=1.0, description="factor on all charges")
     user_ions: dict[str, UserIon] = Field(default_factory=dict)
 
@@ -222,6 +224,8 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif not isinstance(err.get("input"), dict | list):
+            msg += f" (got {err.get('input')!r})"  # the value at fault, as read from the file
         parts.append(f"{loc}: {msg}")
     return f"{source}: " + "; ".join(parts)
 
@@ -245,6 +249,21 @@ def parse_model(model: type[BaseModel], data: dict[str, Any], source: str) -> An
         raise ConfigError(_format_validation_error(exc, source)) from None
 
 
-def load_sample_config(path: str | Path) -> SampleConfig:
-    """Read and validate a sampling config TOML."""
-    return parse_model(SampleConfig, read_toml(path), str(path))
+#: Tables that make a config another command's: table → the command that reads it.
+_OTHER_COMMANDS = {"study": "ionmix transfer", "learn": "ionmix learn"}
+
+
+def check_config_kind(path: str | Path, data: dict[str, Any], command: str) -> None:
+    """ConfigError when `data` (read from `path`) is another command's config, named by a
+    table only that command reads (a study config given to `ionmix build`)."""
+    for table, owner in _OTHER_COMMANDS.items():
+        if table in data and owner != command:
+            raise ConfigError(f"{path} has a [{table}] table: it is a config for `{owner}`, "
+                              f"not `{command}` (remove [{table}] to use it here)")
+
+
+def load_sample_config(path: str | Path, command: str = "ionmix sample") -> SampleConfig:
+    """Read and validate a sampling config TOML (`command`: who reads it, for messages)."""
+    data = read_toml(path)
+    check_config_kind(path, data, command)
+    return parse_model(SampleConfig, data, str(path))

@@ -26,20 +26,42 @@ last checkpoint, and those are recomputed identically on restart):
   byte lengths of ``thermo.csv`` and ``trajectory.extxyz`` at that step. A restart truncates
   both files to those lengths and continues the same trajectory: with a deterministic
   calculator, the continued run is identical to one that was never interrupted.
-* ``md.json``: settings, system, calculator, status (``running``/``done``/``blew_up``),
-  steps done and throughput.
+* ``md.json``: settings, system, calculator, the starting structure's sha256, the
+  minimisation (if any), status (``running``/``done``/``blew_up``), steps done and
+  throughput.
+
+**Minimisation before dynamics.** A structure that was never relaxed (a Packmol box sits
+at tens of kbar, with atoms of neighbouring ions at 2 Å) is minimised first, on a fresh
+start only (never on a restart): ASE's FIRE on the positions with the cell fixed, with the
+same calculator, to a max force of ``MINIMISE_FMAX_EV_PER_A`` (0.5 eV/Å) or at most
+``MINIMISE_MAX_STEPS`` (200) steps. ``MDSettings.minimise`` decides: ``None`` (auto, the
+default) minimises a box packed by `ionmix.build.build_box`, known by the
+``packmol_seed`` info it carries (MD frames and stored snapshots do not: they were
+relaxed by dynamics, and minimising them would quench them); ``True`` always (any other
+never-relaxed structure), ``False`` never. Auto does not judge by the forces: a learned
+model's large forces on a sampled frame are its own error, which minimising with it would
+hide (and would steer an active-learning walker away from where the model's dynamics
+goes). Steps and max force before/after go to ``md.json`` and to `run_md`'s ``log``.
+
+**Restarts** continue only the same run: the settings (all but ``n_steps``), the model
+(its id) and the starting structure (sha256 of its atomic numbers, positions, cell,
+periodicity and masses, and of its momenta when they are kept) must match what ``md.json``
+recorded; otherwise `MDError` names what changed.
 
 A run that leaves sane bounds (non-finite energy, temperature or volume; temperature above
 ``max_temperature_factor`` × target; volume outside a factor ``max_volume_ratio`` of the
 starting volume; a covalent bond longer than ``max_bond_stretch`` × its starting length)
-stops with `MDBlowUp`. Everything written up to the last good frame is
-kept, and the state at the failure goes to ``blowup.extxyz`` for inspection. Running the
+stops with `MDBlowUp`, worded by what drives the dynamics: a learned model left the region
+it can describe; with the classical force field the integration diverged (a smaller time
+step, or a minimised and equilibrated start). Everything written up to the last good frame
+is kept, and the state at the failure goes to ``blowup.extxyz`` for inspection. Running the
 same folder again reports that blow-up (`MDBlowUp`) without stepping into it again.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -65,8 +87,11 @@ __all__ = [
     "MDError",
     "MDResult",
     "MDSettings",
+    "check_can_continue",
+    "minimise_reason",
     "read_thermo",
     "run_md",
+    "start_sha256",
 ]
 
 ENSEMBLES = ("nve", "nvt", "npt")
@@ -79,6 +104,14 @@ RESTART_MAY_CHANGE = ("n_steps",)
 CARRIED_INFO = ("molecules", "charge_scale", "cutoff_A", "composition", "counts", "teacher",
                 "ion_set")
 CARRIED_ARRAYS = ("mol_id", "ion_name")
+#: Frame info key that `ionmix.build.build_box` writes: a structure still carrying it is a
+#: packed box that was never relaxed (MD frames and stored snapshots do not carry it).
+PACKED_INFO = "packmol_seed"
+#: FIRE stops at this max force (eV/Å): enough to remove the clashes that blow MD up; the
+#: thermostat and barostat do the rest.
+MINIMISE_FMAX_EV_PER_A = 0.5
+#: ... or after this many steps (a few seconds for hundreds of atoms with the teacher).
+MINIMISE_MAX_STEPS = 200
 
 
 class MDError(InputError):
@@ -86,7 +119,8 @@ class MDError(InputError):
 
 
 class MDBlowUp(RunError):
-    """The trajectory left sane bounds (the model blew up); the data written so far is kept."""
+    """The trajectory left sane bounds (a learned model left the region it can describe, or
+    the integration diverged); the data written so far is kept."""
 
     exit_code = 3
 
@@ -119,11 +153,16 @@ class MDSettings(BaseModel):
     #: longer than this × its starting length means the model broke a molecule (a learned
     #: student does this long before the temperature or volume notice); None: no check
     max_bond_stretch: float | None = Field(1.5, gt=1.0)
+    #: minimise the starting structure before dynamics (fresh start only, never on a
+    #: restart; module docstring): None = auto (a box packed by `ionmix build`, never
+    #: relaxed: its ``packmol_seed`` info); True: always; False: never
+    minimise: bool | None = None
 
-    @field_validator("temperature_K", "pressure_bar", "timestep_fs")
+    # "before": NaN and inf are named as such, not as failing the bounds below
+    @field_validator("temperature_K", "pressure_bar", "timestep_fs", mode="before")
     @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
+    def _finite(cls, value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("must be a finite number")
         return value
 
@@ -144,6 +183,8 @@ class MDResult:
     steps_per_s: float
     thermo_path: Path
     trajectory_path: Path
+    #: what the fresh start's minimisation did (``md.json``'s record), None if none ran
+    minimisation: dict | None = None
 
 
 def _describe(calc) -> str:
@@ -372,52 +413,107 @@ def _format_row(row: dict) -> str:
     return buf.getvalue()
 
 
-def _check_can_continue(path: Path, settings: MDSettings, calc) -> None:
-    """Refuse to continue the run in ``path.parent`` with other settings or another model
-    (MDError), and report a run that blew up before as blown up (MDBlowUp) rather than
-    re-running it into the same blow-up from its last checkpoint."""
-    record = json.loads(path.read_text()) if path.exists() else {}
+def start_sha256(atoms: Atoms, settings: MDSettings) -> str:
+    """sha256 (hex) of what the dynamics starts from: atomic numbers, positions (Å), cell
+    (Å), periodicity, masses (amu), and the momenta when the run keeps them
+    (``initial_velocities="keep"``; drawn velocities depend on the seed, a setting). A
+    restart must be given the same starting structure."""
+    parts = [np.asarray(atoms.numbers, dtype=np.int64), atoms.get_positions(),
+             atoms.cell.array, np.asarray(atoms.pbc, dtype=bool), atoms.get_masses()]
+    if settings.initial_velocities == "keep":
+        parts.append(atoms.get_momenta())
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(np.ascontiguousarray(part).tobytes())
+    return digest.hexdigest()
+
+
+def _read_record(path: Path) -> dict:
+    """The ``md.json`` record of an earlier call ({} for a new run folder)."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def check_can_continue(out_dir: str | os.PathLike, atoms: Atoms, calc,
+                       settings: MDSettings) -> None:
+    """Raise before anything is written if `run_md` would refuse to continue the run in
+    `out_dir` (MDError: other settings, model or starting structure) or reports its earlier
+    blow-up (MDBlowUp). Nothing to check for a new folder."""
+    out = Path(out_dir)
+    _check_can_continue(out, _read_record(out / "md.json"), settings, calc,
+                        start_sha256(atoms, settings), atoms)
+
+
+def _check_can_continue(out: Path, record: dict, settings: MDSettings, calc,
+                        start_sha: str, atoms: Atoms) -> None:
+    """Refuse to continue the run in `out` (its ``md.json`` `record`) with other settings,
+    another model or another starting structure (MDError), and report a run that blew up
+    before as blown up (MDBlowUp) rather than re-running it into the same blow-up from its
+    last checkpoint. Keys a record of an older ionmix lacks are not compared."""
+    advice = f"use another --out folder, or delete {out} to start over"
     check_same_settings(
         record.get("settings") if record else None, settings.model_dump(), error=MDError,
         may_change=RESTART_MAY_CHANGE, recorded_only=True,
-        what=f"{path.parent} holds a run with other settings",
-        advice=f"use another --out folder, or delete {path.parent} to start over")
+        what=f"{out} holds a run with other settings", advice=advice)
     old_model, model = record.get("model_id"), getattr(calc, "ionmix_model_id", None)
     if old_model and model and old_model != model:
-        raise MDError(f"{path.parent} holds a run of the model {old_model}; this one is "
-                      f"{model} (retrained?): use another --out folder, or delete "
-                      f"{path.parent} to start over")
+        raise MDError(f"{out} holds a run of the model {old_model}; this one is {model} "
+                      f"(retrained, or another --float64?): {advice}")
+    old_start = record.get("start_sha256")
+    if old_start and old_start != start_sha:
+        raise MDError(f"{out} holds a run that started from another structure "
+                      f"({_start_difference(record, atoms, start_sha)}): {advice}")
     if record.get("status") == "blew_up":
         raise MDBlowUp(f"MD stopped at step {record.get('steps_done')}: "
-                       f"{record.get('reason')} (in an earlier call; delete {path.parent} "
+                       f"{record.get('reason')} (in an earlier call; delete {out} "
                        "to run it again)")
 
 
+def _start_difference(record: dict, atoms: Atoms, start_sha: str) -> str:
+    """How `atoms` (sha256 `start_sha`) differs from the start that `record` describes."""
+    old = (record.get("formula"), record.get("n_atoms"))
+    new = (atoms.get_chemical_formula(), len(atoms))
+    if old != new:
+        return f"{old[0]}, {old[1]} atoms; this one is {new[0]}, {new[1]} atoms"
+    return (f"{new[0]} too, but other positions, cell, masses or kept momenta: sha256 "
+            f"{record['start_sha256'][:12]}…, this one {start_sha[:12]}…")
+
+
 def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
-           progress: Callable[[int, int], None] | None = None) -> MDResult:
+           progress: Callable[[int, int], None] | None = None,
+           log: Callable[[str], None] | None = None) -> MDResult:
     """Run (or continue) MD of `atoms` with `calc`, writing into `out_dir`.
 
     Args:
-        atoms: starting structure (not modified). Ignored when `out_dir` holds a checkpoint:
-            the run continues from there (with more steps if ``settings.n_steps`` grew).
+        atoms: starting structure (not modified). When `out_dir` holds a checkpoint the run
+            continues from there (with more steps if ``settings.n_steps`` grew), and
+            `atoms` must be the structure it started from (compared by `start_sha256`).
         calc: any ASE calculator; for NPT it must give stress.
-        settings: see `MDSettings`.
+        settings: see `MDSettings` (``minimise``: the module docstring).
         out_dir: run folder (created).
         progress: called as ``progress(steps_done, n_steps)`` at every log step.
+        log: called with one line when the starting structure is minimised (steps, max
+            force before and after, eV/Å).
 
     Raises:
-        MDError: bad inputs (before any step), or a restart with changed settings or
-            another model.
+        MDError: bad inputs (before any step), or a restart with changed settings, another
+            model or another starting structure.
         MDBlowUp: the trajectory left sane bounds (data up to the last frame kept), now
             or in an earlier call.
     """
     out = Path(out_dir)
+    record = _read_record(out / "md.json")
+    start_sha = start_sha256(atoms, settings)
+    _check_can_continue(out, record, settings, calc, start_sha, atoms)
     out.mkdir(parents=True, exist_ok=True)
-    _check_can_continue(out / "md.json", settings, calc)
     ckpt_path = out / "checkpoint.json"
     checkpoint = json.loads(ckpt_path.read_text()) if ckpt_path.exists() else None
-    atoms = _starting_state(atoms, calc, settings, checkpoint, ckpt_path)
-    run = _open_run(out, atoms, calc, settings, checkpoint)
+    atoms, minimisation = _starting_state(atoms, calc, settings, checkpoint, ckpt_path)
+    if checkpoint is not None:  # what the fresh start recorded (none for older records)
+        start_sha, minimisation = record.get("start_sha256"), record.get("minimisation")
+    elif minimisation is not None and log is not None:
+        log(_describe_minimisation(minimisation))
+    run = _open_run(out, atoms, calc, settings, checkpoint,
+                    {"start_sha256": start_sha, "minimisation": minimisation})
     t0 = time.perf_counter()
     try:
         if checkpoint is None:
@@ -429,9 +525,10 @@ def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
 
 
 def _starting_state(atoms: Atoms, calc, settings: MDSettings, checkpoint: dict | None,
-                    ckpt_path: Path) -> Atoms:
+                    ckpt_path: Path) -> tuple[Atoms, dict | None]:
     """A copy of `atoms` at the checkpoint's state (if any), checked, with `calc` attached
-    and evaluated, and (on a fresh start) with initial velocities drawn."""
+    and evaluated, and on a fresh start minimised (when `minimise_reason` says so) and with
+    initial velocities drawn; with the minimisation's record (None: not minimised)."""
     atoms = atoms.copy()
     if checkpoint is not None:
         state = checkpoint["atoms"]
@@ -444,9 +541,87 @@ def _starting_state(atoms: Atoms, calc, settings: MDSettings, checkpoint: dict |
     check_inputs(atoms, calc, settings)
     atoms.calc = calc
     _first_evaluation(atoms, settings)
-    if checkpoint is None and settings.initial_velocities == "maxwell":
-        _thermalize(atoms, settings)
-    return atoms
+    minimisation = None
+    if checkpoint is None:
+        why = minimise_reason(atoms, settings)
+        if why is not None:
+            minimisation = _minimise(atoms, settings, why)
+            _first_evaluation(atoms, settings)  # the stress at the new positions (NPT)
+        if settings.initial_velocities == "maxwell":
+            _thermalize(atoms, settings)
+    return atoms, minimisation
+
+
+# --------------------------------------------------------------------------------------
+# minimisation of a never-relaxed start
+
+
+def _max_force(atoms: Atoms) -> float:
+    """Largest force on an atom, eV/Å (NaN when a force is not finite)."""
+    return float(np.max(np.linalg.norm(atoms.get_forces(), axis=1)))
+
+
+def minimise_reason(atoms: Atoms, settings: MDSettings) -> str | None:
+    """Why the starting structure is minimised before dynamics, or None when it is not
+    (the rule: `MDSettings.minimise` and the module docstring)."""
+    if settings.minimise is not None:
+        return "asked for" if settings.minimise else None
+    if PACKED_INFO in atoms.info:
+        return "a packed box that was never relaxed"
+    return None
+
+
+def _minimise(atoms: Atoms, settings: MDSettings, why: str) -> dict:
+    """Relax the positions of `atoms` in place (cell fixed) with ASE's FIRE on its own
+    calculator, to MINIMISE_FMAX_EV_PER_A or MINIMISE_MAX_STEPS steps; the record for
+    ``md.json`` (steps, max force before/after in eV/Å). MDBlowUp if the calculator's
+    output turns non-finite or a covalent bond breaks on the way (a learned model can pull
+    atoms apart where it has no data)."""
+    from ase.optimize import FIRE
+
+    bonds = covalent_bonds(atoms) if settings.max_bond_stretch else None
+    before = _max_force(atoms)
+    optimizer = FIRE(atoms, logfile=None)
+    converged = bool(optimizer.run(fmax=MINIMISE_FMAX_EV_PER_A, steps=MINIMISE_MAX_STEPS))
+    after = _max_force(atoms)
+    if not np.isfinite(after) or not np.isfinite(atoms.get_potential_energy()):
+        raise MDBlowUp(f"minimising the starting structure ({why}) gave a non-finite energy "
+                       f"or force after {optimizer.nsteps} steps. "
+                       f"{_blow_up_cause(atoms.calc)}.")
+    broken = bonds is not None and _broken_bond(atoms, bonds, settings.max_bond_stretch)
+    if broken:
+        raise MDBlowUp(f"minimising the starting structure ({why}): {broken}. "
+                       f"{_blow_up_cause(atoms.calc)}.")
+    return {"reason": why, "optimizer": "FIRE", "steps": int(optimizer.nsteps),
+            "converged": converged, "max_force_before_eV_per_A": before,
+            "max_force_after_eV_per_A": after}
+
+
+def _describe_minimisation(record: dict) -> str:
+    """One line for the console: why, steps, and max force before → after."""
+    line = (f"minimised the starting structure ({record['reason']}): {record['steps']} "
+            f"{record['optimizer']} steps, max force {record['max_force_before_eV_per_A']:.3g}"
+            f" → {record['max_force_after_eV_per_A']:.3g} eV/Å")
+    if not record["converged"]:
+        line += (f" (not yet {MINIMISE_FMAX_EV_PER_A:g} eV/Å after {MINIMISE_MAX_STEPS} "
+                 "steps; the dynamics starts from there)")
+    return line
+
+
+def _blow_up_cause(calc) -> str:
+    """What a blow-up means with `calc` driving the dynamics, and what to try."""
+    # the classical teacher (OpenMM's force field) is defined everywhere: it has no
+    # training region to leave, so a blow-up is the integrator diverging (checked by
+    # module to avoid importing OpenMM here)
+    if type(calc).__module__.startswith("ionmix.teachers."):
+        return ("With the classical force field this means the integration diverged (the "
+                "force field has no training region to leave): try a smaller time step "
+                "(--timestep-fs), or minimise (--minimise) and equilibrate the starting "
+                "structure first")
+    if hasattr(calc, "ionmix_model_id"):  # a learned model (ionmix.models.load_model)
+        return "The model left the region it can describe"
+    return (f"The dynamics with {_describe(calc)} diverged: a time step too large, a "
+            "starting structure that was never relaxed, or a calculator outside its range")
 
 
 def _thermalize(atoms: Atoms, settings: MDSettings) -> None:
@@ -463,31 +638,32 @@ def _thermalize(atoms: Atoms, settings: MDSettings) -> None:
 
 
 def _open_run(out: Path, atoms: Atoms, calc, settings: MDSettings,
-              checkpoint: dict | None) -> _Run:
+              checkpoint: dict | None, start: dict) -> _Run:
     """Make the integrator, set the output files to the checkpoint (or start them afresh),
-    record the run as ``running`` in ``md.json`` and open the files for appending."""
+    record the run as ``running`` in ``md.json`` (with `start`: the starting structure's
+    sha256 and its minimisation) and open the files for appending."""
     dyn = _make_dynamics(atoms, settings)
     thermo_path, traj_path = out / "thermo.csv", out / "trajectory.extxyz"
     if checkpoint is not None:
         _restore_integrator(dyn, checkpoint["integrator"])
-        start = int(checkpoint["step"])
+        first = int(checkpoint["step"])
         volume0 = float(checkpoint["volume0_A3"])
         # drop what was written after the checkpoint; it is recomputed identically
         for path, key in ((thermo_path, "thermo_bytes"), (traj_path, "trajectory_bytes")):
             with open(path, "r+b") as fh:
                 fh.truncate(int(checkpoint[key]))
     else:
-        start = 0
+        first = 0
         volume0 = atoms.get_volume() if atoms.cell.rank == 3 else float("nan")
         thermo_path.write_text(",".join(THERMO_COLUMNS) + "\n")
         traj_path.write_bytes(b"")
     meta = {"settings": settings.model_dump(), "calculator": _describe(calc),
             "model_id": getattr(calc, "ionmix_model_id", None),
             "n_atoms": len(atoms), "formula": atoms.get_chemical_formula(),
-            "mass_amu": float(atoms.get_masses().sum()), "status": "running",
-            "steps_done": start, "resumed_from_step": start}
+            "mass_amu": float(atoms.get_masses().sum()), **start, "status": "running",
+            "steps_done": first, "resumed_from_step": first}
     atomic_write_json(out / "md.json", meta)
-    return _Run(out, atoms, dyn, settings, meta, start, volume0)
+    return _Run(out, atoms, dyn, settings, meta, first, volume0)
 
 
 class _Run:
@@ -591,8 +767,8 @@ class _Run:
         self.meta.update(status="blew_up", steps_done=step, reason=why)
         atomic_write_json(self.out / "md.json", self.meta)
         raise MDBlowUp(
-            f"MD stopped at step {step} ({time_ps:.4g} ps): {why}. The model "
-            f"left the region it can describe. Data up to the last checkpoint is kept in "
+            f"MD stopped at step {step} ({time_ps:.4g} ps): {why}. "
+            f"{_blow_up_cause(self.atoms.calc)}. Data up to the last checkpoint is kept in "
             f"{self.out}; the failing structure is in blowup.extxyz")
 
     def finish(self, wall: float) -> MDResult:
@@ -607,7 +783,7 @@ class _Run:
         atomic_write_json(self.out / "md.json", self.meta)
         return MDResult(self.out, s.n_steps, start, wall,
                         n_done / wall if wall > 0 else float("nan"), self.thermo_path,
-                        self.traj_path)
+                        self.traj_path, self.meta.get("minimisation"))
 
 
 def read_thermo(path: str | os.PathLike) -> dict[str, np.ndarray]:

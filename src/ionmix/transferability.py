@@ -91,8 +91,21 @@ def sample_config(cfg: StudyConfig) -> SampleConfig:
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
-    """Read and validate a study TOML (errors name the file and key)."""
-    return parse_model(StudyConfig, read_toml(path), str(path))
+    """Read and validate a study TOML (errors name the file and key), its training
+    preset, overrides and baseline included: a typo there is caught before the sampling."""
+    from ionmix.errors import InputError
+    from ionmix.train.run import check_options
+
+    data = read_toml(path)
+    if "study" not in data:
+        raise ConfigError(f"{path}: no [study] table; a transfer study needs [mixture], "
+                          "[sampling] and [study] (a sampling config goes to `ionmix sample`)")
+    cfg = parse_model(StudyConfig, data, str(path))
+    try:
+        check_options(cfg.study.preset, cfg.study.overrides, cfg.study.baseline)
+    except InputError as exc:
+        raise ConfigError(f"{path} [study]: {exc}") from None
+    return cfg
 
 
 @dataclass(frozen=True)
@@ -327,6 +340,8 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
     # 2. splits: per-composition test files; per-recipe train/val files
     teacher = teacher_spec.key
     test_files = _write_test_files(store, compositions, out / "data", s.n_test, teacher)
+    # beside the split files: they are inputs to label, md, evaluate like any store frame
+    provenance.write(out / "data")
     type_names = sorted({sym for key in test_files for sym in
                          _symbols_of(test_files[key])})
     shifts = _energy_shifts(s, store, teacher, type_names)
@@ -413,19 +428,17 @@ def _energy_shifts(s: StudySettings, store: DatasetStore, teacher: str,
 
 def _write_recipe_splits(store: DatasetStore, recipes: list[Recipe], data_dir: Path,
                          s: StudySettings, teacher: str) -> dict[str, dict[str, str]]:
-    """Recipe name → its train/val/test files (split by replica; kept if already
-    written)."""
+    """Recipe name → its train/val/test files (split by replica; kept when a rerun selects
+    the same frames, refused when it selects others for a recipe already trained)."""
+    from ionmix.train.from_store import write_split
+
     train_files = {}
     for recipe in recipes:
-        rdir = data_dir / _safe(recipe.name)
-        files = {"train": rdir / "train.extxyz", "val": rdir / "val.extxyz",
-                 "test": rdir / "test.extxyz"}
-        if not all(p.exists() for p in files.values()):
-            split = split_by_replica(store, recipe.compositions, s.n_train, s.n_val, s.n_test,
-                                     seed=s.seed, teacher=teacher)
-            atomic_write_extxyz(split.train, files["train"])
-            atomic_write_extxyz(split.val, files["val"])
-            atomic_write_extxyz(split.test, files["test"])
+        split = split_by_replica(store, recipe.compositions, s.n_train, s.n_val, s.n_test,
+                                 seed=s.seed, teacher=teacher)
+        files = write_split({"train": split.train, "val": split.val, "test": split.test},
+                            data_dir / _safe(recipe.name),
+                            data_dir.parent / "models" / _safe(recipe.name))
         train_files[recipe.name] = {k: str(v) for k, v in files.items()}
     return train_files
 

@@ -128,9 +128,16 @@ class LearnConfig(StudyTables):
 
 def load_learn_config(path) -> LearnConfig:
     """Read and validate a learn TOML (errors name the file and key)."""
-    from ionmix.config import parse_model, read_toml
+    from ionmix.config import ConfigError, parse_model, read_toml
+    from ionmix.errors import InputError
+    from ionmix.train.run import check_options
 
-    return parse_model(LearnConfig, read_toml(path), str(path))
+    cfg = parse_model(LearnConfig, read_toml(path), str(path))
+    try:  # a typo in [learn] overrides is caught here, not after the sampling
+        check_options(cfg.learn.preset, cfg.learn.overrides, cfg.learn.baseline)
+    except InputError as exc:
+        raise ConfigError(f"{path} [learn]: {exc}") from None
+    return cfg
 
 
 @dataclass

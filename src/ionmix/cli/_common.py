@@ -3,7 +3,6 @@ place), consoles, the progress bar, and options and helpers used by several comm
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -11,27 +10,30 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from ionmix.errors import IonmixError
 
 
-class IonmixApp(typer.Typer):
-    """A Typer app that reports every `IonmixError` as one line and exits with its status:
-    2 for bad input, 1 for a failed run, 3 for an MD blow-up. Anything else is a bug and
-    keeps its traceback."""
+class IonmixGroup(TyperGroup):
+    """The root command: reports every `IonmixError` as one line and exits with its status
+    (2 for bad input, 1 for a failed run, 3 for an MD blow-up). Anything else is a bug and
+    keeps its traceback. Here, inside the command rather than around the app, so that the
+    console script and click's test runner answer alike."""
 
-    def __call__(self, *args, **kwargs):
+    def invoke(self, ctx):
         try:
-            return super().__call__(*args, **kwargs)
+            return super().invoke(ctx)
         except IonmixError as exc:
             label = {2: "error", 3: "blew up"}.get(exc.exit_code, "failed")
             # escape: messages name config tables like "[sampling]", which rich would eat
             err_console.print(f"[bold red]{label}:[/] {escape(str(exc))}", highlight=False,
                               soft_wrap=True)
-            sys.exit(exc.exit_code)
+            ctx.exit(exc.exit_code)
 
 
-app = IonmixApp(
+app = typer.Typer(
+    cls=IonmixGroup,
     help="Machine-learned potentials for ionic liquids and their mixtures that transfer "
     "across compositions (Goodwin et al., JPCL 2024, as a tool).",
     no_args_is_help=True,
@@ -69,6 +71,29 @@ def progress_bar(description: str, total: int | None = None, completed: int = 0,
         yield update
 
 
+def positive(value: float | None) -> float | None:
+    """Option callback: a number > 0 (a time step, a temperature, a width); click names the
+    option in its message ("Invalid value for '--timestep-fs': ...")."""
+    if value is not None and not value > 0:  # `not >` also refuses NaN
+        raise typer.BadParameter(f"must be > 0 (got {value:g})")
+    return value
+
+
+def out_folder(path: Path | None) -> Path | None:
+    """Option callback for an output folder: refused before any work when it is an existing
+    file or cannot be written (the nearest existing folder above it is read-only)."""
+    import os
+
+    if path is None:
+        return path
+    if path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{path} is a file, not a folder")
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise typer.BadParameter(f"{path}: cannot write into {existing}")
+    return path
+
+
 def fmt_comp(comp: dict[str, float]) -> str:
     return ", ".join(f"{u} {x:g}" for u, x in comp.items() if x)
 
@@ -95,20 +120,27 @@ def load_with_provenance(structure: Path, out: Path | None, index: int = -1,
                          composition: str | None = None, sampled_at_K: float | None = None):
     """The structure and its provenance (teacher spec, ion set); the records the frame uses
     are written to ``out/provenance.json`` so the outputs travel with them."""
-    from ionmix.dataset.provenance import Provenance, load_provenance
+    from ionmix.dataset.provenance import load_provenance
     from ionmix.dataset.structures import load_structure
 
     atoms = load_structure(structure, index=index, composition=composition,
                            sampled_at_K=sampled_at_K)
     provenance = load_provenance(structure)
     if out is not None:
-        ions = provenance.ion_set(atoms)
-        own = Provenance().add(ion_set=ions)
-        if "teacher" in atoms.info or "charge_scale" in atoms.info:
-            own.add(teacher=provenance.teacher_spec(atoms))
-        out.mkdir(parents=True, exist_ok=True)
-        own.write(out)
+        write_provenance(out, atoms, provenance)
     return atoms, provenance
+
+
+def write_provenance(out: Path, atoms, provenance) -> None:
+    """Write the records `atoms` uses (its ion set, and its teacher if it names one) from
+    `provenance` to ``out/provenance.json`` (folder created)."""
+    from ionmix.dataset.provenance import Provenance
+
+    own = Provenance().add(ion_set=provenance.ion_set(atoms))
+    if "teacher" in atoms.info or "charge_scale" in atoms.info:
+        own.add(teacher=provenance.teacher_spec(atoms))
+    out.mkdir(parents=True, exist_ok=True)
+    own.write(out)
 
 
 def run_study(label: str, structure: Path, model: str, composition: str | None, study,

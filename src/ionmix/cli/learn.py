@@ -7,14 +7,19 @@ from typing import Annotated
 
 import typer
 
-from ionmix.cli._common import app, console
+from ionmix.cli._common import (
+    app,
+    console,
+    out_folder,
+)
 
 
 @app.command()
 def learn(
     config: Annotated[Path, typer.Argument(
         help="Learn config (TOML): mixture, sampling, teacher, cluster and learn tables.")],
-    out: Annotated[Path, typer.Option(help="Loop folder; rerun to resume.")] = Path(
+    out: Annotated[Path, typer.Option(
+        callback=out_folder, help="Loop folder; rerun to resume.")] = Path(
         "runs/learn"),
     scheduler: Annotated[str | None, typer.Option(
         help="Address of an existing Dask scheduler (overrides [cluster]).")] = None,

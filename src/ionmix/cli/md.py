@@ -1,4 +1,8 @@
-"""`ionmix md`, `ionmix validate` and `ionmix export-lammps`."""
+"""`ionmix md`, `ionmix validate` and `ionmix export-lammps`.
+
+Every option is checked before any work, and a bad value is refused (exit status 2) with
+the option named as it is typed (``--steps``, not the setting ``n_steps``).
+"""
 
 from __future__ import annotations
 
@@ -15,17 +19,48 @@ from ionmix.cli._common import (
     StructureArg,
     app,
     console,
-    md_settings,
+    load_with_provenance,
+    out_folder,
     progress_bar,
-    run_study,
+    write_provenance,
 )
+from ionmix.errors import InputError
+
+#: `ionmix.md.MDSettings` fields → the options that set them, for error messages.
+OPTION_OF_SETTING = {
+    "ensemble": "--ensemble", "temperature_K": "--temperature-K",
+    "pressure_bar": "--pressure-bar", "timestep_fs": "--timestep-fs", "n_steps": "--steps",
+    "log_interval_steps": "--log-every", "trajectory_interval_steps": "--trajectory-every",
+    "seed": "--seed", "max_bond_stretch": "--max-bond-stretch", "minimise": "--minimise",
+}
+
+
+def checked_settings(command: str, **values):
+    """`MDSettings` from option values; InputError naming every bad option as typed."""
+    from pydantic import ValidationError
+
+    from ionmix.md import MDSettings
+
+    try:
+        return MDSettings(**values)
+    except ValidationError as exc:
+        raise InputError(f"{command}: " + "; ".join(
+            _option_error(e) for e in exc.errors())) from None
+
+
+def _option_error(error: dict) -> str:
+    """One pydantic error as "--option VALUE: why"."""
+    field = str(error["loc"][0]) if error["loc"] else ""
+    why = error["msg"].removeprefix("Value error, ")
+    return f"{OPTION_OF_SETTING.get(field, field)} {error['input']!r}: {why[:1].lower()}{why[1:]}"
 
 
 @app.command()
 def md(
     structure: StructureArg,
     model: ModelOpt,
-    out: Annotated[Path, typer.Option(help="Run folder (log, trajectory, checkpoint).")],
+    out: Annotated[Path, typer.Option(
+        callback=out_folder, help="Run folder (log, trajectory, checkpoint).")],
     ensemble: Annotated[str, typer.Option(help="npt, nvt or nve.")] = "npt",
     temperature_K: Annotated[float, typer.Option("--temperature-K", "-T")] = 300.0,
     pressure_bar: Annotated[float, typer.Option("--pressure-bar", "-P")] = 1.0,
@@ -45,26 +80,47 @@ def md(
         help="Stop (exit status 3) when a covalent bond is longer than this × its starting "
         "length: the model broke a molecule. 0 turns the check off (reactive chemistry).")
     ] = 1.5,
+    minimise: Annotated[bool | None, typer.Option(
+        "--minimise/--no-minimise",
+        help="Minimise the starting structure before dynamics (FIRE, cell fixed, to a max "
+        "force of 0.5 eV/Å or 200 steps, with the same model; never on a restart). Default: "
+        "only a box packed by `ionmix build` (known by its packmol_seed info; never "
+        "relaxed). Pass --minimise for any other structure that was never relaxed.")
+    ] = None,
 ) -> None:
     """NPT/NVT/NVE molecular dynamics with a trained model (or the classical teacher).
 
     Defaults are Goodwin et al.'s: 0.5 fs, Nosé–Hoover chain thermostat and MTK barostat
-    with time constants of 1000 steps. Run the same command again to continue an
-    interrupted run (or to extend it with a larger --steps).
+    with time constants of 1000 steps. A box from `ionmix build` is minimised first (see
+    --minimise). Run the same command again to continue an interrupted run (or to extend
+    it with a larger --steps); a different starting structure, model or setting is refused.
     """
-    from ionmix.md import run_md
+    from ionmix.md import check_can_continue, run_md
+    from ionmix.models import load_model
 
-    settings = md_settings("ionmix md", ensemble=ensemble, temperature_K=temperature_K,
-                            pressure_bar=pressure_bar, n_steps=steps, timestep_fs=timestep_fs,
-                            log_interval_steps=log_every,
-                            trajectory_interval_steps=trajectory_every, seed=seed,
-                            max_bond_stretch=max_bond_stretch or None)
-    label = f"{settings.ensemble} {settings.temperature_K:g} K"
-    result = run_study("md", structure, model, composition, lambda atoms, calc, progress:
-                       run_md(atoms, calc, settings, out,
-                              progress=lambda k, n: progress(label, k, n)),
-                       sampled_at_K=sampled_at_K,
-                       out=out, index=index, float64=float64)
+    settings = checked_settings(
+        "ionmix md", ensemble=ensemble, temperature_K=temperature_K,
+        pressure_bar=pressure_bar, n_steps=steps, timestep_fs=timestep_fs,
+        log_interval_steps=log_every, trajectory_interval_steps=trajectory_every, seed=seed,
+        max_bond_stretch=max_bond_stretch or None, minimise=minimise)
+    if trajectory_every % log_every:
+        raise InputError(f"ionmix md: --trajectory-every {trajectory_every} must be a "
+                         f"multiple of --log-every {log_every}")
+    atoms, provenance = load_with_provenance(structure, None, index, composition,
+                                             sampled_at_K)
+    calc = load_model(model, atoms, provenance=provenance, float64=float64).calc
+    if float64 and model != "classical":
+        # the same network in another precision gives another trajectory: part of the id
+        # a restart compares
+        calc.ionmix_model_id = f"{calc.ionmix_model_id} (float64)"
+    check_can_continue(out, atoms, calc, settings)  # before anything in OUT changes
+    write_provenance(out, atoms, provenance)
+    label = f"md: {settings.ensemble} {settings.temperature_K:g} K"
+    with progress_bar(label, stderr=True) as update:
+        result = run_md(atoms, calc, settings, out,
+                        progress=lambda k, n: update(completed=k, total=n),
+                        log=lambda line: update.console.print(line, highlight=False, markup=False,
+                                                             soft_wrap=True))
     meta = json.loads((out / "md.json").read_text())
     rate = meta.get("steps_per_s")
     console.print(f"[green]{result.steps_done} steps[/] in {out} "
@@ -82,7 +138,7 @@ def validate(
         "the run's provenance.json).")] = None,
     frames: Annotated[int, typer.Option(help="Frames to relabel, equally spaced.")] = 10,
     out: Annotated[Path | None, typer.Option(
-        help="Output folder (default: RUN/validate).")] = None,
+        callback=out_folder, help="Output folder (default: RUN/validate).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Check a model along its own MD trajectory against the teacher (Figure 2c–e): force
@@ -92,8 +148,11 @@ def validate(
     from ionmix.models import load_model
     from ionmix.properties.validate import validate_trajectory
 
+    if frames < 2:
+        raise InputError(f"ionmix validate: --frames {frames}: at least 2 frames are "
+                         "needed for a comparison")
     run_dir = trajectory if trajectory.is_dir() else trajectory.parent
-    out = out or run_dir / "validate"
+    out = out or out_folder(run_dir / "validate")  # the default is checked here
     traj = trajectory / "trajectory.extxyz" if trajectory.is_dir() else trajectory
     first = read_frames(traj, 0, what="trajectory")
     provenance = load_provenance(traj)
@@ -123,7 +182,7 @@ def export_lammps(
     structure: StructureArg,
     model: Annotated[Path, typer.Option(help="Trained model (.nequip.zip or .ckpt).")],
     out: Annotated[Path, typer.Option(
-        help="Job folder (system.data, in.lammps, README.txt), created.")],
+        callback=out_folder, help="Job folder (system.data, in.lammps, README.txt), created.")],
     index: Annotated[int, typer.Option(help="Frame of a multi-frame structure file.")] = -1,
     composition: CompositionOpt = None,
     sampled_at_K: SampledAtOpt = None,
@@ -139,12 +198,22 @@ def export_lammps(
 
     LAMMPS needs the model compiled with nequip-compile on the machine that runs it: the
     command is in in.lammps and README.txt (printed below). Thermostat and barostat time
-    constants are 1000 time steps, as in `ionmix md`.
+    constants are 1000 time steps, as in `ionmix md`, whose limits the options obey (and
+    --pressure-bar must be ≥ 0).
     """
     from ionmix.dataset.provenance import load_provenance
     from ionmix.dataset.structures import load_structure
-    from ionmix.export.lammps import write_lammps_inputs
+    from ionmix.export.lammps import PAIR_STYLES, write_lammps_inputs
 
+    command = "ionmix export-lammps"
+    checked_settings(command, ensemble=ensemble, temperature_K=temperature_K,
+                     pressure_bar=pressure_bar, timestep_fs=timestep_fs, n_steps=steps)
+    if pressure_bar < 0:  # write_lammps_inputs' rule: a barostat under tension is a sign error
+        raise InputError(f"{command}: --pressure-bar {pressure_bar:g}: must be ≥ 0 (edit "
+                         "in.lammps by hand if tension is meant)")
+    if pair_style is not None and pair_style.lower() not in PAIR_STYLES:
+        raise InputError(f"{command}: --pair-style {pair_style!r}: must be one of "
+                         f"{', '.join(PAIR_STYLES)}")
     atoms = load_structure(structure, index=index, composition=composition,
                            sampled_at_K=sampled_at_K)
     paths = write_lammps_inputs(

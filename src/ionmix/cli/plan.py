@@ -24,7 +24,7 @@ def plan(
                                          "optional training and candidates tables.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     max_condition: Annotated[float, typer.Option(
-        help="Largest condition number accepted for the recommended set.")] = (
+        min=1.0, help="Largest condition number accepted for the recommended set.")] = (
         design.DEFAULT_MAX_CONDITION),
 ) -> None:
     """How many compositions (C = N − M), and which, a model must be trained on."""

@@ -21,6 +21,8 @@ from ionmix.cli._common import (
     err_console,
     floats,
     md_settings,
+    out_folder,
+    positive,
     progress_bar,
     run_study,
 )
@@ -63,16 +65,18 @@ def props_eos(
 def props_density(
     structure: StructureArg,
     model: ModelOpt,
-    out: Annotated[Path, typer.Option(help="Study folder (one MD run per temperature).")],
+    out: Annotated[Path, typer.Option(
+        callback=out_folder, help="Study folder (one MD run per temperature).")],
     temperatures: Annotated[str, typer.Option(
         help="Comma-separated temperatures (K).")] = "300,325,350,375",
     steps: Annotated[int, typer.Option(
-        help="MD steps per temperature (equilibration, detected automatically, included)."
+        min=1, help="MD steps per temperature (equilibration, detected automatically, included)."
     )] = 20000,
     pressure_bar: Annotated[float, typer.Option("--pressure-bar", "-P")] = 1.0,
-    timestep_fs: Annotated[float, typer.Option("--timestep-fs")] = 0.5,
-    log_every: Annotated[int, typer.Option(help="Steps between samples.")] = 10,
+    timestep_fs: Annotated[float, typer.Option("--timestep-fs", callback=positive)] = 0.5,
+    log_every: Annotated[int, typer.Option(min=1, help="Steps between samples.")] = 10,
     equilibration_fraction: Annotated[float, typer.Option(
+        min=0.0, max=0.5,
         help="Minimum leading share of each run discarded as equilibration (0-0.5); the "
              "automatic detection usually discards more.")] = 0.0,
     teacher: Annotated[Path | None, typer.Option(
@@ -93,6 +97,9 @@ def props_density(
     from ionmix.properties.studies import density_study
 
     temps = floats(temperatures, "--temperatures")
+    if not temps or not all(0 < t <= 10000 for t in temps):
+        raise ConfigError(f"--temperatures {temperatures!r}: give one or more temperatures, "
+                          "each in (0, 10000] K")
     settings = md_settings("ionmix props density", ensemble="npt",
                             temperature_K=temps[0] if temps else 300.0,
                             pressure_bar=pressure_bar, n_steps=steps, timestep_fs=timestep_fs,
@@ -139,7 +146,8 @@ def props_density(
 def props_compare(
     model_density: Annotated[Path, typer.Argument(
         help="The model's `props density` folder (or its density.json).")],
-    out: Annotated[Path, typer.Option(help="Folder for comparison.md/.json/.png.")],
+    out: Annotated[Path, typer.Option(
+        callback=out_folder, help="Folder for comparison.md/.json/.png.")],
     teacher: Annotated[Path | None, typer.Option(
         help="The teacher's `props density` folder of the same temperatures.")] = None,
     experiment: Annotated[Path | None, typer.Option(
@@ -149,7 +157,8 @@ def props_compare(
     train_run: Annotated[Path | None, typer.Option(
         "--train-run", help="The model's `ionmix train` folder (its test errors).")] = None,
     temperature_K: Annotated[float, typer.Option(
-        "--temperature-K", help="Where ρ, α_P and κ_T are compared (K).")] = 300.0,
+        "--temperature-K", callback=positive,
+        help="Where ρ, α_P and κ_T are compared (K).")] = 300.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Model, teacher and experiment side by side (the paper's Figure 2 as a table): ρ,
@@ -172,20 +181,24 @@ def props_compare(
 def props_compressibility(
     structure: StructureArg,
     model: ModelOpt,
-    out: Annotated[Path, typer.Option(help="Study folder (one MD run per pressure).")],
-    temperature_K: Annotated[float, typer.Option("--temperature-K", "-T")] = 300.0,
+    out: Annotated[Path, typer.Option(
+        callback=out_folder, help="Study folder (one MD run per pressure).")],
+    temperature_K: Annotated[float, typer.Option(
+        "--temperature-K", "-T", callback=positive)] = 300.0,
     pressures: Annotated[str | None, typer.Option(
         help="Comma-separated pressures (bar), increasing. Default: the paper's ramp, "
              "1 bar then --ramp-steps steps of --ramp-step-bar.")] = None,
-    ramp_steps: Annotated[int, typer.Option(help="Number of pressure increments.")] = 18,
-    ramp_step_bar: Annotated[float, typer.Option(help="Pressure increment (bar).")] = 1000.0,
+    ramp_steps: Annotated[int, typer.Option(
+        min=3, help="Number of pressure increments (the Tait fit needs ≥ 4 pressures).")] = 18,
+    ramp_step_bar: Annotated[float, typer.Option(
+        callback=positive, help="Pressure increment (bar).")] = 1000.0,
     steps: Annotated[int, typer.Option(
-        help="MD steps per pressure (equilibration, detected automatically, included)."
+        min=1, help="MD steps per pressure (equilibration, detected automatically, included)."
     )] = 10000,
     first_stage_steps: Annotated[int | None, typer.Option(
-        help="MD steps at the first pressure (default: --steps).")] = None,
-    timestep_fs: Annotated[float, typer.Option("--timestep-fs")] = 0.5,
-    log_every: Annotated[int, typer.Option(help="Steps between samples.")] = 10,
+        min=1, help="MD steps at the first pressure (default: --steps).")] = None,
+    timestep_fs: Annotated[float, typer.Option("--timestep-fs", callback=positive)] = 0.5,
+    log_every: Annotated[int, typer.Option(min=1, help="Steps between samples.")] = 10,
     composition: CompositionOpt = None,
     sampled_at_K: SampledAtOpt = None,
     seed: Annotated[int, typer.Option()] = 0,
@@ -197,6 +210,9 @@ def props_compressibility(
 
     ramp = (floats(pressures, "--pressures") if pressures is not None
             else [1.0] + [ramp_step_bar * k for k in range(1, ramp_steps + 1)])
+    if len(ramp) < 4 or any(b <= a for a, b in zip(ramp, ramp[1:], strict=False)):
+        raise ConfigError(f"--pressures {pressures!r}: the Tait fit needs ≥ 4 pressures, "
+                          "increasing")
     settings = md_settings("ionmix props compressibility", ensemble="npt",
                             temperature_K=temperature_K, n_steps=steps,
                             timestep_fs=timestep_fs, log_interval_steps=log_every,
@@ -240,22 +256,24 @@ def _print_warnings(warnings: list[str]) -> None:
 def props_transport(
     run: RunArg,
     temperature_K: Annotated[float | None, typer.Option(
-        "--temperature-K", "-T", help="Temperature (default: the run's md.json).")] = None,
+        "--temperature-K", "-T", callback=positive,
+        help="Temperature (default: the run's md.json).")] = None,
     time_step_ps: Annotated[float | None, typer.Option(
-        help="Time between frames, ps (default: the frames' time_ps).")] = None,
+        callback=positive, help="Time between frames, ps (default: the frames' time_ps).")] = None,
     formal_charges: Annotated[bool, typer.Option(
         "--formal-charges", help="Use the ions' integer charges, not × the recorded "
         "charge scale.")] = False,
     viscosity_Pa_s: Annotated[float | None, typer.Option(
-        "--viscosity-Pa-s", help="Shear viscosity for the Yeh–Hummer correction of D "
+        "--viscosity-Pa-s", callback=positive,
+        help="Shear viscosity for the Yeh–Hummer correction of D "
         "(not applied without it).")] = None,
     segments: Annotated[int, typer.Option(
-        help="Disjoint segments for the error bars; the fit window ends at half a "
+        min=2, help="Disjoint segments for the error bars; the fit window ends at half a "
              "segment.")] = 4,
     slope_tolerance: Annotated[float, typer.Option(
-        help="Diffusive window: |log-log slope of the MSD − 1| allowed.")] = 0.2,
+        callback=positive, help="Diffusive window: |log-log slope of the MSD − 1| allowed.")] = 0.2,
     molecules: MoleculesOpt = None,
-    out: Annotated[Path | None, typer.Option(
+    out: Annotated[Path | None, typer.Option(callback=out_folder,
         help="Folder for transport.json and msd.png (default: the run folder's "
              "transport/).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -309,11 +327,12 @@ def props_structure(
         help="Comma-separated pairs A-B; A, B = ELEMENT, ELEMENT@ION or @ION (molecular "
              "centre), e.g. 'Li-F@PF6,@EMIM-@PF6'.")] = "Li-F@PF6",
     r_max_A: Annotated[float | None, typer.Option(
-        "--r-max-A", help="Largest distance (default: half the box, at most 12 Å).")] = None,
-    bin_width_A: Annotated[float, typer.Option("--bin-width-A")] = 0.05,
-    every: Annotated[int, typer.Option(help="Use every N-th frame.")] = 1,
+        "--r-max-A", callback=positive,
+        help="Largest distance (default: half the box, at most 12 Å).")] = None,
+    bin_width_A: Annotated[float, typer.Option("--bin-width-A", callback=positive)] = 0.05,
+    every: Annotated[int, typer.Option(min=1, help="Use every N-th frame.")] = 1,
     molecules: MoleculesOpt = None,
-    out: Annotated[Path | None, typer.Option(
+    out: Annotated[Path | None, typer.Option(callback=out_folder,
         help="Folder for structure.json and rdf.png (default: the run folder's "
              "structure/).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

@@ -43,6 +43,7 @@ def pseudo_generate(
         help="A pslibrary checkout (github.com/dalcorso/pslibrary): cards from its job "
         "scripts.")] = None,
     from_upf: Annotated[list[Path] | None, typer.Option(
+        exists=True, dir_okay=False,
         help="pslibrary UPF file(s) to regenerate from their own embedded input card "
         "(repeatable).")] = None,
     elements: Annotated[str, typer.Option(
@@ -106,7 +107,7 @@ def pseudo_compare(
     composition: Annotated[str | None, typer.Option(
         help="With a store: only this composition key.")] = None,
     frames: Annotated[int | None, typer.Option(
-        help="Equally spaced frames per composition (default: all).")] = None,
+        min=1, help="Equally spaced frames per composition (default: all).")] = None,
     workdir: Annotated[Path | None, typer.Option(
         help="Keep pw.x runs here (default: a temporary folder, removed).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

@@ -11,6 +11,7 @@ from rich.table import Table
 from ionmix.cli._common import (
     app,
     console,
+    out_folder,
     progress_bar,
 )
 
@@ -19,7 +20,8 @@ from ionmix.cli._common import (
 def build(
     config: Annotated[Path, typer.Argument(
         help="Sampling config (TOML) with mixture and sampling tables.")],
-    out: Annotated[Path, typer.Option(help="Output folder for the boxes.")] = Path("boxes"),
+    out: Annotated[Path, typer.Option(
+        callback=out_folder, help="Output folder for the boxes.")] = Path("boxes"),
 ) -> None:
     """Pack one box per composition and replica with Packmol (extxyz + PDB), no MD."""
     import ase.io
@@ -29,7 +31,7 @@ def build(
     from ionmix.dataset.provenance import Provenance
     from ionmix.sampling import plan_sampling
 
-    cfg = load_sample_config(config)
+    cfg = load_sample_config(config, "ionmix build")
     plan = plan_sampling(cfg)
     out.mkdir(parents=True, exist_ok=True)
     # the boxes' ion set (and teacher) travel with them, for md/props on a built box
@@ -51,7 +53,8 @@ def build(
 def sample(
     config: Annotated[Path, typer.Argument(
         help="Sampling config (TOML) with mixture and sampling tables.")],
-    out: Annotated[Path, typer.Option(help="Study folder (runs, logs, checkpoints).")] = Path(
+    out: Annotated[Path, typer.Option(
+        callback=out_folder, help="Study folder (runs, logs, checkpoints).")] = Path(
         "runs/sample"),
     dataset: Annotated[str | None, typer.Option(
         help="ASE database URL or path for the frames (default OUT/frames.db).")] = None,

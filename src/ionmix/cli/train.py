@@ -13,6 +13,7 @@ from ionmix.cli._common import (
     app,
     console,
     err_console,
+    out_folder,
     progress_bar,
 )
 from ionmix.config import ConfigError
@@ -23,12 +24,13 @@ from ionmix.train.presets import PRESETS
 def transfer(
     study: Annotated[Path, typer.Argument(help="Study config (TOML) with mixture, sampling and "
                                           "study tables.")],
-    out: Annotated[Path, typer.Option(help="Study folder; rerun to resume or extend.")] = Path(
+    out: Annotated[Path, typer.Option(
+        callback=out_folder, help="Study folder; rerun to resume or extend.")] = Path(
         "runs/transfer"),
     scheduler: Annotated[str | None, typer.Option(
         help="Address of an existing Dask scheduler (e.g. tcp://host:8786); default: a "
         "LocalCluster on this machine.")] = None,
-    workers: Annotated[int | None, typer.Option(
+    workers: Annotated[int | None, typer.Option(min=1,
         help="LocalCluster workers (default: cores // 4, at least 1).")] = None,
 ) -> None:
     """The transferability study: sample, train one model per recipe, test everywhere.
@@ -76,12 +78,14 @@ def train(
     dataset: Annotated[str, typer.Option(help="Dataset store (path or ASE database URL).")],
     composition: Annotated[list[str], typer.Option(
         help="Training composition, e.g. LiPF6=0.4,EMIMPF6=0.6 (repeat for several).")],
-    out: Annotated[Path, typer.Option(help="Run folder (config, checkpoints, package).")],
+    out: Annotated[Path, typer.Option(
+        callback=out_folder, help="Run folder (config, checkpoints, package).")],
     preset: Annotated[str, typer.Option(help="Preset name: " + ", ".join(PRESETS) + ".")] =
         "cpu-tiny-nequip",
-    n_train: Annotated[int, typer.Option(help="Training frames per composition.")] = 40,
-    n_val: Annotated[int, typer.Option(help="Validation frames per composition.")] = 5,
-    n_test: Annotated[int, typer.Option(help="Test frames per composition (replica 1).")] = 20,
+    n_train: Annotated[int, typer.Option(min=1, help="Training frames per composition.")] = 40,
+    n_val: Annotated[int, typer.Option(min=1, help="Validation frames per composition.")] = 5,
+    n_test: Annotated[int, typer.Option(
+        min=1, help="Test frames per composition (replica 1).")] = 20,
     energy_reference: Annotated[str, typer.Option(
         help="isolated-atoms (the teacher's isolated-atom energies), fit or mean.")] =
         "isolated-atoms",
@@ -90,7 +94,8 @@ def train(
         "several teachers' labels).")] = None,
     override: Annotated[list[str] | None, typer.Option(
         help="Config override key=value (nequip config path), e.g. max_epochs=20.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for split, initialisation, shuffling.")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, help="Seed for split, initialisation, shuffling.")] = 0,
     initial_model: Annotated[Path | None, typer.Option(
         help="Fine-tune: start from this packaged model (.nequip.zip) instead of random "
         "weights.")] = None,
@@ -126,7 +131,7 @@ def evaluate(
     model: Annotated[Path, typer.Argument(help="Packaged model (.nequip.zip) or checkpoint.")],
     data: Annotated[Path, typer.Option(help="Labelled frames: extxyz/any ASE file, or a "
                                        "dataset store (.db).")],
-    replica: Annotated[int | None, typer.Option(
+    replica: Annotated[int | None, typer.Option(min=0,
         help="With a dataset store: only this replica (e.g. 1, the test replica).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -139,11 +144,12 @@ def evaluate(
     if data.suffix == ".db":
         from ionmix.dataset import DatasetStore
 
-        frames = [f.atoms for f in DatasetStore(data).select(replica=replica)]
+        frames = [f.atoms for f in DatasetStore(data, must_exist=True).select(replica=replica)]
     else:
         frames = read_frames(data, ":", what="data")
     if not frames:
-        raise TrainDataError(f"no frames selected from {data}")
+        which = f" of replica {replica}" if replica is not None else ""
+        raise TrainDataError(f"no frames{which} in {data}")
     group = "composition" if all("composition" in a.info for a in frames) else None
     result = run_evaluate(model, frames, group_by=group)
     if as_json:

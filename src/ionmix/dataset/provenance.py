@@ -112,7 +112,7 @@ def load_provenance(path: str | os.PathLike) -> Provenance:
     if path.suffix == ".db" and path.is_file():
         from ionmix.dataset.store import DatasetStore
 
-        records = DatasetStore(path).records()
+        records = DatasetStore(path, must_exist=True).records()
         return Provenance(records["teachers"], records["ion_sets"], str(path))
     folder = path if path.is_dir() else path.parent
     file = next((f for f in (folder / FILE_NAME, folder.parent / FILE_NAME) if f.is_file()),

@@ -73,11 +73,19 @@ def composition_key(composition: dict[str, float]) -> str:
 
 
 def parse_composition_key(text: str) -> dict[str, float]:
-    """Inverse of `composition_key`."""
+    """Inverse of `composition_key`; DatasetError naming `text` when it is not
+    ``UNIT=FRACTION,...`` with fractions in [0, 1]."""
     out = {}
     for part in text.split(","):
-        unit, _, value = part.partition("=")
-        out[unit] = float(value)
+        unit, _, value = part.strip().partition("=")
+        try:
+            fraction = float(value)
+        except ValueError:
+            fraction = float("nan")
+        if not unit or not 0.0 <= fraction <= 1.0:
+            raise DatasetError(f"composition {text!r}: expected UNIT=FRACTION,... with "
+                               "fractions in [0, 1], e.g. LiPF6=0.4,EMIMPF6=0.6")
+        out[unit.strip()] = fraction
     return out
 
 
@@ -125,17 +133,72 @@ def _where(kv: dict[str, Any]) -> str:
     return f"frame {kv.get('label_id', '?')}"
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_store_file(path: Path, must_exist: bool) -> None:
+    """Refuse a path that cannot be a store before ASE touches it: ASE would create a
+    missing file, write its schema into an empty or foreign SQLite file, or fail later
+    with sqlite3.DatabaseError."""
+    if not path.exists():
+        if must_exist:
+            raise DatasetError(f"{path}: no such dataset store")
+        return
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a folder, not a dataset store (.db file)")
+    size = path.stat().st_size
+    if size == 0:
+        if must_exist:
+            raise DatasetError(f"{path}: empty file, not a dataset store")
+        return  # an empty file given as an output: becomes the store
+    with open(path, "rb") as fh:
+        head = fh.read(len(_SQLITE_MAGIC))
+    if head != _SQLITE_MAGIC:
+        raise DatasetError(f"{path}: not a dataset store (ionmix stores are ASE SQLite "
+                           "databases; this file is another format)")
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master "
+                                                "WHERE type='table'")}
+            if "systems" in tables:
+                con.execute("SELECT count(*) FROM systems").fetchone()
+            # a truncated file reads fine until a missing page is needed: compare its
+            # size with the size its header declares (pages × page size)
+            pages = con.execute("PRAGMA page_count").fetchone()[0]
+            page_size = con.execute("PRAGMA page_size").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise DatasetError(f"{path}: unreadable SQLite database ({exc}): truncated or "
+                           "corrupt") from None
+    if size < pages * page_size and not path.with_name(path.name + "-wal").exists():
+        raise DatasetError(f"{path}: truncated ({size} bytes; its header declares "
+                           f"{pages * page_size})")
+    if "systems" not in tables and (must_exist or tables):
+        raise DatasetError(f"{path}: an SQLite database without ASE's tables, not a "
+                           "dataset store")
+
+
 class DatasetStore:
     """Frames with labels and metadata in an ASE database.
 
     Args:
-        url: an ASE database URL or a path (``.db`` → SQLite). Parent folders are created.
+        url: an ASE database URL or a path (``.db`` → SQLite). A new file (and its parent
+            folders) is created unless `must_exist`.
+        must_exist: the store is an input: a missing path is an error, never a new empty
+            database (a mistyped path would otherwise read as "0 frames").
+
+    Raises:
+        DatasetError: the path is missing (with `must_exist`), a folder, or a file that is
+            not an ionmix/ASE SQLite database (another format, truncated, corrupt).
     """
 
-    def __init__(self, url: str | os.PathLike):
+    def __init__(self, url: str | os.PathLike, must_exist: bool = False):
         url = str(url)
         if "://" not in url:
-            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            _check_store_file(Path(url), must_exist)
+            if not must_exist:
+                Path(url).parent.mkdir(parents=True, exist_ok=True)
         self.url = url
         # A bare path is always SQLite, whatever its extension; URLs pick their backend.
         self._db = ase.db.connect(url) if "://" in url else ase.db.connect(url, type="db")
@@ -163,6 +226,23 @@ class DatasetStore:
             changed = True
         if changed:
             self._db.metadata = meta
+
+    def metadata_entry(self, key: str) -> Any:
+        """A JSON-able entry of the store's metadata beside its records (None if absent),
+        e.g. ``label_options`` (`ionmix.labelling`)."""
+        return dict(self._db.metadata).get(key)
+
+    def set_metadata_entry(self, key: str, value: Any) -> None:
+        """Set one metadata entry; the records and every other entry are kept."""
+        if key in ("teachers", "ion_sets"):
+            raise DatasetError(f"metadata {key!r} holds the store's records: use register()")
+        meta = dict(self._db.metadata)
+        meta[key] = value
+        self._db.metadata = meta
+
+    def count(self, **selection: Any) -> int:
+        """Rows matching ASE key-value `selection` (e.g. ``teacher=..., task=...``)."""
+        return self._db.count(**selection)
 
     def provenance(self):
         """The store's records as a `Provenance` (resolves frames' teacher and ion set)."""
@@ -336,13 +416,14 @@ def split_by_replica(store: DatasetStore, compositions: Iterable[dict[str, float
     for comp in compositions:
         key = comp if isinstance(comp, str) else composition_key(comp)
         pool = store.select(key, temperature_K, train_replica, teacher)
-        picked = equally_spaced(pool, n_train + n_val, f"{key} replica {train_replica}")
+        picked = equally_spaced(pool, n_train + n_val, f"{key} replica {train_replica} "
+                                f"(n_train {n_train} + n_val {n_val})")
         order = rng.permutation(len(picked))
         train += [picked[i] for i in sorted(order[:n_train])]
         val += [picked[i] for i in sorted(order[n_train:])]
         if n_test:
             pool = store.select(key, temperature_K, test_replica, teacher)
-            test += equally_spaced(pool, n_test, f"{key} replica {test_replica}")
+            test += equally_spaced(pool, n_test, f"{key} replica {test_replica} (n_test)")
     return Split(train, val, test)
 
 

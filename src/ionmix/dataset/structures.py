@@ -8,7 +8,7 @@ from pathlib import Path
 from ase import Atoms
 
 from ionmix.errors import InputError
-from ionmix.io import read_frames
+from ionmix.io import ReadError, read_frames
 
 __all__ = ["StructureError", "load_structure"]
 
@@ -33,16 +33,52 @@ def load_structure(path: str | os.PathLike, index: int = -1,
 
     Returns:
         Atoms without a calculator (labels dropped).
+
+    Raises:
+        StructureError: no such file; ``index`` out of range for the file (named as the
+            command line's ``--index``) or given with a store (whose frame is picked by
+            composition, replica and temperature); a store without that frame.
     """
     path = Path(path)
     if not path.exists():
         raise StructureError(f"structure {path}: no such file")
     if path.suffix == ".db":
+        if index != -1:
+            raise StructureError(f"--index {index} picks a frame of a structure file; the "
+                                 f"frame of a dataset store such as {path} is picked by "
+                                 "--composition (and --sampled-at-K): leave --index out")
         atoms = _frame_from_store(path, composition, replica, sampled_at_K)
     else:
-        atoms = read_frames(path, index)
+        atoms = _frame_of_file(path, index)
     atoms.calc = None
     return atoms
+
+
+def _frame_of_file(path: Path, index: int) -> Atoms:
+    """Frame `index` of a structure file; StructureError naming ``--index`` when the file
+    has no such frame (other read errors pass as they are)."""
+    if index < -1:
+        # ASE reads a negative index beyond the first frame as the first frame: count
+        frames = read_frames(path, ":")
+        _check_index(path, index, len(frames))
+        return frames[index]
+    try:
+        return read_frames(path, index)
+    except ReadError as error:
+        try:  # only on failure: counting the frames reads the whole file
+            n_frames = len(read_frames(path, ":"))
+        except ReadError:
+            raise error from None
+        _check_index(path, index, n_frames)
+        raise
+
+
+def _check_index(path: Path, index: int, n_frames: int) -> None:
+    """StructureError naming --index unless frame `index` is one of `n_frames`."""
+    if not -n_frames <= index < n_frames:
+        raise StructureError(
+            f"structure {path} has {n_frames} frame(s), so --index {index} is out of range "
+            f"(use 0 to {n_frames - 1}, or -{n_frames} to -1 counting from the end)")
 
 
 def _frame_from_store(path: Path, composition: str | None, replica: int | None,

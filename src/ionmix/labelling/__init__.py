@@ -6,14 +6,18 @@
 
 from ionmix.labelling.run import (
     TASK_NAMES,
+    FailureLog,
     LabelError,
     LabelSummary,
+    check_input,
+    check_selection,
+    check_task,
     label,
     label_frames,
     select_frames,
 )
-from ionmix.labelling.tasks import LabelFailure, TaskOptions
+from ionmix.labelling.tasks import LabelFailure, TaskOptions, check_task_options
 
-__all__ = ["TASK_NAMES", "LabelError", "LabelFailure", "LabelSummary", "TaskOptions", "label",
-           "label_frames",
-           "select_frames"]
+__all__ = ["TASK_NAMES", "FailureLog", "LabelError", "LabelFailure", "LabelSummary",
+           "TaskOptions", "check_input", "check_selection", "check_task",
+           "check_task_options", "label", "label_frames", "select_frames"]

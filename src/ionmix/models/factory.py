@@ -60,6 +60,11 @@ class LoadedModel:
     baseline: Baseline | None
     committee: CommitteeCalculator | None = None
 
+    def check_species(self, atoms: Atoms, where: str = "the structure") -> None:
+        """ModelError when `atoms` (named `where`) has species the network lacks: checked
+        here, not left to nequip's KeyError in the middle of a run."""
+        _check_species(atoms, self.type_names, self.model_id, where)
+
 
 def model_paths(model: str | os.PathLike) -> list[Path]:
     """The network file(s) behind a model path: one package/checkpoint, the package of a
@@ -135,8 +140,7 @@ def _network(path: Path, float64: bool, device: str):
     from ionmix.train import load_calculator
     from ionmix.train.data import file_sha256
 
-    if not path.is_file():
-        raise ModelError(f"model {path}: no such file")
+    _check_model_file(path)
     sha = file_sha256(path)
     baseline = read_record(path, sha if path.name.endswith(PACKAGE_SUFFIX) else None)
     try:
@@ -152,14 +156,40 @@ def _network(path: Path, float64: bool, device: str):
     return calc, f"{path.name} sha256:{sha[:16]}", baseline, type_names
 
 
-def _check_species(atoms: Atoms | None, type_names, where: Path) -> None:
-    """ModelError when the structure has species the network was not trained on."""
+#: What a network file may be: nequip's package or a training checkpoint (both zip archives).
+MODEL_SUFFIXES = (PACKAGE_SUFFIX, ".ckpt")
+
+
+def _check_model_file(path: Path) -> None:
+    """ModelError naming `path` when it cannot be a network file: missing, another kind of
+    file (a config, a structure), or a damaged archive (packages and checkpoints are zip
+    archives: a truncated download fails the zip check before torch sees it)."""
+    import zipfile
+
+    if not path.is_file():
+        raise ModelError(f"model {path}: no such file")
+    if not path.name.endswith(MODEL_SUFFIXES):
+        raise ModelError(f"model {path}: not a model file (expected one of "
+                         f"{', '.join(MODEL_SUFFIXES)}, a model or committee folder, or "
+                         "'classical')")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(f"model {path}: damaged or truncated archive ({exc})") from None
+    if damaged is not None:
+        raise ModelError(f"model {path}: damaged archive (bad CRC in {damaged})")
+
+
+def _check_species(atoms: Atoms | None, type_names, model, where: str = "the structure"
+                   ) -> None:
+    """ModelError when `atoms` has species the network was not trained on."""
     if atoms is None or type_names is None:
         return
     missing = sorted(set(atoms.get_chemical_symbols()) - set(type_names))
     if missing:
-        raise ModelError(f"model {where}: it was trained on {' '.join(type_names)} only; "
-                         f"the structure also has {' '.join(missing)}")
+        raise ModelError(f"model {model}: it was trained on {' '.join(type_names)} only; "
+                         f"{where} also has {' '.join(missing)}")
 
 
 def _beside(baseline: Baseline, atoms: Atoms | None, provenance, where: Path):

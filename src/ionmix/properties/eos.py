@@ -63,7 +63,8 @@ def fit_tait(pressure_bar, volume_A3, reference_pressure_bar: float | None = Non
 
     Raises:
         EOSError: too few points, non-finite or non-positive volumes, repeated pressures,
-            or a volume that does not decrease with pressure (naming the rows).
+            a volume that does not decrease with pressure (naming the rows), or a
+            reference pressure outside the table.
     """
     from scipy.optimize import curve_fit
 
@@ -91,6 +92,11 @@ def fit_tait(pressure_bar, volume_A3, reference_pressure_bar: float | None = Non
             f"{v[i + 1]:.6g} Å³ at {p[i + 1]:g} bar (noisy MD means: run each pressure longer, "
             "or use fewer, wider-spaced pressures)")
     p0 = float(p[0]) if reference_pressure_bar is None else float(reference_pressure_bar)
+    if not p[0] <= p0 <= p[-1]:
+        # outside the data the Tait form is an extrapolation (below the table, 1 + (P−P0)/B
+        # may even turn negative): the reference must be a measured pressure range
+        raise EOSError(f"reference pressure {p0:g} bar (--reference-pressure-bar) is outside "
+                       f"the table's pressures, {p[0]:g} to {p[-1]:g} bar")
     # Start from a linear fit: κ ≈ −slope/V, and the common C ≈ 0.0894 (Tait/Dymond).
     slope = np.polyfit(p, v, 1)[0]
     v0_guess = float(np.interp(p0, p, v))

@@ -104,7 +104,10 @@ def evaluate(
     if isinstance(model, str | Path):
         from ionmix.models import load_model
 
-        model = load_model(model, frames[0], provenance=provenance, device=device).calc
+        loaded = load_model(model, frames[0], provenance=provenance, device=device)
+        for k, atoms in enumerate(frames):
+            loaded.check_species(atoms, f"frame {k}")
+        model = loaded.calc
 
     records: list[dict[str, Any]] = []
     for k, atoms in enumerate(frames):

@@ -14,8 +14,8 @@ from typing import Any
 from ionmix.dataset import DatasetStore, atomic_write_extxyz, composition_key, split_by_replica
 
 from .energy import per_type_energy_shifts
-from .errors import TrainDataError
-from .run import TrainResult, run_training
+from .errors import TrainConfigError, TrainDataError
+from .run import MANIFEST_NAME, TrainResult, check_options, run_training
 
 
 def train_from_store(
@@ -60,9 +60,14 @@ def train_from_store(
     """
     if not compositions:
         raise TrainDataError("empty selection: give at least one training composition")
-    store = DatasetStore(dataset)
+    check_options(preset, overrides, baseline)  # before anything is written
+    store = DatasetStore(dataset, must_exist=True)
     keys = [c if isinstance(c, str) else composition_key(c) for c in compositions]
     stored = store.compositions()
+    teachers = sorted(store.records()["teachers"])
+    if teacher is not None and teachers and teacher not in teachers:
+        raise TrainDataError(f"teacher {teacher!r} has no labels in {dataset}; its teachers: "
+                             f"{', '.join(teachers)}")
     for key in keys:
         if key not in stored:
             raise TrainDataError(
@@ -70,11 +75,9 @@ def train_from_store(
     split = split_by_replica(store, keys, n_train, n_val, n_test, train_replica, test_replica,
                              seed, teacher=teacher)
     teacher_key = _one_teacher(split.train + split.val + split.test, dataset)
-    data = Path(run_dir) / "data"
-    files = {name: data / f"{name}.extxyz" for name in ("train", "val", "test")}
-    for name, frames in (("train", split.train), ("val", split.val), ("test", split.test)):
-        if not files[name].exists():
-            atomic_write_extxyz(frames, files[name])
+    files = write_split({"train": split.train, "val": split.val, "test": split.test},
+                        Path(run_dir) / "data", Path(run_dir))
+    store.provenance().write(Path(run_dir) / "data")  # the split files are inputs elsewhere
     type_names = sorted({s for f in split.train + split.val + split.test
                          for s in f.atoms.get_chemical_symbols()})
     if energy_reference == "isolated-atoms":
@@ -90,6 +93,51 @@ def train_from_store(
                         preset=preset, energy_shifts=shifts, run_dir=run_dir, seed=seed,
                         overrides=overrides, progress=progress, initial_model=initial_model,
                         baseline=baseline, provenance=store.provenance())
+
+
+def write_split(split: dict[str, list], data_dir: Path, run_dir: Path) -> dict[str, Path]:
+    """Write each role's frames to ``data_dir/<role>.extxyz`` for a training in `run_dir`;
+    their paths.
+
+    A split already there is kept when it holds the same frames (a resumed run). Other
+    frames (a changed selection: dataset, compositions, counts, seed) are refused once a
+    training started in `run_dir` — never answered with the model of the old data — and
+    replaced when none did (a first attempt that stopped before training)."""
+    files = {role: Path(data_dir) / f"{role}.extxyz" for role in split}
+    trained = (Path(run_dir) / MANIFEST_NAME).is_file()
+    for role, frames in split.items():
+        path = files[role]
+        if path.is_file() and _same_frames(path, [f.atoms for f in frames]):
+            continue
+        if path.is_file() and trained:
+            raise TrainConfigError(
+                f"{run_dir} was trained on another selection ({path} holds other {role} "
+                "frames than this dataset/composition/count/seed gives); train into a new "
+                "folder, or delete it to start over")
+        atomic_write_extxyz(frames, path)
+    return files
+
+
+def _same_frames(path: Path, frames: list) -> bool:
+    """Whether the extxyz `path` holds `frames`: same count, label ids, species and
+    positions (to the file's written precision)."""
+    import ase.io
+    import numpy as np
+
+    try:
+        old = ase.io.read(path, ":")
+    except Exception:  # noqa: BLE001 - a damaged file (any of ASE's errors) is not these frames
+        return False
+    if len(old) != len(frames):
+        return False
+    for a, b in zip(old, frames, strict=True):
+        if (a.info.get("label_id"), a.info.get("teacher")) != (b.info.get("label_id"),
+                                                               b.info.get("teacher")):
+            return False
+        if (len(a) != len(b) or (a.numbers != b.numbers).any()
+                or not np.allclose(a.positions, b.positions, atol=1e-5)):
+            return False
+    return True
 
 
 def _one_teacher(frames, dataset) -> str:

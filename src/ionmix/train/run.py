@@ -269,6 +269,20 @@ def _run_subprocess(
 # --------------------------------------------------------------------------------------
 
 
+def check_options(preset: str, overrides: Mapping[str, Any] | None = None,
+                  baseline: str = "none") -> None:
+    """TrainConfigError / BaselineError for an unknown preset, override key or value, or
+    baseline name: what a caller checks before writing anything for a run."""
+    from ionmix.models.baseline import BASELINES, BaselineError
+
+    p = get_preset(preset)
+    if baseline not in BASELINES:
+        raise BaselineError(f"unknown baseline {baseline!r}; one of {', '.join(BASELINES)}")
+    build_config(p, train_file="train.extxyz", val_file="val.extxyz", test_file="test.extxyz",
+                 type_names=["H"], per_type_energy_shifts_eV={"H": 0.0}, seed=0,
+                 run_dir=Path("."), train_val_counts=(1, 1), overrides=dict(overrides or {}))
+
+
 def run_training(
     train_file: str | Path,
     val_file: str | Path | None,
