@@ -298,6 +298,27 @@ def test_bad_learn_configs_are_refused_before_work(tmp_path, change, message):
     assert not (tmp_path / "out" / "frames.db").exists()
 
 
+def test_a_rerun_with_another_loop_config_is_refused_before_work(tmp_path):
+    """A loop folder holds one loop: a rerun may extend it (max_generations) or move it
+    ([cluster]), not change how its generations are made."""
+    import json
+
+    from ionmix.active import run_learning
+    from ionmix.active.loop import LOOP_CONFIG_NAME
+
+    out = tmp_path / "out"
+    out.mkdir()
+    first = tmp_path / "first.toml"
+    first.write_text(LEARN_TOML)
+    (out / LOOP_CONFIG_NAME).write_text(json.dumps(
+        load_learn_config(first).model_dump(mode="json")))
+    changed = tmp_path / "changed.toml"
+    changed.write_text(LEARN_TOML.replace("committee = 2", "committee = 3"))
+    with pytest.raises(ConfigError, match="committee = 2 → 3"):
+        run_learning(load_learn_config(changed), out, say=lambda line: None)
+    assert not (out / "frames.db").exists()
+
+
 def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
     from ionmix.active import run_learning
     from ionmix.dataset import DatasetStore

@@ -209,7 +209,9 @@ def _prepare(cfg: LearnConfig, out: Path, scheduler, say) -> _Context:
     from ionmix.sampling import plan_sampling, sample
 
     _check_before_work(cfg)
+    _check_same_loop(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / LOOP_CONFIG_NAME, cfg.model_dump(mode="json"))
     sample_cfg = cfg.sample_config()
     plan = plan_sampling(sample_cfg)
     say(f"sampling {len(plan.runs)} runs (classical) into {out / 'frames.db'}")
@@ -227,6 +229,27 @@ def _prepare(cfg: LearnConfig, out: Path, scheduler, say) -> _Context:
 
     return _Context(cfg, out, store, teacher, compositions, type_names, shifts,
                     float(np.mean(rho)) * AMU_IN_G / A3_IN_CM3, scheduler, say)
+
+
+#: The loop's config as it ran (a rerun into the folder must be the same loop).
+LOOP_CONFIG_NAME = "learn-config.json"
+#: What a rerun may change: more generations (extending the loop), and where it runs.
+LOOP_MAY_CHANGE = ("learn.max_generations", "cluster")
+
+
+def _check_same_loop(cfg: LearnConfig, out: Path) -> None:
+    """ConfigError before any work when `out` holds a loop run with another config (bar
+    `LOOP_MAY_CHANGE`): generations made with other settings are not continued."""
+    from ionmix.config import ConfigError
+    from ionmix.resume import check_same_settings
+
+    path = out / LOOP_CONFIG_NAME
+    old = json.loads(path.read_text()) if path.is_file() else None
+    check_same_settings(old, cfg.model_dump(mode="json"), error=ConfigError,
+                        may_change=LOOP_MAY_CHANGE, recorded_only=True,
+                        what=f"{out} holds a learning loop with another config",
+                        advice="use a new --out folder (only [learn] max_generations and "
+                               "[cluster] may change between runs)")
 
 
 def _initial_labels(cfg, plan, store, compositions, scheduler, say):
