@@ -55,6 +55,35 @@ def test_committee_guard_stops_exploration():
         CommitteeCalculator([EMT()])
 
 
+def test_a_member_drives_and_the_committee_is_asked_every_nth_call():
+    """drive_member: the results are that member's; the deviation (and the guard) come
+    from the whole committee on calls 0, n, 2n, … only."""
+    members = [EMT(), LennardJones(sigma=2.3, epsilon=0.4, rc=4.5)]
+    calc = CommitteeCalculator(members, drive_member=1, deviation_every=3)
+    seen = []
+    for k in range(5):
+        atoms = bulk("Cu", cubic=True) * (2, 2, 2)
+        atoms.rattle(0.02 * (k + 1), seed=k)
+        own = atoms.copy()
+        own.calc = members[1]
+        atoms.calc = calc
+        np.testing.assert_allclose(atoms.get_forces(), own.get_forces(), atol=1e-12)
+        assert atoms.get_potential_energy() == pytest.approx(own.get_potential_energy())
+        np.testing.assert_allclose(atoms.get_stress(), own.get_stress(), atol=1e-12)
+        seen.append("max_force_deviation_eV_per_A" in calc.results)
+    assert seen == [True, False, False, True, False]
+    with pytest.raises(ValueError, match="1 unless a member drives"):
+        CommitteeCalculator(members, deviation_every=2)
+    from pydantic import ValidationError
+
+    from ionmix.active.explore import WalkerSpec
+
+    with pytest.raises(ValidationError, match="needs drive"):
+        WalkerSpec(kind="npt", deviation_every_steps=10)
+    with pytest.raises(ValueError, match="not one of the 2"):
+        CommitteeCalculator(members, drive_member=2)
+
+
 def test_committee_records_the_frames_it_starts_to_disagree_on():
     """Frames at or above the lower trust level are kept (up to the one that stops a
     walker), with their deviation; frames below it are not."""

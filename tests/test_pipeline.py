@@ -52,6 +52,9 @@ def test_built_box_runs_md_then_props_on_its_trajectory(built, tmp_path):
               "--ensemble", "nvt", "--steps", "10", "--log-every", "5",
               "--trajectory-every", "5")
     assert out.returncode == 0, out.stderr
+    # not a terminal: plain progress lines (stage, done/total, elapsed), start and end
+    progress = [line for line in out.stderr.splitlines() if "elapsed" in line]
+    assert progress and progress[0].startswith("md") and "10/10" in progress[-1], out.stderr
     out = cli("props", "density", str(tmp_path / "md" / "trajectory.extxyz"), "--model",
               "classical", "--engine", "openmm", "--out", str(tmp_path / "rho"),
               "--temperatures", "300", "--steps", "2000", "--log-every", "20", "--json")

@@ -60,6 +60,12 @@ class WalkerSpec(BaseModel):
         density_equilibration_fraction: npt: the least share of the run discarded as
             equilibration before the blocks (the automatic detection may discard more,
             at most half).
+        drive: npt/anneal: what the dynamics follows: "mean" (the committee's mean, every
+            member at every step) or "member" (copy k follows member k mod K: each
+            member's own NPT run, where it would break).
+        deviation_every_steps: with drive "member", the whole committee (deviation, trust
+            guard, recording between snapshots) every n-th step only (dpgen's
+            model_devi_freq); the steps between cost one network instead of K.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -77,9 +83,14 @@ class WalkerSpec(BaseModel):
     n_starts: int = Field(1, ge=1)
     density_block_ps: float = Field(1.0, gt=0.0)
     density_equilibration_fraction: float = Field(0.2, ge=0.0, le=0.5)
+    drive: Literal["mean", "member"] = "mean"
+    deviation_every_steps: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _anneal_goes_up(self):
+        if self.drive == "mean" and self.deviation_every_steps != 1:
+            raise ValueError("deviation_every_steps > 1 needs drive = \"member\" (the mean "
+                             "needs every member at every step)")
         if self.kind == "anneal" and self.temperature_high_K <= self.temperature_K:
             raise ValueError(f"anneal: temperature_high_K ({self.temperature_high_K:g}) must "
                              f"be above temperature_K ({self.temperature_K:g})")
@@ -191,10 +202,12 @@ def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
     from ionmix.md import MDBlowUp, read_thermo, run_md
     from ionmix.models import ExplorationStop, load_committee
 
+    drive_member = velocity_seed % len(model_paths) if walker.drive == "member" else None
     calc = load_committee(model_paths, start, provenance=provenance,
                           stop_above_eV_per_A=trust_window[1],
                           density_window_g_cm3=tuple(density_window),
-                          record_above_eV_per_A=trust_window[0]).calc
+                          record_above_eV_per_A=trust_window[0], drive_member=drive_member,
+                          deviation_every=walker.deviation_every_steps).calc
     status, reason, atoms, folders = "done", "", start, []
     for k, (temperature_K, n_steps) in enumerate(_segments(walker)):
         folder = out if walker.kind == "npt" else out / f"segment-{k}"
@@ -212,7 +225,8 @@ def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
         atoms = _final_state(folder, atoms)
     record = {"kind": walker.kind, "status": status, "reason": reason,
               "temperature_K": walker.temperature_K, "pressure_bar": walker.pressure_bar,
-              "velocity_seed": velocity_seed, "start_frame": start.info.get("label_id", "")}
+              "velocity_seed": velocity_seed, "start_frame": start.info.get("label_id", ""),
+              "drive_member": drive_member}
     frames = [f for folder in folders for f in _trajectory(folder)] + list(calc.recorded)
     if frames:
         ase.io.write(out / CANDIDATES_FILE, frames)

@@ -3,6 +3,7 @@ place), consoles, the progress bar, and options and helpers used by several comm
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -50,17 +51,30 @@ def _root() -> None:
     """ionmix: plan compositions, build and sample IL boxes, label, train, test transfer."""
 
 
+#: Seconds between plain progress lines when the output is not a terminal (a log file, CI).
+PLAIN_PROGRESS_INTERVAL_S = 30.0
+
+
 @contextmanager
 def progress_bar(description: str, total: int | None = None, completed: int = 0,
                  stderr: bool = False):
-    """A rich progress bar (description, bar, done/total, time left); yields
-    ``update(advance=0, description=None, completed=None, total=None)`` and the bar's
-    console for printing above it."""
+    """A progress display; yields ``update(advance=0, description=None, completed=None,
+    total=None)`` and the console for printing above it (``update.console``).
+
+    On a terminal: rich's bar (description, bar, done/total, time left). Otherwise (output
+    redirected to a log, CI): plain lines — description, done/total, elapsed, estimate left —
+    at most every `PLAIN_PROGRESS_INTERVAL_S` seconds and when the description changes or
+    the work ends, so a log shows that a long stage is alive.
+    """
+    target = err_console if stderr else console
+    if not target.is_terminal:
+        with _plain_progress(description, total, completed, target) as update:
+            yield update
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console if stderr else console) as bar:
+                  MofNCompleteColumn(), TimeRemainingColumn(), console=target) as bar:
         task = bar.add_task(description, total=total, completed=completed)
 
         def update(advance: int = 0, **fields) -> None:
@@ -69,6 +83,61 @@ def progress_bar(description: str, total: int | None = None, completed: int = 0,
 
         update.console = bar.console
         yield update
+
+
+@contextmanager
+def _plain_progress(description: str, total: int | None, completed: int, target: Console):
+    """`progress_bar` for a non-terminal: one plain line per interval (see there)."""
+    import time
+
+    state = {"description": description, "total": total, "done": completed,
+             "start_done": completed}
+    t0 = time.monotonic()
+    last = {"t": -math.inf, "line": None}
+
+    def line() -> str:
+        elapsed = time.monotonic() - t0
+        done, total_ = state["done"], state["total"]
+        text = f"{state['description']}: {done}" + (f"/{total_}" if total_ else "")
+        text += f", {_duration(elapsed)} elapsed"
+        rate_done = done - state["start_done"]
+        if total_ and rate_done > 0 and done < total_:
+            text += f", ~{_duration(elapsed / rate_done * (total_ - done))} left"
+        return text
+
+    def emit(force: bool = False) -> None:
+        now = time.monotonic()
+        text = line()
+        if force or now - last["t"] >= PLAIN_PROGRESS_INTERVAL_S:
+            if text != last["line"]:
+                target.print(text, highlight=False, markup=False, soft_wrap=True)
+            last.update(t=now, line=text)
+
+    def update(advance: int = 0, description: str | None = None,
+               completed: int | None = None, total: int | None = None) -> None:
+        new_stage = description is not None and description != state["description"]
+        if description is not None:
+            state["description"] = description
+        if total is not None:
+            state["total"] = total
+        state["done"] = completed if completed is not None else state["done"] + advance
+        finished = bool(state["total"]) and state["done"] >= state["total"]
+        emit(force=new_stage or finished)
+
+    update.console = target
+    emit(force=True)
+    yield update
+    emit(force=True)
+
+
+def _duration(seconds: float) -> str:
+    """'1h02m', '3m05s' or '42s'."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
 
 
 def positive(value: float | None) -> float | None:

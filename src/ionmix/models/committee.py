@@ -9,6 +9,13 @@ An optional guard stops exploration (raises `ExplorationStop`) when a frame's ma
 deviation exceeds the upper trust level, or its density leaves a window: the MD engine's
 files up to the last written frame are kept, as for a blow-up.
 
+By default the dynamics follows the committee's mean and every member is evaluated at every
+step. With ``drive_member`` the dynamics follows that one member, and the whole committee
+is evaluated only every ``deviation_every`` calls (dpgen's way with LAMMPS: the first
+graph drives, the model deviation is computed every ``model_devi_freq`` steps): K − 1
+fewer network evaluations on the other calls, and a walker per member explores where
+*that* member goes — where its own NPT run would break.
+
 The members are networks that share one baseline (`ionmix.models.baseline`); it is added to
 the mean once per evaluation (it does not change the spread). Build committees with
 `ionmix.models.load_committee`, which checks that the members share it.
@@ -44,6 +51,11 @@ class CommitteeCalculator(Calculator):
             deviation reaches it (in `recorded`, the latest `max_recorded`), so a walker
             saves the frames between its trajectory snapshots where the committee starts
             to disagree, up to the one that stopped it (None: keep none).
+        drive_member: index of the member whose energy, forces and stress the results
+            are (plus the baseline); None: the members' mean.
+        deviation_every: with `drive_member`, evaluate the whole committee (deviation,
+            guard, recording) on every n-th call only, the first included; the calls
+            between carry no deviation keys. Must be 1 without `drive_member`.
 
     Results: ``energy`` (eV), ``forces`` (eV/Å, (n_atoms, 3)), ``stress`` (eV/Å³, Voigt),
     ``energy_std_eV``, ``force_deviation_eV_per_A`` ((n_atoms,)),
@@ -55,10 +67,19 @@ class CommitteeCalculator(Calculator):
     def __init__(self, members: Sequence, baseline=None,
                  stop_above_eV_per_A: float | None = None,
                  density_window_g_cm3: tuple[float, float] | None = None,
-                 record_above_eV_per_A: float | None = None, max_recorded: int = 200):
+                 record_above_eV_per_A: float | None = None, max_recorded: int = 200,
+                 drive_member: int | None = None, deviation_every: int = 1):
         super().__init__()
         if len(members) < 2:
             raise ValueError(f"a committee needs at least 2 models, got {len(members)}")
+        if drive_member is not None and not 0 <= drive_member < len(members):
+            raise ValueError(f"drive_member {drive_member} is not one of the {len(members)} "
+                             "members")
+        if deviation_every < 1 or (drive_member is None and deviation_every != 1):
+            raise ValueError("deviation_every must be ≥ 1, and 1 unless a member drives")
+        self.drive_member = drive_member
+        self.deviation_every = deviation_every
+        self.n_calls = 0
         self.members = list(members)
         self.baseline = baseline
         self.stop_above = stop_above_eV_per_A
@@ -68,22 +89,34 @@ class CommitteeCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        energies, forces, stresses = [], [], []
         # stress whenever the cell is periodic: MD asks for forces and stress in separate
         # calls, and one committee pass for both costs less than two
         want_stress = all(self.atoms.pbc)
-        for member in self.members:
+        whole = self.drive_member is None or self.n_calls % self.deviation_every == 0
+        self.n_calls += 1
+        members = self.members if whole else [self.members[self.drive_member]]
+        energies, forces, stresses = [], [], []
+        for member in members:
             work = self.atoms.copy()
             work.calc = member
             energies.append(work.get_potential_energy())
             forces.append(work.get_forces())
             if want_stress:
                 stresses.append(work.get_stress())
-        self.results.update(_statistics(np.array(energies), np.array(forces),
-                                        np.array(stresses) if want_stress else None))
+        energies, forces = np.array(energies), np.array(forces)
+        stresses = np.array(stresses) if want_stress else None
+        if whole:
+            self.results.update(_statistics(energies, forces, stresses))
+        if self.drive_member is not None:  # the dynamics is the driving member's
+            k = self.drive_member if whole else 0
+            self.results.update(energy=float(energies[k]), free_energy=float(energies[k]),
+                                forces=forces[k])
+            if want_stress:
+                self.results["stress"] = stresses[k]
         if self.baseline is not None:
             self._add_baseline(want_stress)
-        self._guard()
+        if whole:
+            self._guard()
 
     def _add_baseline(self, want_stress: bool) -> None:
         work = self.atoms.copy()

@@ -131,6 +131,8 @@ def load_committee(paths: Sequence, atoms: Atoms | None = None, *, provenance=No
     model_id = "committee " + ", ".join(i for _, i, _, _ in loaded)
     if baseline.name != "none":
         model_id += f" + {baseline.key}"
+    if calc.drive_member is not None:  # the dynamics is that member's, not the mean's
+        model_id += f", driven by member {calc.drive_member}"
     calc.ionmix_model_id = model_id
     return LoadedModel(calc, model_id, type_names, baseline, committee=calc)
 
