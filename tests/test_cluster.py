@@ -38,3 +38,11 @@ def test_slurm_table_becomes_a_job_script():
 def test_unknown_cluster_keys_are_named():
     with pytest.raises(ConfigError, match=r"study.toml \[cluster\].*nodes"):
         parse_model(ClusterConfig, {"kind": "slurm", "nodes": 4}, "study.toml [cluster]")
+
+
+def test_more_threads_than_cores_is_a_warning_naming_the_settings():
+    from ionmix.cluster import warn_oversubscribed
+
+    with pytest.warns(UserWarning, match=r"workers \(3\) × threads_per_worker \(2\)"):
+        warn_oversubscribed(3, 2, cores=2)
+    assert warn_oversubscribed(2, 1, cores=2) is None

@@ -130,10 +130,12 @@ def test_transfer_ratios_by_hand():
     ratios = transfer_ratios(metrics)
     assert list(ratios) == ["a", "b"]
     assert ratios["a"] == {"worst_energy_mae_meV_per_atom": 9.0,
-                           "in_distribution_energy_mae_meV_per_atom": 3.0, "ratio": 3.0}
+                           "in_distribution_energy_mae_meV_per_atom": 3.0, "ratio": 3.0,
+                           "verdict": "transfers"}
     # the worst composition may be a trained one; an untrained one may be better
     assert ratios["b"] == {"worst_energy_mae_meV_per_atom": 5.0,
-                           "in_distribution_energy_mae_meV_per_atom": 4.0, "ratio": 1.25}
+                           "in_distribution_energy_mae_meV_per_atom": 4.0, "ratio": 1.25,
+                           "verdict": "transfers"}
 
 
 def test_recipe_errors(tmp_path):
@@ -206,3 +208,18 @@ def test_study_test_files_are_inputs_to_md(study):
                                       str(out / "md-from-test-file"), "--ensemble", "nvt",
                                       "--steps", "2", "--log-every", "1"])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("worst, in_distribution, verdict", [
+    (2.0, 1.9, "transfers"),                    # within 3x
+    (4.5, 0.5, "transfers"),                    # 9x, but below 5 meV/atom
+    (11.8, 11.8 / 3.4, "transfers approximately"),   # issue 24's demo, {0, 1}
+    (12.0, 12.0 / 9.9, "transfers approximately"),   # issue 24's demo, {0.4, 0.6}
+    (400.0, 400.0 / 381, "does not transfer"),  # issue 24's demo, {0.5}
+    (30.0, 10.0, "does not transfer"),          # 3x but above kT per atom: not "approximately"
+    (3.1, 0.0, "transfers"),                    # no in-distribution error: the absolute bound
+])
+def test_transfer_verdict(worst, in_distribution, verdict):
+    from ionmix.metrics import transfer_verdict
+
+    assert transfer_verdict(worst, in_distribution) == verdict

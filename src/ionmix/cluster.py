@@ -62,6 +62,23 @@ def slurm_cluster(cfg: ClusterConfig):
     return cluster
 
 
+def warn_oversubscribed(workers: int, threads_per_worker: int,
+                        cores: int | None = None) -> str | None:
+    """Warn (and return the message) when a LocalCluster's workers × threads_per_worker
+    exceed the machine's `cores` (default: os.cpu_count()): threads then wait for each
+    other's core, and a torch or OpenMM step can run many times slower."""
+    import warnings
+
+    cores = cores or os.cpu_count() or 1
+    if workers * threads_per_worker <= cores:
+        return None
+    message = (f"[cluster] workers ({workers}) × threads_per_worker ({threads_per_worker}) "
+               f"= {workers * threads_per_worker} threads on {cores} cores: oversubscribed "
+               "(set [cluster] workers or --workers lower)")
+    warnings.warn(message, stacklevel=3)
+    return message
+
+
 @contextmanager
 def dask_client(cfg: ClusterConfig | None = None, scheduler: str | None = None,
                 default_workers: int | None = None):
@@ -86,6 +103,7 @@ def dask_client(cfg: ClusterConfig | None = None, scheduler: str | None = None,
     else:
         workers = cfg.workers or default_workers or max(1, (os.cpu_count() or 1)
                                                         // cfg.threads_per_worker)
+        warn_oversubscribed(workers, cfg.threads_per_worker)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=cfg.threads_per_worker,
                                processes=True, dashboard_address=":0")  # any free port
         client = Client(cluster)

@@ -113,8 +113,37 @@ def stress_mae_meV_per_A3(
 # --------------------------------------------------------------------------------------
 
 
+#: The transfer verdict (docs/transferability.md). Every verdict but the last needs the
+#: worst energy MAE over every test composition below `APPROXIMATE_MEV_PER_ATOM`, about kT
+#: at 300 K per atom (25.9 meV): above the thermal energy a composition-dependent error
+#: reorders mixtures whatever the model's error at home. Below it, a recipe *transfers*
+#: when the worst case stays within `TRANSFERS_RATIO` × its in-distribution MAE, or below
+#: `TRANSFERS_MEV_PER_ATOM` at any ratio (a ratio of small numbers says nothing: the CPU
+#: presets' own test errors on these liquids are 1–5 meV/atom); *approximately* within
+#: `APPROXIMATE_RATIO` × (errors grow, but by less than the orders of magnitude of a
+#: rank-deficient recipe). Otherwise it does not transfer.
+TRANSFERS_RATIO = 3.0
+TRANSFERS_MEV_PER_ATOM = 5.0
+APPROXIMATE_RATIO = 30.0
+APPROXIMATE_MEV_PER_ATOM = 25.0
+VERDICTS = ("transfers", "transfers approximately", "does not transfer")
+
+
+def transfer_verdict(worst_meV_per_atom: float, in_distribution_meV_per_atom: float) -> str:
+    """One of `VERDICTS` for a recipe's worst-case and in-distribution energy MAEs
+    (meV/atom), by the criterion above."""
+    ratio = (worst_meV_per_atom / in_distribution_meV_per_atom
+             if in_distribution_meV_per_atom > 0 else math.inf)
+    if worst_meV_per_atom > APPROXIMATE_MEV_PER_ATOM:
+        return VERDICTS[2]
+    if worst_meV_per_atom <= TRANSFERS_MEV_PER_ATOM or ratio <= TRANSFERS_RATIO:
+        return VERDICTS[0]
+    return VERDICTS[1] if ratio <= APPROXIMATE_RATIO else VERDICTS[2]
+
+
 def transfer_ratios(metrics: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per recipe: worst energy MAE over all test compositions / mean in-distribution MAE.
+    """Per recipe: worst energy MAE over all test compositions / mean in-distribution MAE,
+    and the verdict (`transfer_verdict`).
 
     `metrics` rows carry ``recipe``, ``in_training_set`` and ``energy_mae_meV_per_atom``.
     """
@@ -126,7 +155,8 @@ def transfer_ratios(metrics: list[dict[str, Any]]) -> dict[str, dict[str, float]
         mean_ind = float(np.mean(ind)) if ind else math.nan
         out[name] = {"worst_energy_mae_meV_per_atom": worst,
                      "in_distribution_energy_mae_meV_per_atom": mean_ind,
-                     "ratio": worst / mean_ind if mean_ind > 0 else math.inf}
+                     "ratio": worst / mean_ind if mean_ind > 0 else math.inf,
+                     "verdict": transfer_verdict(worst, mean_ind)}
     return out
 
 
