@@ -81,7 +81,7 @@ def warn_oversubscribed(workers: int, threads_per_worker: int,
 
 @contextmanager
 def dask_client(cfg: ClusterConfig | None = None, scheduler: str | None = None,
-                default_workers: int | None = None):
+                default_workers: int | None = None, env: dict[str, str] | None = None):
     """A Dask client for the duration of the block (clusters it started are closed after).
 
     Args:
@@ -89,6 +89,8 @@ def dask_client(cfg: ClusterConfig | None = None, scheduler: str | None = None,
         scheduler: address of an existing scheduler; overrides `cfg`.
         default_workers: LocalCluster workers when `cfg` does not say (default: one per
             core).
+        env: environment variables a LocalCluster's workers start with (e.g.
+            ``OPENMM_CPU_THREADS``; read by libraries when they load).
     """
     from dask.distributed import Client, LocalCluster
 
@@ -105,7 +107,8 @@ def dask_client(cfg: ClusterConfig | None = None, scheduler: str | None = None,
                                                         // cfg.threads_per_worker)
         warn_oversubscribed(workers, cfg.threads_per_worker)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=cfg.threads_per_worker,
-                               processes=True, dashboard_address=":0")  # any free port
+                               processes=True, dashboard_address=":0",  # any free port
+                               env=dict(env or {}))
         client = Client(cluster)
     try:
         yield client
