@@ -570,3 +570,14 @@ def test_training_subprocess_from_a_dask_worker_drops_the_trim_threshold(tmp_pat
                                          str(tmp_path)).result()
     assert in_worker is not None, "Dask's nanny no longer sets the threshold: retire this test"
     assert "T=unset" in child
+
+
+def test_subprocess_env_drops_the_trim_threshold_and_sets_threads(monkeypatch):
+    from ionmix.runtime import record, subprocess_env
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    env = subprocess_env(3, HYDRA_FULL_ERROR="1")
+    assert "MALLOC_TRIM_THRESHOLD_" not in env
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
+    assert env["HYDRA_FULL_ERROR"] == "1"
+    assert record()["MALLOC_TRIM_THRESHOLD_"] == "65536"  # recorded where it is set

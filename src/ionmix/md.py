@@ -661,9 +661,17 @@ def _open_run(out: Path, atoms: Atoms, calc, settings: MDSettings,
             "model_id": getattr(calc, "ionmix_model_id", None),
             "n_atoms": len(atoms), "formula": atoms.get_chemical_formula(),
             "mass_amu": float(atoms.get_masses().sum()), **start, "status": "running",
-            "steps_done": first, "resumed_from_step": first}
+            "steps_done": first, "resumed_from_step": first, "runtime": _runtime()}
     atomic_write_json(out / "md.json", meta)
     return _Run(out, atoms, dyn, settings, meta, first, volume0)
+
+
+def _runtime() -> dict:
+    """The thread settings this call runs with (`ionmix.runtime.record`; not compared on
+    a restart)."""
+    from ionmix.runtime import record
+
+    return record()
 
 
 class _Run:

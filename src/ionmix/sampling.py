@@ -433,6 +433,11 @@ def sample(cfg: SampleConfig, out_dir: str | Path, dataset: str | None = None,
     record = {**cfg.model_dump(mode="json"), "resolved_cutoff_A": plan.cutoff_A,
               "teacher_key": plan.teacher.key}
     _check_same_teacher(out_dir / "sample-config.json", record)
+    from ionmix.runtime import SAMPLING_WORKER_ENV
+    from ionmix.runtime import record as runtime_record
+
+    # what the workers ran with (not compared on resume: the results do not depend on it)
+    record["runtime"] = {**runtime_record(), "workers": SAMPLING_WORKER_ENV}
     atomic_write_json(out_dir / "sample-config.json", record)
     store = DatasetStore(dataset or out_dir / "frames.db")
     store.register(plan.teacher, plan.ions)
@@ -440,11 +445,6 @@ def sample(cfg: SampleConfig, out_dir: str | Path, dataset: str | None = None,
     return _side_by_side(runs, cfg, plan, out_dir, store, on_snapshot)
 
 
-#: The environment of a sampling worker. OpenMM's CPU platform sums forces in an order
-#: that depends on its thread count and timing, and MD amplifies the difference (the same
-#: seed gave positions 4 Å apart after 2 ps with 2 threads; bitwise identical with 1): one
-#: thread per run makes a run repeat itself, and the runs go side by side instead.
-SAMPLING_WORKER_ENV = {"OPENMM_CPU_THREADS": "1"}
 #: Seconds between the client's looks at the store for new snapshots (progress).
 _POLL_S = 1.0
 
@@ -458,6 +458,7 @@ def _side_by_side(runs: list[Run], cfg: SampleConfig, plan: SamplePlan, out_dir:
     from dask.distributed import wait
 
     from ionmix.cluster import ClusterConfig, dask_client
+    from ionmix.runtime import SAMPLING_WORKER_ENV  # one OpenMM thread per run
 
     if not runs:
         return []

@@ -228,13 +228,10 @@ def _run_subprocess(
     poll: Callable[[], None] | None = None, num_threads: int | None = None,
 ) -> str:
     """Run `cmd`, appending its output to `log_path`; return that output."""
-    env = dict(os.environ, HYDRA_FULL_ERROR="1")
-    # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers; inherited by
-    # nequip-train it makes glibc return and re-map memory all the time (measured: the same
-    # training 2x slower, ~70 % of it in the kernel). glibc's own default suits torch.
-    env.pop("MALLOC_TRIM_THRESHOLD_", None)
-    if num_threads is not None:
-        env.update(OMP_NUM_THREADS=str(num_threads), MKL_NUM_THREADS=str(num_threads))
+    from ionmix.runtime import subprocess_env
+
+    # threads and allocator settings: decided in ionmix.runtime (no nanny trim threshold)
+    env = subprocess_env(num_threads, HYDRA_FULL_ERROR="1")
     start = log_path.stat().st_size if log_path.is_file() else 0
     with open(log_path, "a") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
@@ -267,6 +264,16 @@ def _run_subprocess(
 # --------------------------------------------------------------------------------------
 # the entry point
 # --------------------------------------------------------------------------------------
+
+
+def _runtime_record(num_threads: int | None) -> dict:
+    """What nequip-train runs with (`ionmix.runtime`): recorded, never compared on resume."""
+    from ionmix.runtime import record
+
+    out = record()
+    if num_threads is not None:
+        out["nequip_train_threads"] = num_threads
+    return out
 
 
 def check_options(preset: str, overrides: Mapping[str, Any] | None = None,
@@ -396,6 +403,7 @@ def run_training(
     manifest = _manifest(p, seed, overrides, type_names, energy_mode, shifts, frames,
                          summaries, train_val_counts, initial_model)
     manifest["baseline"] = {"key": under.key, **under.to_json()}
+    manifest["runtime"] = _runtime_record(num_threads)
 
     # the run directory is reused only for the same run
     run_dir.mkdir(parents=True, exist_ok=True)
