@@ -78,8 +78,8 @@ def sample(
     done = sum(len(store.frame_indices(r.run_id)) for r in plan.runs)
     with progress_bar("sampling", total=len(plan.runs) * cfg.sampling.n_snapshots,
                       completed=done) as update:
-        results = run_sampling(cfg, out, dataset, on_snapshot=lambda run, k: update(
-            advance=1, description=run.run_id))
+        # the runs go side by side: one count for all of them, not the run of the moment
+        results = run_sampling(cfg, out, dataset, on_snapshot=lambda run, k: update(advance=1))
     t = Table(title=f"Sampled into {dataset or out / 'frames.db'}")
     for col in ("run", "frames", "resumed at", "mean density g/cm³"):
         t.add_column(col)

@@ -52,8 +52,8 @@ def transfer(
                       completed=done) as update:
         result = run_study(cfg, out, scheduler=scheduler, n_workers=workers,
                            say=lambda line: update.console.print(line, highlight=False),
-                           on_snapshot=lambda run, k: update(
-                               advance=1, description=f"sampling {run.run_id}"))
+                           # the runs go side by side: one count for all of them
+                           on_snapshot=lambda run, k: update(advance=1))
     if result.failed:
         err_console.print(f"[yellow]{len(result.failed)} recipe(s) failed: "
                           f"{', '.join(result.failed)}[/]")

@@ -232,8 +232,8 @@ def _reading(mixture, recipes, ratios) -> list[str]:
     )
 
     c = mixture.min_compositions
-    out = [f"Verdict: with its worst energy MAE below {APPROXIMATE_MEV_PER_ATOM:g} meV/atom "
-           f"(about kT at 300 K per atom), a recipe *transfers* when that worst case stays "
+    out = [f"Verdict: with its worst energy MAE below {APPROXIMATE_MEV_PER_ATOM:.1f} meV/atom "
+           f"(kT at 300 K, per atom), a recipe *transfers* when that worst case stays "
            f"within {TRANSFERS_RATIO:g}× its in-distribution MAE or below "
            f"{TRANSFERS_MEV_PER_ATOM:g} meV/atom, and *transfers approximately* within "
            f"{APPROXIMATE_RATIO:g}×; otherwise it does not transfer "
@@ -249,7 +249,7 @@ def _reading(mixture, recipes, ratios) -> list[str]:
         spans = rank >= c
         home = r["in_distribution_energy_mae_meV_per_atom"]
         theory = ("its error on its own compositions is already above "
-                  f"{APPROXIMATE_MEV_PER_ATOM:g} meV/atom: the model is inaccurate, which "
+                  f"{APPROXIMATE_MEV_PER_ATOM:.1f} meV/atom: the model is inaccurate, which "
                   "says nothing of transfer (train longer)"
                   if home > APPROXIMATE_MEV_PER_ATOM else
                   "as C = N − M predicts" if spans == (verdict != "does not transfer") else
