@@ -439,3 +439,17 @@ def test_failed_frames_are_reported_once_plainly(frames_file, tmp_path):
         for i in (0, 1)]
     assert "[/]" not in out.stdout and "[yellow]" not in out.stdout
     assert "Traceback" not in out.stderr and "Compute Failed" not in out.stderr
+
+
+def test_non_finite_teacher_labels_name_the_closest_atoms():
+    """Was: overlapping atoms reported without naming them."""
+    import numpy as np
+    from ase import Atoms
+
+    from ionmix.labelling.tasks import TeacherOutputError, _checked
+
+    atoms = Atoms("HFLi", positions=[[0, 0, 0], [0.2, 0, 0], [3, 0, 0]], cell=[10, 10, 10],
+                  pbc=True)
+    results = {"energy": float("nan"), "forces": np.zeros((3, 3))}
+    with pytest.raises(TeacherOutputError, match=r"closest atoms: 0 \(H\) and 1 \(F\), 0.20 Å"):
+        _checked(atoms, results)

@@ -292,3 +292,20 @@ def test_openmm_teacher_run_is_readable(tmp_path):
     np.testing.assert_allclose(inp.charges_e, [0.8, 0.8, -0.8])
     md = json.loads((tmp_path / "md.json").read_text())
     assert md["status"] == "done" and 200 < md["mean_temperature_K"] < 500
+
+
+def test_molecules_given_in_the_wrong_order_are_named(tmp_path):
+    """Right counts, wrong order (was: blamed on wrapped positions)."""
+    from ionmix.properties.transport import read_trajectory
+
+    path = walk_run(tmp_path / "bare", {"Li": 4, "PF6": 4}, {"Li": 0.1, "PF6": 0.1},
+                    n_frames=5)
+    frames = ase.io.read(path, ":")
+    for f in frames:  # a foreign trajectory: no molecule information
+        f.arrays.pop("mol_id", None)
+        f.arrays.pop("ion_name", None)
+        f.info.pop("molecules", None)
+    ase.io.write(path, frames, format="extxyz")
+    assert len(read_trajectory(path, "Li:4,PF6:4")) == 5  # the file's own order
+    with pytest.raises(TransportError, match=r"molecule 0 \(PF6, atoms 0–6\) holds Li"):
+        read_trajectory(path, "PF6:4,Li:4")

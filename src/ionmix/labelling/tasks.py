@@ -237,8 +237,27 @@ def _checked(atoms: Atoms, results: dict[str, Any]) -> Atoms:
 
     out = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     out.calc = SinglePointCalculator(out, **results)
-    validate_labels(out, "the teacher's result", error=TeacherOutputError)
+    try:
+        validate_labels(out, "the teacher's result", error=TeacherOutputError)
+    except TeacherOutputError as exc:
+        # the usual cause is two atoms on top of each other: name them
+        raise TeacherOutputError(f"{exc} ({closest_pair(atoms)})") from None
     return out
+
+
+def closest_pair(atoms: Atoms) -> str:
+    """The two closest atoms (minimum image), as "closest atoms: 12 (H) and 40 (F),
+    0.31 Å apart"."""
+    from ase.geometry import get_distances
+
+    if len(atoms) < 2:
+        return "one atom"
+    _, d = get_distances(atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    np.fill_diagonal(d, np.inf)
+    i, j = np.unravel_index(np.argmin(d), d.shape)
+    i, j = sorted((int(i), int(j)))
+    return (f"closest atoms: {i} ({atoms.symbols[i]}) and {j} ({atoms.symbols[j]}), "
+            f"{d[i, j]:.2f} Å apart")
 
 
 def _meta(source: Atoms, task: str, step: int, label_id: str) -> dict[str, Any]:

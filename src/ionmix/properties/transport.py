@@ -172,6 +172,7 @@ def read_trajectory(path: str | os.PathLike, molecules: str | None = None) -> li
                                  "does not hold")
         for frame in frames:
             attach_molecules(frame, runs, per_ion)
+        _check_molecule_elements(frames[0], runs, ions, molecules)
     elif not has_molecules(frames[0]):
         raise TransportError(
             f"{path}: the frames carry no molecule information (mol_id/ion_name arrays or "
@@ -179,6 +180,27 @@ def read_trajectory(path: str | os.PathLike, molecules: str | None = None) -> li
             "'ION:COUNT,...' in atom order (e.g. Li:1,EMIM:9,PF6:10), or analyse an "
             "`ionmix md` trajectory")
     return frames
+
+
+def _check_molecule_elements(frame: Atoms, runs, ions, molecules: str) -> None:
+    """TransportError naming the first molecule whose atoms are not its ion's elements in
+    the ion's order: right counts in the wrong order (``PF6:10,Li:1,...`` for a file that
+    lists Li first) would otherwise surface later as molecules "split across the box"."""
+    symbols = frame.get_chemical_symbols()
+    start, k = 0, 0
+    for name, count in runs:
+        expected = list(ions[name].elements)
+        for _ in range(count):
+            got = symbols[start:start + len(expected)]
+            if got != expected:
+                raise TransportError(
+                    f"--molecules {molecules!r} does not match the atoms: molecule {k} "
+                    f"({name}, atoms {start}–{start + len(expected) - 1}) holds "
+                    f"{' '.join(got[:8])}{' …' if len(got) > 8 else ''}, but {name} is "
+                    f"{' '.join(expected[:8])}{' …' if len(expected) > 8 else ''}; list the "
+                    "ions in the order their atoms appear in the file")
+            start += len(expected)
+            k += 1
 
 
 def frame_times_ps(frames: Sequence[Atoms], time_step_ps: float | None = None) -> np.ndarray:
