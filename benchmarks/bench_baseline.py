@@ -76,7 +76,7 @@ def run_student(store: Path, composition: str, package: str, md_dir: Path, seed:
 
 
 def _density(series) -> dict:
-    from ionmix.properties.stats import series_summary
+    from ionmix.stats import series_summary
 
     summary = series_summary(series)
     return {"density_g_cm3": summary["mean"], "density_err_g_cm3": summary["err"]}
@@ -85,7 +85,7 @@ def _density(series) -> dict:
 def validate_student(store: Path, md_dir: Path, n_frames: int) -> dict:
     """`ionmix validate` along the student's run against the classical teacher."""
     from ionmix.dataset.provenance import load_provenance
-    from ionmix.io import read_frames
+    from ionmix.files import read_frames
     from ionmix.properties.validate import validate_trajectory
 
     traj = md_dir / "trajectory.extxyz"
@@ -104,9 +104,8 @@ def step_cost(store: Path, composition: str, package: str, n_calls: int = 20) ->
     the starting frame (the same machine load for all three, interleaved)."""
     from ionmix.dataset.provenance import load_provenance
     from ionmix.dataset.structures import load_structure
-    from ionmix.models import load_model
+    from ionmix.models import load_calculator, load_model
     from ionmix.models.baseline import baseline_calculator
-    from ionmix.train import load_calculator
 
     atoms = load_structure(store, composition=composition, replica=0)
     prov = load_provenance(store)

@@ -23,8 +23,8 @@ import numpy as np
 
 from ionmix.config import SampleConfig, parse_model
 from ionmix.dataset import DatasetStore
-from ionmix.properties.stats import series_summary
 from ionmix.sampling import plan_sampling, sample
+from ionmix.stats import series_summary
 from ionmix.units import density_g_per_cm3
 
 #: Experimental densities at 298.15 K and 1 bar, g/cm³ (rounded literature values as

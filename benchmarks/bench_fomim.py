@@ -115,7 +115,7 @@ def density_of(atoms, volumes_A3) -> np.ndarray:
 
 def summary(values, equilibration_fraction: float = 0.25, n_blocks: int = 5) -> dict:
     """Mean, block error, samples and drift of the production part of a series."""
-    from ionmix.properties.stats import series_summary
+    from ionmix.stats import series_summary
 
     return series_summary(list(values), n_blocks, equilibration_fraction)
 

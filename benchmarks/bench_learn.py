@@ -111,8 +111,8 @@ def stage_student(run: Path, generation: int, member: int | None, steps: int,
     from ionmix.dataset.provenance import load_provenance
     from ionmix.md import MDBlowUp, MDSettings, read_thermo, run_md
     from ionmix.models import load_model
-    from ionmix.properties.stats import block_average, drift_sigma, production_part
     from ionmix.properties.validate import validate_trajectory
+    from ionmix.stats import block_average, drift_sigma, production_part
 
     teacher = json.loads((run / "bench" / "teacher-density.json").read_text())
     model, name = _models(run, generation, member)
@@ -156,7 +156,7 @@ def stage_retrain(run: Path, generation: int, epochs: int | None, members: int) 
     from generation G−1 (`epochs` required); same preset, seeds and overrides otherwise."""
     from ionmix.train import TrainResult
     from ionmix.train.run import MANIFEST_NAME, PACKAGE_NAME
-    from ionmix.transferability import train_recipe_task
+    from ionmix.train.tasks import train_recipe_task
 
     gen, previous = run / f"gen-{generation:03d}", run / f"gen-{generation - 1:03d}"
     files = {k: str(gen / "data" / f"{k}.extxyz") for k in ("train", "val", "test")}

@@ -156,7 +156,7 @@ def stage_nve(ps: float, model_dir: Path) -> None:
 def stage_density(teacher_ps: float, student_steps: int, model_dir: Path) -> None:
     from ionmix.md import MDSettings, read_thermo, run_md
     from ionmix.models import load_model
-    from ionmix.properties.stats import block_average, drift_sigma, production_part
+    from ionmix.stats import block_average, drift_sigma, production_part
     from ionmix.teachers.classical.openmm_md import classical_npt_density
 
     series_path = OUT / "density-teacher-series.json"
@@ -217,11 +217,10 @@ def stage_pv_scan(model_dirs: list[Path], n_frames: int) -> None:
     molecule centres are scaled (molecules rigid): where a model's equation of state differs
     from its teacher's. Mean over `n_frames` frames of the independent replica at 300 K."""
     from ionmix.chemistry import load_ion
-    from ionmix.chemistry.topology import molecules_of
+    from ionmix.chemistry.topology import molecules_of, rescale_molecules
     from ionmix.dataset import DatasetStore
     from ionmix.dataset.store import equally_spaced
     from ionmix.models import load_model
-    from ionmix.sampling import rescale_molecules
     from ionmix.units import ev_per_a3_to_bar
 
     factors = [0.97, 0.98, 0.99, 1.0, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06]  # on edge lengths

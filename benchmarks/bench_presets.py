@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from ionmix.dataset import DatasetStore, atomic_write_extxyz, split_by_replica
-from ionmix.train import load_calculator, run_training
+from ionmix.models import load_calculator
+from ionmix.train import run_training
 
 BASE_PRESET = "cpu-tiny-allegro-npt"
 TORCH_THREADS = 2

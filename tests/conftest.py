@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# the installed battery's asserts report their values, as a test module's do
+pytest.register_assert_rewrite("ionmix.testing")
+
 TINY_SAMPLE_TOML = """
 [mixture]
 units = {LiPF6 = {Li = 1, PF6 = 1}, EMIMPF6 = {EMIM = 1, PF6 = 1}}

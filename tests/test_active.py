@@ -408,6 +408,13 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
     assert second["n_train_frames"] == first["n_train_frames"] + first["frames_added"]
     assert (out / "report.md").read_text().startswith("# Active learning")
     assert (out / "generations.png").stat().st_size > 0
+    from ionmix.report.active import plot_generations
+
+    shares, _, _ = plot_generations([first, second]).axes
+    accurate = shares.get_lines()[0]
+    np.testing.assert_allclose(accurate.get_xdata(), [0, 1])
+    np.testing.assert_allclose(accurate.get_ydata(),
+                               [first["accurate_share"], second["accurate_share"]])
     # a rerun finds everything on disk: nothing is trained, explored or labelled again
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("model.nequip.zip")}
     again = run_learning(load_learn_config(config), out, say=lines.append)

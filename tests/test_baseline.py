@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from ase.calculators.mixing import SumCalculator
 
-from battery import CalculatorBattery, Tolerance
 from ionmix.dataset import DatasetStore
 from ionmix.models import BaselineError, load_model, read_record
 from ionmix.models.baseline import Baseline, baseline_for_frames, coulomb_calculator
+from ionmix.testing import CalculatorBattery, Tolerance
 from ionmix.train.errors import TrainConfigError
 
 BASELINE = "coulomb+zbl"
@@ -78,7 +78,7 @@ def test_record_names_the_baseline_and_the_package(student):
 
 def test_factory_gives_network_plus_baseline(student):
     result, store = student
-    from ionmix.train import load_calculator
+    from ionmix.models import load_calculator
 
     frame = DatasetStore(store).select(replica=1)[0].atoms
     loaded = load_model(result.package_path, frame, provenance=_provenance(store))
@@ -214,7 +214,9 @@ class TestStudentBattery(CalculatorBattery):
       OpenMM baseline's finite-difference stress was 1.8e-6 to 6.8e-5 off here).
     - rotation 1.1e-13 eV; lattice shifts 3.4e-13 eV; permutation of whole molecules
       7.1e-15 eV/Å; 2x1x1 supercell 8.4e-14 eV/Å.
-    - translation (the PME mesh is fixed in space): 6.7e-6 eV.
+    - translation (the PME mesh is fixed in space): 6.7e-6 eV when first measured; 6.3e-5
+      eV and 1.4e-4 eV/Å on 2026-12-06 (both students of the committee below alike: the
+      baseline's share), so the tolerance is ~10x that.
     """
 
     n_fd_atoms = 20
@@ -222,7 +224,7 @@ class TestStudentBattery(CalculatorBattery):
     strain_step = 1e-5
     fd_stress_atol_eV_per_A3 = 1e-9
     rotation_tol = Tolerance(energy_eV=1e-10, force_eV_per_A=1e-9, stress_eV_per_A3=1e-9)
-    translation_tol = Tolerance(energy_eV=1e-4, force_eV_per_A=5e-4, stress_eV_per_A3=5e-7)
+    translation_tol = Tolerance(energy_eV=6e-4, force_eV_per_A=1.5e-3, stress_eV_per_A3=5e-7)
     lattice_shift_tol = Tolerance(energy_eV=1e-10, force_eV_per_A=1e-9, stress_eV_per_A3=1e-10)
     permutation_tol = lattice_shift_tol
     extensivity_tol = Tolerance(energy_eV=1e-10, force_eV_per_A=1e-9, stress_eV_per_A3=1e-9)
@@ -250,6 +252,41 @@ class TestStudentBattery(CalculatorBattery):
                           float64=True).calc
 
 
+@pytest.fixture(scope="module")
+def second_student(tiny_sample, tmp_path_factory):
+    """Another member for a committee: the same baseline, seed 1."""
+    from ionmix.train import train_from_store
+
+    store = tiny_sample / "frames.db"
+    return train_from_store(store, DatasetStore(store).compositions(), n_train=3, n_val=1,
+                            n_test=2, preset="cpu-tiny-allegro-npt", seed=1,
+                            run_dir=tmp_path_factory.mktemp("student-1"),
+                            overrides={"max_epochs": 1, "model_dtype": "float64"},
+                            baseline=BASELINE, progress=None)
+
+
+class TestCommitteeBattery(TestStudentBattery):
+    """The battery on a committee of two students (seeds 0 and 1, float64) and their one
+    Coulomb baseline, as `load_committee` builds it for the learning loop: the mean of the
+    members' energies, forces and stress plus the baseline's, evaluated once.
+
+    Deviations measured on the same 86-atom frame (2026-12-06): forces vs -dE/dx (ε = 1e-4
+    Å, 20 atoms) 4.4e-7 eV/Å; stress vs (1/V) dE/dε (step 1e-5) 6.8e-11 eV/Å³; rotation
+    0 eV; permutation of whole molecules 7.1e-15 eV/Å; 2x1x1 supercell 1.4e-14 eV/Å;
+    translation 6.3e-5 eV, 1.4e-4 eV/Å (the baseline's PME mesh). Tolerances: the single
+    student's (the same sources of error).
+    """
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def calculator(cls, student, second_student, structure):
+        from ionmix.models import load_committee
+
+        result, store = student
+        return load_committee([result.package_path, second_student.package_path], structure,
+                              provenance=_provenance(store), float64=True).calc
+
+
 # --------------------------------------------------------------------------------------
 # the intermolecular wall
 
@@ -273,8 +310,8 @@ def _pushed_onto_a_neighbour(atoms, distance_A: float):
 
 
 def test_wall_leaves_the_liquid_alone_and_repels_overlaps(tiny_sample):
-    from battery import numerical_forces, numerical_stress
     from ionmix.models.wall import IntermolecularWall, zbl_energy_eV
+    from ionmix.testing import numerical_forces, numerical_stress
 
     atoms, ions = _liquid_frame(tiny_sample)
     wall = IntermolecularWall(ions)

@@ -15,7 +15,6 @@ import openmm.unit as u
 import pytest
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from battery import CalculatorBattery, Tolerance, energy_forces_stress, numerical_stress, supercell
 from ionmix.build import build_box
 from ionmix.chemistry import load_ion, load_user_ion
 from ionmix.chemistry.ions import LIBRARY_DIR, parse_itp
@@ -26,6 +25,13 @@ from ionmix.teachers.classical import (
     make_context,
     make_system,
     make_system_for_atoms,
+)
+from ionmix.testing import (
+    CalculatorBattery,
+    Tolerance,
+    energy_forces_stress,
+    numerical_stress,
+    supercell,
 )
 from ionmix.units import BAR_IN_EV_PER_A3, KJ_PER_MOL_IN_EV, NM_IN_ANGSTROM
 
@@ -347,3 +353,26 @@ def test_left_handed_cell_and_keywords(box, labelled):
     assert flipped.get_potential_energy() == pytest.approx(energy, abs=1e-8)
     with pytest.raises(TypeError):
         ClassicalCalculator(cutoff=5.0)  # misspelled keyword: rejected, not ignored
+
+
+# ------------------------------------------------------------------ ASE's set() contract
+
+def test_set_changes_the_force_field_and_drops_the_results(box, labelled):
+    """ASE's contract: set() updates `parameters` and the next results are those of a
+    calculator built with the new value (it used to change nothing)."""
+    atoms = box.copy()
+    atoms.calc = ClassicalCalculator(platform="Reference")
+    assert atoms.get_potential_energy() == pytest.approx(labelled[1], abs=1e-9)
+    changed = atoms.calc.set(charge_scale=1.0)
+    assert changed == {"charge_scale": 1.0} and atoms.calc.parameters["charge_scale"] == 1.0
+    assert atoms.calc.results == {}
+    full = _fresh(box, charge_scale=1.0)
+    assert atoms.get_potential_energy() == pytest.approx(full.get_potential_energy(), abs=1e-9)
+    np.testing.assert_allclose(atoms.get_forces(), full.get_forces(), atol=1e-9)
+    assert atoms.calc.set(charge_scale=1.0) == {}   # the same value: nothing to redo
+
+
+def test_set_names_an_unknown_parameter(box):
+    calc = ClassicalCalculator(platform="Reference")
+    with pytest.raises(ClassicalSystemError, match=r"unknown parameter\(s\) \['charge'\]"):
+        calc.set(charge=1.0)

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from battery import CalculatorBattery, Tolerance, energy_forces_stress
 from ionmix.chemistry.topology import attach_molecules, molecules_of
 from ionmix.dataset import DatasetStore
 from ionmix.models.baseline import (
@@ -21,6 +20,7 @@ from ionmix.models.baseline import (
     openmm_coulomb_calculator,
 )
 from ionmix.models.coulomb_pme import CoulombPME, CoulombPMEError, max_cutoff_A
+from ionmix.testing import CalculatorBattery, Tolerance, energy_forces_stress
 
 #: CoulombPME against the OpenMM baseline (Reference platform) at the baseline's Ewald
 #: tolerance. Both are PME sums of the same charges with the same exceptions, so they differ

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from battery import CalculatorBattery, Tolerance
 from ionmix.build import build_box
 from ionmix.chemistry import load_ion, load_user_ion
 from ionmix.chemistry.ions import (
@@ -24,6 +23,7 @@ from ionmix.chemistry.ions import (
     proper_torsions,
 )
 from ionmix.teachers.classical import ClassicalCalculator, make_system, make_system_for_atoms
+from ionmix.testing import CalculatorBattery, Tolerance
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = {"FOMIM": 3, "C4F9CO2": 3}

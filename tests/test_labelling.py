@@ -233,7 +233,8 @@ overrides = {max_epochs = 1}
     key = teacher_spec("xtb").key
     assert key in (out / "report.md").read_text()
     store = DatasetStore(out / "frames.db")
-    assert len(store.select(teacher=key, task="single-point")) == 2 * (3 + 2)
+    # replica 0 of the trained composition (3), replica 1 of both (2 each); not x=0.75's r0
+    assert len(store.select(teacher=key, task="single-point")) == 3 + 2 * 2
     assert len(store.select(teacher=key, task="isolated-atom")) == 6
     train = ase.io.read(out / "data" / "x_0.25" / "train.extxyz", ":")
     assert {a.info["teacher"] for a in train} == {key}

@@ -38,7 +38,7 @@ from ionmix.export.lammps import (
     write_lammps_inputs,
     write_lammps_inputs_for,
 )
-from ionmix.io import ReadError
+from ionmix.files import ReadError
 from ionmix.units import COULOMB_CONSTANT_EV_A
 
 pytestmark = pytest.mark.filterwarnings(
@@ -608,8 +608,8 @@ def test_coulomb_baseline_refuses_structures_it_cannot_charge(ionic_liquid_box, 
 
 def test_model_folder_record_missing_or_altered_is_named(ionic_liquid_box, tmp_path):
     """write_lammps_inputs reads baseline.json before loading the model or writing."""
+    from ionmix.files import file_sha256
     from ionmix.models.baseline import RECORD_NAME, BaselineError, write_record
-    from ionmix.train.data import file_sha256
 
     atoms, ions = ionic_liquid_box
     package = tmp_path / "model" / "model.nequip.zip"
@@ -635,8 +635,8 @@ def test_model_folder_record_missing_or_altered_is_named(ionic_liquid_box, tmp_p
 def test_model_with_coulomb_record_needs_a_structure_with_molecules(tmp_path):
     """A model folder whose record says coulomb and a structure without molecules (Cu):
     the baseline's error, before the model is loaded (the package is not one)."""
+    from ionmix.files import file_sha256
     from ionmix.models.baseline import Baseline, BaselineError, write_record
-    from ionmix.train.data import file_sha256
 
     package = tmp_path / "model" / "model.nequip.zip"
     package.parent.mkdir()

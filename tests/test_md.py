@@ -312,7 +312,7 @@ def test_cli_teacher_density_natively_in_openmm(tiny_sample, tmp_path):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert [p["temperature_K"] for p in result["points"]] == [300.0, 400.0]
-    from ionmix.properties.stats import series_summary
+    from ionmix.stats import series_summary
 
     for p in result["points"]:
         series = json.loads((tmp_path / p["run"] / "density_series.json").read_text())

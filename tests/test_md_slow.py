@@ -64,7 +64,7 @@ def relative_density_difference(run_dir, teacher: dict) -> float:
     """(student − teacher) / teacher NPT density: the student's from the production part
     of `run_dir`'s thermo.csv (block average), printed with the combined error."""
     from ionmix.md import read_thermo
-    from ionmix.properties.stats import block_average, production_part
+    from ionmix.stats import block_average, production_part
 
     thermo = read_thermo(run_dir / "thermo.csv")
     student, student_err = block_average(production_part(thermo["density_g_cm3"]))

@@ -23,8 +23,8 @@ import pytest
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from battery import ROUNDING_FLOAT64, CalculatorBattery
 from ionmix.dataset import DatasetStore
+from ionmix.testing import ROUNDING_FLOAT64, CalculatorBattery
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ class Trained:
 
 
 def _train(preset: str, tiny_sample, tmp_path_factory) -> Trained:
-    from ionmix.train import load_calculator, train_from_store
+    from ionmix.models import load_calculator
+    from ionmix.train import train_from_store
 
     run_dir = tmp_path_factory.mktemp(preset)
     store = tiny_sample / "frames.db"

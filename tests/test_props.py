@@ -32,6 +32,18 @@ def test_density_falls_with_temperature_and_resumes(tmp_path):
     assert 1e-4 < fit["alpha_P_per_K"] < 1e-2
     assert json.loads((tmp_path / "density.json").read_text())["fit"] == fit
     assert (tmp_path / "density.png").stat().st_size > 0
+    from ionmix.report.properties import plot_density
+
+    ax = plot_density(result).axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("temperature (K)", "density (g cm⁻³)")
+    points, line = ax.containers[0], ax.get_lines()[-1]      # errorbars, then the fit
+    np.testing.assert_allclose(points.lines[0].get_xdata(), [30.0, 70.0])
+    np.testing.assert_allclose(points.lines[0].get_ydata(),
+                               [cold["density_g_cm3"], hot["density_g_cm3"]])
+    np.testing.assert_allclose(np.polyfit(line.get_xdata(), line.get_ydata(), 1)[0],
+                               fit["slope_g_cm3_per_K"])
+    assert f"  α_P = {fit['alpha_P_per_K'] * 1e4:.2f} ± {fit['alpha_P_err'] * 1e4:.2f} ×10⁻⁴ K⁻¹" \
+        in ax.get_legend_handles_labels()[1]
     again = density_study(argon(2), lj(), [30.0, 70.0], FAST, tmp_path)  # nothing left to run
     assert again["points"] == result["points"]
     md = json.loads((tmp_path / "T_30K" / "md.json").read_text())
@@ -54,7 +66,7 @@ def test_compare_model_teacher_and_experiment(tmp_path):
     from typer.testing import CliRunner
 
     from ionmix.cli import app
-    from ionmix.report.comparison import compare_properties
+    from ionmix.properties.comparison import compare_properties
 
     model = density_study(argon(2), lj(), [30.0, 70.0], FAST, tmp_path / "model")
     teacher_calc = LennardJones(sigma=3.45, epsilon=0.0110, rc=7.0, smooth=True)
@@ -157,6 +169,16 @@ def test_validate_against_a_teacher(tmp_path):
     assert result["force_mae_meV_per_A"] > 0
     assert set(result["force_by_element"]) == {"Ar"}
     assert (tmp_path / "val" / "validate.png").exists()
+    from ionmix.report.properties import plot_validation
+
+    forces_model = np.array(df) + 1.0  # any arrays of the right shape: the panels' data
+    parity, along, energy = plot_validation(result, forces_model, forces_model - 1.0,
+                                            ["Ar"] * forces_model.shape[1]).axes
+    assert parity.get_legend_handles_labels()[1] == [
+        f"Ar: {result['force_by_element']['Ar']['mae_meV_per_A']:.0f} meV/Å"]
+    np.testing.assert_allclose(along.get_lines()[1].get_ydata(),
+                               [1000 * f["model_energy_eV_per_atom"] for f in result["frames"]])
+    assert f"MAE {result['energy_mae_meV_per_atom']:.2f}" in along.get_title()
     # relabelling is resumable: the stored teacher labels are reused
     labels = (tmp_path / "val" / "teacher_labels.extxyz").read_text()
     again = validate_trajectory(tmp_path / "run", teacher, tmp_path / "val", n_frames=3)
@@ -191,7 +213,7 @@ def test_density_study_goes_on_past_a_blow_up(tmp_path):
     """Argon at 3000 K boils out of its box (volume > 2× the start): that temperature is
     listed as blown up with its reason, the others are still run, and a rerun reads the
     blow-up back instead of running it again."""
-    from ionmix.report.comparison import compare_properties, comparison_markdown
+    from ionmix.properties.comparison import compare_properties, comparison_markdown
 
     temps = [30.0, 3000.0, 50.0]
     result = density_study(argon(2), lj(), temps, FAST, tmp_path)

@@ -208,3 +208,70 @@ def test_two_samplings_with_the_same_seed_are_identical(tmp_path):
         assert x.info["label_id"] == y.info["label_id"]
         assert np.array_equal(x.atoms.positions, y.atoms.positions)
         assert x.atoms.get_potential_energy() == y.atoms.get_potential_energy()
+
+
+def test_hydrogen_mass_repartitioning_keeps_every_molecule_mass():
+    from ionmix.build import build_box
+    from ionmix.teachers.classical import make_system_for_atoms, repartition_hydrogen_mass
+
+    atoms = build_box({"Li": 1, "EMIM": 2, "PF6": 3}, density_g_cm3=1.2, seed=1)
+    csys = make_system_for_atoms(atoms, cutoff_A=4.0)
+    physical = np.array([csys.system.getParticleMass(i)._value for i in range(len(atoms))])
+    repartition_hydrogen_mass(csys.system, csys.elements, 3.024)
+    moved = np.array([csys.system.getParticleMass(i)._value for i in range(len(atoms))])
+    is_h = np.array(csys.elements) == "H"
+    assert is_h.sum() == 2 * 11
+    np.testing.assert_allclose(moved[is_h], 3.024)
+    mol_id = atoms.arrays["mol_id"]
+    for m in np.unique(mol_id):
+        assert moved[mol_id == m].sum() == pytest.approx(physical[mol_id == m].sum(), abs=1e-9)
+    # only carbons bonded to H lose mass; Li, P and F keep theirs
+    changed = np.flatnonzero(~np.isclose(moved, physical))
+    assert {csys.elements[i] for i in changed} == {"H", "C"}
+    assert csys.masses_amu == tuple(physical)    # the recorded (physical) masses stay
+
+
+def test_sampling_with_repartitioned_hydrogen_masses(tmp_path):
+    """2 fs steps with H at 3.024 u: the run is stable, its labels are the physical
+    teacher's, and the masses really changed the dynamics (same seed, other positions)."""
+    light = cfg(sampling__timestep_fs=2.0)
+    heavy = cfg(sampling__timestep_fs=2.0, sampling__hydrogen_mass_amu=3.024)
+    for out, config in (("light", light), ("heavy", heavy)):
+        sample(config, tmp_path / out)
+    a, b = (DatasetStore(tmp_path / out / "frames.db").select() for out in ("light", "heavy"))
+    assert len(a) == len(b) == 4
+    assert not np.allclose(a[-1].atoms.positions, b[-1].atoms.positions, atol=1e-3)
+    frame = b[-1]
+    atoms = frame.atoms.copy()
+    atoms.calc = ClassicalCalculator(molecules_of(frame.atoms), charge_scale=0.8,
+                                     cutoff_A=frame.info["cutoff_A"])
+    np.testing.assert_allclose(atoms.get_forces(), frame.atoms.get_forces(), atol=2e-4)
+    assert DatasetStore(tmp_path / "heavy" / "frames.db").select()[0].atoms.get_masses()[
+        np.array(frame.atoms.get_chemical_symbols()) == "H"] == pytest.approx(1.008, abs=1e-3)
+    recorded = (tmp_path / "heavy" / "sample-config.json").read_text()
+    assert '"hydrogen_mass_amu": 3.024' in recorded
+
+
+@pytest.mark.parametrize("value", [0.5, 1.0, 6.0])
+def test_hydrogen_mass_out_of_range_is_named(value):
+    with pytest.raises(ConfigError, match="hydrogen_mass_amu"):
+        cfg(sampling__hydrogen_mass_amu=value)
+
+
+def test_the_client_waits_between_looks_at_the_store(tmp_path, monkeypatch):
+    """Runs side by side: after the first run ends, the client still looks at the store
+    once per poll interval (it used to wait on the finished run and poll in a busy loop,
+    taking most of a core from the sampling workers)."""
+    import time
+
+    from ionmix import sampling
+
+    looks = []
+    real = sampling._report_snapshots
+    monkeypatch.setattr(sampling, "_POLL_S", 0.5)
+    monkeypatch.setattr(sampling, "_report_snapshots",
+                        lambda *a: (looks.append(time.monotonic()), real(*a)))
+    start = time.monotonic()
+    sample(cfg(sampling__replicas=3), tmp_path)   # 3 runs on at most 2 workers
+    elapsed = time.monotonic() - start
+    assert len(looks) <= elapsed / 0.5 + 3, (len(looks), elapsed)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-from ionmix.properties import stats as S
+from ionmix import stats as S
 
 
 def ar1(phi: float, n: int, seed: int) -> np.ndarray:

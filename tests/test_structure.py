@@ -78,6 +78,14 @@ def test_lattice_first_shell(tmp_path):
     assert 3.5 < r.pairs["Li-Li"]["first_shell_A"] < 4.5  # 12 Li at 3.54 Å
     assert r.pairs["Li-Li"]["first_shell_coordination"]["value"] == pytest.approx(12.0)
     assert (tmp_path / "out" / "rdf.png").stat().st_size > 0
+    from ionmix.report.transport import plot_rdf
+
+    g_axis, n_axis = plot_rdf(r).axes
+    assert g_axis.get_legend_handles_labels()[1] == ["Li-P@PF6", "@Li-@PF6", "Li-Li"]
+    np.testing.assert_allclose(n_axis.get_lines()[2].get_ydata(),
+                               r.pairs["Li-Li"]["coordination"])
+    shells = [line.get_xdata()[0] for line in g_axis.get_lines()[1::2]]  # axvlines
+    assert shells == pytest.approx([r.pairs[n]["first_shell_A"] for n in r.pairs])
     saved = json.loads((tmp_path / "out" / "structure.json").read_text())
     assert saved["pairs"]["@Li-@PF6"]["first_shell_coordination"]["value"] == 6.0
 

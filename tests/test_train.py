@@ -22,8 +22,10 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from battery import ROUNDING_FLOAT64, CalculatorBattery
 from ionmix.design import fit_species_energies
+from ionmix.models import load_calculator
+from ionmix.models.network import NetworkDtypeError
+from ionmix.testing import ROUNDING_FLOAT64, CalculatorBattery
 from ionmix.train import (
     PRESETS,
     TrainConfigError,
@@ -32,7 +34,6 @@ from ionmix.train import (
     build_config,
     evaluate,
     get_preset,
-    load_calculator,
     loss_curve,
     per_type_energy_shifts,
     run_training,
@@ -217,7 +218,7 @@ def test_fine_tuning_starts_from_the_given_package(trained, data, tmp_path):
 
 
 def test_float32_package_refuses_float64(trained):
-    with pytest.raises(TrainConfigError, match="model_dtype"):
+    with pytest.raises(NetworkDtypeError, match="model_dtype"):
         load_calculator(trained.package_path, float64=True)
 
 
@@ -581,3 +582,61 @@ def test_subprocess_env_drops_the_trim_threshold_and_sets_threads(monkeypatch):
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
     assert env["HYDRA_FULL_ERROR"] == "1"
     assert record()["MALLOC_TRIM_THRESHOLD_"] == "65536"  # recorded where it is set
+
+
+def _worker_trim_threshold() -> str | None:
+    import os
+
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_ionmix_workers_start_without_the_trim_threshold(monkeypatch):
+    """ionmix's LocalClusters leave out the nanny's MALLOC_TRIM_THRESHOLD_ (it turns off
+    glibc's dynamic mmap threshold: kernel time in every torch/OpenMM task), even when an
+    earlier nanny left it in this process's environment; the environment is restored."""
+    import os
+
+    from ionmix.cluster import ClusterConfig, dask_client
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as an earlier nanny leaves it
+    with dask_client(ClusterConfig(workers=1)) as client:
+        assert client.submit(_worker_trim_threshold, pure=False).result() is None
+        assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
+
+
+def test_a_missing_allocator_falls_back_with_one_line(monkeypatch, caplog):
+    import logging
+
+    from ionmix import runtime
+
+    monkeypatch.setitem(runtime.ALLOCATORS, "absentmalloc",
+                        ("libabsentmalloc.so.9", "libabsentmalloc9"))
+    monkeypatch.setenv("IONMIX_ALLOCATOR", "absentmalloc")
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    runtime.allocator_preload.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="ionmix.runtime"):
+        env = runtime.subprocess_env(1)
+        runtime.subprocess_env(1)  # asked again: no second line
+    runtime.allocator_preload.cache_clear()
+    assert "LD_PRELOAD" not in env
+    assert [r.getMessage() for r in caplog.records] == [
+        "IONMIX_ALLOCATOR=absentmalloc: libabsentmalloc.so.9 is not installed (Debian: apt "
+        "install libabsentmalloc9); using glibc's malloc"]
+
+
+def test_a_preloaded_allocator_is_what_the_subprocess_runs_with(monkeypatch, tmp_path):
+    import ctypes.util
+    import subprocess
+    import sys
+
+    from ionmix import runtime
+
+    if ctypes.util.find_library("jemalloc") is None:
+        pytest.skip("libjemalloc2 is not installed")
+    monkeypatch.setenv("IONMIX_ALLOCATOR", "jemalloc")
+    runtime.allocator_preload.cache_clear()
+    env = runtime.subprocess_env(1)
+    runtime.allocator_preload.cache_clear()
+    maps = subprocess.run([sys.executable, "-c", "print(open('/proc/self/maps').read())"],
+                          env=env, capture_output=True, text=True, check=True).stdout
+    assert "libjemalloc.so.2" in maps

@@ -81,7 +81,8 @@ def test_resume_does_not_retrain(study):
 
 
 def test_metrics_recomputable_from_saved_models(study):
-    from ionmix.train import evaluate, load_calculator
+    from ionmix.models import load_calculator
+    from ionmix.train import evaluate
 
     out = study["out"]
     row = next(r for r in study["first"].metrics if r["recipe"] == "x=0.25+0.75")
@@ -223,3 +224,49 @@ def test_transfer_verdict(worst, in_distribution, verdict):
     from ionmix.metrics import transfer_verdict
 
     assert transfer_verdict(worst, in_distribution) == verdict
+
+
+def test_the_study_samples_only_the_runs_its_splits_use(tmp_path):
+    """Replica 1 (test) of every composition; replica 0 (train/val) only of the
+    compositions a recipe trains on."""
+    from ionmix.dataset import composition_key
+    from ionmix.transferability import sampled_runs
+
+    config = tmp_path / "study.toml"
+    config.write_text(STUDY_TOML.replace("recipes = [[0.25], [0.25, 0.75], [0.75]]",
+                                         "recipes = [[0.25]]"))
+    runs = sampled_runs(load_study_config(config))
+    assert sorted((composition_key(r.composition), r.replica) for r in runs) == [
+        ("LiPF6=0.25,EMIMPF6=0.75", 0), ("LiPF6=0.25,EMIMPF6=0.75", 1),
+        ("LiPF6=0.75,EMIMPF6=0.25", 1)]
+
+
+def test_training_progress_line_counts_each_recipes_epochs(study):
+    """What a log shows every 30 s while the recipes train: epochs logged so far by each
+    recipe's nequip-train (its metrics.csv), or that it has not started."""
+    from ionmix.transferability import _training_progress_line
+
+    line = _training_progress_line({"x=0.25": None, "x=0.5": None}, study["out"] / "models",
+                                   95.0)
+    assert line == "training: x=0.25 1 epochs, x=0.5 waiting, 1m35s elapsed"
+
+
+def test_figure_1_cells_hold_the_metrics(study):
+    """The heat maps' rows are the trained recipes and their cells the metrics table."""
+    from ionmix.report.transferability import heatmaps
+    from ionmix.sampling import plan_sampling
+    from ionmix.transferability import sample_config
+
+    cfg = study["cfg"]
+    mixture = plan_sampling(sample_config(cfg)).mixture
+    compositions = cfg.mixture.composition_list(mixture)
+    metrics = study["first"].metrics
+    forces, energies = heatmaps(mixture, resolve_recipes(cfg, mixture, compositions),
+                                compositions, metrics).axes
+    assert [t.get_text() for t in forces.get_yticklabels()] == ["x=0.25", "x=0.25+0.75"]
+
+    def cell(v):
+        return f"{v:.0f}" if v >= 10 else f"{v:.1f}" if v >= 1 else f"{v:.2f}"
+
+    for ax, field in ((forces, "force_mae_meV_per_A"), (energies, "energy_mae_meV_per_atom")):
+        assert sorted(t.get_text() for t in ax.texts) == sorted(cell(m[field]) for m in metrics)

@@ -64,6 +64,21 @@ def test_diffusion_within_its_error(walk_result):
     assert walk_result.error_degrees_of_freedom == 3
 
 
+def test_msd_figure_shows_each_species_and_the_fit_window(walk_result):
+    from ionmix.report.transport import plot_msd
+
+    ax = plot_msd(walk_result).axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels[0] == "fit window" and len(labels) == 1 + len(COUNTS)
+    for name, label in zip(walk_result.curves["msd_A2"], labels[1:], strict=True):
+        d = walk_result.diffusion_cm2_per_s[name]
+        assert label.startswith(f"{name}: D = {d['value'] * 1e7:.2f} ± ")
+    curve = ax.get_lines()[0]  # the first species' MSD, without lag 0 (log axes)
+    np.testing.assert_allclose(curve.get_ydata(),
+                               next(iter(walk_result.curves["msd_A2"].values()))[1:])
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+
+
 def test_onsager_and_conductivity_match_the_construction(walk_result):
     """L_ij of independent walks: the centre-of-mass-frame expectation within 3σ; σ equals
     Nernst–Einstein within errors; transference numbers sum to 1."""

@@ -39,7 +39,7 @@ def test_density():
 def test_block_average_on_known_correlated_series():
     import numpy as np
 
-    from ionmix.properties.stats import block_average
+    from ionmix.stats import block_average
 
     # AR(1) with phi = 0.9: the true standard error of the mean of n samples is
     # sigma_x * sqrt((1 + phi) / (1 - phi) / n); the naive one is sqrt(19) ≈ 4.4× too small.

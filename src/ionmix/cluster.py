@@ -103,12 +103,17 @@ def dask_client(cfg: ClusterConfig | None = None, scheduler: str | None = None,
         cluster.scale(jobs=cfg.jobs)
         client = Client(cluster)
     else:
+        from ionmix.runtime import local_worker_environment
+
         workers = cfg.workers or default_workers or max(1, (os.cpu_count() or 1)
                                                         // cfg.threads_per_worker)
         warn_oversubscribed(workers, cfg.threads_per_worker)
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=cfg.threads_per_worker,
-                               processes=True, dashboard_address=":0",  # any free port
-                               env=dict(env or {}))
+        # without the nanny's malloc trim threshold (see ionmix.runtime)
+        with local_worker_environment():
+            cluster = LocalCluster(n_workers=workers,
+                                   threads_per_worker=cfg.threads_per_worker,
+                                   processes=True, dashboard_address=":0",  # any free port
+                                   env=dict(env or {}))
         client = Client(cluster)
     try:
         yield client

@@ -129,6 +129,10 @@ class SamplingConfig(_Strict):
     pressure_bar: float = Field(1.0, gt=-1e4, le=1e6,
                                 description="barostat pressure (equilibration, NPT production)")
     timestep_fs: float = Field(1.0, gt=0, le=4.0)
+    hydrogen_mass_amu: float | None = Field(
+        None, gt=1.0, le=4.5, description="hydrogen mass repartitioning: every H gets this "
+        "mass, taken from its bonded heavy atom (3.024 lets a 2 fs step run without "
+        "constraints; the frames' distribution is unchanged). None: physical masses")
     minimise: bool = True
     equilibration_ps: float = Field(100.0, ge=0, description="NPT equilibration: the "
                                     "minimum; it goes on until the density has plateaued")

@@ -77,7 +77,7 @@ from ase import Atoms, units
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ionmix.errors import InputError, RunError
-from ionmix.io import atomic_write_json
+from ionmix.files import atomic_write_json
 from ionmix.resume import check_same_settings
 from ionmix.units import bar_to_ev_per_a3, density_g_per_cm3, ev_per_a3_to_bar
 

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import ase.io
 import numpy as np
 from pydantic import Field
 
@@ -55,7 +57,8 @@ from ionmix.dataset import (
     equally_spaced,
     split_by_replica,
 )
-from ionmix.io import atomic_write_text
+from ionmix.files import atomic_write_text
+from ionmix.train.tasks import evaluate_recipe_task, train_recipe_task
 
 #: The paper's Figure 1 rows, as Li-salt fractions.
 PAPER_RECIPES: list[Any] = [[0.5], [0.0, 0.1], [0.0, 0.1, 0.2], [0.0, 1.0], [0.4, 0.6]]
@@ -168,94 +171,6 @@ def _safe(name: str) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# tasks (module-level functions so that Dask can ship them to any worker)
-
-
-def train_recipe_task(files: dict[str, str], type_names: list[str],
-                      preset: str, energy_shifts: dict[str, float] | str, run_dir: str,
-                      seed: int, overrides: dict[str, Any],
-                      num_threads: int | None = None,
-                      initial_model: str | None = None, baseline: str = "none",
-                      provenance=None, baseline_cache: str | None = None) -> dict[str, Any]:
-    """Train one recipe's model (resumes / returns the finished result if on disk).
-
-    `num_threads` sets torch's threads in nequip-train (Dask workers default to
-    OMP_NUM_THREADS=1, which would leave cores idle); None keeps the worker's setting.
-    `initial_model`: fine-tune from this package instead of random weights.
-    `baseline`, `provenance`, `baseline_cache`: see `ionmix.train.run_training`.
-    """
-    from ionmix.train import run_training
-
-    log_path = Path(run_dir) / "ionmix-progress.log"
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-
-    def progress(line: str) -> None:
-        with open(log_path, "a") as fh:
-            fh.write(line + "\n")
-
-    result = run_training(files["train"], files["val"], files["test"], type_names,
-                          preset=preset, energy_shifts=energy_shifts, run_dir=run_dir,
-                          seed=seed, overrides=overrides, progress=progress,
-                          num_threads=num_threads, initial_model=initial_model,
-                          baseline=baseline, provenance=provenance,
-                          baseline_cache=baseline_cache)
-    return result.to_json()
-
-
-def evaluate_recipe_task(package_path: str, test_files: dict[str, str],
-                         out_path: str, atoms_per_ion: dict[str, int],
-                         provenance=None) -> dict[str, Any]:
-    """Evaluate a packaged model on every composition's test file; cache to `out_path`.
-
-    Also records, per test frame, the predicted and reference energies (eV) and the
-    species counts, for the per-species energy analysis (`atoms_per_ion`: ion name → atoms
-    in one ion, from the study's ion set, user ions included).
-    """
-    out = Path(out_path)
-    if out.exists():
-        cached = json.loads(out.read_text())
-        if cached.get("package_path") == package_path and set(cached["by_composition"]) == \
-                set(test_files):
-            return cached
-    from ionmix.chemistry.topology import decode_runs
-    from ionmix.io import read_frames
-    from ionmix.models import load_model
-    from ionmix.train import evaluate
-
-    first = read_frames(next(iter(test_files.values())), 0, what="test")
-    calc = load_model(package_path, first, provenance=provenance).calc
-    by_comp, frames_out = {}, []
-    for key, path in test_files.items():
-        frames = read_frames(path, ":", what="test")
-        by_comp[key] = evaluate(calc, frames)
-        for atoms in frames:
-            ref = atoms.get_potential_energy()
-            pred_atoms = atoms.copy()
-            pred_atoms.calc = calc
-            energy = float(pred_atoms.get_potential_energy())
-            molecules = atoms.info.get("molecules", "")
-            record = {"composition": key, "n_atoms": len(atoms), "molecules": molecules,
-                      "energy_ref_eV": float(ref), "energy_pred_eV": energy}
-            atomic = calc.results.get("energies")
-            if molecules and atomic is not None:
-                # The model's own split of the energy into ions: per-ion sums of its
-                # atomic energies, averaged per ion type (includes the part no data fixes).
-                sums: dict[str, list[float]] = {}
-                start = 0
-                for name, n in decode_runs(molecules):
-                    size = atoms_per_ion[name]
-                    for _ in range(n):
-                        sums.setdefault(name, []).append(
-                            float(np.sum(atomic[start:start + size])))
-                        start += size
-                record["ion_energy_pred_eV"] = {k: float(np.mean(v)) for k, v in sums.items()}
-            frames_out.append(record)
-    result = {"package_path": package_path, "by_composition": by_comp, "frames": frames_out}
-    atomic_write_text(out, json.dumps(result, indent=1))
-    return result
-
-
-# --------------------------------------------------------------------------------------
 # the study
 
 
@@ -278,8 +193,32 @@ def _training_threads(client, scheduler: str | None) -> int | None:
     return max(1, (os.cpu_count() or 1) // max(1, len(client.scheduler_info()["workers"])))
 
 
-def _study_teacher(cfg: StudyConfig, plan, out: Path, compositions, scheduler: str | None,
-                   say: Callable[[str], None]):
+def frames_needed(s: StudySettings, recipes: list[Recipe],
+                  compositions: list[dict[str, float]]) -> dict[tuple[str, int], int]:
+    """(composition key, replica) → frames the study's splits take from that run: n_train +
+    n_val from replica 0 of every composition a recipe trains on, n_test from replica 1 of
+    every composition. Runs not listed are neither sampled nor labelled."""
+    trained = {composition_key(c) for recipe in recipes for c in recipe.compositions}
+    counts = {(composition_key(c), 1): s.n_test for c in compositions}
+    counts.update({(key, 0): s.n_train + s.n_val for key in sorted(trained)})
+    return counts
+
+
+def sampled_runs(cfg: StudyConfig) -> list:
+    """The sampling runs (`ionmix.sampling.Run`) the study samples: those `frames_needed`
+    lists."""
+    from ionmix.sampling import plan_sampling
+
+    plan = plan_sampling(sample_config(cfg))
+    compositions = cfg.mixture.composition_list(plan.mixture)
+    needed = frames_needed(cfg.study, resolve_recipes(cfg, plan.mixture, compositions),
+                           compositions)
+    return [run for run in plan.runs
+            if (composition_key(run.composition), run.replica) in needed]
+
+
+def _study_teacher(cfg: StudyConfig, plan, out: Path, compositions, recipes,
+                   scheduler: str | None, say: Callable[[str], None]):
     """The teacher whose labels the models learn. The classical one labels every snapshot
     as it is sampled; another [teacher] (xtb, espresso) labels exactly the frames the
     splits use (train/val from replica 0, test from replica 1), through the labelling
@@ -292,8 +231,7 @@ def _study_teacher(cfg: StudyConfig, plan, out: Path, compositions, scheduler: s
     spec = teacher_spec(cfg.teacher, "[teacher]")
     s = cfg.study
     label_split_frames(DatasetStore(out / "frames.db"), plan.teacher.key, spec,
-                       [composition_key(c) for c in compositions],
-                       {0: s.n_train + s.n_val, 1: s.n_test},
+                       frames_needed(cfg.study, recipes, compositions),
                        # the teacher's own isolated-atom references, as Dask tasks too
                        isolated_atoms=(s.energy_reference == "isolated-atoms"
                                        and not s.isolated_atom_energies_eV),
@@ -312,7 +250,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
         out_dir: study folder (created).
         scheduler: address of an existing Dask scheduler (e.g. ``tcp://host:8786``);
             default: a LocalCluster sized to this machine.
-        n_workers: LocalCluster workers (default: cores // 4, at least 1).
+        n_workers: LocalCluster workers (default: one per core, at most one per recipe).
         say: where progress lines go.
         on_snapshot: sampling progress callback (see `ionmix.sampling.sample_run`).
     """
@@ -329,11 +267,12 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
                        json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
     s = cfg.study
 
-    # 1. sampling (sequential: OpenMM already uses every core of this machine)
-    say(f"sampling {len(plan.runs)} runs ({len(compositions)} compositions × "
-        f"{cfg.sampling.replicas} replicas)")
-    sample(sample_cfg, out, on_snapshot=on_snapshot)
-    teacher_spec = _study_teacher(cfg, plan, out, compositions, scheduler, say)
+    # 1. sampling: the runs the splits use, side by side
+    runs = {run.run_id for run in sampled_runs(cfg)}
+    say(f"sampling {len(runs)} runs (replica 1 of {len(compositions)} compositions, replica "
+        f"0 of the {len(runs) - len(compositions)} that recipes train on)")
+    sample(sample_cfg, out, on_snapshot=on_snapshot, only=lambda run: run.run_id in runs)
+    teacher_spec = _study_teacher(cfg, plan, out, compositions, recipes, scheduler, say)
     store = DatasetStore(out / "frames.db")
     provenance = store.provenance()
 
@@ -347,23 +286,27 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
     shifts = _energy_shifts(s, store, teacher, type_names)
     train_files = _write_recipe_splits(store, recipes, out / "data", s, teacher)
 
-    # 3-4. train and evaluate on Dask
-    # Each training uses several cores through torch threads; on a small machine one
-    # worker at a time is fastest. Bigger machines run several recipes at once.
+    # 3-4. train and evaluate on Dask: one recipe per core, up to one per recipe (measured
+    # on 2 cores: two 1-thread trainings side by side beat one 2-thread training after
+    # another by 23 %; small models do not use a second thread well), the cores split
+    # between the workers; the largest training first, so that the last to finish is short
     cluster = cfg.cluster.model_copy(update={"workers": n_workers or cfg.cluster.workers})
     with dask_client(cluster, scheduler,
-                     default_workers=max(1, (os.cpu_count() or 1) // 4)) as client:
+                     default_workers=min(len(recipes), os.cpu_count() or 1)) as client:
         threads = _training_threads(client, scheduler)
         say(f"training {len(recipes)} recipes on {len(client.scheduler_info()['workers'])} "
-            f"Dask worker(s) ({s.preset}, energy reference {s.energy_reference})")
+            f"Dask worker(s) × {threads or 'their'} torch thread(s) ({s.preset}, energy "
+            f"reference {s.energy_reference})")
+        largest_first = sorted(recipes, key=lambda r: -_atoms_in(train_files[r.name]["train"]))
         trainings = {
             recipe.name: client.submit(
                 train_recipe_task, train_files[recipe.name], type_names, s.preset, shifts,
                 str(out / "models" / _safe(recipe.name)), s.seed, s.overrides, threads,
                 baseline=s.baseline, provenance=provenance,
                 baseline_cache=str(out / "models" / "baseline-cache.sqlite"),
-                key=f"train-{_safe(recipe.name)}", pure=False)
-            for recipe in recipes}
+                key=f"train-{_safe(recipe.name)}", pure=False,
+                priority=len(recipes) - rank)
+            for rank, recipe in enumerate(largest_first)}
         evaluations, failed = _evaluate_trained(
             client, trainings, test_files, out / "models",
             {name: ion.n_atoms for name, ion in plan.ions.items()}, provenance, say)
@@ -376,6 +319,11 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
     fig, report = write_outputs(out, cfg, plan.mixture, recipes, compositions, metrics,
                                 analysis, failed, teacher=teacher_spec.describe())
     return StudyResult(out, metrics, failed, report, fig)
+
+
+def _atoms_in(path: str) -> int:
+    """Atoms summed over the frames of an extxyz file (the work of a training epoch)."""
+    return sum(len(atoms) for atoms in ase.io.iread(path))
 
 
 def _check_study_settings(cfg: StudyConfig) -> None:
@@ -443,27 +391,45 @@ def _write_recipe_splits(store: DatasetStore, recipes: list[Recipe], data_dir: P
     return train_files
 
 
+#: Seconds between the study's lines on its trainings' epochs (a log shows they are alive).
+TRAINING_PROGRESS_INTERVAL_S = 30.0
+
+
 def _evaluate_trained(client, trainings: dict[str, Any], test_files: dict[str, str],
                       models_dir: Path, atoms_per_ion: dict[str, int], provenance,
                       say: Callable[[str], None]) -> tuple[dict[str, dict], dict[str, str]]:
-    """Wait for each recipe's training future and evaluate its model on Dask as it
-    finishes; return (evaluations, failures) by recipe name. A failure is reported and
-    does not stop the other recipes."""
+    """Wait for the recipes' trainings and evaluate each model on Dask as soon as it is
+    trained; every `TRAINING_PROGRESS_INTERVAL_S`, one line of epochs done per recipe.
+    Return (evaluations, failures) by recipe name. A failure is reported and does not stop
+    the other recipes."""
+    from dask.distributed import wait
+
     failed: dict[str, str] = {}
     eval_futures = {}
-    for name, future in trainings.items():
+    pending = dict(trainings)
+    start = last_line = time.monotonic()
+    while pending:
         try:
-            res = future.result()
-        except Exception as exc:  # noqa: BLE001 - one failing recipe must not stop others
-            failed[name] = f"training failed: {type(exc).__name__}: {exc}"
-            say(f"[{name}] {failed[name]}")
-            continue
-        say(f"[{name}] trained ({res['metrics'].get('epochs', '?')} epochs, "
-            f"{res['train_wall_s']:.0f} s)")
-        eval_futures[name] = client.submit(
-            evaluate_recipe_task, res["package_path"], test_files,
-            str(models_dir / _safe(name) / "evaluation.json"), atoms_per_ion, provenance,
-            key=f"evaluate-{_safe(name)}", pure=False)
+            wait(list(pending.values()), timeout=5.0, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            pass
+        for name in [n for n, f in pending.items() if f.done()]:
+            future = pending.pop(name)
+            try:
+                res = future.result()
+            except Exception as exc:  # noqa: BLE001 - one failing recipe must not stop others
+                failed[name] = f"training failed: {type(exc).__name__}: {exc}"
+                say(f"[{name}] {failed[name]}")
+                continue
+            say(f"[{name}] trained ({res['metrics'].get('epochs', '?')} epochs, "
+                f"{res['train_wall_s']:.0f} s)")
+            eval_futures[name] = client.submit(
+                evaluate_recipe_task, res["package_path"], test_files,
+                str(models_dir / _safe(name) / "evaluation.json"), atoms_per_ion, provenance,
+                key=f"evaluate-{_safe(name)}", pure=False)
+        if pending and time.monotonic() - last_line >= TRAINING_PROGRESS_INTERVAL_S:
+            last_line = time.monotonic()
+            say(_training_progress_line(pending, models_dir, last_line - start))
     evaluations: dict[str, dict] = {}
     for name, future in eval_futures.items():
         try:
@@ -476,8 +442,22 @@ def _evaluate_trained(client, trainings: dict[str, Any], test_files: dict[str, s
     return evaluations, failed
 
 
+def _training_progress_line(pending: dict[str, Any], models_dir: Path,
+                            elapsed_s: float) -> str:
+    """"training: x=0.5 12 epochs, x=0+1 waiting, …, 1m30s elapsed" for the recipes still
+    training (epochs read from each run's metrics.csv)."""
+    from ionmix.train.run import epochs_done
+
+    parts = []
+    for name in pending:
+        done = epochs_done(models_dir / _safe(name))
+        parts.append(f"{name} {done} epochs" if done else f"{name} waiting")
+    minutes, seconds = divmod(int(elapsed_s), 60)
+    return f"training: {', '.join(parts)}, {minutes}m{seconds:02d}s elapsed"
+
+
 def _symbols_of(path: str) -> set[str]:
-    from ionmix.io import read_frames
+    from ionmix.files import read_frames
 
     frames = read_frames(path, ":", what="test")
     return {s for atoms in frames for s in atoms.get_chemical_symbols()}

@@ -36,7 +36,7 @@ import numpy as np
 from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ionmix.io import atomic_write_json
+from ionmix.files import atomic_write_json
 
 CANDIDATES_FILE = "candidates.extxyz"
 
@@ -154,18 +154,10 @@ def run_walker(spec: dict, start: list[Atoms], model_paths: list[str], out_dir: 
 
 
 def _volume_scan(walker: WalkerSpec, start: list[Atoms], out: Path) -> dict:
-    from ionmix.chemistry.topology import MOL_ID_ARRAY
-    from ionmix.sampling import rescale_molecules
+    from ionmix.chemistry.topology import scaled_frame
 
-    frames = []
-    for atoms in start[: walker.n_frames]:
-        for scale in walker.scales:
-            scaled = atoms.copy()
-            scaled.calc = None
-            scaled.positions = rescale_molecules(atoms.positions, atoms.arrays[MOL_ID_ARRAY],
-                                                 atoms.get_masses(), scale)
-            scaled.set_cell(atoms.cell.array * scale)
-            frames.append(scaled)
+    frames = [scaled_frame(atoms, scale) for atoms in start[: walker.n_frames]
+              for scale in walker.scales]
     out.mkdir(parents=True, exist_ok=True)
     ase.io.write(out / CANDIDATES_FILE, frames)
     return {"kind": "volume-scan", "status": "done", "reason": "", "n_candidates": len(frames)}
@@ -263,7 +255,7 @@ def block_density(density_g_cm3, time_ps, block_ps: float = 1.0,
 
     The MTK barostat rings (±8 % at a ~1-ps period on 188 atoms): a mean over a part of a
     period, or an error from a few correlated samples, says little. So: discard the
-    equilibration (`ionmix.properties.stats.detect_equilibration`, at least
+    equilibration (`ionmix.stats.detect_equilibration`, at least
     `equilibration_fraction` of the run, at most half), cut the rest into whole blocks of
     `block_ps` ending at the last sample, and average the block means. The error is the
     blocks' standard error, their spread / sqrt(n_blocks), times sqrt(g) of the block
@@ -286,8 +278,8 @@ def block_density(density_g_cm3, time_ps, block_ps: float = 1.0,
     cross-check); with fewer, ``density_note`` saying why there is no
     density (such a walker is no evidence of a converged density).
     """
-    from ionmix.properties.stats import detect_equilibration, mean_and_error
-    from ionmix.properties.stats import statistical_inefficiency as inefficiency
+    from ionmix.stats import detect_equilibration, mean_and_error
+    from ionmix.stats import statistical_inefficiency as inefficiency
 
     rho = np.asarray(density_g_cm3, dtype=float)
     t = np.asarray(time_ps, dtype=float)

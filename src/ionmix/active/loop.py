@@ -46,7 +46,7 @@ from ionmix.cluster import dask_client
 from ionmix.config import StudyTables
 from ionmix.dataset import DatasetStore, atomic_write_extxyz, composition_key, equally_spaced
 from ionmix.errors import InputError
-from ionmix.io import atomic_write_json
+from ionmix.files import atomic_write_json
 
 
 class LearnSettings(BaseModel):
@@ -261,8 +261,9 @@ def _initial_labels(cfg, plan, store, compositions, scheduler, say):
         return plan.teacher
     spec = teacher_spec(cfg.teacher, "[teacher]")
     s = cfg.learn
-    label_split_frames(store, plan.teacher.key, spec, compositions,
-                       {0: s.n_train + s.n_val, 1: s.n_test}, isolated_atoms=True,
+    counts = {(key, replica): n for key in compositions
+              for replica, n in ((0, s.n_train + s.n_val), (1, s.n_test))}
+    label_split_frames(store, plan.teacher.key, spec, counts, isolated_atoms=True,
                        cluster=cfg.cluster, scheduler=scheduler, say=say)
     return spec
 
@@ -340,7 +341,7 @@ def _train_committee(ctx: _Context, gen: Path, g: int, files: dict[str, str]) ->
     """K models (seeds seed … seed + K − 1) as Dask tasks, from random weights or
     fine-tuned from the previous generation's; their TrainResult records."""
     from ionmix.train.run import PACKAGE_NAME
-    from ionmix.transferability import train_recipe_task
+    from ionmix.train.tasks import train_recipe_task
 
     s = ctx.cfg.learn
     fine_tune = s.fine_tune_epochs is not None and g > 0

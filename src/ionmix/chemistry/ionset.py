@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ionmix.chemistry.ions import Ion, IonLibraryError, load_ion, load_user_ion
-from ionmix.io import atomic_write_text
+from ionmix.files import atomic_write_text
 
 
 def _sha256(*texts: str) -> str:

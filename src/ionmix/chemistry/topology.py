@@ -114,3 +114,32 @@ def attach_molecules(atoms: Atoms, runs: Sequence[tuple[str, int]],
     atoms.arrays[ION_NAME_ARRAY] = np.array(names, dtype="<U16")
     atoms.info[MOLECULES_INFO] = encode_runs(runs)
     return atoms
+
+
+def rescale_molecules(positions_A: np.ndarray, mol_id: np.ndarray, masses: np.ndarray,
+                       factor: float) -> np.ndarray:
+    """Scale molecule centres of mass by `factor`, keeping each molecule rigid.
+
+    positions_A: (n_atoms, 3) in Å; mol_id: (n_atoms,) molecule index; masses: (n_atoms,) in u.
+    Returns new (n_atoms, 3) positions in Å.
+    """
+    out = positions_A.copy()
+    for m in np.unique(mol_id):
+        sel = mol_id == m
+        com = (masses[sel, None] * positions_A[sel]).sum(0) / masses[sel].sum()
+        out[sel] += (factor - 1.0) * com
+    return out
+
+
+def scaled_frame(atoms: Atoms, scale: float, mol_id: np.ndarray | None = None) -> Atoms:
+    """A copy of `atoms` (no calculator) with its cell and molecule centres of mass
+    scaled by `scale` (lengths), each molecule rigid: a point of a volume scan.
+
+    mol_id: (n_atoms,) molecule index; default ``atoms.arrays[MOL_ID_ARRAY]``.
+    """
+    mol_id = atoms.arrays[MOL_ID_ARRAY] if mol_id is None else mol_id
+    scaled = atoms.copy()
+    scaled.calc = None
+    scaled.positions = rescale_molecules(atoms.positions, mol_id, atoms.get_masses(), scale)
+    scaled.set_cell(atoms.cell.array * scale)
+    return scaled

@@ -46,6 +46,12 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def say_to(target: Console):
+    """A `say(line)` that prints a stage's progress line as it is: no rich markup (a recipe
+    is named ``[x=0.5]``), no highlighting, not wrapped (a log keeps one line per line)."""
+    return lambda line: target.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 @app.callback()
 def _root() -> None:
     """ionmix: plan compositions, build and sample IL boxes, label, train, test transfer."""
@@ -212,7 +218,7 @@ def write_provenance(out: Path, atoms, provenance) -> None:
     own.write(out)
 
 
-def run_study(label: str, structure: Path, model: str, composition: str | None, study,
+def run_property_study(label: str, structure: Path, model: str, composition: str | None, study,
               out: Path | None = None, index: int = -1, float64: bool = False,
               sampled_at_K: float | None = None):
     """Load the structure and calculator, then run ``study(atoms, calc, progress)`` under a

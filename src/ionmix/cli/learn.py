@@ -11,6 +11,7 @@ from ionmix.cli._common import (
     app,
     console,
     out_folder,
+    say_to,
 )
 
 
@@ -31,6 +32,6 @@ def learn(
 
     cfg = load_learn_config(config)
     result = run_learning(cfg, out, scheduler=scheduler,
-                          say=lambda line: console.print(line, highlight=False, markup=False))
+                          say=say_to(console))
     console.print(f"[bold]{result.stopped_because}[/]", highlight=False)
     console.print(f"[bold green]report:[/] {result.report_path}")

@@ -22,6 +22,7 @@ from ionmix.cli._common import (
     load_with_provenance,
     out_folder,
     progress_bar,
+    say_to,
     write_provenance,
 )
 from ionmix.errors import InputError
@@ -119,8 +120,7 @@ def md(
     with progress_bar(label, stderr=True) as update:
         result = run_md(atoms, calc, settings, out,
                         progress=lambda k, n: update(completed=k, total=n),
-                        log=lambda line: update.console.print(line, highlight=False, markup=False,
-                                                             soft_wrap=True))
+                        log=say_to(update.console))
     meta = json.loads((out / "md.json").read_text())
     rate = meta.get("steps_per_s")
     console.print(f"[green]{result.steps_done} steps[/] in {out} "
@@ -144,7 +144,7 @@ def validate(
     """Check a model along its own MD trajectory against the teacher (Figure 2c–e): force
     parity per element, energy along the trajectory, energy parity, numbers as JSON."""
     from ionmix.dataset.provenance import load_provenance
-    from ionmix.io import read_frames
+    from ionmix.files import read_frames
     from ionmix.models import load_model
     from ionmix.properties.validate import validate_trajectory
 

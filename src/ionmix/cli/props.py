@@ -24,7 +24,7 @@ from ionmix.cli._common import (
     out_folder,
     positive,
     progress_bar,
-    run_study,
+    run_property_study,
 )
 from ionmix.config import ConfigError
 
@@ -108,13 +108,14 @@ def props_density(
                             seed=seed)
     if engine not in ("ase", "openmm") or (engine == "openmm" and model != "classical"):
         raise ConfigError(f"--engine {engine}: use ase, or openmm with --model classical")
-    result = run_study("density", structure, model, composition, lambda atoms, calc, progress:
-                       density_study(atoms, calc, temps, settings, out, engine=engine,
-                                     equilibration_fraction=equilibration_fraction,
-                                     teacher=teacher, experiment=experiment,
-                                     label="classical (OpenMM)" if engine == "openmm"
-                                     else Path(model).name, progress=progress), out=out,
-                       sampled_at_K=sampled_at_K)
+    result = run_property_study(
+        "density", structure, model, composition, lambda atoms, calc, progress:
+        density_study(atoms, calc, temps, settings, out, engine=engine,
+                      equilibration_fraction=equilibration_fraction,
+                      teacher=teacher, experiment=experiment,
+                      label="classical (OpenMM)" if engine == "openmm"
+                      else Path(model).name, progress=progress), out=out,
+        sampled_at_K=sampled_at_K)
     if as_json:
         print(json.dumps(result, indent=2))
         raise typer.Exit(3 if result["blew_up"] else 0)
@@ -164,7 +165,7 @@ def props_compare(
     """Model, teacher and experiment side by side (the paper's Figure 2 as a table): ρ,
     dρ/dT, α_P and κ_T (volume fluctuations), and the model's test errors next to its errors
     along its own NPT trajectory. Reads finished runs only."""
-    from ionmix.report.comparison import compare_properties
+    from ionmix.properties.comparison import compare_properties
 
     result = compare_properties(model_density, teacher_density=teacher, experiment=experiment,
                                 validation=validation, train_run=train_run,
@@ -218,11 +219,11 @@ def props_compressibility(
                             timestep_fs=timestep_fs, log_interval_steps=log_every,
                             trajectory_interval_steps=max(log_every, 100 // log_every * log_every),
                             seed=seed)
-    result = run_study("ramp", structure, model, composition, lambda atoms, calc, progress:
-                       compressibility_study(atoms, calc, settings, out, pressures_bar=ramp,
-                                             first_stage_steps=first_stage_steps,
-                                             progress=progress), out=out,
-                       sampled_at_K=sampled_at_K)
+    result = run_property_study(
+        "ramp", structure, model, composition, lambda atoms, calc, progress:
+        compressibility_study(atoms, calc, settings, out, pressures_bar=ramp,
+                              first_stage_steps=first_stage_steps, progress=progress),
+        out=out, sampled_at_K=sampled_at_K)
     if as_json:
         print(json.dumps(result, indent=2))
         return

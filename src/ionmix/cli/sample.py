@@ -75,7 +75,7 @@ def sample(
                   f"cutoff {plan.cutoff_A:.2f} Å, charges × {cfg.mixture.charge_scale}, "
                   f"teacher {plan.teacher.key}")
     store = DatasetStore(dataset or out / "frames.db")
-    done = sum(len(store.frame_indices(r.run_id)) for r in plan.runs)
+    done = sum(store.count(run_id=r.run_id) for r in plan.runs)
     with progress_bar("sampling", total=len(plan.runs) * cfg.sampling.n_snapshots,
                       completed=done) as update:
         # the runs go side by side: one count for all of them, not the run of the moment

@@ -15,6 +15,7 @@ from ionmix.cli._common import (
     err_console,
     out_folder,
     progress_bar,
+    say_to,
 )
 from ionmix.config import ConfigError
 from ionmix.train.presets import PRESETS
@@ -31,7 +32,7 @@ def transfer(
         help="Address of an existing Dask scheduler (e.g. tcp://host:8786); default: a "
         "LocalCluster on this machine.")] = None,
     workers: Annotated[int | None, typer.Option(min=1,
-        help="LocalCluster workers (default: cores // 4, at least 1).")] = None,
+        help="LocalCluster workers (default: one per core, at most one per recipe).")] = None,
 ) -> None:
     """The transferability study: sample, train one model per recipe, test everywhere.
 
@@ -39,19 +40,18 @@ def transfer(
     energy analysis and report.md into OUT. Stages already on disk are reused.
     """
     from ionmix.dataset import DatasetStore
-    from ionmix.sampling import plan_sampling
-    from ionmix.transferability import load_study_config, run_study, sample_config
+    from ionmix.transferability import load_study_config, run_study, sampled_runs
 
     cfg = load_study_config(study)
-    runs = plan_sampling(sample_config(cfg)).runs
+    runs = sampled_runs(cfg)
     done = 0
     if (out / "frames.db").exists():
         store = DatasetStore(out / "frames.db")
-        done = sum(len(store.frame_indices(r.run_id)) for r in runs)
+        done = sum(store.count(run_id=r.run_id) for r in runs)
     with progress_bar("sampling", total=len(runs) * cfg.sampling.n_snapshots,
                       completed=done) as update:
         result = run_study(cfg, out, scheduler=scheduler, n_workers=workers,
-                           say=lambda line: update.console.print(line, highlight=False),
+                           say=say_to(update.console),
                            # the runs go side by side: one count for all of them
                            on_snapshot=lambda run, k: update(advance=1))
     if result.failed:
@@ -119,7 +119,7 @@ def train(
         run_dir=out, energy_reference=energy_reference,
         overrides=_parse_overrides(override or []), seed=seed, teacher=teacher,
         initial_model=initial_model, baseline=baseline,
-        progress=lambda line: console.print(line, highlight=False))
+        progress=say_to(console))
     m = result.metrics
     console.print(f"[green]model:[/] {result.package_path}")
     console.print(f"test energy MAE {m.get('energy_mae_meV_per_atom', float('nan')):.2f} "
@@ -137,7 +137,7 @@ def evaluate(
 ) -> None:
     """Energy MAE (meV/atom), force MAE (meV/Å, per element) and stress MAE per composition,
     recomputed from the saved model."""
-    from ionmix.io import read_frames
+    from ionmix.files import read_frames
     from ionmix.train import TrainDataError
     from ionmix.train import evaluate as run_evaluate
 

@@ -12,6 +12,7 @@ from ionmix.dataset.store import (
     atomic_write_extxyz,
     composition_key,
     equally_spaced,
+    equally_spaced_indices,
     parse_composition_key,
     split_by_replica,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "atomic_write_extxyz",
     "composition_key",
     "equally_spaced",
+    "equally_spaced_indices",
     "parse_composition_key",
     "split_by_replica",
 ]

@@ -24,7 +24,7 @@ from ase import Atoms
 from ionmix.chemistry.ionset import IonSet
 from ionmix.chemistry.topology import has_molecules, molecules_of
 from ionmix.errors import InputError
-from ionmix.io import atomic_write_json
+from ionmix.files import atomic_write_json
 
 FILE_NAME = "provenance.json"
 #: Teacher name of frames written before teacher specs (the classical force field).

@@ -46,7 +46,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ionmix.chemistry.topology import decode_runs, encode_runs, has_molecules, molecules_of
 from ionmix.dataset.frames import validate_labels
 from ionmix.errors import InputError
-from ionmix.io import atomic_write_text
+from ionmix.files import atomic_write_text
 
 #: What produced a label.
 TASKS = ("md", "single-point", "aimd", "relax", "isolated-atom", "volume-scan",
@@ -378,9 +378,20 @@ class DatasetStore:
                        if r.get("composition")})
 
 
+def equally_spaced_indices(n_available: int, n: int, include_last: bool = False) -> np.ndarray:
+    """Indices of `n` of `n_available` frames equally spaced along a run, the first
+    included: the paper's selection (every (n_available / n)-th frame), or, with
+    `include_last`, the two ends and equal steps between them (a check along a trajectory,
+    whose end is where a drift shows; fewer when `n_available` < `n`)."""
+    if include_last:
+        return np.unique(np.linspace(0, n_available - 1, min(n, n_available)).round()
+                         ).astype(int)
+    return np.floor(np.arange(n) * n_available / n).astype(int)
+
+
 def equally_spaced(frames: Sequence, n: int, what: str = "selection") -> list:
     """`n` frames equally spaced along `frames` (Frames or Atoms; first included), as the
-    paper selects.
+    paper selects (`equally_spaced_indices`).
 
     Raises DatasetError if fewer than `n` frames are available.
     """
@@ -388,8 +399,7 @@ def equally_spaced(frames: Sequence, n: int, what: str = "selection") -> list:
         raise DatasetError(f"{what}: asked for {n} frames")
     if len(frames) < n:
         raise DatasetError(f"{what}: asked for {n} frames but only {len(frames)} are stored")
-    idx = np.floor(np.arange(n) * len(frames) / n).astype(int)
-    return [frames[i] for i in idx]
+    return [frames[i] for i in equally_spaced_indices(len(frames), n)]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from ase import Atoms
 
 from ionmix.errors import InputError
-from ionmix.io import ReadError, read_frames
+from ionmix.files import ReadError, read_frames
 
 __all__ = ["StructureError", "load_structure"]
 

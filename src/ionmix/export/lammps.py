@@ -81,7 +81,7 @@ from ase import Atoms
 from ase.data import atomic_numbers
 
 from ionmix.errors import InputError
-from ionmix.io import atomic_write_text, read_frames
+from ionmix.files import atomic_write_text, read_frames
 from ionmix.units import COULOMB_CONSTANT_EV_A
 
 if TYPE_CHECKING:
@@ -178,14 +178,14 @@ def _check_model_file(model: str | Path) -> Path:
 def _read_baseline(path: Path) -> Baseline:
     """The model's `Baseline` from the ``baseline.json`` beside it (BaselineError naming the
     file when missing or altered; a package's record must name its sha256)."""
+    from ionmix.files import file_sha256
     from ionmix.models.baseline import read_record
-    from ionmix.train.data import file_sha256
 
     return read_record(path, file_sha256(path) if path.name.endswith(".nequip.zip") else None)
 
 
 def _load_model(path: Path):
-    from ionmix.train import load_calculator
+    from ionmix.models import load_calculator
 
     return load_calculator(path).model
 

@@ -46,7 +46,7 @@ from ase import Atoms
 from ionmix.cluster import ClusterConfig, dask_client
 from ionmix.dataset import DatasetStore, equally_spaced
 from ionmix.dataset.provenance import Provenance, load_provenance
-from ionmix.io import atomic_write_json, atomic_write_text, read_frames
+from ionmix.files import atomic_write_json, atomic_write_text, read_frames
 from ionmix.labelling import tasks as T
 from ionmix.labelling.tasks import LabelError
 
@@ -435,19 +435,19 @@ def _run_jobs(todo, spec, task, options, store, work, failures, summary, cluster
                 progress(k, len(todo), sid)
 
 
-def label_split_frames(store: DatasetStore, md_teacher: str, spec, compositions: list[str],
-                       counts_by_replica: dict[int, int], *, isolated_atoms: bool,
+def label_split_frames(store: DatasetStore, md_teacher: str, spec,
+                       counts: Mapping[tuple[str, int], int], *, isolated_atoms: bool,
                        cluster: ClusterConfig | None = None, scheduler: str | None = None,
                        say: Callable[[str], None] = print) -> None:
-    """Label with `spec` exactly the sampled frames a study's splits will use: per
-    composition, `counts_by_replica[r]` equally spaced MD frames of `md_teacher` from
-    replica r (train/val from 0, test from 1), and the teacher's isolated atoms when
-    `isolated_atoms`. Resumable; a frame the teacher fails on is reported and left out."""
+    """Label with `spec` exactly the sampled frames a study's splits will use: for each
+    (composition key, replica) in `counts`, that many equally spaced MD frames of
+    `md_teacher` (train/val from replica 0, test from replica 1), and the teacher's isolated
+    atoms when `isolated_atoms`. Resumable; a frame the teacher fails on is reported and
+    left out."""
     frames = []
-    for key in compositions:
-        for replica, n in counts_by_replica.items():
-            pool = store.select(key, replica=replica, teacher=md_teacher, task="md")
-            frames += [f.atoms for f in equally_spaced(pool, n, f"{key} replica {replica}")]
+    for (key, replica), n in counts.items():
+        pool = store.select(key, replica=replica, teacher=md_teacher, task="md")
+        frames += [f.atoms for f in equally_spaced(pool, n, f"{key} replica {replica}")]
     say(f"labelling {len(frames)} frames with {spec.describe()}")
     for task in ("single-point", "isolated-atoms") if isolated_atoms else ("single-point",):
         summary = label_frames(frames, store.provenance(), spec, task, store.url,

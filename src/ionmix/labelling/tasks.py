@@ -341,8 +341,12 @@ def volume_scan(spec: dict, ions: dict | None, frame: Atoms, opts: TaskOptions,
                 workdir: str | None = None) -> list[Label]:
     """One label per scale: molecule centres (and cell) scaled by it, molecules rigid."""
     from ionmix.chemistry.ionset import IonSet
-    from ionmix.chemistry.topology import MOL_ID_ARRAY, attach_molecules, molecules_of
-    from ionmix.sampling import rescale_molecules
+    from ionmix.chemistry.topology import (
+        MOL_ID_ARRAY,
+        attach_molecules,
+        molecules_of,
+        scaled_frame,
+    )
 
     teacher = _teacher(spec, ions)
     sid = frame.info["label_id"]
@@ -356,10 +360,7 @@ def volume_scan(spec: dict, ions: dict | None, frame: Atoms, opts: TaskOptions,
         calc = teacher.calculator(frame, **_workdir(teacher, workdir))
         labels = []
         for k, scale in enumerate(opts.scales):
-            scaled = frame.copy()
-            scaled.positions = rescale_molecules(frame.positions, sized.arrays[MOL_ID_ARRAY],
-                                                 frame.get_masses(), scale)
-            scaled.set_cell(frame.cell.array * scale)
+            scaled = scaled_frame(frame, scale, sized.arrays[MOL_ID_ARRAY])
             meta = _meta(frame, "volume-scan", k, label_id(sid, "volume-scan", k))
             labels.append(Label(_labelled(scaled, calc, teacher.provides_stress), meta))
         return labels

@@ -45,7 +45,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from ionmix.errors import InputError
-from ionmix.io import atomic_write_json
+from ionmix.files import atomic_write_json
 from ionmix.models.wall import WALL_CUTOFF_A, WALL_SWITCH_ON_A
 
 __all__ = [

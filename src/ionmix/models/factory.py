@@ -30,10 +30,9 @@ from ase.calculators.mixing import SumCalculator
 from ionmix.errors import InputError
 from ionmix.models.baseline import Baseline, BaselineError, baseline_calculator, read_record
 from ionmix.models.committee import CommitteeCalculator
+from ionmix.models.network import PACKAGE_SUFFIX
 
 __all__ = ["LoadedModel", "ModelError", "load_committee", "load_model", "model_paths"]
-
-PACKAGE_SUFFIX = ".nequip.zip"
 
 
 class ModelError(InputError):
@@ -139,8 +138,8 @@ def load_committee(paths: Sequence, atoms: Atoms | None = None, *, provenance=No
 
 def _network(path: Path, float64: bool, device: str):
     """(network calculator, id, baseline, type names) of one package or checkpoint."""
-    from ionmix.train import load_calculator
-    from ionmix.train.data import file_sha256
+    from ionmix.files import file_sha256
+    from ionmix.models.network import load_calculator
 
     _check_model_file(path)
     sha = file_sha256(path)

@@ -28,7 +28,7 @@ import numpy as np
 from ase import Atoms
 
 from ionmix.errors import InputError
-from ionmix.properties.stats import block_average
+from ionmix.stats import block_average
 
 __all__ = ["Selection", "StructureError", "StructureResult", "parse_pair", "structure_analysis"]
 
@@ -244,10 +244,11 @@ def structure_analysis(path: str | os.PathLike, pairs: Sequence[str], *,
     result = StructureResult(results, len(frames), float(r_max_A), float(bin_width_A),
                              str(path), warnings)
     if out_dir is not None:
-        from ionmix.io import atomic_write_json
+        from ionmix.files import atomic_write_json
+        from ionmix.report.figure import save_figure
         from ionmix.report.transport import plot_rdf
 
         out = Path(out_dir)
         atomic_write_json(out / "structure.json", result.to_json())
-        plot_rdf(result, out / "rdf.png")
+        save_figure(plot_rdf(result), out / "rdf.png")
     return result

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from ionmix.io import atomic_write_json, atomic_write_text
+from ionmix import stats as P
+from ionmix.files import atomic_write_json, atomic_write_text
 from ionmix.md import MDBlowUp, MDError, MDSettings, carry_metadata, read_thermo, run_md
 from ionmix.properties import eos
-from ionmix.properties import stats as P
 from ionmix.properties.thermo import fit_density_vs_temperature
 from ionmix.teachers.classical.openmm_md import classical_npt_density
 from ionmix.units import volume_A3_for_density
@@ -168,9 +168,11 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
     atomic_write_json(out / "density.json", result)
     if rows:
         atomic_write_text(out / "density.csv", _csv_text(rows))
+    from ionmix.report.figure import save_figure
     from ionmix.report.properties import plot_density
 
-    plot_density(result, out / "density.png", teacher=teacher_data, experiment=experiment_data)
+    save_figure(plot_density(result, teacher=teacher_data, experiment=experiment_data),
+                out / "density.png")
     return result
 
 
@@ -341,7 +343,11 @@ def compressibility_study(atoms: Atoms, calc, settings: MDSettings,
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "compressibility.json", result)
     atomic_write_text(out / "pv.csv", _csv_text(rows))
+    from ionmix.report.figure import save_figure
     from ionmix.report.properties import plot_compressibility
 
-    plot_compressibility(result, out / "compressibility.png")
+    pressures_bar = np.linspace(min(r["pressure_bar"] for r in rows),
+                                max(r["pressure_bar"] for r in rows), 100)
+    save_figure(plot_compressibility(result, (pressures_bar, fit.volume_A3(pressures_bar))),
+                out / "compressibility.png")
     return result

@@ -38,7 +38,7 @@ from ase import Atoms
 from ionmix.chemistry.ionset import IonSet
 from ionmix.chemistry.topology import molecules_of
 from ionmix.dataset.provenance import Provenance
-from ionmix.io import atomic_write_json
+from ionmix.files import atomic_write_json
 from ionmix.md import carry_metadata
 
 __all__ = ["TransportRunSettings", "classical_transport_run"]
@@ -63,23 +63,6 @@ class TransportRunSettings:
     #: bonded to (molecule masses unchanged, so centre-of-mass transport is barely touched);
     #: lets a 2 fs step run without constraints. None: physical masses.
     hydrogen_mass_amu: float | None = None
-
-
-def _repartition_hydrogen_mass(system, elements, hydrogen_mass_amu: float) -> None:
-    """Give every H `hydrogen_mass_amu`, taking the difference from its bonded partner
-    (found through the HarmonicBondForce), in place."""
-    import openmm
-
-    bonds = next(f for f in system.getForces() if isinstance(f, openmm.HarmonicBondForce))
-    for k in range(bonds.getNumBonds()):
-        i, j = bonds.getBondParameters(k)[:2]
-        for h, heavy in ((i, j), (j, i)):
-            if elements[h] == "H" and elements[heavy] != "H":
-                m_h = system.getParticleMass(h)._value
-                system.setParticleMass(h, hydrogen_mass_amu)
-                system.setParticleMass(heavy,
-                                       system.getParticleMass(heavy)._value - (
-                                           hydrogen_mass_amu - m_h))
 
 
 def _temperature_K(state, n_atoms: int) -> float:
@@ -117,8 +100,8 @@ def classical_transport_run(atoms: Atoms, out_dir: str | os.PathLike,
     import openmm
     import openmm.unit as u
 
-    from ionmix.sampling import rescale_molecules
-    from ionmix.teachers.classical import make_system
+    from ionmix.chemistry.topology import rescale_molecules
+    from ionmix.teachers.classical import make_system, repartition_hydrogen_mass
     from ionmix.teachers.classical.openmm_md import (
         box_A,
         npt_context,
@@ -137,7 +120,7 @@ def classical_transport_run(atoms: Atoms, out_dir: str | os.PathLike,
     t_K = s.temperature_K * u.kelvin
     steps_per_ps = int(round(1000.0 / s.timestep_fs))
     if s.hydrogen_mass_amu is not None:
-        _repartition_hydrogen_mass(csys.system, csys.elements, s.hydrogen_mass_amu)
+        repartition_hydrogen_mass(csys.system, csys.elements, s.hydrogen_mass_amu)
     masses = np.asarray(csys.masses_amu)
     mol_id = np.asarray(atoms.arrays["mol_id"])
 

@@ -155,7 +155,7 @@ def run_temperature_K(path: Path) -> float | None:
 def read_trajectory(path: str | os.PathLike, molecules: str | None = None) -> list[Atoms]:
     """All frames of a trajectory with molecule information (from the frames, or `molecules`
     as ``"Li:1,EMIM:9,PF6:10"`` for a file without it). TransportError without either."""
-    from ionmix.io import read_frames
+    from ionmix.files import read_frames
 
     frames = read_frames(path, ":", what="trajectory")
     if molecules is None and MOL_ID_ARRAY not in frames[0].arrays and has_molecules(frames[0]):
@@ -687,11 +687,12 @@ def transport_analysis(path: str | os.PathLike, *, temperature_K: float | None =
     result = compute_transport(inp, n_segments=n_segments, slope_tolerance=slope_tolerance,
                                viscosity_Pa_s=viscosity_Pa_s)
     if out_dir is not None:
-        from ionmix.io import atomic_write_json
+        from ionmix.files import atomic_write_json
+        from ionmix.report.figure import save_figure
         from ionmix.report.transport import plot_msd
 
         out = Path(out_dir)
         atomic_write_json(out / "transport.json", {**result.to_json(),
                                                    "curves": result.curves})
-        plot_msd(result, out / "msd.png")
+        save_figure(plot_msd(result), out / "msd.png")
     return result

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ionmix.io import atomic_write_json, read_frames
+from ionmix.dataset import equally_spaced_indices
+from ionmix.files import atomic_write_json, read_frames
 from ionmix.md import MDError
 from ionmix.metrics import energy_errors_meV_per_atom, force_errors_meV_per_A
 
@@ -38,8 +39,7 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
                           "with `ionmix md`)")
     if n_frames < 2:
         raise MDError(f"validate needs at least 2 frames, got --frames {n_frames}")
-    picks = np.unique(np.linspace(0, len(frames) - 1, min(n_frames, len(frames))).round()
-                      ).astype(int)
+    picks = equally_spaced_indices(len(frames), n_frames, include_last=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     labels_path = out / "teacher_labels.extxyz"
@@ -94,7 +94,8 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
         "frames": per_frame,
     }
     atomic_write_json(out / "validate.json", result)
+    from ionmix.report.figure import save_figure
     from ionmix.report.properties import plot_validation
 
-    plot_validation(result, f_model, f_teacher, symbols, out / "validate.png")
+    save_figure(plot_validation(result, f_model, f_teacher, symbols), out / "validate.png")
     return result

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from ionmix.io import atomic_write_text  # noqa: E402
-from ionmix.report.properties import _save  # noqa: E402
+from ionmix.files import atomic_write_text
+from ionmix.report.figure import plt, save_figure
 
 
-def plot_generations(summaries: list[dict], path: Path,
-                     reference_density_g_cm3: float | None = None) -> Path:
+def plot_generations(summaries: list[dict], reference_density_g_cm3: float | None = None):
     """Shares (accurate/candidate/failed), frames added, committee test force MAE and each
     NPT walker's density (± error) against generation, with the teacher's (the mean
     density of the initial frames, g/cm³) as a dashed line when given."""
@@ -51,7 +46,7 @@ def plot_generations(summaries: list[dict], path: Path,
     for ax in axes:  # generations are whole numbers, all of them on every panel
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlim(min(gens) - 0.5, max(gens) + 0.5)
-    return _save(fig, path)
+    return fig
 
 
 def _walker_line(name: str, w: dict) -> str:
@@ -64,7 +59,8 @@ def _walker_line(name: str, w: dict) -> str:
 def write_report(out: Path, summaries: list[dict], stopped: str, teacher: str,
                  reference_density_g_cm3: float | None = None) -> tuple[Path, Path]:
     """Write ``generations.png`` and ``report.md`` into `out`; returns (report, figure)."""
-    figure = plot_generations(summaries, out / "generations.png", reference_density_g_cm3)
+    figure = save_figure(plot_generations(summaries, reference_density_g_cm3),
+                         out / "generations.png")
     lines = ["# Active learning", "", f"Teacher: {teacher}.", f"Stopped: {stopped}.", "",
              "![generations](generations.png)", "",
              "| generation | train frames | explored | accurate | candidate | failed | added "

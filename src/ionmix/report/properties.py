@@ -3,28 +3,12 @@ Figure 2c–e (force parity per element, energy along the trajectory, energy par
 
 from __future__ import annotations
 
-from pathlib import Path
+import numpy as np
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ionmix.io import atomic_write_bytes  # noqa: E402
+from ionmix.report.figure import plt
 
 
-def _save(fig, path: Path) -> Path:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=150)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def plot_density(result: dict, path: Path, teacher: dict | None = None,
-                 experiment: dict | None = None) -> Path:
+def plot_density(result: dict, teacher: dict | None = None, experiment: dict | None = None):
     """ρ(T) with block errors and the fitted line; teacher and experiment on the same axes."""
     fig, ax = plt.subplots(figsize=(4.8, 3.6), constrained_layout=True)
 
@@ -50,22 +34,19 @@ def plot_density(result: dict, path: Path, teacher: dict | None = None,
     ax.set_xlabel("temperature (K)")
     ax.set_ylabel("density (g cm⁻³)")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return fig
 
 
-def plot_compressibility(result: dict, path: Path) -> Path:
-    """Mean volume vs pressure with block errors and the Tait curve; κ_T in the legend."""
+def plot_compressibility(result: dict, tait_curve: tuple[np.ndarray, np.ndarray]):
+    """Mean volume vs pressure with block errors and the Tait curve (pressures in bar,
+    volumes in Å³); κ_T in the legend."""
     fig, ax = plt.subplots(figsize=(4.8, 3.6), constrained_layout=True)
     p = np.array([r["pressure_bar"] for r in result["points"]])
     v = np.array([r["volume_A3"] for r in result["points"]])
     err = np.array([r["volume_err_A3"] for r in result["points"]])
     ax.errorbar(p / 1000.0, v, yerr=err, fmt="o", capsize=3, label="NPT mean volume")
-    tait = result["tait"]
-    pp = np.linspace(p.min(), p.max(), 100)
-    from ionmix.properties.eos import tait_volume
-
-    vv = tait_volume(pp, tait["V0_A3"], tait["B_bar"], tait["C"], tait["reference_pressure_bar"])
-    ax.plot(pp / 1000.0, vv, "-", color="C1",
+    pp, vv = tait_curve
+    ax.plot(np.asarray(pp) / 1000.0, vv, "-", color="C1",
             label=f"Tait: κ_T = {result['kappa_T_per_Pa'] * 1e10:.2f} ± "
                   f"{result['kappa_T_err_per_Pa'] * 1e10:.2f} ×10⁻¹⁰ Pa⁻¹")
     ax.plot([], [], " ", label=f"fluctuations: κ_T = "
@@ -75,10 +56,10 @@ def plot_compressibility(result: dict, path: Path) -> Path:
     ax.set_ylabel("volume (Å³)")
     ax.set_title(f"{result['temperature_K']:g} K", fontsize=9)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return fig
 
 
-def plot_validation(result: dict, forces_model, forces_teacher, symbols, path: Path) -> Path:
+def plot_validation(result: dict, forces_model, forces_teacher, symbols):
     """Figure 2c–e: force parity per element (MAE in the legend), energy per atom of model
     and teacher along the trajectory, and energy parity.
 
@@ -122,4 +103,4 @@ def plot_validation(result: dict, forces_model, forces_teacher, symbols, path: P
     ax.set_ylabel("model energy (meV/atom)")
     ax.set_title(f"energy parity (offset {result['energy_mean_offset_meV_per_atom']:+.2f} "
                  "meV/atom)", fontsize=9)
-    return _save(fig, path)
+    return fig

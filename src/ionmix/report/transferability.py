@@ -8,17 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ionmix import design  # noqa: E402
-from ionmix.dataset import composition_key  # noqa: E402
+from ionmix import design
+from ionmix.dataset import composition_key
+from ionmix.report.figure import plt, save_figure
 
 
-def heatmaps(path: Path, mixture: design.Mixture, recipes, compositions, metrics) -> Path:
-    """The paper's Figure 1: force and energy MAE, rows = recipes, columns = test comps."""
+def heatmaps(mixture: design.Mixture, recipes, compositions, metrics):
+    """The paper's Figure 1: force and energy MAE, rows = recipes, columns = test comps
+    (a Figure: two heat-map axes, the values written in their cells)."""
     names = [r.name for r in recipes if any(m["recipe"] == r.name for m in metrics)]
     keys = [composition_key(c) for c in compositions]
     lookup = {(m["recipe"], m["test_composition"]): m for m in metrics}
@@ -48,14 +47,13 @@ def heatmaps(path: Path, mixture: design.Mixture, recipes, compositions, metrics
                   if len(mixture.units) == 2 else "test composition")
         ax.set_xlabel(xlabel)
         ax.set_title(title + "  (▼ = trained on)", fontsize=10)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def species_figure(path: Path, analysis: dict[str, Any]) -> Path | None:
+def species_figure(analysis: dict[str, Any]):
     """Determined per-species combinations per model vs the teacher, and the undetermined
-    projection of each model's own ion energies."""
+    projection of each model's own ion energies (a Figure; None without models or the
+    teacher's values)."""
     models = analysis["models"]
     if not models or analysis["teacher"] is None:
         return None
@@ -80,9 +78,7 @@ def species_figure(path: Path, analysis: dict[str, Any]) -> Path | None:
         ax.plot([proj[n][0] for n in shown], [names.index(n) for n in shown], "s", color="C3")
         ax.set_yticks(range(len(names)), [""] * len(names))
         ax.set_title("undetermined direction ·\nmodel's own ion energies (eV)", fontsize=9)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -98,7 +94,7 @@ def write_outputs(out: Path, cfg, mixture: design.Mixture, recipes, compositions
 
     Returns (figure path, report path).
     """
-    from ionmix.io import atomic_write_text
+    from ionmix.files import atomic_write_text
     from ionmix.metrics import metrics_csv, transfer_ratios
 
     ratios = transfer_ratios(metrics) if metrics else {}
@@ -108,8 +104,10 @@ def write_outputs(out: Path, cfg, mixture: design.Mixture, recipes, compositions
     atomic_write_text(out / "species_energies.json", json.dumps(analysis, indent=2) + "\n")
     fig_path = out / "transferability.png"
     if metrics:
-        heatmaps(fig_path, mixture, recipes, compositions, metrics)
-    species_png = species_figure(out / "species_energies.png", analysis)
+        save_figure(heatmaps(mixture, recipes, compositions, metrics), fig_path, dpi=130)
+    species = species_figure(analysis)
+    species_png = None if species is None else save_figure(
+        species, out / "species_energies.png", dpi=130)
     report = out / "report.md"
     atomic_write_text(report, _report_text(cfg, mixture, recipes, compositions, metrics,
                                             ratios, analysis, failed, species_png, teacher))

@@ -3,14 +3,12 @@ and RDFs with running coordination numbers."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from ionmix.report.properties import _save, plt
+from ionmix.report.figure import plt
 
 
-def plot_msd(result, path: Path) -> Path:
+def plot_msd(result):
     """Log-log MSD of each species' centres of mass (Å² vs ps), the fit window shaded and
     a slope-1 guide through its start; D ± error in the legend.
 
@@ -37,10 +35,10 @@ def plot_msd(result, path: Path) -> Path:
     ax.set_title(f"{result.temperature_K:g} K, {result.run_length_ps:g} ps; dotted: slope 1",
                  fontsize=8)
     ax.legend(fontsize=6)
-    return _save(fig, path)
+    return fig
 
 
-def plot_rdf(result, path: Path) -> Path:
+def plot_rdf(result):
     """g(r) of every pair (left axis) and its running coordination number (right axis),
     the first-shell radius marked.
 
@@ -59,4 +57,4 @@ def plot_rdf(result, path: Path) -> Path:
     ax.set_ylabel("g(r)")
     ax2.set_ylabel("running coordination number (dashed)")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return fig

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ionmix.chemistry.ionset import cache_dir
 from ionmix.errors import RunError
-from ionmix.io import atomic_write_json
+from ionmix.files import atomic_write_json
 from ionmix.teachers.base import Teacher, TeacherError, register
 
 #: Smallest isolated-atom box (Å). What must fit in the box is the atom's electron density,

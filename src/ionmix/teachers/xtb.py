@@ -26,7 +26,7 @@ from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field
 
 from ionmix.chemistry.ionset import cache_dir
-from ionmix.io import atomic_write_json
+from ionmix.files import atomic_write_json
 from ionmix.teachers.base import Teacher, TeacherError, register
 
 

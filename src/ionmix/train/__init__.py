@@ -5,7 +5,6 @@ Public API:
     per_type_energy_shifts                                        (ionmix.train.energy)
     run_training, TrainResult, loss_curve, read_test_metrics      (ionmix.train.run)
     train_from_store                                              (ionmix.train.from_store)
-    load_calculator                                               (ionmix.train.model)
     evaluate                                                      (ionmix.train.evaluate)
     TrainConfigError, TrainDataError, TrainRunError               (ionmix.train.errors)
 
@@ -16,7 +15,6 @@ from .energy import ENERGY_REFERENCE_MODES, per_type_energy_shifts
 from .errors import TrainConfigError, TrainDataError, TrainRunError
 from .evaluate import evaluate
 from .from_store import train_from_store
-from .model import load_calculator
 from .presets import PRESETS, Preset, apply_overrides, build_config, config_to_yaml, get_preset
 from .run import TrainResult, loss_curve, read_metrics_csv, read_test_metrics, run_training
 
@@ -33,7 +31,6 @@ __all__ = [
     "config_to_yaml",
     "evaluate",
     "get_preset",
-    "load_calculator",
     "loss_curve",
     "per_type_energy_shifts",
     "read_metrics_csv",

@@ -7,7 +7,6 @@ SinglePointCalculator: ``atoms.calc.results`` with ``energy`` (eV), ``forces``
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from ionmix import io
+from ionmix import files
 from ionmix.dataset.frames import validate_labels
 from ionmix.dataset.store import frame_hash
 
@@ -48,11 +47,11 @@ class DataFileSummary:
     min_half_width_A: float
 
 
-def read_frames(path: str | Path, role: str) -> list[Atoms]:
+def read_data_file(path: str | Path, role: str) -> list[Atoms]:
     """All frames of an ASE-readable file. TrainDataError if missing, unreadable or empty."""
     try:
-        return list(io.read_frames(path, ":", what=role))
-    except io.ReadError as exc:
+        return list(files.read_frames(path, ":", what=role))
+    except files.ReadError as exc:
         raise TrainDataError(str(exc)) from None
 
 
@@ -66,15 +65,6 @@ def perpendicular_widths_A(cell: np.ndarray) -> np.ndarray:
         area = float(np.linalg.norm(np.cross(cell[j], cell[k])))
         widths[i] = volume / area if area > 0 else 0.0
     return widths
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def validate_frames(
@@ -142,7 +132,7 @@ def file_manifest(summary: DataFileSummary, frames: Sequence[Atoms]) -> dict[str
     """JSON-ready record of one file: path, sha256 of the file and of each frame's geometry."""
     return {
         "path": str(summary.path),
-        "sha256": file_sha256(summary.path),
+        "sha256": files.file_sha256(summary.path),
         "n_frames": summary.n_frames,
         "n_atoms": summary.n_atoms,
         "species": list(summary.species),

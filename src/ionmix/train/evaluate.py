@@ -22,7 +22,7 @@ from ionmix.metrics import (
     stress_mae_meV_per_A3,
 )
 
-from .data import read_frames
+from .data import read_data_file
 from .errors import TrainDataError
 
 
@@ -74,6 +74,7 @@ def evaluate(
     group_by: str | Callable[[Atoms], str] | None = None,
     device: str = "cpu",
     provenance=None,
+    on_frame: Callable[[Atoms, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Energy, force and stress errors of `model` on labelled `frames`.
 
@@ -86,6 +87,9 @@ def evaluate(
         device: device used when `model` is a path.
         provenance: the frames' `Provenance` (ion set of a Coulomb baseline) when `model`
             is a path.
+        on_frame: called as ``on_frame(atoms, results)`` after each frame's prediction
+            (`results`: the calculator's results, e.g. per-atom ``energies``), so a caller
+            that needs more than the errors does not predict every frame twice.
 
     Returns:
         dict with ``n_frames``, ``n_atoms``, ``n_frames_with_stress``,
@@ -98,7 +102,7 @@ def evaluate(
         TrainDataError: a frame without energy/forces labels, or without the group key.
     """
     if isinstance(frames, str | Path):
-        frames = read_frames(frames, "evaluation")
+        frames = read_data_file(frames, "evaluation")
     if not frames:
         raise TrainDataError("no frames to evaluate")
     if isinstance(model, str | Path):
@@ -119,6 +123,8 @@ def evaluate(
         stress = None
         if stress_ref is not None:
             stress = np.asarray(work.get_stress(voigt=False), dtype=float)
+        if on_frame is not None:
+            on_frame(atoms, work.calc.results)
         if group_by is None:
             group = None
         elif callable(group_by):

@@ -37,7 +37,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from ionmix.io import atomic_write_text
+from ionmix.files import atomic_write_text, file_sha256
 from ionmix.models.baseline import (
     Baseline,
     BaselineCache,
@@ -49,7 +49,7 @@ from ionmix.models.baseline import (
 )
 from ionmix.resume import check_same_settings
 
-from .data import DataFileSummary, file_manifest, file_sha256, read_frames, validate_frames
+from .data import DataFileSummary, file_manifest, read_data_file, validate_frames
 from .energy import per_type_energy_shifts
 from .errors import TrainConfigError, TrainRunError
 from .presets import Preset, build_config, config_to_yaml, get_preset
@@ -186,6 +186,15 @@ def read_test_metrics(run_dir: str | Path) -> dict[str, float]:
         out["epochs"] = float(len(vals))
         out["best_val_metric"] = min(vals)
     return out
+
+
+def epochs_done(run_dir: str | Path) -> int:
+    """Validation epochs nequip-train has logged in `run_dir` so far (0: none, or no
+    readable metrics.csv yet)."""
+    try:
+        return sum(1 for r in read_metrics_csv(Path(run_dir)) if "val0_epoch/weighted_sum" in r)
+    except (OSError, ValueError, csv.Error):
+        return 0
 
 
 def _progress_lines(
@@ -381,7 +390,7 @@ def run_training(
         residual = _residual_files(run_dir, under, frames, provenance,
                                    baseline_cache or run_dir / "baseline-cache.sqlite", say)
         train_file, val_file, test_file = (residual.get(r) for r in ("train", "val", "test"))
-        frames = {r: read_frames(f, r) for r, f in residual.items()}
+        frames = {r: read_data_file(f, r) for r, f in residual.items()}
     if under.zbl and initial_model is None:
         overrides = {"+training_module.model.pair_potential": zbl_pair_potential(type_names),
                      **overrides}
@@ -441,7 +450,7 @@ def _read_data(
     for role, path in files.items():
         if path is None:
             continue
-        frames[role] = read_frames(path, role)
+        frames[role] = read_data_file(path, role)
         summaries[role] = validate_frames(
             frames[role], Path(path).resolve(), role, type_names, cutoff_radius_A,
             require_stress=uses_stress,

@@ -8,6 +8,7 @@ from ionmix.teachers.classical.system import (
     make_context,
     make_system,
     make_system_for_atoms,
+    repartition_hydrogen_mass,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "make_context",
     "make_system",
     "make_system_for_atoms",
+    "repartition_hydrogen_mass",
 ]

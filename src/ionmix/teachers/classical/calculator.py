@@ -123,6 +123,31 @@ class ClassicalCalculator(Calculator):
             electrostatics_only=self.electrostatics_only,
         )
 
+    #: What `set` may change (each is in ``parameters``); molecules and ions are the
+    #: topology: a new calculator for another box.
+    SETTABLE = ("charge_scale", "cutoff_A", "ewald_error_tolerance", "lj_switch_width_A",
+                "strain_step", "electrostatics_only")
+
+    def set(self, **kwargs) -> dict:
+        """ASE's contract: update ``parameters``, drop the results, and rebuild what depends
+        on a changed value (the OpenMM system, at the next calculation). Returns the
+        changed parameters; an unknown name is a `ClassicalSystemError`."""
+        unknown = sorted(set(kwargs) - set(self.SETTABLE))
+        if unknown:
+            raise ClassicalSystemError(f"ClassicalCalculator.set: unknown parameter(s) "
+                                       f"{unknown}; settable: {', '.join(self.SETTABLE)}")
+        changed = super().set(**kwargs)
+        if changed:
+            self.reset()
+            self.charge_scale = float(self.parameters["charge_scale"])
+            self.cutoff_A = self.parameters["cutoff_A"]
+            self.ewald_error_tolerance = float(self.parameters["ewald_error_tolerance"])
+            self.lj_switch_width_A = self.parameters["lj_switch_width_A"]
+            self.strain_step = float(self.parameters["strain_step"])
+            self.electrostatics_only = bool(self.parameters["electrostatics_only"])
+            self.classical_system, self._context, self._reference_widths_A = None, None, None
+        return changed
+
     # ---------------------------------------------------------------- set-up
 
     def _setup(self, atoms) -> None:

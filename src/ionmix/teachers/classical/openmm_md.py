@@ -18,8 +18,8 @@ import openmm
 import openmm.unit as u
 from ase import Atoms
 
+from ionmix import stats as P
 from ionmix.errors import RunError
-from ionmix.properties import stats as P
 from ionmix.teachers.classical.system import ClassicalSystem, make_context
 from ionmix.units import NM_IN_ANGSTROM, density_g_per_cm3, kj_per_mol_to_ev
 

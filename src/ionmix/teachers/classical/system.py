@@ -443,6 +443,26 @@ def keep_electrostatics_only(system: openmm.System) -> None:
     nb.setUseSwitchingFunction(False)
 
 
+def repartition_hydrogen_mass(system: openmm.System, elements: Sequence[str],
+                              hydrogen_mass_amu: float) -> None:
+    """Give every H bonded to a heavy atom `hydrogen_mass_amu`, taking the difference from
+    that atom (found through the bond terms), in place. Molecule masses are unchanged, and
+    so is every configurational average (the Boltzmann distribution of positions does not
+    depend on the masses); the fastest vibrations slow down, so a 2 fs step runs without
+    constraints."""
+    for force in system.getForces():
+        if not isinstance(force, openmm.HarmonicBondForce):
+            continue
+        for k in range(force.getNumBonds()):
+            i, j = force.getBondParameters(k)[:2]
+            for h, heavy in ((i, j), (j, i)):
+                if elements[h] == "H" and elements[heavy] != "H":
+                    moved_amu = hydrogen_mass_amu - system.getParticleMass(h)._value
+                    system.setParticleMass(h, hydrogen_mass_amu)
+                    system.setParticleMass(heavy,
+                                           system.getParticleMass(heavy)._value - moved_amu)
+
+
 def make_system_for_atoms(atoms, **kwargs) -> ClassicalSystem:
     """:func:`make_system` for an ``ase.Atoms`` made by ``ionmix.build.build_box``.
 

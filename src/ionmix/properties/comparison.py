@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ionmix.io import atomic_write_json, atomic_write_text
+from ionmix.files import atomic_write_json, atomic_write_text
 from ionmix.md import MDError
 from ionmix.properties.studies import read_density_json, read_experiment_csv
 
@@ -123,13 +123,15 @@ def compare_properties(model_density: str | Path, *, teacher_density: str | Path
         result["test"] = {k: test[k] for k in ("energy_mae_meV_per_atom",
                                                 "force_mae_meV_per_A") if k in test}
     if out_dir is not None:
+        from ionmix.report.figure import save_figure
         from ionmix.report.properties import plot_density
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "comparison.json", result)
         atomic_write_text(out / "comparison.md", comparison_markdown(result))
-        plot_density(model, out / "comparison.png", teacher=teacher, experiment=measured)
+        save_figure(plot_density(model, teacher=teacher, experiment=measured),
+                    out / "comparison.png")
     return result
 
 

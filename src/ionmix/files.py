@@ -7,6 +7,7 @@ truncated file that a resumed run would trust.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -74,3 +75,12 @@ def read_frames(path: str | os.PathLike, index: int | str = -1, what: str = "str
     if isinstance(index, str) and not frames:
         raise ReadError(f"{what} file {path} contains no frames")
     return frames
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,4 +1,5 @@
-"""Load a trained NequIP/Allegro model as an ASE calculator.
+"""Load a trained NequIP/Allegro network as an ASE calculator (without its baseline: use
+`ionmix.models.load_model` for a student).
 
 Precision: a nequip model computes in its ``model_dtype`` (set at training time,
 ``model_dtype: float32`` or ``float64`` in the config); positions and the final
@@ -10,7 +11,7 @@ relative rounding noise, too much for finite-difference checks. ``float64=True``
   evaluated in float64 arithmetic. This does not change what was learned.
 * package (``.nequip.zip``): the packaged code and weights are fixed; float64 is only
   available if the model was trained with ``model_dtype: float64`` (e.g. the override
-  ``{"model_dtype": "float64"}``), otherwise a TrainConfigError says so.
+  ``{"model_dtype": "float64"}``), otherwise a NetworkDtypeError says so.
 
 Side effect (nequip's design): loading initialises nequip's global state once per process,
 which sets torch's default dtype to float64 and seeds torch/numpy/random with 123.
@@ -21,9 +22,13 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from .errors import TrainConfigError
+from ionmix.errors import InputError
 
 PACKAGE_SUFFIX = ".nequip.zip"
+
+
+class NetworkDtypeError(InputError):
+    """A float64 evaluation asked of a package trained in float32."""
 
 
 def _model_dtype(model) -> str:
@@ -74,7 +79,7 @@ def load_calculator(path: str | Path, device: str = "cpu", float64: bool = False
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        TrainConfigError: ``float64=True`` for a package trained in float32.
+        NetworkDtypeError: ``float64=True`` for a package trained in float32.
     """
     from nequip.integrations.ase import NequIPCalculator
 
@@ -87,7 +92,7 @@ def load_calculator(path: str | Path, device: str = "cpu", float64: bool = False
             str(path), device=device, chemical_species_to_atom_type_map=True
         )
         if float64 and _model_dtype(calc.model) != "float64":
-            raise TrainConfigError(
+            raise NetworkDtypeError(
                 f"packaged model {path} was trained with model_dtype "
                 f"{_model_dtype(calc.model)}; float64 evaluation needs either its checkpoint "
                 "(.ckpt, rebuilt in float64 at load time) or training with the override "

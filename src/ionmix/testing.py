@@ -1,4 +1,7 @@
-"""The reliability battery every energy model in ionmix runs (design.md, convention 5).
+"""The reliability battery every energy model in ionmix runs (design.md, convention 5),
+installed with ionmix so that a user's own calculator (a new teacher, a student with
+another baseline) can be held to the same checks: ``from ionmix.testing import
+CalculatorBattery`` (needs pytest).
 
 One class, :class:`CalculatorBattery`, checks an ASE calculator on a small periodic
 structure against what any energy model must obey, whatever it is (a classical force
@@ -17,11 +20,10 @@ field, a trained NequIP/Allegro model, and later xTB or DFT teachers):
 
 Units: eV, Å, eV/Å, eV/Å³ throughout (ASE's).
 
-How to add a model (e.g. the xTB or DFT teacher): in a test module, subclass the battery
-with a class named ``Test...`` (so pytest collects it; this module is not collected) that
-provides two fixtures and sets the tolerances::
+How to add a model: in a test module, subclass the battery with a class named ``Test...``
+(so pytest collects it) that provides two fixtures and sets the tolerances::
 
-    from battery import ROUNDING_FLOAT64, CalculatorBattery, Tolerance
+    from ionmix.testing import ROUNDING_FLOAT64, CalculatorBattery, Tolerance
 
     class TestXTBBattery(CalculatorBattery):
         # measured on this structure: FD forces max 3e-7 eV/Å, ... (write them here)
