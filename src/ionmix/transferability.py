@@ -211,10 +211,12 @@ def sampled_runs(cfg: StudyConfig) -> list:
 
     plan = plan_sampling(sample_config(cfg))
     compositions = cfg.mixture.composition_list(plan.mixture)
-    needed = frames_needed(cfg.study, resolve_recipes(cfg, plan.mixture, compositions),
-                           compositions)
-    return [run for run in plan.runs
-            if (composition_key(run.composition), run.replica) in needed]
+    return _runs_needed(plan.runs, frames_needed(
+        cfg.study, resolve_recipes(cfg, plan.mixture, compositions), compositions))
+
+
+def _runs_needed(runs: list, needed: dict[tuple[str, int], int]) -> list:
+    return [run for run in runs if (composition_key(run.composition), run.replica) in needed]
 
 
 def _study_teacher(cfg: StudyConfig, plan, out: Path, compositions, recipes,
@@ -268,7 +270,9 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, scheduler: str | None = Non
     s = cfg.study
 
     # 1. sampling: the runs the splits use, side by side
-    runs = {run.run_id for run in sampled_runs(cfg)}
+    # (from this plan: the CLI's progress bar plans once more through `sampled_runs`)
+    runs = {run.run_id for run in _runs_needed(plan.runs,
+                                               frames_needed(s, recipes, compositions))}
     say(f"sampling {len(runs)} runs (replica 1 of {len(compositions)} compositions, replica "
         f"0 of the {len(runs) - len(compositions)} that recipes train on)")
     sample(sample_cfg, out, on_snapshot=on_snapshot, only=lambda run: run.run_id in runs)
