@@ -379,6 +379,12 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
         md = json.loads((out / "gen-000" / "explore" / f"w0-npt-300K-1bar-s{k}" /
                          "md.json").read_text())
         assert md["settings"]["seed"] == k
+    # a walker's run is an md run: validate and props find its teacher and ions beside it
+    from ionmix.dataset.provenance import load_provenance
+
+    walker = out / "gen-000" / "explore" / "w0-npt-300K-1bar-s0"
+    start = ase.io.read(walker / "trajectory.extxyz", 0)
+    assert load_provenance(walker).teacher_spec(start).key == start.info["teacher"]
     # a 10-fs walker is no density evidence, and the summary says so
     assert "too short" in copies[0]["density_note"]
     # every selected frame says why; the window here has nothing above hi

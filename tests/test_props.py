@@ -8,6 +8,7 @@ import json
 import ase.io
 import numpy as np
 import pytest
+from ase import units
 from ase.calculators.tip3p import TIP3P
 
 from ionmix.md import MDError, MDSettings, run_md
@@ -156,24 +157,32 @@ def test_validate_against_a_teacher(tmp_path):
     steps = [r["step"] for r in result["frames"]]
     assert steps[0] == 0 and steps[-1] == 100 and len(steps) == 3  # first, middle, last
     picked = [frames[k] for k in steps]
-    df, de = [], []
+    df, de, dp = [], [], []
     for f in picked:
         a = f.copy()
         a.calc = teacher
         df.append(f.get_forces() - a.get_forces())
         de.append((f.get_potential_energy() - a.get_potential_energy()) / len(f))
+        dp.append(-np.trace(f.get_stress(voigt=False) - a.get_stress(voigt=False)) / 3 / units.bar)
     assert result["n_frames"] == 3
     assert result["force_mae_meV_per_A"] == pytest.approx(1000 * np.mean(np.abs(df)), rel=1e-6)
     assert result["energy_mae_meV_per_atom"] == pytest.approx(1000 * np.mean(np.abs(de)),
                                                               rel=1e-6)
     assert result["force_mae_meV_per_A"] > 0
+    # the configurational pressures: what decides an NPT density
+    assert result["pressure_n_frames"] == 3
+    assert result["pressure_mean_difference_bar"] == pytest.approx(np.mean(dp), rel=1e-6)
+    assert result["pressure_mae_bar"] == pytest.approx(np.mean(np.abs(dp)), rel=1e-6)
+    assert result["pressure_mae_bar"] > 0
     assert set(result["force_by_element"]) == {"Ar"}
     assert (tmp_path / "val" / "validate.png").exists()
     from ionmix.report.properties import plot_validation
 
     forces_model = np.array(df) + 1.0  # any arrays of the right shape: the panels' data
-    parity, along, energy = plot_validation(result, forces_model, forces_model - 1.0,
-                                            ["Ar"] * forces_model.shape[1]).axes
+    parity, along, energy, pressure = plot_validation(result, forces_model, forces_model - 1.0,
+                                                      ["Ar"] * forces_model.shape[1]).axes
+    np.testing.assert_allclose(pressure.get_lines()[1].get_ydata() -
+                               pressure.get_lines()[0].get_ydata(), dp, rtol=1e-6)
     assert parity.get_legend_handles_labels()[1] == [
         f"Ar: {result['force_by_element']['Ar']['mae_meV_per_A']:.0f} meV/Å"]
     np.testing.assert_allclose(along.get_lines()[1].get_ydata(),

@@ -200,6 +200,9 @@ def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
                           density_window_g_cm3=tuple(density_window),
                           record_above_eV_per_A=trust_window[0], drive_member=drive_member,
                           deviation_every=walker.deviation_every_steps).calc
+    if provenance is not None:  # so that md, validate and props work on the walker's run
+        out.mkdir(parents=True, exist_ok=True)
+        provenance.write(out)
     status, reason, atoms, folders = "done", "", start, []
     for k, (temperature_K, n_steps) in enumerate(_segments(walker)):
         folder = out if walker.kind == "npt" else out / f"segment-{k}"

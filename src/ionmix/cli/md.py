@@ -173,8 +173,11 @@ def validate(
         f"{result['n_frames']} frames vs {teacher}: energy MAE "
         f"{result['energy_mae_meV_per_atom']:.2f} meV/atom (offset "
         f"{result['energy_mean_offset_meV_per_atom']:+.2f}), force MAE "
-        f"{result['force_mae_meV_per_A']:.1f} meV/Å ({per_el}); figure {out / 'validate.png'}",
-        highlight=False)
+        f"{result['force_mae_meV_per_A']:.1f} meV/Å ({per_el})" + (
+            f"; configurational pressure {result['pressure_mean_difference_bar']:+.0f} ± "
+            f"{result['pressure_mean_difference_sem_bar']:.0f} bar above the teacher's (MAE "
+            f"{result['pressure_mae_bar']:.0f} bar)" if "pressure_n_frames" in result else "")
+        + f"; figure {out / 'validate.png'}", highlight=False)
 
 
 @app.command("export-lammps")

@@ -25,7 +25,12 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
     (a DFT teacher is slow).
 
     Returns (and writes ``validate.json`` and ``validate.png``): energy MAE/RMSE/mean offset
-    (meV/atom), force MAE/RMSE overall and per element (meV/Å), and per-frame energies.
+    (meV/atom), force MAE/RMSE overall and per element (meV/Å), and per-frame energies. When
+    the trajectory holds the model's stress (periodic NPT/NVT runs of `ionmix md`) and the
+    teacher computes one, also the configurational pressure of both (no kinetic term) per
+    frame and ``pressure_mean_difference_bar`` (model − teacher) and ``pressure_mae_bar``:
+    what decides an NPT density (a model that prices its own configurations ΔP above the
+    teacher expands by ≈ κ_T·ΔP).
     """
     import ase.io
 
@@ -56,6 +61,8 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
             atoms = frame.copy()
             atoms.calc = teacher_calc
             labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+            if _has_stress(frame) and "stress" in teacher_calc.implemented_properties:
+                labels["stress"] = atoms.get_stress()
             labelled = frame.copy()
             labelled.calc = SinglePointCalculator(labelled, **labels)
             with open(labels_path, "a", encoding="utf-8") as fh:
@@ -76,7 +83,8 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
         per_frame.append({
             "step": step, "time_ps": float(frame.info.get("time_ps", np.nan)),
             "model_energy_eV_per_atom": float(frame.get_potential_energy()) / n_atoms,
-            "teacher_energy_eV_per_atom": float(teacher.get_potential_energy()) / n_atoms})
+            "teacher_energy_eV_per_atom": float(teacher.get_potential_energy()) / n_atoms,
+            **_pressures_bar(frame, teacher)})
         f_model.append(frame.get_forces())
         f_teacher.append(teacher.get_forces())
     f_model, f_teacher = np.array(f_model), np.array(f_teacher)
@@ -91,6 +99,7 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
         "force_mae_meV_per_A": forces["force_mae_meV_per_A"],
         "force_rmse_meV_per_A": forces["force_rmse_meV_per_A"],
         "force_by_element": forces["by_element"],
+        **_pressure_errors_bar(per_frame),
         "frames": per_frame,
     }
     atomic_write_json(out / "validate.json", result)
@@ -99,3 +108,35 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
 
     save_figure(plot_validation(result, f_model, f_teacher, symbols), out / "validate.png")
     return result
+
+
+def _has_stress(atoms) -> bool:
+    return atoms.calc is not None and "stress" in atoms.calc.results and all(atoms.pbc)
+
+
+def _pressures_bar(model_frame, teacher_frame) -> dict:
+    """Configurational pressures (bar, −trace(σ)/3) of model and teacher on one frame, or {}
+    when either has no stress."""
+    if not (_has_stress(model_frame) and _has_stress(teacher_frame)):
+        return {}
+    from ase.units import bar
+
+    def pressure(atoms):
+        return float(-np.mean(atoms.get_stress(voigt=True)[:3]) / bar)
+
+    return {"model_pressure_bar": pressure(model_frame),
+            "teacher_pressure_bar": pressure(teacher_frame)}
+
+
+def _pressure_errors_bar(per_frame: list[dict]) -> dict:
+    """Mean difference (model − teacher), its standard error and the MAE of the frames'
+    configurational pressures, bar; {} when no frame has both."""
+    diff = np.array([f["model_pressure_bar"] - f["teacher_pressure_bar"] for f in per_frame
+                     if "model_pressure_bar" in f])
+    if diff.size == 0:
+        return {}
+    sem = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("nan")
+    return {"pressure_n_frames": int(diff.size),
+            "pressure_mean_difference_bar": float(diff.mean()),
+            "pressure_mean_difference_sem_bar": sem,
+            "pressure_mae_bar": float(np.abs(diff).mean())}

@@ -61,13 +61,16 @@ def plot_compressibility(result: dict, tait_curve: tuple[np.ndarray, np.ndarray]
 
 def plot_validation(result: dict, forces_model, forces_teacher, symbols):
     """Figure 2c–e: force parity per element (MAE in the legend), energy per atom of model
-    and teacher along the trajectory, and energy parity.
+    and teacher along the trajectory, and energy parity; a fourth panel with both
+    configurational pressures along the trajectory when the result has them.
 
     Args:
         forces_model, forces_teacher: shape (n_frames, n_atoms, 3), eV/Å.
         symbols: shape (n_atoms,), element of each atom.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), constrained_layout=True)
+    pressures = "pressure_n_frames" in result
+    fig, axes = plt.subplots(1, 3 + pressures, figsize=(12 + 4 * pressures, 3.8),
+                             constrained_layout=True)
     ax = axes[0]
     for k, el in enumerate(sorted(set(symbols))):
         mask = np.asarray(symbols) == el
@@ -103,4 +106,19 @@ def plot_validation(result: dict, forces_model, forces_teacher, symbols):
     ax.set_ylabel("model energy (meV/atom)")
     ax.set_title(f"energy parity (offset {result['energy_mean_offset_meV_per_atom']:+.2f} "
                  "meV/atom)", fontsize=9)
+    if pressures:
+        _pressure_panel(axes[3], result)
     return fig
+
+
+def _pressure_panel(ax, result: dict) -> None:
+    """Model's and teacher's configurational pressure (bar) along the trajectory."""
+    frames = [f for f in result["frames"] if "model_pressure_bar" in f]
+    t = [f["time_ps"] for f in frames]
+    ax.plot(t, [f["teacher_pressure_bar"] for f in frames], "s-", color="C3", label="teacher")
+    ax.plot(t, [f["model_pressure_bar"] for f in frames], "o-", color="C0", label="model")
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel("configurational pressure (bar)")
+    ax.set_title(f"pressure: model − teacher {result['pressure_mean_difference_bar']:+.0f} ± "
+                 f"{result['pressure_mean_difference_sem_bar']:.0f} bar", fontsize=9)
+    ax.legend(fontsize=7)
