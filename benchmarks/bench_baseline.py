@@ -38,7 +38,7 @@ def train_student(store: Path, out: Path, baseline: str, seed: int, args) -> dic
     result = train_from_store(store, [args.composition], n_train=args.n_train, n_val=args.n_val,
                               n_test=args.n_test, preset=args.preset, run_dir=run_dir,
                               energy_reference="fit", seed=seed, baseline=baseline,
-                              overrides={"max_epochs": args.epochs}, progress=None)
+                              overrides={"max_epochs": args.epochs}, say=None)
     return {"package": str(result.package_path), "train_wall_s": time.perf_counter() - t0,
             **{k: result.metrics.get(k) for k in ("energy_mae_meV_per_atom",
                                                    "force_mae_meV_per_A",

@@ -60,7 +60,7 @@ def stage_train() -> None:
 
     t0 = time.perf_counter()
     res = train_from_store(STORE, [COMPOSITION], n_train=36, n_val=4, n_test=40,
-                           preset="cpu-tiny-allegro-npt", run_dir=OUT / "model", progress=print)
+                           preset="cpu-tiny-allegro-npt", run_dir=OUT / "model", say=print)
     merge({"train": {"wall_s": time.perf_counter() - t0, **res.metrics}})
 
 
@@ -218,8 +218,7 @@ def stage_pv_scan(model_dirs: list[Path], n_frames: int) -> None:
     from its teacher's. Mean over `n_frames` frames of the independent replica at 300 K."""
     from ionmix.chemistry import load_ion
     from ionmix.chemistry.topology import molecules_of, rescale_molecules
-    from ionmix.dataset import DatasetStore
-    from ionmix.dataset.store import equally_spaced
+    from ionmix.dataset import DatasetStore, equally_spaced
     from ionmix.models import load_model
     from ionmix.units import ev_per_a3_to_bar
 

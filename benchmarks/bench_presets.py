@@ -171,7 +171,7 @@ def train_candidate(name: str, overrides: dict[str, Any], files: dict[str, Path]
         files["train"], files["val"], files["test"], type_names, preset=BASE_PRESET,
         energy_shifts="fit", run_dir=run_dir, seed=seed,
         overrides={**overrides, "max_epochs": epochs, "early_stopping_patience": epochs},
-        num_threads=TORCH_THREADS, progress=progress,
+        num_threads=TORCH_THREADS, say=progress,
     )
     if elapsed_s:
         timing = {"epoch_end_elapsed_s": elapsed_s, "train_wall_s": result.train_wall_s,

@@ -53,7 +53,7 @@ def main() -> None:
                                n_test=40, preset=preset, run_dir=run_dir,
                                overrides={"max_epochs": args.epochs,
                                           "early_stopping_patience": args.epochs},
-                               progress=None)
+                               say=None)
         wall = time.perf_counter() - t0
         entry = {"ionmix_train_wall_s": wall, "nequip_train_wall_s_inside": res.train_wall_s,
                  "package_wall_s": res.package_wall_s, "epochs": res.metrics.get("epochs"),

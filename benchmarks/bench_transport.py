@@ -1,5 +1,5 @@
 """Transport and structure of the classical teacher: Li[PF6]/[EMIM][PF6] at two Li-salt
-fractions, charges × 0.8, run natively in OpenMM (`ionmix.properties.teacher_md`) and
+fractions, charges × 0.8, run natively in OpenMM (`ionmix.teachers.classical.transport_run`) and
 analysed with `ionmix.properties.transport` / `.structure` (the code behind
 `ionmix props transport` / `structure`).
 
@@ -35,7 +35,10 @@ def counts_for(x: float, n_pairs: int) -> dict[str, int]:
 
 def stage_run(args) -> None:
     from ionmix.build import build_box
-    from ionmix.properties.teacher_md import TransportRunSettings, classical_transport_run
+    from ionmix.teachers.classical.transport_run import (
+        TransportRunSettings,
+        classical_transport_run,
+    )
 
     for x in args.x:
         out = args.out / f"x_{x:g}"

@@ -434,20 +434,21 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
     models = out / "gen-001" / "models"
     atoms = learned[0].atoms.copy()
     provenance = DatasetStore(out / "frames.db").provenance()
-    committee = load_model(models, atoms, provenance=provenance).calc
-    members = [load_model(p, atoms, provenance=provenance).calc
-               for p in sorted(models.glob("model-*/model.nequip.zip"))]
+    loaded = load_model(models, atoms, provenance=provenance)
+    committee = loaded.calc
+    loaded_members = [load_model(p, atoms, provenance=provenance)
+                      for p in sorted(models.glob("model-*/model.nequip.zip"))]
+    members = [m.calc for m in loaded_members]
     energies = []
     for calc in [committee, *members]:
         atoms.calc = calc
         energies.append(atoms.get_potential_energy())
     # each member is network + the loop's default baseline; the committee adds it once
     assert all(isinstance(m, SumCalculator) for m in members)
-    assert "coulomb+wall-" in committee.ionmix_model_id
+    assert "coulomb+wall-" in loaded.model_id
     assert energies[0] == pytest.approx(np.mean(energies[1:]), abs=1e-6)
     # the committee's id names every member's network and their one baseline
-    assert all(m.ionmix_model_id.split(" + ")[0] in committee.ionmix_model_id
-               for m in members)
+    assert all(m.model_id.split(" + ")[0] in loaded.model_id for m in loaded_members)
     # the default trust window: calibrated on the committee's own test frames
     from ionmix.active.loop import LearnSettings, _trust_window
 

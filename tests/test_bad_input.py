@@ -89,7 +89,7 @@ def ws(tiny_sample, tmp_path_factory) -> Path:
     # a trained model and broken copies
     result = train_from_store(store, [LIB], n_train=3, n_val=1, n_test=2,
                               preset="cpu-tiny-allegro", run_dir=w / "run",
-                              overrides={"max_epochs": 1}, baseline="none", progress=None)
+                              overrides={"max_epochs": 1}, baseline="none", say=None)
     model = result.package_path
     (w / "model.yaml").write_text("model: nequip\n")
     (w / "trunc.nequip.zip").write_bytes(model.read_bytes()[:2000])
@@ -647,7 +647,7 @@ def test_train_rerun_with_the_same_selection_resumes(ws):
     mtime = package.stat().st_mtime_ns
     again = train_from_store(ws / "store.db", [LIB], n_train=3, n_val=1, n_test=2,
                              preset="cpu-tiny-allegro", run_dir=ws / "run",
-                             overrides={"max_epochs": 1}, baseline="none", progress=None)
+                             overrides={"max_epochs": 1}, baseline="none", say=None)
     assert again.package_path == package and package.stat().st_mtime_ns == mtime
 
 

@@ -38,7 +38,7 @@ def student(tiny_sample, tmp_path_factory):
                               preset="cpu-tiny-allegro-npt",
                               run_dir=tmp_path_factory.mktemp("student"),
                               overrides={"max_epochs": 1, "model_dtype": "float64"},
-                              baseline=BASELINE, progress=None)
+                              baseline=BASELINE, say=None)
     return result, store
 
 
@@ -195,7 +195,7 @@ def test_fine_tuning_with_another_baseline_is_refused(student, tmp_path):
     with pytest.raises(TrainConfigError, match="trained with baseline coulomb\\+zbl-"):
         train_from_store(store, DatasetStore(store).compositions(), n_train=3, n_val=1,
                          n_test=2, preset="cpu-tiny-allegro-npt", run_dir=tmp_path / "ft",
-                         overrides={"max_epochs": 1}, baseline="none", progress=None,
+                         overrides={"max_epochs": 1}, baseline="none", say=None,
                          initial_model=result.package_path)
 
 
@@ -262,7 +262,7 @@ def second_student(tiny_sample, tmp_path_factory):
                             n_test=2, preset="cpu-tiny-allegro-npt", seed=1,
                             run_dir=tmp_path_factory.mktemp("student-1"),
                             overrides={"max_epochs": 1, "model_dtype": "float64"},
-                            baseline=BASELINE, progress=None)
+                            baseline=BASELINE, say=None)
 
 
 class TestCommitteeBattery(TestStudentBattery):

@@ -249,7 +249,13 @@ def test_bad_spec(data, match):
 
 
 def test_fractions_within_tolerance_accepted(seed):
-    seed.fractions({"LiPF6": 0.1 + 0.2, "EMIMPF6": 0.7})  # sums to 1 within 1e-9
+    """Fractions that sum to 1 only within float noise are accepted and kept as given."""
+    given = {"LiPF6": 1 / 3 + 1e-12, "EMIMPF6": 2 / 3}
+    assert sum(given.values()) != 1.0
+    x = seed.fractions(given)
+    assert dict(zip(seed.units, x, strict=True)) == given
+    with pytest.raises(DesignError, match="sum"):  # and a real shortfall is refused
+        seed.fractions({"LiPF6": 0.3, "EMIMPF6": 0.69})
 
 
 def test_duplicate_toml_key_names_file(tmp_path):

@@ -372,7 +372,7 @@ def allegro_model(tmp_path_factory):
         ase.io.write(files[name], frames, format="extxyz")
     return run_training(
         files["train"], files["val"], files["test"], ["Au", "Cu"], preset="cpu-tiny-allegro",
-        energy_shifts="fit", run_dir=d / "run", seed=7, progress=None, num_threads=1,
+        energy_shifts="fit", run_dir=d / "run", seed=7, say=None, num_threads=1,
         # half of the 7.2 Å box is 3.6 Å: shorten the preset's cutoff
         overrides={"max_epochs": 1, "cutoff_radius": 3.5},
     )

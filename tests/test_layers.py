@@ -29,7 +29,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "ionmix"
 
 LAYERS: list[set[str]] = [
-    {"errors", "units", "__init__"},
+    {"errors", "units", "progress", "__init__"},
     {"files", "resume", "runtime", "stats", "metrics"},
     {"chemistry", "cluster"},
     {"config", "design", "build", "teachers"},
@@ -106,3 +106,36 @@ def test_the_check_finds_a_back_edge(tmp_path, file, text):
     path.parent.mkdir(parents=True)
     path.write_text(text)
     assert len(_upward(tmp_path / "ionmix")) == 1
+
+
+# --------------------------------------------------------------------------------------
+# a test that cannot fail is a defect: every test checks something
+
+TESTS = Path(__file__).parent
+#: what counts as a check inside a test function
+_CHECKS = ("assert", "pytest.raises", "pytest.warns", "np.testing.", "super().test_", "_check",
+           "check_")
+
+
+def _checkless_tests(root: Path = TESTS) -> list[str]:
+    """``file:line name`` of every test function whose body holds no check (`_CHECKS`)."""
+    found = []
+    for path in sorted(root.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test"):
+                body = ast.unparse(node)
+                if not any(check in body for check in _CHECKS):
+                    found.append(f"{path.name}:{node.lineno} {node.name}")
+    return found
+
+
+def test_every_test_checks_something():
+    checkless = _checkless_tests()
+    assert checkless == [], "\n".join(checkless)
+
+
+def test_the_check_finds_a_test_without_a_check(tmp_path):
+    (tmp_path / "test_x.py").write_text(
+        "def test_runs(seed):\n    seed.fractions({'a': 1.0})\n\n"
+        "def test_checks(seed):\n    assert seed.fractions({'a': 1.0})\n")
+    assert _checkless_tests(tmp_path) == ["test_x.py:1 test_runs"]

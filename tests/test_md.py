@@ -19,7 +19,15 @@ from ase.calculators.lj import LennardJones
 from ase.calculators.tip3p import TIP3P
 from pydantic import ValidationError
 
-from ionmix.md import MDBlowUp, MDError, MDSettings, minimise_reason, read_thermo, run_md
+from ionmix.md import (
+    MDBlowUp,
+    MDError,
+    MDSettings,
+    check_can_continue,
+    minimise_reason,
+    read_thermo,
+    run_md,
+)
 
 
 def argon(n: int = 3) -> object:
@@ -48,7 +56,7 @@ def test_restart_continues_the_same_trajectory(tmp_path, ensemble):
     s = settings(ensemble=ensemble, n_steps=16)
     straight = run_md(argon(), lj(), s, tmp_path / "straight")
 
-    def interrupt(step, n):
+    def interrupt(step, n, what):
         if step == 10:
             raise KeyboardInterrupt
 
@@ -98,16 +106,18 @@ def test_restart_refuses_changed_settings(tmp_path):
 
 def test_restart_refuses_another_model(tmp_path):
     """A model retrained into the same file has another checksum: the run is not continued
-    with it (`ionmix.models.load_model` tags its calculators with file name and checksum)."""
-    first, retrained = lj(), lj()
-    first.ionmix_model_id = "model.nequip.zip sha256:0123456789abcdef"
-    retrained.ionmix_model_id = "model.nequip.zip sha256:fedcba9876543210"
-    run_md(argon(), first, settings(n_steps=4), tmp_path)
-    assert json.loads((tmp_path / "md.json").read_text())["model_id"] == first.ionmix_model_id
+    with it (`ionmix.models.load_model` names its models by file name and checksum)."""
+    first, retrained = "model.nequip.zip sha256:0123456789abcdef", \
+        "model.nequip.zip sha256:fedcba9876543210"
+    run_md(argon(), lj(), settings(n_steps=4), tmp_path, model_id=first)
+    record = json.loads((tmp_path / "md.json").read_text())
+    assert record["model_id"] == record["calculator"] == first
     with pytest.raises(MDError, match="holds a run of the model model.nequip.zip "
                                       "sha256:0123456789abcdef; this one is .*fedcba"):
-        run_md(argon(), retrained, settings(n_steps=8), tmp_path)
-    run_md(argon(), first, settings(n_steps=8), tmp_path)  # the same model continues
+        run_md(argon(), lj(), settings(n_steps=8), tmp_path, model_id=retrained)
+    with pytest.raises(MDError, match="this one is .*fedcba"):  # checked before any write
+        check_can_continue(tmp_path, argon(), settings(n_steps=8), retrained)
+    run_md(argon(), lj(), settings(n_steps=8), tmp_path, model_id=first)  # same model goes on
 
 
 def test_npt_thermo_columns_are_consistent(tmp_path):
@@ -373,13 +383,12 @@ def test_the_auto_minimisation_rule():
 
 
 def test_blow_up_message_names_what_drives_the_dynamics(tmp_path):
-    """A learned model (tagged by `ionmix.models.load_model`) 'left the region it can
+    """A learned model (named by `ionmix.models.load_model`) 'left the region it can
     describe'; any other calculator is not blamed on a model's training region."""
-    model = BlowsUpAfter(n_ok=14)
-    model.ionmix_model_id = "model.nequip.zip sha256:0123456789abcdef"
     s = settings(ensemble="nvt", n_steps=40)
     with pytest.raises(MDBlowUp, match="The model left the region it can describe"):
-        run_md(argon(), model, s, tmp_path / "model")
+        run_md(argon(), BlowsUpAfter(n_ok=14), s, tmp_path / "model",
+               model_id="model.nequip.zip sha256:0123456789abcdef")
     with pytest.raises(MDBlowUp) as plain:
         run_md(argon(), BlowsUpAfter(n_ok=14), s, tmp_path / "plain")
     assert "model left" not in str(plain.value) and "diverged" in str(plain.value)

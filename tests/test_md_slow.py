@@ -49,7 +49,7 @@ def test_student_npt_density_matches_the_teacher(tmp_path):
     # collapse; docs/benchmarks.md)
     result = train_from_store(db, [COMPOSITION], n_train=108, n_val=12, n_test=40,
                               preset="cpu-tiny-allegro-npt", run_dir=tmp_path / "model",
-                              overrides={"max_epochs": 40}, progress=None)
+                              overrides={"max_epochs": 40}, say=None)
     if result.metrics["stress_mae_meV_per_A3"] >= 1.0:  # not an expected failure (xfail)
         pytest.fail(f"the student did not learn the stress: {result.metrics}")
 

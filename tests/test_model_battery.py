@@ -47,7 +47,7 @@ def _train(preset: str, tiny_sample, tmp_path_factory) -> Trained:
     result = train_from_store(store, comps, n_train=3, n_val=1, n_test=2, preset=preset,
                               run_dir=run_dir, overrides={"max_epochs": 1,
                                                           "model_dtype": "float64"},
-                              progress=None)
+                              say=None)
     frame = DatasetStore(store).select(replica=1)[0].atoms
     return Trained(preset, load_calculator(result.package_path),
                    load_calculator(result.checkpoint_path), frame)

@@ -195,6 +195,13 @@ def test_validate_against_a_teacher(tmp_path):
     assert (tmp_path / "val" / "teacher_labels.extxyz").read_text() == labels
 
 
+def test_openmm_engine_runs_only_the_classical_teacher_it_is_given(tmp_path):
+    """The teacher to run natively is passed explicitly (``LoadedModel.teacher``), never
+    guessed from the calculator."""
+    with pytest.raises(MDError, match="classical teacher only"):
+        density_study(argon(2), lj(), [30.0], FAST, tmp_path, engine="openmm")
+
+
 @pytest.mark.parametrize("temps, match", [
     ([], "at least one"), ([300.0, -5.0], "not physical"), ([300.0, 300.0], "repeat"),
     ([float("nan")], "not physical")])

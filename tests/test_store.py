@@ -15,7 +15,9 @@ from ionmix.dataset import (
     atomic_write_extxyz,
     composition_key,
     equally_spaced,
+    run_frames,
     split_by_replica,
+    split_counts,
 )
 
 COMP_A = {"LiPF6": 0.4, "EMIMPF6": 0.6}
@@ -140,6 +142,32 @@ def test_select_and_split(store):
     assert [f.row_id for f in other.val] != [f.row_id for f in split.val]
     with pytest.raises(DatasetError, match="only 10 are stored"):
         split_by_replica(store, [COMP_A], 10, 1, 0)
+
+
+def test_split_of_a_relabelling_teacher_keeps_the_sampled_frames(store):
+    """Another teacher's split takes the frames picked along the sampled run (those the
+    labeller was given), each as relabelled: a label that failed is left out, never
+    replaced by a neighbouring frame; a teacher with no labels there is an error."""
+    _fill(store)
+    key_a, key_b = composition_key(COMP_A), composition_key(COMP_B)
+    counts = split_counts([key_a], [key_a, key_b], n_train=3, n_val=2, n_test=5)
+    assert counts == {(key_a, 1): 5, (key_b, 1): 5, (key_a, 0): 5}
+    to_label = {(k, r): run_frames(store, k, r, n, "emt") for (k, r), n in counts.items()}
+    assert [f.info["frame_index"] for f in to_label[key_a, 0]] == [0, 2, 4, 6, 8]
+    for (key, replica), frames in to_label.items():
+        done = [f for f in frames if (key, replica, f.info["frame_index"]) != (key_a, 0, 4)]
+        comp = COMP_A if key == key_a else COMP_B
+        store.add_frames([labelled(1000 + 100 * replica + f.info["frame_index"], 1)
+                          for f in done],
+                         [meta(f.info["run_id"], f.info["frame_index"], comp, replica)
+                          | {"teacher": "xtb", "task": "single-point",
+                             "label_id": f.info["label_id"]} for f in done])
+    split = split_by_replica(store, [COMP_A], 3, 2, 5, seed=None, teacher="xtb")
+    assert [f.info["frame_index"] for f in split.train + split.val] == [0, 2, 6, 8]
+    assert [f.info["frame_index"] for f in split.test] == [0, 2, 4, 6, 8]
+    assert {f.info["teacher"] for f in split.train + split.val + split.test} == {"xtb"}
+    with pytest.raises(DatasetError, match="teacher dft labelled none of the 5 frames"):
+        split_by_replica(store, [COMP_A], 3, 2, 5, teacher="dft")
 
 
 def test_equally_spaced():

@@ -94,7 +94,7 @@ def train(data, run_dir, **kwargs):
         "energy_shifts": "fit",
         "seed": 7,
         "overrides": FAST,
-        "progress": None,
+        "say": None,
         # one torch thread: these systems are tiny, and other work on a shared 2-core
         # machine makes oversubscribed OpenMP threads 5-10x slower
         "num_threads": 1,
@@ -224,7 +224,7 @@ def test_float32_package_refuses_float64(trained):
 
 def test_same_seed_same_loss_curve(trained, data, tmp_path):
     lines: list[str] = []
-    again = train(data, tmp_path / "same", package=False, progress=lines.append)
+    again = train(data, tmp_path / "same", package=False, say=lines.append)
     assert [line.split(" [")[0] for line in lines if line.startswith("epoch")] == [
         "epoch 1/2", "epoch 2/2"
     ]
@@ -253,7 +253,7 @@ def test_finished_run_is_not_retrained(trained, data, monkeypatch):
     files = sorted(p for p in trained.run_dir.rglob("*") if p.is_file())
     before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in files}
     lines: list[str] = []
-    again = train(data, trained.run_dir, progress=lines.append)
+    again = train(data, trained.run_dir, say=lines.append)
     after = {p: (p.stat().st_mtime_ns, p.stat().st_size)
              for p in trained.run_dir.rglob("*") if p.is_file()}
     assert started == []
@@ -286,7 +286,7 @@ def test_unknown_override_key_is_named(data, tmp_path):
 def test_species_missing_from_type_names(data, tmp_path):
     with pytest.raises(TrainDataError, match=r"train file .*train.xyz: species \['Au'\]"):
         run_training(data["train"], data["val"], data["test"], ["Cu"], preset="cpu-tiny-allegro",
-                     energy_shifts={"Cu": 0.0}, run_dir=tmp_path, overrides=FAST, progress=None)
+                     energy_shifts={"Cu": 0.0}, run_dir=tmp_path, overrides=FAST, say=None)
 
 
 def test_frame_without_forces_is_named(data, tmp_path):
@@ -499,7 +499,7 @@ def test_stress_preset_trains_and_reports_stress(data, tmp_path):
     # no validation file: the preset's 80/20 split of the training file is used
     result = run_training(
         data["train"], None, data["test"], TYPE_NAMES, preset="cpu-tiny-allegro-722",
-        energy_shifts="fit", run_dir=tmp_path / "a722", seed=1, overrides=FAST, progress=None,
+        energy_shifts="fit", run_dir=tmp_path / "a722", seed=1, overrides=FAST, say=None,
     )
     assert "stress_mae_meV_per_A3" in result.metrics
     manifest = json.loads(result.manifest_path.read_text())

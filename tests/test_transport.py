@@ -294,7 +294,10 @@ def test_openmm_teacher_run_is_readable(tmp_path):
     """The OpenMM teacher's transport run writes what `prepare_transport` reads: unwrapped
     frames with time_ps and molecule arrays, md.json with the temperature, the ion set."""
     from ionmix.build import build_box
-    from ionmix.properties.teacher_md import TransportRunSettings, classical_transport_run
+    from ionmix.teachers.classical.transport_run import (
+        TransportRunSettings,
+        classical_transport_run,
+    )
 
     atoms = build_box({"Li": 1, "EMIM": 3, "PF6": 4}, density_g_cm3=1.2, seed=1)
     classical_transport_run(atoms, tmp_path, TransportRunSettings(

@@ -100,3 +100,25 @@ def test_md_validate_and_export_with_the_user_ion(user_ion_study, tmp_path, monk
               str(tmp_path / "lammps"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "lammps" / "system.data").stat().st_size > 0
+
+
+def test_teacher_transport_run_with_the_user_ion(user_ion_study, tmp_path):
+    """The teacher's native OpenMM transport run takes the stored ion set (the user's files
+    are gone) and records it beside its trajectory, where `props transport` finds it."""
+    from ionmix.dataset.provenance import load_provenance
+    from ionmix.properties.transport import prepare_transport
+    from ionmix.teachers.classical.transport_run import (
+        TransportRunSettings,
+        classical_transport_run,
+    )
+
+    root, _ = user_ion_study
+    store = DatasetStore(root / "out" / "frames.db")
+    frame = store.select()[0].atoms
+    ions = store.provenance().ion_set(frame)
+    classical_transport_run(frame, tmp_path, TransportRunSettings(
+        timestep_fs=2.0, hydrogen_mass_amu=3.024, equilibration_ps=1.0, production_ps=2.0,
+        frame_interval_ps=0.5), ions=ions)
+    assert load_provenance(tmp_path).ion_set(frame).key == ions.key
+    inp = prepare_transport(tmp_path)
+    assert "MyBF4" in inp.species and len(inp.time_ps) == 5

@@ -76,8 +76,10 @@ import numpy as np
 from ase import Atoms, units
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ionmix.chemistry.topology import carry_metadata
 from ionmix.errors import InputError, RunError
 from ionmix.files import atomic_write_json
+from ionmix.progress import Progress
 from ionmix.resume import check_same_settings
 from ionmix.units import bar_to_ev_per_a3, density_g_per_cm3, ev_per_a3_to_bar
 
@@ -100,10 +102,6 @@ THERMO_COLUMNS = ("step", "time_ps", "temperature_K", "potential_energy_eV",
                   "pressure_bar")
 #: Settings that may change between a run and its restart (extending a run is allowed).
 RESTART_MAY_CHANGE = ("n_steps",)
-#: Frame info keys of the input structure carried into the trajectory (for relabelling).
-CARRIED_INFO = ("molecules", "charge_scale", "cutoff_A", "composition", "counts", "teacher",
-                "ion_set")
-CARRIED_ARRAYS = ("mol_id", "ion_name")
 #: Frame info key that `ionmix.build.build_box` writes: a structure still carrying it is a
 #: packed box that was never relaxed (MD frames and stored snapshots do not carry it).
 PACKED_INFO = "packmol_seed"
@@ -187,10 +185,11 @@ class MDResult:
     minimisation: dict | None = None
 
 
-def _describe(calc) -> str:
-    """The model behind `calc`: its id when it was made by `ionmix.models.load_model`
-    (file names and checksums, or the teacher key), else the calculator's class name."""
-    return getattr(calc, "ionmix_model_id", type(calc).__name__)
+def _describe(calc, model_id: str | None = None) -> str:
+    """The model behind `calc`: its id when the caller gave one (`ionmix.models.load_model`'s
+    ``LoadedModel.model_id``: file names and checksums, or the teacher key), else the
+    calculator's class name."""
+    return model_id or type(calc).__name__
 
 
 # --------------------------------------------------------------------------------------
@@ -260,7 +259,7 @@ def _conserved_energy_eV(dyn) -> float:
 # checks before any work
 
 
-def check_inputs(atoms: Atoms, calc, settings: MDSettings) -> None:
+def check_inputs(atoms: Atoms, calc, settings: MDSettings, model_id: str | None = None) -> None:
     """Raise MDError for a structure/calculator/settings combination that cannot run."""
     if len(atoms) == 0:
         raise MDError("the structure has no atoms")
@@ -268,8 +267,9 @@ def check_inputs(atoms: Atoms, calc, settings: MDSettings) -> None:
         if not np.all(atoms.pbc) or atoms.cell.rank != 3:
             raise MDError("NPT needs a periodic structure with a full 3-D cell")
         if "stress" not in getattr(calc, "implemented_properties", ()):
-            raise MDError(f"NPT needs stress, and the calculator {_describe(calc)} does not "
-                          "compute it; use --ensemble nvt, or a model that predicts stress")
+            raise MDError(f"NPT needs stress, and the calculator {_describe(calc, model_id)} "
+                          "does not compute it; use --ensemble nvt, or a model that predicts "
+                          "stress")
     if atoms.constraints:
         raise MDError("the structure has constraints; ASE's Nosé–Hoover/MTK integrators "
                       "do not support them")
@@ -278,7 +278,7 @@ def check_inputs(atoms: Atoms, calc, settings: MDSettings) -> None:
                       f"be a multiple of log_interval_steps ({settings.log_interval_steps})")
 
 
-def _first_evaluation(atoms: Atoms, settings: MDSettings) -> None:
+def _first_evaluation(atoms: Atoms, settings: MDSettings, model_id: str | None) -> None:
     """Evaluate the starting structure; stress-less NPT and non-finite output fail here."""
     from ase.calculators.calculator import PropertyNotImplementedError
 
@@ -288,9 +288,10 @@ def _first_evaluation(atoms: Atoms, settings: MDSettings) -> None:
         try:
             stress = atoms.get_stress()
         except (PropertyNotImplementedError, KeyError, NotImplementedError):
-            raise MDError(f"NPT needs stress, and the calculator {_describe(atoms.calc)} did "
-                          "not return one for this structure (was the model trained with "
-                          "stress?); use --ensemble nvt") from None
+            raise MDError(f"NPT needs stress, and the calculator "
+                          f"{_describe(atoms.calc, model_id)} did not return one for this "
+                          "structure (was the model trained with stress?); use --ensemble "
+                          "nvt") from None
         if not np.all(np.isfinite(stress)):
             raise MDError("the calculator's stress on the starting structure is not finite")
     if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
@@ -300,18 +301,6 @@ def _first_evaluation(atoms: Atoms, settings: MDSettings) -> None:
 
 # --------------------------------------------------------------------------------------
 # the run
-
-
-def carry_metadata(source: Atoms, target: Atoms) -> Atoms:
-    """Copy the per-atom molecule arrays and the teacher-relevant info of `source` onto
-    `target` (same atoms, in the same order); returns `target`."""
-    for key in CARRIED_ARRAYS:
-        if key in source.arrays:
-            target.arrays[key] = source.arrays[key].copy()
-    for key in CARRIED_INFO:
-        if key in source.info:
-            target.info[key] = source.info[key]
-    return target
 
 
 def _snapshot(atoms: Atoms, step: int, time_ps: float) -> Atoms:
@@ -433,17 +422,17 @@ def _read_record(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def check_can_continue(out_dir: str | os.PathLike, atoms: Atoms, calc,
-                       settings: MDSettings) -> None:
+def check_can_continue(out_dir: str | os.PathLike, atoms: Atoms, settings: MDSettings,
+                       model_id: str | None = None) -> None:
     """Raise before anything is written if `run_md` would refuse to continue the run in
     `out_dir` (MDError: other settings, model or starting structure) or reports its earlier
     blow-up (MDBlowUp). Nothing to check for a new folder."""
     out = Path(out_dir)
-    _check_can_continue(out, _read_record(out / "md.json"), settings, calc,
+    _check_can_continue(out, _read_record(out / "md.json"), settings, model_id,
                         start_sha256(atoms, settings), atoms)
 
 
-def _check_can_continue(out: Path, record: dict, settings: MDSettings, calc,
+def _check_can_continue(out: Path, record: dict, settings: MDSettings, model: str | None,
                         start_sha: str, atoms: Atoms) -> None:
     """Refuse to continue the run in `out` (its ``md.json`` `record`) with other settings,
     another model or another starting structure (MDError), and report a run that blew up
@@ -454,7 +443,7 @@ def _check_can_continue(out: Path, record: dict, settings: MDSettings, calc,
         record.get("settings") if record else None, settings.model_dump(), error=MDError,
         may_change=RESTART_MAY_CHANGE, recorded_only=True,
         what=f"{out} holds a run with other settings", advice=advice)
-    old_model, model = record.get("model_id"), getattr(calc, "ionmix_model_id", None)
+    old_model = record.get("model_id")
     if old_model and model and old_model != model:
         raise MDError(f"{out} holds a run of the model {old_model}; this one is {model} "
                       f"(retrained, or another --float64?): {advice}")
@@ -479,8 +468,8 @@ def _start_difference(record: dict, atoms: Atoms, start_sha: str) -> str:
 
 
 def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
-           progress: Callable[[int, int], None] | None = None,
-           log: Callable[[str], None] | None = None) -> MDResult:
+           progress: Progress | None = None,
+           log: Callable[[str], None] | None = None, model_id: str | None = None) -> MDResult:
     """Run (or continue) MD of `atoms` with `calc`, writing into `out_dir`.
 
     Args:
@@ -490,9 +479,13 @@ def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
         calc: any ASE calculator; for NPT it must give stress.
         settings: see `MDSettings` (``minimise``: the module docstring).
         out_dir: run folder (created).
-        progress: called as ``progress(steps_done, n_steps)`` at every log step.
+        progress: called as ``progress(steps_done, n_steps, run folder's name)`` at every
+            log step (`ionmix.progress.Progress`).
         log: called with one line when the starting structure is minimised (steps, max
             force before and after, eV/Å).
+        model_id: what `calc` is (`ionmix.models.LoadedModel.model_id`): recorded in
+            ``md.json``, and a restart with another id is refused. None: an unnamed
+            calculator (its class name is recorded; restarts do not compare it).
 
     Raises:
         MDError: bad inputs (before any step), or a restart with changed settings, another
@@ -503,17 +496,18 @@ def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
     out = Path(out_dir)
     record = _read_record(out / "md.json")
     start_sha = start_sha256(atoms, settings)
-    _check_can_continue(out, record, settings, calc, start_sha, atoms)
+    _check_can_continue(out, record, settings, model_id, start_sha, atoms)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.json"
     checkpoint = json.loads(ckpt_path.read_text()) if ckpt_path.exists() else None
-    atoms, minimisation = _starting_state(atoms, calc, settings, checkpoint, ckpt_path)
+    atoms, minimisation = _starting_state(atoms, calc, settings, checkpoint, ckpt_path,
+                                          model_id)
     if checkpoint is not None:  # what the fresh start recorded (none for older records)
         start_sha, minimisation = record.get("start_sha256"), record.get("minimisation")
     elif minimisation is not None and log is not None:
         log(_describe_minimisation(minimisation))
     run = _open_run(out, atoms, calc, settings, checkpoint,
-                    {"start_sha256": start_sha, "minimisation": minimisation})
+                    {"start_sha256": start_sha, "minimisation": minimisation}, model_id)
     t0 = time.perf_counter()
     try:
         if checkpoint is None:
@@ -525,7 +519,7 @@ def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
 
 
 def _starting_state(atoms: Atoms, calc, settings: MDSettings, checkpoint: dict | None,
-                    ckpt_path: Path) -> tuple[Atoms, dict | None]:
+                    ckpt_path: Path, model_id: str | None) -> tuple[Atoms, dict | None]:
     """A copy of `atoms` at the checkpoint's state (if any), checked, with `calc` attached
     and evaluated, and on a fresh start minimised (when `minimise_reason` says so) and with
     initial velocities drawn; with the minimisation's record (None: not minimised)."""
@@ -538,15 +532,15 @@ def _starting_state(atoms: Atoms, calc, settings: MDSettings, checkpoint: dict |
         atoms.set_cell(state["cell"], scale_atoms=False)
         atoms.set_positions(state["positions"])
         atoms.set_momenta(state["momenta"])
-    check_inputs(atoms, calc, settings)
+    check_inputs(atoms, calc, settings, model_id)
     atoms.calc = calc
-    _first_evaluation(atoms, settings)
+    _first_evaluation(atoms, settings, model_id)
     minimisation = None
     if checkpoint is None:
         why = minimise_reason(atoms, settings)
         if why is not None:
-            minimisation = _minimise(atoms, settings, why)
-            _first_evaluation(atoms, settings)  # the stress at the new positions (NPT)
+            minimisation = _minimise(atoms, settings, why, model_id)
+            _first_evaluation(atoms, settings, model_id)  # the stress at the new positions (NPT)
         if settings.initial_velocities == "maxwell":
             _thermalize(atoms, settings)
     return atoms, minimisation
@@ -571,7 +565,7 @@ def minimise_reason(atoms: Atoms, settings: MDSettings) -> str | None:
     return None
 
 
-def _minimise(atoms: Atoms, settings: MDSettings, why: str) -> dict:
+def _minimise(atoms: Atoms, settings: MDSettings, why: str, model_id: str | None) -> dict:
     """Relax the positions of `atoms` in place (cell fixed) with ASE's FIRE on its own
     calculator, to MINIMISE_FMAX_EV_PER_A or MINIMISE_MAX_STEPS steps; the record for
     ``md.json`` (steps, max force before/after in eV/Å). MDBlowUp if the calculator's
@@ -587,11 +581,11 @@ def _minimise(atoms: Atoms, settings: MDSettings, why: str) -> dict:
     if not np.isfinite(after) or not np.isfinite(atoms.get_potential_energy()):
         raise MDBlowUp(f"minimising the starting structure ({why}) gave a non-finite energy "
                        f"or force after {optimizer.nsteps} steps. "
-                       f"{_blow_up_cause(atoms.calc)}.")
+                       f"{_blow_up_cause(atoms.calc, model_id)}.")
     broken = bonds is not None and _broken_bond(atoms, bonds, settings.max_bond_stretch)
     if broken:
         raise MDBlowUp(f"minimising the starting structure ({why}): {broken}. "
-                       f"{_blow_up_cause(atoms.calc)}.")
+                       f"{_blow_up_cause(atoms.calc, model_id)}.")
     return {"reason": why, "optimizer": "FIRE", "steps": int(optimizer.nsteps),
             "converged": converged, "max_force_before_eV_per_A": before,
             "max_force_after_eV_per_A": after}
@@ -608,7 +602,7 @@ def _describe_minimisation(record: dict) -> str:
     return line
 
 
-def _blow_up_cause(calc) -> str:
+def _blow_up_cause(calc, model_id: str | None) -> str:
     """What a blow-up means with `calc` driving the dynamics, and what to try."""
     # the classical teacher (OpenMM's force field) is defined everywhere: it has no
     # training region to leave, so a blow-up is the integrator diverging (checked by
@@ -618,7 +612,7 @@ def _blow_up_cause(calc) -> str:
                 "force field has no training region to leave): try a smaller time step "
                 "(--timestep-fs), or minimise (--minimise) and equilibrate the starting "
                 "structure first")
-    if hasattr(calc, "ionmix_model_id"):  # a learned model (ionmix.models.load_model)
+    if model_id is not None:  # a learned model (ionmix.models.load_model)
         return "The model left the region it can describe"
     return (f"The dynamics with {_describe(calc)} diverged: a time step too large, a "
             "starting structure that was never relaxed, or a calculator outside its range")
@@ -638,7 +632,7 @@ def _thermalize(atoms: Atoms, settings: MDSettings) -> None:
 
 
 def _open_run(out: Path, atoms: Atoms, calc, settings: MDSettings,
-              checkpoint: dict | None, start: dict) -> _Run:
+              checkpoint: dict | None, start: dict, model_id: str | None) -> _Run:
     """Make the integrator, set the output files to the checkpoint (or start them afresh),
     record the run as ``running`` in ``md.json`` (with `start`: the starting structure's
     sha256 and its minimisation) and open the files for appending."""
@@ -657,8 +651,8 @@ def _open_run(out: Path, atoms: Atoms, calc, settings: MDSettings,
         volume0 = atoms.get_volume() if atoms.cell.rank == 3 else float("nan")
         thermo_path.write_text(",".join(THERMO_COLUMNS) + "\n")
         traj_path.write_bytes(b"")
-    meta = {"settings": settings.model_dump(), "calculator": _describe(calc),
-            "model_id": getattr(calc, "ionmix_model_id", None),
+    meta = {"settings": settings.model_dump(), "calculator": _describe(calc, model_id),
+            "model_id": model_id,
             "n_atoms": len(atoms), "formula": atoms.get_chemical_formula(),
             "mass_amu": float(atoms.get_masses().sum()), **start, "status": "running",
             "steps_done": first, "resumed_from_step": first, "runtime": _runtime()}
@@ -693,7 +687,7 @@ class _Run:
         self.thermo.close()
         self.traj.close()
 
-    def integrate(self, progress: Callable[[int, int], None] | None) -> None:
+    def integrate(self, progress: Progress | None) -> None:
         """Steps ``start + 1 … n_steps``, logging and checkpointing at their intervals."""
         s = self.settings
         for step in range(self.start + 1, s.n_steps + 1):
@@ -703,11 +697,11 @@ class _Run:
             if step % s.log_interval_steps == 0:
                 self.record(step)
                 if progress is not None:
-                    progress(step, s.n_steps)
+                    progress(step, s.n_steps, self.out.name)
         if s.n_steps % s.trajectory_interval_steps and s.n_steps > self.start:
             self._write_last_frame()
         if progress is not None:
-            progress(s.n_steps, s.n_steps)
+            progress(s.n_steps, s.n_steps, self.out.name)
 
     def _step(self, step: int) -> None:
         try:
@@ -776,7 +770,8 @@ class _Run:
         atomic_write_json(self.out / "md.json", self.meta)
         raise MDBlowUp(
             f"MD stopped at step {step} ({time_ps:.4g} ps): {why}. "
-            f"{_blow_up_cause(self.atoms.calc)}. Data up to the last checkpoint is kept in "
+            f"{_blow_up_cause(self.atoms.calc, self.meta['model_id'])}. Data up to the last "
+            "checkpoint is kept in "
             f"{self.out}; the failing structure is in blowup.extxyz")
 
     def finish(self, wall: float) -> MDResult:

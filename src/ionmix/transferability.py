@@ -54,8 +54,9 @@ from ionmix.dataset import (
     DatasetStore,
     atomic_write_extxyz,
     composition_key,
-    equally_spaced,
+    run_frames,
     split_by_replica,
+    split_counts,
 )
 from ionmix.files import atomic_write_text
 from ionmix.train.tasks import evaluate_recipe_task, train_recipe_task
@@ -197,11 +198,11 @@ def frames_needed(s: StudySettings, recipes: list[Recipe],
                   compositions: list[dict[str, float]]) -> dict[tuple[str, int], int]:
     """(composition key, replica) → frames the study's splits take from that run: n_train +
     n_val from replica 0 of every composition a recipe trains on, n_test from replica 1 of
-    every composition. Runs not listed are neither sampled nor labelled."""
-    trained = {composition_key(c) for recipe in recipes for c in recipe.compositions}
-    counts = {(composition_key(c), 1): s.n_test for c in compositions}
-    counts.update({(key, 0): s.n_train + s.n_val for key in sorted(trained)})
-    return counts
+    every composition (`ionmix.dataset.split_counts`). Runs not listed are neither sampled
+    nor labelled."""
+    trained = [composition_key(c) for recipe in recipes for c in recipe.compositions]
+    return split_counts(trained, [composition_key(c) for c in compositions], s.n_train,
+                        s.n_val, s.n_test)
 
 
 def sampled_runs(cfg: StudyConfig) -> list:
@@ -355,8 +356,7 @@ def _write_test_files(store: DatasetStore, compositions: list[dict[str, float]],
         key = composition_key(comp)
         path = data_dir / f"test_{_safe(key)}.extxyz"
         if not path.exists():
-            frames = equally_spaced(store.select(key, replica=1, teacher=teacher),
-                                    n_test, f"{key} replica 1")
+            frames = run_frames(store, key, 1, n_test, teacher)
             atomic_write_extxyz(frames, path)
         test_files[key] = str(path)
     return test_files

@@ -195,11 +195,13 @@ def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
     from ionmix.models import ExplorationStop, load_committee
 
     drive_member = velocity_seed % len(model_paths) if walker.drive == "member" else None
-    calc = load_committee(model_paths, start, provenance=provenance,
-                          stop_above_eV_per_A=trust_window[1],
-                          density_window_g_cm3=tuple(density_window),
-                          record_above_eV_per_A=trust_window[0], drive_member=drive_member,
-                          deviation_every=walker.deviation_every_steps).calc
+    committee = load_committee(model_paths, start, provenance=provenance,
+                               stop_above_eV_per_A=trust_window[1],
+                               density_window_g_cm3=tuple(density_window),
+                               record_above_eV_per_A=trust_window[0],
+                               drive_member=drive_member,
+                               deviation_every=walker.deviation_every_steps)
+    calc = committee.calc
     if provenance is not None:  # so that md, validate and props work on the walker's run
         out.mkdir(parents=True, exist_ok=True)
         provenance.write(out)
@@ -210,7 +212,7 @@ def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
         settings = _md_settings(walker, temperature_K, n_steps, seed=velocity_seed,
                                 initial_velocities="maxwell" if k == 0 else "keep")
         try:
-            run_md(atoms, calc, settings, folder)
+            run_md(atoms, calc, settings, folder, model_id=committee.model_id)
         except ExplorationStop as exc:
             status, reason = "stopped", f"{folder.name}: {exc}" if k else str(exc)
             break

@@ -44,7 +44,13 @@ from ionmix.active.explore import WalkerSpec, read_candidates, run_walker, start
 from ionmix.active.select import TrustWindow, select
 from ionmix.cluster import dask_client
 from ionmix.config import StudyTables
-from ionmix.dataset import DatasetStore, atomic_write_extxyz, composition_key, equally_spaced
+from ionmix.dataset import (
+    DatasetStore,
+    atomic_write_extxyz,
+    composition_key,
+    split_by_replica,
+    split_counts,
+)
 from ionmix.errors import InputError
 from ionmix.files import atomic_write_json
 
@@ -261,8 +267,7 @@ def _initial_labels(cfg, plan, store, compositions, scheduler, say):
         return plan.teacher
     spec = teacher_spec(cfg.teacher, "[teacher]")
     s = cfg.learn
-    counts = {(key, replica): n for key in compositions
-              for replica, n in ((0, s.n_train + s.n_val), (1, s.n_test))}
+    counts = split_counts(compositions, compositions, s.n_train, s.n_val, s.n_test)
     label_split_frames(store, plan.teacher.key, spec, counts, isolated_atoms=True,
                        cluster=cfg.cluster, scheduler=scheduler, say=say)
     return spec
@@ -270,18 +275,12 @@ def _initial_labels(cfg, plan, store, compositions, scheduler, say):
 
 def _initial_frames(s: LearnSettings, store: DatasetStore, teacher: str,
                     compositions: list[str]) -> dict[str, list]:
-    """train/val (replica 0) and test (replica 1) frames of `teacher`, per composition."""
-    out: dict[str, list] = {"train": [], "val": [], "test": []}
-    for key in compositions:
-        pool = [f for f in store.select(key, replica=0, teacher=teacher)
-                if f.info["task"] in ("md", "single-point")]
-        picked = equally_spaced(pool, s.n_train + s.n_val, f"{key} replica 0")
-        out["train"] += [f.atoms for f in picked[: s.n_train]]
-        out["val"] += [f.atoms for f in picked[s.n_train:]]
-        pool = [f for f in store.select(key, replica=1, teacher=teacher)
-                if f.info["task"] in ("md", "single-point")]
-        out["test"] += [f.atoms for f in equally_spaced(pool, s.n_test, f"{key} replica 1")]
-    return out
+    """train/val (replica 0) and test (replica 1) frames of `teacher` for the compositions
+    (`split_by_replica`; the first n_train of replica 0's frames train, the rest
+    validate)."""
+    split = split_by_replica(store, compositions, s.n_train, s.n_val, s.n_test, seed=None,
+                             teacher=teacher)
+    return {role: [f.atoms for f in getattr(split, role)] for role in ("train", "val", "test")}
 
 
 # --------------------------------------------------------------------------------------

@@ -71,6 +71,26 @@ def _runs_from_arrays(atoms: Atoms) -> Runs:
     return tuple(runs)
 
 
+#: Frame info keys a frame derived from another (an MD snapshot, a rescaled box) carries
+#: over: what its relabelling needs (molecules, teacher, ion set, charge scale).
+CARRIED_INFO = ("molecules", "charge_scale", "cutoff_A", "composition", "counts", "teacher",
+                "ion_set")
+CARRIED_ARRAYS = ("mol_id", "ion_name")
+
+
+def carry_metadata(source: Atoms, target: Atoms) -> Atoms:
+    """Copy the per-atom molecule arrays and the teacher-relevant info of `source` onto
+    `target` (same atoms, in the same order; `CARRIED_ARRAYS`, `CARRIED_INFO`); returns
+    `target`."""
+    for key in CARRIED_ARRAYS:
+        if key in source.arrays:
+            target.arrays[key] = source.arrays[key].copy()
+    for key in CARRIED_INFO:
+        if key in source.info:
+            target.info[key] = source.info[key]
+    return target
+
+
 def has_molecules(atoms: Atoms) -> bool:
     """True if the frame carries molecule information in either form."""
     return MOLECULES_INFO in atoms.info or (

@@ -221,14 +221,15 @@ def write_provenance(out: Path, atoms, provenance) -> None:
 def run_property_study(label: str, structure: Path, model: str, composition: str | None, study,
               out: Path | None = None, index: int = -1, float64: bool = False,
               sampled_at_K: float | None = None):
-    """Load the structure and calculator, then run ``study(atoms, calc, progress)`` under a
-    progress bar (per MD run, per step; on stderr, so --json output stays clean)."""
+    """Load the structure and model, then run ``study(atoms, loaded, progress)`` under a
+    progress bar (per MD run, per step; on stderr, so --json output stays clean); `loaded`
+    is the `ionmix.models.LoadedModel` (calculator, id, and the teacher for 'classical')."""
     from ionmix.models import load_model
 
     atoms, provenance = load_with_provenance(structure, out, index, composition, sampled_at_K)
-    calc = load_model(model, atoms, provenance=provenance, float64=float64).calc
+    loaded = load_model(model, atoms, provenance=provenance, float64=float64)
     with progress_bar(label, stderr=True) as update:
-        return study(atoms, calc, lambda name, k, n: update(
+        return study(atoms, loaded, lambda k, n, name: update(
             description=f"{label}: {name}", completed=k, total=n))
 
 

@@ -109,18 +109,17 @@ def md(
                          f"multiple of --log-every {log_every}")
     atoms, provenance = load_with_provenance(structure, None, index, composition,
                                              sampled_at_K)
-    calc = load_model(model, atoms, provenance=provenance, float64=float64).calc
-    if float64 and model != "classical":
-        # the same network in another precision gives another trajectory: part of the id
-        # a restart compares
-        calc.ionmix_model_id = f"{calc.ionmix_model_id} (float64)"
-    check_can_continue(out, atoms, calc, settings)  # before anything in OUT changes
+    loaded = load_model(model, atoms, provenance=provenance, float64=float64)
+    # the same network in another precision gives another trajectory: part of the id a
+    # restart compares
+    model_id = loaded.model_id + (" (float64)" if float64 and model != "classical" else "")
+    check_can_continue(out, atoms, settings, model_id)  # before anything in OUT changes
     write_provenance(out, atoms, provenance)
     label = f"md: {settings.ensemble} {settings.temperature_K:g} K"
     with progress_bar(label, stderr=True) as update:
-        result = run_md(atoms, calc, settings, out,
-                        progress=lambda k, n: update(completed=k, total=n),
-                        log=say_to(update.console))
+        result = run_md(atoms, loaded.calc, settings, out,
+                        progress=lambda k, n, _: update(completed=k, total=n),
+                        log=say_to(update.console), model_id=model_id)
     meta = json.loads((out / "md.json").read_text())
     rate = meta.get("steps_per_s")
     console.print(f"[green]{result.steps_done} steps[/] in {out} "
@@ -162,7 +161,7 @@ def validate(
         calc = provenance.teacher(first, teacher).calculator(first)
     with progress_bar("teacher labels", total=frames, stderr=True) as update:
         result = validate_trajectory(traj, calc, out, n_frames=frames,
-                                     progress=lambda k, n: update(completed=k, total=n))
+                                     progress=lambda k, n, _: update(completed=k, total=n))
     teacher = teacher or provenance.teacher_spec(first).describe()
     if as_json:
         print(json.dumps(result, indent=2))

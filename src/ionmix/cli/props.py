@@ -109,8 +109,9 @@ def props_density(
     if engine not in ("ase", "openmm") or (engine == "openmm" and model != "classical"):
         raise ConfigError(f"--engine {engine}: use ase, or openmm with --model classical")
     result = run_property_study(
-        "density", structure, model, composition, lambda atoms, calc, progress:
-        density_study(atoms, calc, temps, settings, out, engine=engine,
+        "density", structure, model, composition, lambda atoms, loaded, progress:
+        density_study(atoms, loaded.calc, temps, settings, out, engine=engine,
+                      classical_teacher=loaded.teacher, model_id=loaded.model_id,
                       equilibration_fraction=equilibration_fraction,
                       teacher=teacher, experiment=experiment,
                       label="classical (OpenMM)" if engine == "openmm"
@@ -220,8 +221,9 @@ def props_compressibility(
                             trajectory_interval_steps=max(log_every, 100 // log_every * log_every),
                             seed=seed)
     result = run_property_study(
-        "ramp", structure, model, composition, lambda atoms, calc, progress:
-        compressibility_study(atoms, calc, settings, out, pressures_bar=ramp,
+        "ramp", structure, model, composition, lambda atoms, loaded, progress:
+        compressibility_study(atoms, loaded.calc, settings, out, pressures_bar=ramp,
+                              model_id=loaded.model_id,
                               first_stage_steps=first_stage_steps, progress=progress),
         out=out, sampled_at_K=sampled_at_K)
     if as_json:
@@ -292,7 +294,7 @@ def props_transport(
                                     formal_charges=formal_charges, n_segments=segments,
                                     slope_tolerance=slope_tolerance,
                                     viscosity_Pa_s=viscosity_Pa_s, out_dir=out,
-                                    progress=lambda what: update(description=what))
+                                    progress=lambda k, n, what: update(description=what))
     data = result.to_json()
     if as_json:
         print(json.dumps(data, indent=2))

@@ -135,7 +135,7 @@ def pseudo_compare(
         with progress_bar("pw.x runs", stderr=True) as update:
             return compare_pseudopotentials(
                 picked, *specs, folder, ions_of=provenance.ion_set,
-                progress=lambda k, n: update(completed=k, total=n))
+                progress=lambda k, n, _: update(completed=k, total=n))
 
     if workdir is not None:
         result = run(workdir)

@@ -119,7 +119,7 @@ def train(
         run_dir=out, energy_reference=energy_reference,
         overrides=_parse_overrides(override or []), seed=seed, teacher=teacher,
         initial_model=initial_model, baseline=baseline,
-        progress=say_to(console))
+        say=say_to(console))
     m = result.metrics
     console.print(f"[green]model:[/] {result.package_path}")
     console.print(f"test energy MAE {m.get('energy_mae_meV_per_atom', float('nan')):.2f} "

@@ -3,21 +3,27 @@
 The folder also holds package data (``ions/``: the shipped ion library files).
 """
 
+from ionmix.dataset.selection import (
+    SPLIT_TASKS,
+    Split,
+    equally_spaced,
+    equally_spaced_indices,
+    run_frames,
+    split_by_replica,
+    split_counts,
+)
 from ionmix.dataset.store import (
     TASKS,
     DatasetError,
     DatasetStore,
     Frame,
-    Split,
     atomic_write_extxyz,
     composition_key,
-    equally_spaced,
-    equally_spaced_indices,
     parse_composition_key,
-    split_by_replica,
 )
 
 __all__ = [
+    "SPLIT_TASKS",
     "TASKS",
     "DatasetError",
     "DatasetStore",
@@ -28,5 +34,7 @@ __all__ = [
     "equally_spaced",
     "equally_spaced_indices",
     "parse_composition_key",
+    "run_frames",
     "split_by_replica",
+    "split_counts",
 ]

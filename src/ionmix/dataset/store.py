@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -376,65 +376,6 @@ class DatasetStore:
         """Distinct non-empty composition keys in the store, sorted."""
         return sorted({r.composition for r in self._db.select(columns=["key_value_pairs"])
                        if r.get("composition")})
-
-
-def equally_spaced_indices(n_available: int, n: int, include_last: bool = False) -> np.ndarray:
-    """Indices of `n` of `n_available` frames equally spaced along a run, the first
-    included: the paper's selection (every (n_available / n)-th frame), or, with
-    `include_last`, the two ends and equal steps between them (a check along a trajectory,
-    whose end is where a drift shows; fewer when `n_available` < `n`)."""
-    if include_last:
-        return np.unique(np.linspace(0, n_available - 1, min(n, n_available)).round()
-                         ).astype(int)
-    return np.floor(np.arange(n) * n_available / n).astype(int)
-
-
-def equally_spaced(frames: Sequence, n: int, what: str = "selection") -> list:
-    """`n` frames equally spaced along `frames` (Frames or Atoms; first included), as the
-    paper selects (`equally_spaced_indices`).
-
-    Raises DatasetError if fewer than `n` frames are available.
-    """
-    if n <= 0:
-        raise DatasetError(f"{what}: asked for {n} frames")
-    if len(frames) < n:
-        raise DatasetError(f"{what}: asked for {n} frames but only {len(frames)} are stored")
-    return [frames[i] for i in equally_spaced_indices(len(frames), n)]
-
-
-@dataclass(frozen=True)
-class Split:
-    """Frames for training, validation and testing (lists of Frame)."""
-
-    train: list[Frame]
-    val: list[Frame]
-    test: list[Frame]
-
-
-def split_by_replica(store: DatasetStore, compositions: Iterable[dict[str, float] | str],
-                     n_train: int, n_val: int, n_test: int, train_replica: int = 0,
-                     test_replica: int = 1, seed: int = 0, teacher: str | None = None,
-                     temperature_K: float | None = None) -> Split:
-    """The paper's split: train/val from one replica, test from the independent one.
-
-    For each composition, ``n_train + n_val`` frames are taken equally spaced along the
-    training replica and shuffled with `seed` into train and val; ``n_test`` frames are taken
-    equally spaced along the test replica. Same seed → same split.
-    """
-    rng = np.random.default_rng(seed)
-    train, val, test = [], [], []
-    for comp in compositions:
-        key = comp if isinstance(comp, str) else composition_key(comp)
-        pool = store.select(key, temperature_K, train_replica, teacher)
-        picked = equally_spaced(pool, n_train + n_val, f"{key} replica {train_replica} "
-                                f"(n_train {n_train} + n_val {n_val})")
-        order = rng.permutation(len(picked))
-        train += [picked[i] for i in sorted(order[:n_train])]
-        val += [picked[i] for i in sorted(order[n_train:])]
-        if n_test:
-            pool = store.select(key, temperature_K, test_replica, teacher)
-            test += equally_spaced(pool, n_test, f"{key} replica {test_replica} (n_test)")
-    return Split(train, val, test)
 
 
 def atomic_write_extxyz(frames: Sequence[Frame | Atoms], path: str | os.PathLike) -> Path:

@@ -44,11 +44,12 @@ from typing import Any
 from ase import Atoms
 
 from ionmix.cluster import ClusterConfig, dask_client
-from ionmix.dataset import DatasetStore, equally_spaced
+from ionmix.dataset import DatasetStore, equally_spaced, run_frames
 from ionmix.dataset.provenance import Provenance, load_provenance
 from ionmix.files import atomic_write_json, atomic_write_text, read_frames
 from ionmix.labelling import tasks as T
 from ionmix.labelling.tasks import LabelError
+from ionmix.progress import Progress
 
 #: Task names of `ionmix label --task` (``isolated-atoms`` labels elements, not frames).
 TASK_NAMES = (*T.FRAME_TASKS, "isolated-atoms")
@@ -342,7 +343,7 @@ def label_frames(frames: list[Atoms], provenance: Provenance, teacher_spec, task
                  cluster: ClusterConfig | None = None, scheduler: str | None = None,
                  workdir: str | Path | None = None, retry_failed: bool = False,
                  store_task: str | None = None,
-                 progress: Callable[[int, int, str], None] | None = None,
+                 progress: Progress | None = None,
                  option_names: Mapping[str, str] | None = None) -> LabelSummary:
     """Label `frames` (each with a ``label_id``) with a teacher and store the labels.
 
@@ -358,7 +359,8 @@ def label_frames(frames: list[Atoms], provenance: Provenance, teacher_spec, task
         retry_failed: label frames that failed before in this same job.
         store_task: the ``task`` stored with the labels when it is not `task` itself (the
             active-learning loop stores its single points as ``active-learning``).
-        progress: ``progress(done, total, what)`` after each finished frame.
+        progress: ``progress(done, total, what)`` after each finished frame
+            (`ionmix.progress.Progress`).
         option_names: how messages name the arguments and options (the CLI passes its
             options: ``n_steps`` → ``--steps``, ``out_store`` → ``--out``).
 
@@ -440,14 +442,13 @@ def label_split_frames(store: DatasetStore, md_teacher: str, spec,
                        cluster: ClusterConfig | None = None, scheduler: str | None = None,
                        say: Callable[[str], None] = print) -> None:
     """Label with `spec` exactly the sampled frames a study's splits will use: for each
-    (composition key, replica) in `counts`, that many equally spaced MD frames of
-    `md_teacher` (train/val from replica 0, test from replica 1), and the teacher's isolated
-    atoms when `isolated_atoms`. Resumable; a frame the teacher fails on is reported and
-    left out."""
+    (composition key, replica) in `counts` (`ionmix.dataset.split_counts`), the MD frames
+    of `md_teacher` that `ionmix.dataset.run_frames` picks (train/val from replica 0, test
+    from replica 1), and the teacher's isolated atoms when `isolated_atoms`. Resumable; a
+    frame the teacher fails on is reported and left out (and the split leaves it out)."""
     frames = []
     for (key, replica), n in counts.items():
-        pool = store.select(key, replica=replica, teacher=md_teacher, task="md")
-        frames += [f.atoms for f in equally_spaced(pool, n, f"{key} replica {replica}")]
+        frames += [f.atoms for f in run_frames(store, key, replica, n, md_teacher)]
     say(f"labelling {len(frames)} frames with {spec.describe()}")
     for task in ("single-point", "isolated-atoms") if isolated_atoms else ("single-point",):
         summary = label_frames(frames, store.provenance(), spec, task, store.url,

@@ -47,6 +47,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ionmix.errors import InputError
 from ionmix.files import atomic_write_json
 from ionmix.models.wall import WALL_CUTOFF_A, WALL_SWITCH_ON_A
+from ionmix.progress import Progress
 
 __all__ = [
     "BASELINES",
@@ -315,13 +316,14 @@ class BaselineCache:
 
 
 def residual_frames(frames: Sequence[Atoms], baseline: Baseline, ion_sets: Sequence[Mapping],
-                    cache: BaselineCache | None = None, progress=None) -> list[Atoms]:
+                    cache: BaselineCache | None = None,
+                    progress: Progress | None = None) -> list[Atoms]:
     """Copies of labelled `frames` with the Coulomb baseline's energy, forces and stress
     subtracted (the frames themselves when the baseline has no Coulomb part).
 
     Each frame's baseline is computed once per cache (keyed by `Baseline.key` and the
-    frame's geometry hash) and read back on a rerun. `progress(done, total)` is called
-    after each frame.
+    frame's geometry hash) and read back on a rerun. `progress(done, total, "baseline
+    labels")` is called after each frame.
     """
     if not baseline.outside:
         return list(frames)
@@ -341,7 +343,7 @@ def residual_frames(frames: Sequence[Atoms], baseline: Baseline, ion_sets: Seque
                 cache.put(baseline.key, frame_hash(atoms), *labels)
         out.append(_subtract(atoms, *labels))
         if progress is not None:
-            progress(k + 1, len(frames))
+            progress(k + 1, len(frames), "baseline labels")
     return out
 
 

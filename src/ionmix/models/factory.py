@@ -51,6 +51,8 @@ class LoadedModel:
         baseline: the baseline under the network (None for the classical teacher).
         committee: the `CommitteeCalculator` when the model is a committee (it is `calc`),
             else None.
+        teacher: the `Teacher` when the model is ``"classical"`` (a study can then run it
+            natively in OpenMM), else None.
     """
 
     calc: object
@@ -58,6 +60,7 @@ class LoadedModel:
     type_names: tuple[str, ...] | None
     baseline: Baseline | None
     committee: CommitteeCalculator | None = None
+    teacher: object | None = None
 
     def check_species(self, atoms: Atoms, where: str = "the structure") -> None:
         """ModelError when `atoms` (named `where`) has species the network lacks: checked
@@ -110,7 +113,6 @@ def load_model(model: str | os.PathLike, atoms: Atoms | None = None, *, provenan
     beside = _beside(baseline, atoms, provenance, paths[0])
     calc = network if beside is None else SumCalculator([network, beside])
     model_id = net_id + ("" if baseline.name == "none" else f" + {baseline.key}")
-    calc.ionmix_model_id = model_id
     return LoadedModel(calc, model_id, type_names, baseline)
 
 
@@ -132,7 +134,6 @@ def load_committee(paths: Sequence, atoms: Atoms | None = None, *, provenance=No
         model_id += f" + {baseline.key}"
     if calc.drive_member is not None:  # the dynamics is that member's, not the mean's
         model_id += f", driven by member {calc.drive_member}"
-    calc.ionmix_model_id = model_id
     return LoadedModel(calc, model_id, type_names, baseline, committee=calc)
 
 
@@ -214,6 +215,4 @@ def _classical(atoms: Atoms | None, provenance) -> LoadedModel:
     if atoms is None:
         raise ModelError("the classical teacher needs the structure (its molecules)")
     teacher = (provenance or Provenance()).teacher(atoms, "classical")
-    calc = teacher.calculator(atoms)
-    calc.ionmix_model_id = teacher.key
-    return LoadedModel(calc, teacher.key, None, None)
+    return LoadedModel(teacher.calculator(atoms), teacher.key, None, None, teacher=teacher)

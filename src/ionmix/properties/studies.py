@@ -21,7 +21,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,8 +29,10 @@ import numpy as np
 from ase import Atoms
 
 from ionmix import stats as P
+from ionmix.chemistry.topology import carry_metadata
 from ionmix.files import atomic_write_json, atomic_write_text
-from ionmix.md import MDBlowUp, MDError, MDSettings, carry_metadata, read_thermo, run_md
+from ionmix.md import MDBlowUp, MDError, MDSettings, read_thermo, run_md
+from ionmix.progress import Progress
 from ionmix.properties import eos
 from ionmix.properties.thermo import fit_density_vs_temperature
 from ionmix.teachers.classical.openmm_md import classical_npt_density
@@ -78,14 +80,16 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
                   reference_temperature_K: float | None = None,
                   teacher: str | os.PathLike | None = None,
                   experiment: str | os.PathLike | None = None,
-                  label: str | None = None, engine: str = "ase",
-                  progress: Callable[[str, int, int], None] | None = None) -> dict:
+                  label: str | None = None, engine: str = "ase", classical_teacher=None,
+                  model_id: str | None = None,
+                  progress: Progress | None = None) -> dict:
     """NPT at each temperature → mean density ± standard error → ρ(T) line, dρ/dT and α_P.
 
     Args:
         atoms: starting structure of every run (each temperature starts from it).
         calc: ASE calculator with stress (engine "ase"), or the classical teacher's
-            calculator with engine "openmm": the teacher then runs natively in OpenMM
+            calculator with engine "openmm" and that `classical_teacher` (a `Teacher` of
+            kind classical, e.g. ``LoadedModel.teacher``): it then runs natively in OpenMM
             (`classical_npt_density`: Langevin thermostat, Monte Carlo barostat, same run
             length and sampling interval; the same equilibrium density as the ASE/MTK
             route at ~100× the speed).
@@ -99,7 +103,9 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
         experiment: CSV with ``temperature_K,density_g_cm3`` (plotted along).
         label: what was run, for the figure legend and the JSON (default: the calculator's
             class name, or "classical (OpenMM)").
-        progress: ``progress(run_name, step, n_steps)``.
+        model_id: what `calc` is (``LoadedModel.model_id``), recorded by each run and
+            compared on a restart.
+        progress: ``progress(step, n_steps, run_name)`` (`ionmix.progress.Progress`).
 
     Returns (and writes ``density.json``, ``density.csv``, ``density.png``): per-temperature
     means, the fit and, when two or more temperatures were run, dρ/dT and α_P. A model that
@@ -107,7 +113,7 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
     (its data kept in its run folder) and the other temperatures still run.
     """
     temps = _check_temperatures(temperatures_K)
-    openmm_teacher = _openmm_teacher(calc) if engine == "openmm" else None
+    openmm_teacher = _openmm_teacher(classical_teacher) if engine == "openmm" else None
     if "stress" not in getattr(calc, "implemented_properties", ()):
         raise MDError("the density study runs NPT, which needs a calculator with stress")
     teacher_data = read_density_json(teacher) if teacher is not None else None
@@ -134,7 +140,7 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
         else:
             try:
                 density, temperature = _model_npt_series(atoms, calc, settings, t,
-                                                         out / name, progress)
+                                                         out / name, progress, model_id)
             except MDBlowUp as exc:  # the other temperatures still run; the data is kept
                 blew_up.append({"temperature_K": t, "run": name, "reason": str(exc)})
                 continue
@@ -177,13 +183,13 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
 
 
 def _model_npt_series(atoms: Atoms, calc, settings: MDSettings, temperature_K: float,
-                      run_dir: Path, progress) -> tuple[np.ndarray, np.ndarray]:
+                      run_dir: Path, progress, model_id: str | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Density (g/cm³) and temperature (K) series of an NPT run with `calc` at
     `temperature_K` (run, continued, or read back). Raises MDBlowUp, also for a run that
     blew up before (`run_md` does not re-run it)."""
     s = settings.model_copy(update={"ensemble": "npt", "temperature_K": temperature_K})
-    run_md(atoms, calc, s, run_dir, progress=None if progress is None else (
-        lambda k, n: progress(run_dir.name, k, n)))
+    run_md(atoms, calc, s, run_dir, progress=progress, model_id=model_id)
     thermo = read_thermo(run_dir / "thermo.csv")
     return thermo["density_g_cm3"], thermo["temperature_K"]
 
@@ -200,9 +206,8 @@ def _kappa_from_densities(density_g_cm3, atoms: Atoms, temperature_K: float):
     return kappa, err
 
 
-def _openmm_teacher(calc):
-    """The classical teacher behind a calculator, for running it natively in OpenMM."""
-    teacher = getattr(calc, "teacher", None)
+def _openmm_teacher(teacher):
+    """`teacher`, checked to be one OpenMM can run natively (the classical teacher)."""
     if teacher is None or teacher.kind != "classical":
         raise MDError("engine 'openmm' runs the classical teacher only; use engine 'ase' "
                       "for other calculators")
@@ -274,8 +279,8 @@ def compressibility_study(atoms: Atoms, calc, settings: MDSettings,
                           pressures_bar: Sequence[float] = DEFAULT_RAMP_BAR,
                           first_stage_steps: int | None = None,
                           equilibration_fraction: float = P.EQUILIBRATION_FRACTION,
-                          n_blocks: int = 5,
-                          progress: Callable[[str, int, int], None] | None = None) -> dict:
+                          n_blocks: int = 5, model_id: str | None = None,
+                          progress: Progress | None = None) -> dict:
     """The paper's pressure ramp at one temperature → V(P) → Tait fit → κ_T.
 
     Stage 0 runs at the first pressure (1 bar) from `atoms` for `first_stage_steps`
@@ -309,8 +314,7 @@ def compressibility_study(atoms: Atoms, calc, settings: MDSettings,
         s = settings.model_copy(update={
             "ensemble": "npt", "pressure_bar": p, "n_steps": n_steps,
             "initial_velocities": "maxwell" if k == 0 else "keep"})
-        run_md(start, calc, s, out / name,
-               progress=None if progress is None else (lambda i, n, nm=name: progress(nm, i, n)))
+        run_md(start, calc, s, out / name, model_id=model_id, progress=progress)
         thermo = read_thermo(out / name / "thermo.csv")
         # one production window per stage, the volume's: density and pressure are averaged
         # over the same samples

@@ -51,7 +51,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -68,6 +68,7 @@ from ionmix.chemistry.topology import (
     molecules_of,
 )
 from ionmix.errors import InputError
+from ionmix.progress import Progress
 from ionmix.units import A3_IN_M3, AVOGADRO_PER_MOL, BOLTZMANN_J_PER_K, ELEMENTARY_CHARGE_C
 
 __all__ = [
@@ -675,15 +676,15 @@ def transport_analysis(path: str | os.PathLike, *, temperature_K: float | None =
                        formal_charges: bool = False, n_segments: int = 4,
                        slope_tolerance: float = 0.2, viscosity_Pa_s: float | None = None,
                        out_dir: str | os.PathLike | None = None,
-                       progress: Callable[[str], None] | None = None) -> TransportResult:
+                       progress: Progress | None = None) -> TransportResult:
     """`prepare_transport` then `compute_transport`; with `out_dir`, also writes
     ``transport.json`` and ``msd.png`` (MSD per species with the fit window)."""
     if progress is not None:
-        progress("reading frames")
+        progress(0, 2, "reading frames")
     inp = prepare_transport(path, temperature_K=temperature_K, time_step_ps=time_step_ps,
                             molecules=molecules, formal_charges=formal_charges)
     if progress is not None:
-        progress("correlation functions")
+        progress(1, 2, "correlation functions")
     result = compute_transport(inp, n_segments=n_segments, slope_tolerance=slope_tolerance,
                                viscosity_Pa_s=viscosity_Pa_s)
     if out_dir is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +11,12 @@ from ionmix.dataset import equally_spaced_indices
 from ionmix.files import atomic_write_json, read_frames
 from ionmix.md import MDError
 from ionmix.metrics import energy_errors_meV_per_atom, force_errors_meV_per_A
+from ionmix.progress import Progress
 
 
 def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: str | os.PathLike,
                         n_frames: int = 10,
-                        progress: Callable[[int, int], None] | None = None) -> dict:
+                        progress: Progress | None = None) -> dict:
     """Relabel `n_frames` equally spaced trajectory frames with the teacher and compare.
 
     The model's energies and forces are the ones stored in the trajectory (written by
@@ -71,7 +71,7 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
                 os.fsync(fh.fileno())
             done[step] = labelled
         if progress is not None:
-            progress(j + 1, len(picks))
+            progress(j + 1, len(picks), "teacher labels")
 
     n_atoms = len(frames[0])
     symbols = np.array(frames[0].get_chemical_symbols())

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ionmix.errors import InputError, RunError
+from ionmix.progress import Progress
 
 #: pslibrary's job scripts holding ultrasoft cards, best first (1.0.0's high-accuracy set).
 US_JOB_FILES = ("us_ps_high.job", "us_ps_low.job", "us_ps_collection.job",
@@ -249,7 +250,7 @@ def _per_element_offsets(delta_eV: np.ndarray, counts: np.ndarray
 
 
 def compare_pseudopotentials(frames, spec_a, spec_b, workdir: str | Path, ions_of=None,
-                             progress=None) -> dict:
+                             progress: Progress | None = None) -> dict:
     """Label `frames` with two espresso teacher specs (differing in pseudopotentials) and
     compare.
 
@@ -257,7 +258,7 @@ def compare_pseudopotentials(frames, spec_a, spec_b, workdir: str | Path, ions_o
         frames: ASE Atoms. spec_a, spec_b: espresso teacher specs.
         workdir: pw.x runs go to ``workdir/a/<i>`` and ``workdir/b/<i>``.
         ions_of: ``ions_of(atoms)`` → the frame's ion set (for the charge check) or None.
-        progress: ``progress(done, total)`` after each pw.x run.
+        progress: ``progress(done, total, "pw.x runs")`` after each pw.x run.
 
     Returns:
         JSON-able dict: per element the fitted energy offset (eV/atom; None unless the
@@ -283,7 +284,7 @@ def compare_pseudopotentials(frames, spec_a, spec_b, workdir: str | Path, ions_o
             energies[i, j] = work.get_potential_energy()
             forces.append(work.get_forces())
             if progress is not None:
-                progress(2 * i + j + 1, 2 * len(frames))
+                progress(2 * i + j + 1, 2 * len(frames), "pw.x runs")
         dforces.append(forces[1] - forces[0])
         symbols += atoms.get_chemical_symbols()
     return _comparison(frames, energies, np.concatenate(dforces), np.array(symbols),

@@ -33,7 +33,7 @@ def train_from_store(
     test_replica: int = 1,
     seed: int = 0,
     overrides: Mapping[str, Any] | None = None,
-    progress: Callable[[str], None] | None = print,
+    say: Callable[[str], None] | None = print,
     teacher: str | None = None,
     initial_model: str | Path | None = None,
     baseline: str = "none",
@@ -91,7 +91,7 @@ def train_from_store(
             isolated_atom_energies_eV=isolated_atom_energies_eV)
     return run_training(files["train"], files["val"], files["test"], type_names,
                         preset=preset, energy_shifts=shifts, run_dir=run_dir, seed=seed,
-                        overrides=overrides, progress=progress, initial_model=initial_model,
+                        overrides=overrides, say=say, initial_model=initial_model,
                         baseline=baseline, provenance=store.provenance())
 
 

@@ -311,7 +311,7 @@ def run_training(
     seed: int = 0,
     overrides: Mapping[str, Any] | None = None,
     package: bool = True,
-    progress: Callable[[str], None] | None = print,
+    say: Callable[[str], None] | None = print,
     num_threads: int | None = None,
     initial_model: str | Path | None = None,
     baseline: str = "none",
@@ -337,7 +337,7 @@ def run_training(
         overrides: dotted-path config overrides (see `ionmix.train.presets`), e.g.
             ``{"max_epochs": 5, "training_module.model.num_layers": 2}``.
         package: build ``model.nequip.zip`` from ``best.ckpt``.
-        progress: called with one line per finished epoch (and a few status lines);
+        say: called with one line per finished epoch (and a few status lines);
             None for silence.
         num_threads: CPU threads for torch in nequip-train (OMP_NUM_THREADS); None keeps
             the environment's setting. On a shared machine 1 avoids the large slowdown of
@@ -368,7 +368,7 @@ def run_training(
         TrainDataError: bad data (names the file, frame and species/label/box at fault).
         TrainRunError: nequip-train or nequip-package failed (with their log tail).
     """
-    say = progress if progress is not None else (lambda line: None)
+    say = say if say is not None else (lambda line: None)
     p = get_preset(preset)
     run_dir = Path(run_dir).resolve()
     type_names = [str(t) for t in type_names]

@@ -31,13 +31,13 @@ def train_recipe_task(files: dict[str, str], type_names: list[str],
     log_path = Path(run_dir) / "ionmix-progress.log"
     Path(run_dir).mkdir(parents=True, exist_ok=True)
 
-    def progress(line: str) -> None:
+    def say(line: str) -> None:
         with open(log_path, "a") as fh:
             fh.write(line + "\n")
 
     result = run_training(files["train"], files["val"], files["test"], type_names,
                           preset=preset, energy_shifts=energy_shifts, run_dir=run_dir,
-                          seed=seed, overrides=overrides, progress=progress,
+                          seed=seed, overrides=overrides, say=say,
                           num_threads=num_threads, initial_model=initial_model,
                           baseline=baseline, provenance=provenance,
                           baseline_cache=baseline_cache)

@@ -67,12 +67,10 @@ class ClassicalTeacher(Teacher):
 
     def calculator(self, atoms=None) -> ClassicalCalculator:
         """A calculator for frames with the molecules of `atoms` (None: read per frame)."""
-        calc = ClassicalCalculator(None if atoms is None else molecules_of(atoms),
+        return ClassicalCalculator(None if atoms is None else molecules_of(atoms),
                                    platform=self.platform,
                                    platform_properties=self.platform_properties,
                                    **self.system_kwargs())
-        calc.teacher = self  # lets a study run this teacher natively (OpenMM NPT)
-        return calc
 
     def isolated_atom_energy_eV(self, element: str) -> float:
         """0 eV for every element: a lone atom has no bonded terms and no partner for the

@@ -1,10 +1,11 @@
 """Transport-grade trajectories of the classical teacher, run natively in OpenMM.
 
-`classical_transport_run` writes a run folder that `ionmix props transport` and
+`classical_transport_run` (beside `ionmix.teachers.classical.openmm_md`, the engine it
+drives) writes a run folder that `ionmix props transport` and
 `ionmix props structure` read exactly like an ``ionmix md`` run: ``md.json`` (settings with
 ``temperature_K``), ``trajectory.extxyz`` (one frame every ``frame_interval_ps``, positions
 *unwrapped*, ``step`` and ``time_ps`` in the frame info, the molecule arrays and the
-``charge_scale``) and ``provenance.json`` (the ion set).
+``charge_scale``) and ``provenance.json`` (the ion set, user ions included).
 
 Protocol (why each stage):
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,10 +36,9 @@ import numpy as np
 from ase import Atoms
 
 from ionmix.chemistry.ionset import IonSet
-from ionmix.chemistry.topology import molecules_of
-from ionmix.dataset.provenance import Provenance
+from ionmix.chemistry.topology import carry_metadata, molecules_of
 from ionmix.files import atomic_write_json
-from ionmix.md import carry_metadata
+from ionmix.progress import Progress
 
 __all__ = ["TransportRunSettings", "classical_transport_run"]
 
@@ -85,14 +84,17 @@ def _frame(atoms: Atoms, positions_A: np.ndarray, cell_A: float, step: int,
 
 def classical_transport_run(atoms: Atoms, out_dir: str | os.PathLike,
                             settings: TransportRunSettings = TransportRunSettings(),
-                            progress: Callable[[float, float], None] | None = None) -> Path:
+                            progress: Progress | None = None,
+                            ions: IonSet | None = None) -> Path:
     """Equilibrate (NPT) and run NVT production of the classical teacher in OpenMM.
 
     Args:
-        atoms: a box with molecule information (e.g. from `ionmix.build.build_box`); library
-            ions.
+        atoms: a box with molecule information (e.g. from `ionmix.build.build_box`).
         out_dir: run folder (created); see the module docstring for what it holds.
-        progress: called as ``progress(production_ps_done, production_ps)``.
+        progress: called as ``progress(production_ps_done, production_ps, "production
+            ps")`` (`ionmix.progress.Progress`).
+        ions: the box's ion set (user ions: e.g. ``Provenance.ion_set`` of a stored frame,
+            or ``IonSet.from_config``); default: the library ions of its molecules.
 
     Returns: the path of ``trajectory.extxyz``.
     """
@@ -115,8 +117,9 @@ def classical_transport_run(atoms: Atoms, out_dir: str | os.PathLike,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = molecules_of(atoms)
+    ions = ions if ions is not None else IonSet.library([name for name, _ in runs])
     csys = make_system(runs, atoms.cell.array, charge_scale=s.charge_scale,
-                       cutoff_A=s.cutoff_A)
+                       cutoff_A=s.cutoff_A, ions=ions)
     t_K = s.temperature_K * u.kelvin
     steps_per_ps = int(round(1000.0 / s.timestep_fs))
     if s.hydrogen_mass_amu is not None:
@@ -156,7 +159,10 @@ def classical_transport_run(atoms: Atoms, out_dir: str | os.PathLike,
             "n_atoms": len(atoms), "box_A": edge_A, "molecules": atoms.info.get("molecules"),
             "platform": ctx.getPlatform().getName(), "status": "running"}
     atomic_write_json(out / "md.json", meta)
-    Provenance().add(ion_set=IonSet.library([name for name, _ in runs])).write(out)
+    # the format `ionmix.dataset.provenance` reads (a layer above the teachers, so written
+    # here as Provenance.write would)
+    atomic_write_json(out / "provenance.json",
+                      {"teachers": {}, "ion_sets": {ions.key: ions.record}})
     template = atoms.copy()
     template.info["charge_scale"] = s.charge_scale
     steps_per_frame = meta["settings"]["trajectory_interval_steps"]
@@ -177,7 +183,7 @@ def classical_transport_run(atoms: Atoms, out_dir: str | os.PathLike,
                                     edge_A, k * steps_per_frame, time_ps), format="extxyz")
             fh.flush()
             if progress is not None:
-                progress(time_ps, s.production_ps)
+                progress(time_ps, s.production_ps, "production ps")
     wall = time.perf_counter() - t0
     meta.update(status="done", wall_s=wall,
                 mean_temperature_K=float(np.mean(temperatures_K)) if temperatures_K else None,
