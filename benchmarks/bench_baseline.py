@@ -94,8 +94,8 @@ def validate_student(store: Path, md_dir: Path, n_frames: int) -> dict:
         return {}
     teacher = load_provenance(store).teacher(frames[0], "classical").calculator(frames[0])
     result = validate_trajectory(traj, teacher, md_dir / "validate", n_frames=n_frames)
-    return {"validate_energy_mae_meV_per_atom": result["energy_mae_meV_per_atom"],
-            "validate_force_mae_meV_per_A": result["force_mae_meV_per_A"]}
+    return {"validate_energy_mae_meV_per_atom": result.energy_mae_meV_per_atom,
+            "validate_force_mae_meV_per_A": result.force_mae_meV_per_A}
 
 
 def step_cost(store: Path, composition: str, package: str, n_calls: int = 20) -> dict:

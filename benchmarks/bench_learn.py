@@ -144,8 +144,8 @@ def stage_student(run: Path, generation: int, member: int | None, steps: int,
         "stopped": stopped,
         "drift_sigma": drift_sigma(prod), "relative_difference": rel,
         "relative_difference_err": rel_err, "wall_s_this_call": wall_s,
-        "validate_energy_mae_meV_per_atom": checked["energy_mae_meV_per_atom"],
-        "validate_force_mae_meV_per_A": checked["force_mae_meV_per_A"],
+        "validate_energy_mae_meV_per_atom": checked.energy_mae_meV_per_atom,
+        "validate_force_mae_meV_per_A": checked.force_mae_meV_per_A,
         "committee_test_energy_mae_meV_per_atom": [m["energy_mae_meV_per_atom"] for m in tests],
         "committee_test_force_mae_meV_per_A": [m["force_mae_meV_per_A"] for m in tests]}})
 

@@ -108,7 +108,7 @@ def test_reported_test_error_is_the_students_error_on_the_teachers_labels(studen
     ours = evaluate(result.package_path, result.run_dir / "data" / "test.extxyz",
                     provenance=_provenance(store))
     for key in ("energy_mae_meV_per_atom", "force_mae_meV_per_A", "stress_mae_meV_per_A3"):
-        assert ours[key] == pytest.approx(result.metrics[key], rel=1e-4, abs=1e-4), key
+        assert getattr(ours, key) == pytest.approx(result.metrics[key], rel=1e-4, abs=1e-4), key
 
 
 # --------------------------------------------------------------------------------------

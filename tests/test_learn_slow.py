@@ -65,6 +65,6 @@ def test_learned_student_holds_the_teachers_npt_density(tmp_path):
     checked = validate_trajectory(tmp_path / "npt", teacher_ff.calculator(atoms),
                                   tmp_path / "validate", n_frames=10)
     assert abs(rel) < 0.02
-    assert checked["force_mae_meV_per_A"] <= last["committee_test_force_mae_meV_per_A"][0]
-    assert checked["energy_mae_meV_per_atom"] <= last[
+    assert checked.force_mae_meV_per_A <= last["committee_test_force_mae_meV_per_A"][0]
+    assert checked.energy_mae_meV_per_atom <= last[
         "committee_test_energy_mae_meV_per_atom"][0]

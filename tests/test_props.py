@@ -22,10 +22,10 @@ FAST = MDSettings(timestep_fs=5.0, thermostat_time_steps=20, barostat_time_steps
 
 def test_density_falls_with_temperature_and_resumes(tmp_path):
     result = density_study(argon(2), lj(), [30.0, 70.0], FAST, tmp_path)
-    (cold, hot) = result["points"]
+    (cold, hot) = result.points
     assert hot["density_g_cm3"] < cold["density_g_cm3"] - 3 * np.hypot(
         hot["density_err_g_cm3"], cold["density_err_g_cm3"])
-    fit = result["fit"]
+    fit = result.fit
     assert fit["slope_g_cm3_per_K"] == pytest.approx(
         (hot["density_g_cm3"] - cold["density_g_cm3"]) / 40.0)
     # solid argon expands by ~1e-3 K⁻¹ near its melting point; a shrinking or exploding
@@ -35,7 +35,7 @@ def test_density_falls_with_temperature_and_resumes(tmp_path):
     assert (tmp_path / "density.png").stat().st_size > 0
     from ionmix.report.properties import plot_density
 
-    ax = plot_density(result).axes[0]
+    ax = plot_density(result.to_json()).axes[0]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("temperature (K)", "density (g cm⁻³)")
     points, line = ax.containers[0], ax.get_lines()[-1]      # errorbars, then the fit
     np.testing.assert_allclose(points.lines[0].get_xdata(), [30.0, 70.0])
@@ -46,7 +46,7 @@ def test_density_falls_with_temperature_and_resumes(tmp_path):
     assert f"  α_P = {fit['alpha_P_per_K'] * 1e4:.2f} ± {fit['alpha_P_err'] * 1e4:.2f} ×10⁻⁴ K⁻¹" \
         in ax.get_legend_handles_labels()[1]
     again = density_study(argon(2), lj(), [30.0, 70.0], FAST, tmp_path)  # nothing left to run
-    assert again["points"] == result["points"]
+    assert again.points == result.points
     md = json.loads((tmp_path / "T_30K" / "md.json").read_text())
     assert md["settings"]["temperature_K"] == 30.0 and md["settings"]["ensemble"] == "npt"
     # κ_T per temperature from the volume fluctuations of the equilibrated part, as the
@@ -80,12 +80,12 @@ def test_compare_model_teacher_and_experiment(tmp_path):
                                 experiment=exp, validation=tmp_path / "val",
                                 temperature_K=30.0)
     cols = result["columns"]
-    cold = model["points"][0]
+    cold = model.points[0]
     assert cols["model"]["density_g_cm3"] == cold["density_g_cm3"]
     assert cols["model"]["kappa_T_per_Pa"] == cold["kappa_T_fluctuation_per_Pa"]
-    assert cols["teacher"]["density_g_cm3"] == teacher["points"][0]["density_g_cm3"]
+    assert cols["teacher"]["density_g_cm3"] == teacher.points[0]["density_g_cm3"]
     assert cols["model"]["alpha_P_per_K"] == pytest.approx(
-        -model["fit"]["slope_g_cm3_per_K"] / cold["density_g_cm3"])
+        -model.fit["slope_g_cm3_per_K"] / cold["density_g_cm3"])
     assert cols["experiment"]["density_g_cm3"] == pytest.approx(np.interp(30, [20, 40],
                                                                           [1.70, 1.60]))
     assert cols["experiment"]["slope_g_cm3_per_K"] == pytest.approx((1.60 - 1.70) / 20)
@@ -97,7 +97,7 @@ def test_compare_model_teacher_and_experiment(tmp_path):
     assert "kappa_T_per_Pa" not in far["columns"]["experiment"]
     assert far["columns"]["model"]["density_from"] == "fit"
     assert far["columns"]["model"]["density_g_cm3"] == pytest.approx(
-        model["fit"]["intercept_g_cm3"] + 50.0 * model["fit"]["slope_g_cm3_per_K"])
+        model.fit["intercept_g_cm3"] + 50.0 * model.fit["slope_g_cm3_per_K"])
     # the command writes the table and the figure
     run = CliRunner().invoke(app, [
         "props", "compare", str(tmp_path / "model"), "--teacher", str(tmp_path / "teacher"),
@@ -105,7 +105,7 @@ def test_compare_model_teacher_and_experiment(tmp_path):
         "--temperature-K", "30", "--out", str(tmp_path / "cmp")])
     assert run.exit_code == 0, run.output
     table = (tmp_path / "cmp" / "comparison.md").read_text()
-    deviation = 100 * (cold["density_g_cm3"] / teacher["points"][0]["density_g_cm3"] - 1)
+    deviation = 100 * (cold["density_g_cm3"] / teacher.points[0]["density_g_cm3"] - 1)
     assert f"ρ, model vs teacher: {deviation:+.1f} %" in table
     assert f"{cold['density_g_cm3']:.4f} ± {cold['density_err_g_cm3']:.4f}" in table
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 0
@@ -124,18 +124,18 @@ def test_pressure_ramp_gives_consistent_compressibility(tmp_path):
     result = compressibility_study(argon(2), lj(), settings, tmp_path,
                                    pressures_bar=[1.0, 1000.0, 2000.0, 3000.0, 4000.0],
                                    first_stage_steps=600)
-    v = np.array([p["volume_A3"] for p in result["points"]])
+    v = np.array([p["volume_A3"] for p in result.points])
     assert np.all(np.diff(v) < 0)
     # the barostat reached each target pressure
-    for p in result["points"]:
+    for p in result.points:
         assert abs(p["measured_pressure_bar"] - p["pressure_bar"]) < \
             4 * p["measured_pressure_err_bar"] + 150.0
     # Tait κ_T at 1 bar against the secant of the first two points and the fluctuations
     secant = -(v[1] - v[0]) / (v[0] * 1000.0e5)
-    kappa = result["kappa_T_per_Pa"]
+    kappa = result.kappa_T_per_Pa
     assert kappa == pytest.approx(secant, rel=0.5)
-    fluct = result["kappa_T_fluctuation_per_Pa"]
-    err = np.hypot(result["kappa_T_fluctuation_err_per_Pa"], result["kappa_T_err_per_Pa"])
+    fluct = result.kappa_T_fluctuation_per_Pa
+    err = np.hypot(result.kappa_T_fluctuation_err_per_Pa, result.kappa_T_err_per_Pa)
     # two independent estimates of the same κ_T (fluctuations at 1 bar; the V(P) curve)
     assert abs(fluct - kappa) < 3 * err
     table = (tmp_path / "pv.csv").read_text().splitlines()
@@ -154,7 +154,7 @@ def test_validate_against_a_teacher(tmp_path):
     teacher = LennardJones(sigma=3.45, epsilon=0.0110, rc=7.0, smooth=True)
     result = validate_trajectory(tmp_path / "run", teacher, tmp_path / "val", n_frames=3)
     frames = {f.info["step"]: f for f in ase.io.read(tmp_path / "run" / "trajectory.extxyz", ":")}
-    steps = [r["step"] for r in result["frames"]]
+    steps = [r["step"] for r in result.frames]
     assert steps[0] == 0 and steps[-1] == 100 and len(steps) == 3  # first, middle, last
     picked = [frames[k] for k in steps]
     df, de, dp = [], [], []
@@ -164,34 +164,35 @@ def test_validate_against_a_teacher(tmp_path):
         df.append(f.get_forces() - a.get_forces())
         de.append((f.get_potential_energy() - a.get_potential_energy()) / len(f))
         dp.append(-np.trace(f.get_stress(voigt=False) - a.get_stress(voigt=False)) / 3 / units.bar)
-    assert result["n_frames"] == 3
-    assert result["force_mae_meV_per_A"] == pytest.approx(1000 * np.mean(np.abs(df)), rel=1e-6)
-    assert result["energy_mae_meV_per_atom"] == pytest.approx(1000 * np.mean(np.abs(de)),
+    assert result.n_frames == 3
+    assert result.force_mae_meV_per_A == pytest.approx(1000 * np.mean(np.abs(df)), rel=1e-6)
+    assert result.energy_mae_meV_per_atom == pytest.approx(1000 * np.mean(np.abs(de)),
                                                               rel=1e-6)
-    assert result["force_mae_meV_per_A"] > 0
+    assert result.force_mae_meV_per_A > 0
     # the configurational pressures: what decides an NPT density
-    assert result["pressure_n_frames"] == 3
-    assert result["pressure_mean_difference_bar"] == pytest.approx(np.mean(dp), rel=1e-6)
-    assert result["pressure_mae_bar"] == pytest.approx(np.mean(np.abs(dp)), rel=1e-6)
-    assert result["pressure_mae_bar"] > 0
-    assert set(result["force_by_element"]) == {"Ar"}
+    assert result.pressure_n_frames == 3
+    assert result.pressure_mean_difference_bar == pytest.approx(np.mean(dp), rel=1e-6)
+    assert result.pressure_mae_bar == pytest.approx(np.mean(np.abs(dp)), rel=1e-6)
+    assert result.pressure_mae_bar > 0
+    assert set(result.force_by_element) == {"Ar"}
     assert (tmp_path / "val" / "validate.png").exists()
     from ionmix.report.properties import plot_validation
 
     forces_model = np.array(df) + 1.0  # any arrays of the right shape: the panels' data
-    parity, along, energy, pressure = plot_validation(result, forces_model, forces_model - 1.0,
+    parity, along, energy, pressure = plot_validation(result.to_json(), forces_model,
+                                                      forces_model - 1.0,
                                                       ["Ar"] * forces_model.shape[1]).axes
     np.testing.assert_allclose(pressure.get_lines()[1].get_ydata() -
                                pressure.get_lines()[0].get_ydata(), dp, rtol=1e-6)
     assert parity.get_legend_handles_labels()[1] == [
-        f"Ar: {result['force_by_element']['Ar']['mae_meV_per_A']:.0f} meV/Å"]
+        f"Ar: {result.force_by_element['Ar']['mae_meV_per_A']:.0f} meV/Å"]
     np.testing.assert_allclose(along.get_lines()[1].get_ydata(),
-                               [1000 * f["model_energy_eV_per_atom"] for f in result["frames"]])
-    assert f"MAE {result['energy_mae_meV_per_atom']:.2f}" in along.get_title()
+                               [1000 * f["model_energy_eV_per_atom"] for f in result.frames])
+    assert f"MAE {result.energy_mae_meV_per_atom:.2f}" in along.get_title()
     # relabelling is resumable: the stored teacher labels are reused
     labels = (tmp_path / "val" / "teacher_labels.extxyz").read_text()
     again = validate_trajectory(tmp_path / "run", teacher, tmp_path / "val", n_frames=3)
-    assert again["force_mae_meV_per_A"] == pytest.approx(result["force_mae_meV_per_A"], rel=1e-6)
+    assert again.force_mae_meV_per_A == pytest.approx(result.force_mae_meV_per_A, rel=1e-6)
     assert (tmp_path / "val" / "teacher_labels.extxyz").read_text() == labels
 
 
@@ -233,13 +234,13 @@ def test_density_study_goes_on_past_a_blow_up(tmp_path):
 
     temps = [30.0, 3000.0, 50.0]
     result = density_study(argon(2), lj(), temps, FAST, tmp_path)
-    assert [p["temperature_K"] for p in result["points"]] == [30.0, 50.0]
-    (failed,) = result["blew_up"]
+    assert [p["temperature_K"] for p in result.points] == [30.0, 50.0]
+    (failed,) = result.blew_up
     assert failed["temperature_K"] == 3000.0 and "MD stopped at step" in failed["reason"]
     record = json.loads((tmp_path / "T_3000K" / "md.json").read_text())
     assert record["status"] == "blew_up"
-    assert "fit" in result  # from the two temperatures that ran
+    assert result.fit is not None  # from the two temperatures that ran
     again = density_study(argon(2), lj(), temps, FAST, tmp_path)
-    assert again["blew_up"][0]["reason"].startswith(f"MD stopped at step {record['steps_done']}")
+    assert again.blew_up[0]["reason"].startswith(f"MD stopped at step {record['steps_done']}")
     table = comparison_markdown(compare_properties(tmp_path, temperature_K=30.0))
     assert "model: **blew up at 3000 K**" in table

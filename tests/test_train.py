@@ -154,18 +154,18 @@ def test_reported_test_mae_equals_mae_recomputed_from_package(trained, data):
     # Same weights (best.ckpt's EMA), same float32 model, same MAE definitions; nequip
     # batches 2 frames where we run 1, which can only change float32 rounding (~1e-7).
     for key in ("energy_mae_meV_per_atom", "force_mae_meV_per_A", "stress_mae_meV_per_A3"):
-        assert ours[key] == pytest.approx(trained.metrics[key], rel=1e-5, abs=1e-6), key
-    assert ours["n_frames"] == 4 and ours["n_frames_with_stress"] == 4
-    assert set(ours["force_mae_meV_per_A_by_element"]) == {"Au", "Cu"}
-    assert set(ours["groups"]) == {"Au8Cu24", "Au16Cu16"}
-    assert sum(g["n_frames"] for g in ours["groups"].values()) == 4
+        assert getattr(ours, key) == pytest.approx(trained.metrics[key], rel=1e-5, abs=1e-6), key
+    assert ours.n_frames == 4 and ours.n_frames_with_stress == 4
+    assert set(ours.force_mae_meV_per_A_by_element) == {"Au", "Cu"}
+    assert set(ours.groups) == {"Au8Cu24", "Au16Cu16"}
+    assert sum(g.n_frames for g in ours.groups.values()) == 4
     n_atoms = {el: 0 for el in TYPE_NAMES}
     for atoms in ase.io.read(data["test"], ":"):
         for s in atoms.get_chemical_symbols():
             n_atoms[s] += 1
-    per_el = ours["force_mae_meV_per_A_by_element"]
+    per_el = ours.force_mae_meV_per_A_by_element
     weighted = sum(per_el[el] * n_atoms[el] for el in TYPE_NAMES) / sum(n_atoms.values())
-    assert weighted == pytest.approx(ours["force_mae_meV_per_A"], rel=1e-12)
+    assert weighted == pytest.approx(ours.force_mae_meV_per_A, rel=1e-12)
 
 
 class TestTrainedCheckpointFloat64Battery(CalculatorBattery):
@@ -505,7 +505,7 @@ def test_stress_preset_trains_and_reports_stress(data, tmp_path):
     manifest = json.loads(result.manifest_path.read_text())
     assert manifest["split"] == {"from": "train", "n_train": 5, "n_val": 1, "seed": 1}
     ours = evaluate(result.package_path, data["test"])
-    assert ours["stress_mae_meV_per_A3"] == pytest.approx(
+    assert ours.stress_mae_meV_per_A3 == pytest.approx(
         result.metrics["stress_mae_meV_per_A3"], rel=1e-5)
 
 

@@ -91,9 +91,9 @@ def test_metrics_recomputable_from_saved_models(study):
                if ase.io.read(p, 0).info["composition"] == row["test_composition"]]
     frames = ase.io.read(path, ":")
     again = evaluate(calc, frames)
-    assert again["energy_mae_meV_per_atom"] == pytest.approx(row["energy_mae_meV_per_atom"],
+    assert again.energy_mae_meV_per_atom == pytest.approx(row["energy_mae_meV_per_atom"],
                                                              rel=1e-6)
-    assert again["force_mae_meV_per_A"] == pytest.approx(row["force_mae_meV_per_A"], rel=1e-6)
+    assert again.force_mae_meV_per_A == pytest.approx(row["force_mae_meV_per_A"], rel=1e-6)
 
 
 def test_species_analysis_and_ratios(study):

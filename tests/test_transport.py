@@ -185,30 +185,72 @@ def test_changing_atom_order(tmp_path):
         prepare_transport(path)
 
 
-def test_wrapped_trajectory(tmp_path):
-    path = walk_run(tmp_path / "wrapped", {"Li": 4, "PF6": 4}, {"Li": 2.0, "PF6": 2.0},
-                    n_frames=60, box_A=12.0)
-    frames = ase.io.read(path, ":")
+def _wrap_atoms(frames):
+    """Positions wrapped into the box atom by atom (molecules split at the faces), as a
+    LAMMPS dump without image flags holds them."""
     for f in frames:
         f.wrap()
-    ase.io.write(path, frames, format="extxyz")
-    with pytest.raises(TransportError, match="look wrapped"):
-        prepare_transport(path)
+    return frames
 
 
-def test_whole_molecules_wrapped_by_centre(tmp_path):
-    """Molecules wrapped whole (centres put back into the box) jump by a box length."""
-    path = walk_run(tmp_path / "wrapped", {"Li": 4, "PF6": 4}, {"Li": 2.0, "PF6": 2.0},
-                    n_frames=60, box_A=12.0)
-    frames = ase.io.read(path, ":")
+def _wrap_centres(frames, box_A):
+    """Whole molecules put back into the box by their first atom (GROMACS -pbc mol)."""
     for f in frames:
         mol = f.arrays["mol_id"]
         for m in np.unique(mol):
             sel = mol == m
-            shift = np.floor(f.positions[sel][0] / 12.0) * 12.0
-            f.positions[sel] -= shift
+            f.positions[sel] -= np.floor(f.positions[sel][0] / box_A) * box_A
+    return frames
+
+
+@pytest.mark.parametrize("wrap", ["atoms", "centres"])
+def test_wrapped_trajectory_gives_the_unwrapped_transport(tmp_path, wrap):
+    """Wrapped (atom by atom, or whole molecules by centre) and unwrapped copies of one
+    random walk give the same centres up to a shift that never changes (the first frame's
+    wrapping), and the same transport."""
+    counts, d = {"Li": 8, "PF6": 8}, {"Li": 0.03, "PF6": 0.02}
+    path = walk_run(tmp_path / "walk", counts, d, n_frames=120, box_A=12.0)
+    frames = ase.io.read(path, ":")
+    wrapped = (_wrap_atoms if wrap == "atoms" else lambda f: _wrap_centres(f, 12.0))(
+        ase.io.read(path, ":"))
+    # molecules left the box and were put back: the files differ by box lengths
+    assert np.abs(wrapped[-1].positions - frames[-1].positions).max() > 11.0
+    moved = tmp_path / "wrapped"
+    moved.mkdir()
+    ase.io.write(moved / "trajectory.extxyz", wrapped, format="extxyz")
+    (moved / "md.json").write_text((path.parent / "md.json").read_text())
+    a, b = prepare_transport(path), prepare_transport(moved)
+    shift = b.com_A - a.com_A
+    np.testing.assert_allclose(shift - shift[:1], 0.0, atol=1e-9)
+    ra, rb = compute_transport(a), compute_transport(b)
+    for name in counts:
+        assert rb.diffusion_cm2_per_s[name]["value"] == pytest.approx(
+            ra.diffusion_cm2_per_s[name]["value"], rel=1e-9)
+    assert rb.conductivity_S_per_m["value"] == pytest.approx(
+        ra.conductivity_S_per_m["value"], rel=1e-6)
+
+
+def test_a_step_too_long_to_unwrap_is_named(tmp_path):
+    """A centre that moves a quarter of the box between saved frames may have crossed it
+    either way: refused, naming the frames and the molecule."""
+    path = walk_run(tmp_path / "wrapped", {"Li": 4, "PF6": 4}, {"Li": 0.01, "PF6": 0.01},
+                    n_frames=20, box_A=12.0)
+    frames = ase.io.read(path, ":")
+    for f in frames[9:]:
+        f.positions[4:11] += [3.5, 0.0, 0.0]  # PF6 number 4 (atoms 4-10) jumps at frame 9
+    ase.io.write(path, _wrap_atoms(frames), format="extxyz")
+    with pytest.raises(TransportError, match=r"molecule 4 \(PF6\) moves 3\.\d+ Å between "
+                                             r"frames 8 and 9, more than 0.5 × half the box"):
+        prepare_transport(path)
+
+
+def test_a_molecule_that_cannot_be_made_whole_is_named(tmp_path):
+    path = walk_run(tmp_path / "w", {"Li": 4, "PF6": 4}, {"Li": 0.01, "PF6": 0.01},
+                    n_frames=10, box_A=12.0)
+    frames = ase.io.read(path, ":")
+    frames[0].positions[6] += [0.0, 3.0, 0.0]  # an F of molecule 4 (atoms 4-10) pulled off
     ase.io.write(path, frames, format="extxyz")
-    with pytest.raises(TransportError, match="molecular centre moves .* look wrapped"):
+    with pytest.raises(TransportError, match=r"molecule 4 \(PF6\): atom 6 is not bonded"):
         prepare_transport(path)
 
 

@@ -117,8 +117,8 @@ def test_teacher_transport_run_with_the_user_ion(user_ion_study, tmp_path):
     frame = store.select()[0].atoms
     ions = store.provenance().ion_set(frame)
     classical_transport_run(frame, tmp_path, TransportRunSettings(
-        timestep_fs=2.0, hydrogen_mass_amu=3.024, equilibration_ps=1.0, production_ps=2.0,
-        frame_interval_ps=0.5), ions=ions)
+        timestep_fs=2.0, hydrogen_mass_amu=3.024, equilibration_ps=1.0, production_ps=4.0,
+        frame_interval_ps=0.5, cutoff_A=4.5), ions=ions)  # a 4-pair box shrinks under NPT
     assert load_provenance(tmp_path).ion_set(frame).key == ions.key
     inp = prepare_transport(tmp_path)
-    assert "MyBF4" in inp.species and len(inp.time_ps) == 5
+    assert "MyBF4" in inp.species and len(inp.time_ps) == 9

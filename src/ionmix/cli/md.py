@@ -164,19 +164,20 @@ def validate(
                                      progress=lambda k, n, _: update(completed=k, total=n))
     teacher = teacher or provenance.teacher_spec(first).describe()
     if as_json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.to_json(), indent=2))
         return
     per_el = " ".join(f"{k} {v['mae_meV_per_A']:.0f}"
-                      for k, v in result["force_by_element"].items())
+                      for k, v in result.force_by_element.items())
+    pressure = "" if result.pressure_n_frames is None else (
+        f"; configurational pressure {result.pressure_mean_difference_bar:+.0f} ± "
+        f"{result.pressure_mean_difference_sem_bar:.0f} bar above the teacher's (MAE "
+        f"{result.pressure_mae_bar:.0f} bar)")
     console.print(
-        f"{result['n_frames']} frames vs {teacher}: energy MAE "
-        f"{result['energy_mae_meV_per_atom']:.2f} meV/atom (offset "
-        f"{result['energy_mean_offset_meV_per_atom']:+.2f}), force MAE "
-        f"{result['force_mae_meV_per_A']:.1f} meV/Å ({per_el})" + (
-            f"; configurational pressure {result['pressure_mean_difference_bar']:+.0f} ± "
-            f"{result['pressure_mean_difference_sem_bar']:.0f} bar above the teacher's (MAE "
-            f"{result['pressure_mae_bar']:.0f} bar)" if "pressure_n_frames" in result else "")
-        + f"; figure {out / 'validate.png'}", highlight=False)
+        f"{result.n_frames} frames vs {teacher}: energy MAE "
+        f"{result.energy_mae_meV_per_atom:.2f} meV/atom (offset "
+        f"{result.energy_mean_offset_meV_per_atom:+.2f}), force MAE "
+        f"{result.force_mae_meV_per_A:.1f} meV/Å ({per_el}){pressure}; figure "
+        f"{out / 'validate.png'}", highlight=False)
 
 
 @app.command("export-lammps")

@@ -118,29 +118,29 @@ def props_density(
                       else Path(model).name, progress=progress), out=out,
         sampled_at_K=sampled_at_K)
     if as_json:
-        print(json.dumps(result, indent=2))
-        raise typer.Exit(3 if result["blew_up"] else 0)
+        print(json.dumps(result.to_json(), indent=2))
+        raise typer.Exit(3 if result.blew_up else 0)
     t = Table(title=f"Density at {pressure_bar:g} bar ({out / 'density.png'})")
     for col in ("T (K)", "ρ (g/cm³)", "± std. error", "samples", "drift (σ)"):
         t.add_column(col)
-    for r in result["points"]:
+    for r in result.points:
         t.add_row(f"{r['temperature_K']:g}", f"{r['density_g_cm3']:.4f}",
                   f"{r['density_err_g_cm3']:.4f}", str(r["n_samples"]),
                   f"{r['drift_sigma']:.1f}")
     console.print(t)
-    if "fit" in result:
-        f = result["fit"]
+    if result.fit is not None:
+        f = result.fit
         console.print(f"dρ/dT = {f['slope_g_cm3_per_K']:.3e} ± {f['slope_err']:.1e} g cm⁻³ K⁻¹; "
                       f"α_P({f['reference_temperature_K']:g} K) = {f['alpha_P_per_K']:.3e} ± "
                       f"{f['alpha_P_err']:.1e} K⁻¹", highlight=False)
-    if result["drifting_runs"]:
+    if result.drifting_runs:
         console.print(f"[yellow]still drifting (> 3σ between halves):[/] "
-                      f"{', '.join(result['drifting_runs'])}; run longer (same command, "
+                      f"{', '.join(result.drifting_runs)}; run longer (same command, "
                       "larger --steps)")
-    for failed in result["blew_up"]:
+    for failed in result.blew_up:
         err_console.print(f"[bold red]blew up at {failed['temperature_K']:g} K:[/] "
                           f"{escape(failed['reason'])}", highlight=False)
-    if result["blew_up"]:
+    if result.blew_up:
         raise typer.Exit(3)  # as `ionmix md`; every result above is written
 
 
@@ -227,19 +227,19 @@ def props_compressibility(
                               first_stage_steps=first_stage_steps, progress=progress),
         out=out, sampled_at_K=sampled_at_K)
     if as_json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.to_json(), indent=2))
         return
     t = Table(title=f"V(P) at {temperature_K:g} K ({out / 'compressibility.png'})")
     for col in ("P (bar)", "V (Å³)", "± std. error", "ρ (g/cm³)", "drift (σ)"):
         t.add_column(col)
-    for r in result["points"]:
+    for r in result.points:
         t.add_row(f"{r['pressure_bar']:g}", f"{r['volume_A3']:.1f}", f"{r['volume_err_A3']:.1f}",
                   f"{r['density_g_cm3']:.4f}", f"{r['drift_sigma']:.1f}")
     console.print(t)
-    console.print(f"[bold]κ_T (Tait, {ramp[0]:g} bar) = {result['kappa_T_per_Pa']:.3e} ± "
-                  f"{result['kappa_T_err_per_Pa']:.1e} Pa⁻¹[/]; from volume fluctuations "
-                  f"{result['kappa_T_fluctuation_per_Pa']:.3e} ± "
-                  f"{result['kappa_T_fluctuation_err_per_Pa']:.1e} Pa⁻¹", highlight=False)
+    console.print(f"[bold]κ_T (Tait, {ramp[0]:g} bar) = {result.kappa_T_per_Pa:.3e} ± "
+                  f"{result.kappa_T_err_per_Pa:.1e} Pa⁻¹[/]; from volume fluctuations "
+                  f"{result.kappa_T_fluctuation_per_Pa:.3e} ± "
+                  f"{result.kappa_T_fluctuation_err_per_Pa:.1e} Pa⁻¹", highlight=False)
 
 
 RunArg = Annotated[Path, typer.Argument(

@@ -153,17 +153,17 @@ def evaluate(
     group = "composition" if all("composition" in a.info for a in frames) else None
     result = run_evaluate(model, frames, group_by=group)
     if as_json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.to_json(), indent=2))
         return
     t = Table(title=f"{model.name} on {data}")
     for col in ("group", "frames", "energy MAE meV/atom", "force MAE meV/Å",
                 "per element", "stress MAE meV/Å³"):
         t.add_column(col)
-    rows = [("all", result)] + sorted(result.get("groups", {}).items())
+    rows = [("all", result)] + sorted((result.groups or {}).items())
     for name, m in rows:
-        stress = m.get("stress_mae_meV_per_A3")
-        t.add_row(name, str(m["n_frames"]), f"{m['energy_mae_meV_per_atom']:.2f}",
-                  f"{m['force_mae_meV_per_A']:.1f}",
-                  " ".join(f"{k} {v:.0f}" for k, v in m["force_mae_meV_per_A_by_element"].items()),
+        stress = m.stress_mae_meV_per_A3
+        t.add_row(name, str(m.n_frames), f"{m.energy_mae_meV_per_atom:.2f}",
+                  f"{m.force_mae_meV_per_A:.1f}",
+                  " ".join(f"{k} {v:.0f}" for k, v in m.force_mae_meV_per_A_by_element.items()),
                   f"{stress:.3f}" if stress is not None else "-")
     console.print(t)

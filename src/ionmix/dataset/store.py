@@ -159,7 +159,10 @@ def _check_store_file(path: Path, must_exist: bool) -> None:
     import sqlite3
 
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60) as con:
+            # one read transaction: its shared lock keeps a writer (another worker adding
+            # frames) from committing until the size is read, so header and size agree
+            con.execute("BEGIN")
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master "
                                                 "WHERE type='table'")}
             if "systems" in tables:
@@ -168,6 +171,8 @@ def _check_store_file(path: Path, must_exist: bool) -> None:
             # size with the size its header declares (pages × page size)
             pages = con.execute("PRAGMA page_count").fetchone()[0]
             page_size = con.execute("PRAGMA page_size").fetchone()[0]
+            size = path.stat().st_size
+            con.rollback()
     except sqlite3.DatabaseError as exc:
         raise DatasetError(f"{path}: unreadable SQLite database ({exc}): truncated or "
                            "corrupt") from None

@@ -22,7 +22,7 @@ import io
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,8 @@ from ionmix.units import volume_A3_for_density
 
 __all__ = [
     "DEFAULT_RAMP_BAR",
+    "CompressibilityResult",
+    "DensityResult",
     "compressibility_study",
     "density_study",
     "read_density_json",
@@ -74,6 +76,37 @@ def _csv_text(rows: list[dict]) -> str:
 # density vs temperature
 
 
+@dataclass(frozen=True)
+class DensityResult:
+    """ρ(T) of one model (`density_study`); ``density.json`` is `to_json`.
+
+    Attributes (units in the names):
+        label: what was run (figure legend).
+        settings: the MD settings (`MDSettings.model_dump`).
+        equilibration_fraction: minimum leading share of each run discarded.
+        points: per temperature ``temperature_K``, ``density_g_cm3`` ± ``density_err_g_cm3``,
+            the series' statistics, κ_T from volume fluctuations, and its ``run`` folder.
+        fit: the ρ(T) line (`ionmix.properties.thermo.DensityFit` as a dict: dρ/dT, α_P at
+            the reference temperature), None with fewer than two temperatures.
+        drifting_runs: runs whose production part still drifts (> 3 σ).
+        blew_up: ``{"temperature_K", "run", "reason"}`` of each run that blew up.
+    """
+
+    label: str
+    settings: dict
+    equilibration_fraction: float
+    points: list[dict]
+    fit: dict | None
+    drifting_runs: list[str]
+    blew_up: list[dict]
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        if out["fit"] is None:  # as density.json has always been: no key without a line
+            del out["fit"]
+        return out
+
+
 def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings: MDSettings,
                   out_dir: str | os.PathLike, *, equilibration_fraction: float =
                   P.EQUILIBRATION_FRACTION,
@@ -82,7 +115,7 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
                   experiment: str | os.PathLike | None = None,
                   label: str | None = None, engine: str = "ase", classical_teacher=None,
                   model_id: str | None = None,
-                  progress: Progress | None = None) -> dict:
+                  progress: Progress | None = None) -> DensityResult:
     """NPT at each temperature → mean density ± standard error → ρ(T) line, dρ/dT and α_P.
 
     Args:
@@ -107,10 +140,11 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
             compared on a restart.
         progress: ``progress(step, n_steps, run_name)`` (`ionmix.progress.Progress`).
 
-    Returns (and writes ``density.json``, ``density.csv``, ``density.png``): per-temperature
-    means, the fit and, when two or more temperatures were run, dρ/dT and α_P. A model that
-    blows up at one temperature (`MDBlowUp`) is listed under ``blew_up`` with the reason
-    (its data kept in its run folder) and the other temperatures still run.
+    Returns (and writes ``density.json``, ``density.csv``, ``density.png``) a
+    `DensityResult`: per-temperature means and, when two or more temperatures were run, the
+    fit with dρ/dT and α_P. A model that blows up at one temperature (`MDBlowUp`) is listed
+    under ``blew_up`` with the reason (its data kept in its run folder) and the other
+    temperatures still run.
     """
     temps = _check_temperatures(temperatures_K)
     openmm_teacher = _openmm_teacher(classical_teacher) if engine == "openmm" else None
@@ -159,26 +193,25 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
                      "kappa_T_fluctuation_err_per_Pa": kappa_err, "run": name})
     if label is None:
         label = "classical (OpenMM)" if openmm_teacher else type(calc).__name__
-    result: dict = {"label": label, "settings": settings.model_dump(), "equilibration_fraction":
-                    equilibration_fraction, "points": rows}
+    fit = None
     if len(rows) >= 2:
-        fit = fit_density_vs_temperature([r["temperature_K"] for r in rows],
-                                           [r["density_g_cm3"] for r in rows],
-                                           [r["density_err_g_cm3"] for r in rows],
-                                           reference_temperature_K)
-        result["fit"] = asdict(fit)
-    drifting = [r["run"] for r in rows if r["drift_sigma"] > 3]
-    result["drifting_runs"] = drifting
-    result["blew_up"] = blew_up
+        fit = asdict(fit_density_vs_temperature([r["temperature_K"] for r in rows],
+                                                [r["density_g_cm3"] for r in rows],
+                                                [r["density_err_g_cm3"] for r in rows],
+                                                reference_temperature_K))
+    result = DensityResult(label=label, settings=settings.model_dump(),
+                           equilibration_fraction=equilibration_fraction, points=rows, fit=fit,
+                           drifting_runs=[r["run"] for r in rows if r["drift_sigma"] > 3],
+                           blew_up=blew_up)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "density.json", result)
+    atomic_write_json(out / "density.json", result.to_json())
     if rows:
         atomic_write_text(out / "density.csv", _csv_text(rows))
     from ionmix.report.figure import save_figure
     from ionmix.report.properties import plot_density
 
-    save_figure(plot_density(result, teacher=teacher_data, experiment=experiment_data),
-                out / "density.png")
+    save_figure(plot_density(result.to_json(), teacher=teacher_data,
+                             experiment=experiment_data), out / "density.png")
     return result
 
 
@@ -274,13 +307,45 @@ def _continue_from(atoms: Atoms, run_dir: Path) -> Atoms:
                                        pbc=True, momenta=state["momenta"]))
 
 
+@dataclass(frozen=True)
+class CompressibilityResult:
+    """V(P) along a pressure ramp and κ_T (`compressibility_study`); ``compressibility.json``
+    is `to_json`.
+
+    Attributes (units in the names):
+        settings, temperature_K, equilibration_fraction, n_blocks: how it was run.
+        points: per pressure stage ``pressure_bar``, ``volume_A3`` ± ``volume_err_A3``, the
+            density and measured pressure with errors, the series' statistics, ``run``.
+        tait: the Tait fit (`ionmix.properties.eos.TaitFit` as a dict).
+        kappa_T_per_Pa, kappa_T_err_per_Pa: κ_T at the first pressure from the Tait fit.
+        kappa_T_fluctuation_per_Pa, kappa_T_fluctuation_err_per_Pa: κ_T from the volume
+            fluctuations of stage 0 (jackknife error over `n_blocks`).
+        drifting_runs: stages whose production part still drifts (> 3 σ).
+    """
+
+    settings: dict
+    temperature_K: float
+    equilibration_fraction: float
+    n_blocks: int
+    points: list[dict]
+    tait: dict
+    kappa_T_per_Pa: float
+    kappa_T_err_per_Pa: float
+    kappa_T_fluctuation_per_Pa: float | None
+    kappa_T_fluctuation_err_per_Pa: float | None
+    drifting_runs: list[str]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
 def compressibility_study(atoms: Atoms, calc, settings: MDSettings,
                           out_dir: str | os.PathLike, *,
                           pressures_bar: Sequence[float] = DEFAULT_RAMP_BAR,
                           first_stage_steps: int | None = None,
                           equilibration_fraction: float = P.EQUILIBRATION_FRACTION,
                           n_blocks: int = 5, model_id: str | None = None,
-                          progress: Progress | None = None) -> dict:
+                          progress: Progress | None = None) -> CompressibilityResult:
     """The paper's pressure ramp at one temperature → V(P) → Tait fit → κ_T.
 
     Stage 0 runs at the first pressure (1 bar) from `atoms` for `first_stage_steps`
@@ -291,8 +356,9 @@ def compressibility_study(atoms: Atoms, calc, settings: MDSettings,
     blocks of the jackknife error of κ_T from the volume fluctuations.
 
     Returns (and writes ``compressibility.json``, ``pv.csv`` — readable by ``ionmix props
-    eos`` — and ``compressibility.png``): mean volume ± standard error per pressure, the Tait
-    fit with κ_T at the first pressure, and κ_T from the volume fluctuations of stage 0.
+    eos`` — and ``compressibility.png``) a `CompressibilityResult`: mean volume ± standard
+    error per pressure, the Tait fit with κ_T at the first pressure, and κ_T from the
+    volume fluctuations of stage 0.
     """
     pressures = [float(p) for p in pressures_bar]
     if len(pressures) < 4:
@@ -337,21 +403,22 @@ def compressibility_study(atoms: Atoms, calc, settings: MDSettings,
         start = _continue_from(atoms, out / name)
     fit = eos.fit_tait([r["pressure_bar"] for r in rows], [r["volume_A3"] for r in rows],
                      reference_pressure_bar=pressures[0])
-    result = {"settings": settings.model_dump(), "temperature_K": settings.temperature_K,
-              "equilibration_fraction": equilibration_fraction, "n_blocks": n_blocks,
-              "points": rows, "tait": asdict(fit),
-              "kappa_T_per_Pa": fit.kappa_T_per_Pa, "kappa_T_err_per_Pa": fit.kappa_T_per_Pa_err,
-              "kappa_T_fluctuation_per_Pa": stage_kappa[0],
-              "kappa_T_fluctuation_err_per_Pa": stage_kappa[1],
-              "drifting_runs": [r["run"] for r in rows if r["drift_sigma"] > 3]}
+    result = CompressibilityResult(
+        settings=settings.model_dump(), temperature_K=settings.temperature_K,
+        equilibration_fraction=equilibration_fraction, n_blocks=n_blocks, points=rows,
+        tait=asdict(fit), kappa_T_per_Pa=fit.kappa_T_per_Pa,
+        kappa_T_err_per_Pa=fit.kappa_T_per_Pa_err, kappa_T_fluctuation_per_Pa=stage_kappa[0],
+        kappa_T_fluctuation_err_per_Pa=stage_kappa[1],
+        drifting_runs=[r["run"] for r in rows if r["drift_sigma"] > 3])
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "compressibility.json", result)
+    atomic_write_json(out / "compressibility.json", result.to_json())
     atomic_write_text(out / "pv.csv", _csv_text(rows))
     from ionmix.report.figure import save_figure
     from ionmix.report.properties import plot_compressibility
 
     pressures_bar = np.linspace(min(r["pressure_bar"] for r in rows),
                                 max(r["pressure_bar"] for r in rows), 100)
-    save_figure(plot_compressibility(result, (pressures_bar, fit.volume_A3(pressures_bar))),
+    save_figure(plot_compressibility(result.to_json(),
+                                     (pressures_bar, fit.volume_A3(pressures_bar))),
                 out / "compressibility.png")
     return result

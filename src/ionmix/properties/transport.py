@@ -2,9 +2,10 @@
 transference numbers, from the molecular centres of mass of an unwrapped trajectory.
 
 The analysis has the shape of every ionmix study: `prepare_transport` (read and check the
-trajectory frame by frame: molecules, atom order, unwrapped positions, times, charges,
-temperature) → `compute_transport` (the correlation functions and their fits) → a
-`TransportResult` (JSON + `ionmix.report.transport.plot_msd`).
+trajectory frame by frame: molecules, atom order, times, charges, temperature; positions
+wrapped into the box are unwrapped, `ionmix.properties.unwrap`) → `compute_transport`
+(the correlation functions and their fits) → a `TransportResult` (JSON +
+`ionmix.report.transport.plot_msd`).
 
 Definitions (Fong, Self, McCloskey & Persson, Macromolecules 2021, 54, 2575; barycentric
 reference frame: every position is taken relative to the centre of mass of the whole
@@ -69,6 +70,7 @@ from ionmix.chemistry.topology import (
 )
 from ionmix.errors import InputError
 from ionmix.progress import Progress
+from ionmix.properties.unwrap import UnwrapError, continuous_centres_A
 from ionmix.units import A3_IN_M3, AVOGADRO_PER_MOL, BOLTZMANN_J_PER_K, ELEMENTARY_CHARGE_C
 
 __all__ = [
@@ -249,38 +251,6 @@ def _check_same_atoms(frame: Atoms, ref: Atoms, k: int, mol: np.ndarray) -> None
         raise TransportError(f"frame {k} assigns atoms to other molecules than frame 0")
 
 
-def _half_width_A(cell: np.ndarray) -> float:
-    """Half the shortest perpendicular width of a cell (rows = vectors), Å."""
-    return 0.5 / np.linalg.norm(np.linalg.inv(cell).T, axis=1).max()
-
-
-def _check_whole(positions_A: np.ndarray, com_A: np.ndarray, mol: np.ndarray,
-                 cell: np.ndarray, k: int) -> None:
-    """TransportError if an atom of frame `k` lies more than half a box from its molecule's
-    centre: the molecule is split across the boundary (positions wrapped atom by atom)."""
-    reach = np.linalg.norm(positions_A - com_A[mol], axis=1).max()
-    if reach > _half_width_A(cell):
-        raise TransportError(
-            f"frame {k}: an atom lies {reach:.3g} Å from its molecule's centre, more than "
-            f"half the box ({_half_width_A(cell):.3g} Å): molecules are split across the "
-            "boundary, the positions look wrapped into the box. Transport needs unwrapped "
-            "positions (as `ionmix md` writes them); unwrap the trajectory first")
-
-
-def _check_unwrapped(prev_com_A: np.ndarray, com_A: np.ndarray, cell: np.ndarray,
-                     k: int) -> None:
-    """TransportError if a molecular centre moved more than half the box between two saved
-    frames: whole molecules were wrapped into the box (or frames are too far apart).
-    Centres, not atoms: a tumbling molecule moves its outer atoms several Å per ps."""
-    jump = np.linalg.norm(com_A - prev_com_A, axis=1).max()
-    if jump > _half_width_A(cell):
-        raise TransportError(
-            f"a molecular centre moves {jump:.3g} Å between frames {k - 1} and {k}, more "
-            f"than half the box ({_half_width_A(cell):.3g} Å): the positions look wrapped "
-            "into the box. Transport needs unwrapped positions (as `ionmix md` writes "
-            "them); save frames more often or unwrap the trajectory first")
-
-
 def _charges(path: Path, frame: Atoms, species: Sequence[str],
              formal_charges: bool) -> tuple[np.ndarray, float]:
     """Charge per species (e) and the charge scale applied: the ion set's integer charges
@@ -301,8 +271,10 @@ def prepare_transport(path: str | os.PathLike, *, temperature_K: float | None = 
                       time_step_ps: float | None = None, molecules: str | None = None,
                       formal_charges: bool = False) -> TransportInput:
     """Read a trajectory (run folder or file) and check it for transport (see the module
-    docstring). TransportError names what is wrong: no molecule information, changing atom
-    order, wrapped positions, uneven times, no temperature."""
+    docstring). Positions wrapped into the box are unwrapped (`ionmix.properties.unwrap`:
+    molecules made whole, centres followed by the nearest-image rule). TransportError
+    names what is wrong: no molecule information, changing atom order, a molecule that
+    cannot be made whole or followed between frames, uneven times, no temperature."""
     path = trajectory_path(path)
     frames = read_trajectory(path, molecules)
     if len(frames) < 8:
@@ -320,21 +292,16 @@ def prepare_transport(path: str | os.PathLike, *, temperature_K: float | None = 
     mol_species = np.array([species.index(n) for n in mol_names])
     masses = ref.get_masses()
     mol_mass = np.bincount(mol, weights=masses)
-    com = np.empty((len(frames), len(mol_names), 3))
-    volumes, lengths = [], []
-    prev = None
     for k, frame in enumerate(frames):
         _check_same_atoms(frame, ref, k, mol)
-        raw = np.stack([np.bincount(mol, weights=masses * frame.positions[:, d]) / mol_mass
-                        for d in range(3)], axis=1)
-        _check_whole(frame.positions, raw, mol, frame.cell.array, k)
-        if prev is not None:
-            _check_unwrapped(prev, raw, frame.cell.array, k)
-        prev = raw
-        # barycentric frame: the system's centre of mass at rest
-        com[k] = raw - np.average(raw, axis=0, weights=mol_mass)
-        volumes.append(frame.get_volume())
-        lengths.append(frame.cell.lengths())
+    try:
+        com = continuous_centres_A(frames, mol, mol_names, masses)
+    except UnwrapError as exc:
+        raise TransportError(f"{path}: {exc}") from None
+    # barycentric frame: the system's centre of mass at rest
+    com -= np.average(com, axis=1, weights=mol_mass)[:, None, :]
+    volumes = [frame.get_volume() for frame in frames]
+    lengths = [frame.cell.lengths() for frame in frames]
     charges, scale = _charges(path, ref, species, formal_charges)
     return TransportInput(time_ps=time_ps, com_A=com, species=species,
                           mol_species=mol_species, charges_e=charges, charge_scale=scale,

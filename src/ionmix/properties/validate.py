@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,49 @@ from ionmix.metrics import energy_errors_meV_per_atom, force_errors_meV_per_A
 from ionmix.progress import Progress
 
 
+@dataclass(frozen=True)
+class ValidationResult:
+    """A model against its teacher along the model's own trajectory (`validate_trajectory`).
+
+    Attributes (units in the names):
+        trajectory: the trajectory file.
+        n_frames, n_atoms: frames relabelled, atoms per frame.
+        energy_*_meV_per_atom: MAE, RMSE, mean offset (model − teacher) and the MAE after
+            removing that offset (`ionmix.metrics.energy_errors_meV_per_atom`).
+        force_mae_meV_per_A, force_rmse_meV_per_A: over every force component.
+        force_by_element: element → {"mae_meV_per_A", "rmse_meV_per_A", ...}.
+        frames: per frame ``step``, ``time_ps``, ``model_energy_eV_per_atom``,
+            ``teacher_energy_eV_per_atom`` (and ``model_pressure_bar``,
+            ``teacher_pressure_bar`` when both have a stress).
+        pressure_*: the configurational pressure, model − teacher, over the frames with
+            both stresses (mean, its standard error, MAE; bar); None without stresses.
+    """
+
+    trajectory: str
+    n_frames: int
+    n_atoms: int
+    energy_mae_meV_per_atom: float
+    energy_rmse_meV_per_atom: float
+    energy_mean_offset_meV_per_atom: float
+    energy_mae_after_offset_meV_per_atom: float
+    force_mae_meV_per_A: float
+    force_rmse_meV_per_A: float
+    force_by_element: dict
+    frames: list[dict]
+    pressure_n_frames: int | None = None
+    pressure_mean_difference_bar: float | None = None
+    pressure_mean_difference_sem_bar: float | None = None
+    pressure_mae_bar: float | None = None
+
+    def to_json(self) -> dict:
+        """``validate.json``'s content (the pressure keys only when there are pressures)."""
+        return {k: v for k, v in asdict(self).items()
+                if not (k.startswith("pressure_") and v is None)}
+
+
 def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: str | os.PathLike,
                         n_frames: int = 10,
-                        progress: Progress | None = None) -> dict:
+                        progress: Progress | None = None) -> ValidationResult:
     """Relabel `n_frames` equally spaced trajectory frames with the teacher and compare.
 
     The model's energies and forces are the ones stored in the trajectory (written by
@@ -24,12 +65,12 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
     ``out_dir/teacher_labels.extxyz`` frame by frame; a rerun skips frames already labelled
     (a DFT teacher is slow).
 
-    Returns (and writes ``validate.json`` and ``validate.png``): energy MAE/RMSE/mean offset
-    (meV/atom), force MAE/RMSE overall and per element (meV/Å), and per-frame energies. When
-    the trajectory holds the model's stress (periodic NPT/NVT runs of `ionmix md`) and the
-    teacher computes one, also the configurational pressure of both (no kinetic term) per
-    frame and ``pressure_mean_difference_bar`` (model − teacher) and ``pressure_mae_bar``:
-    what decides an NPT density (a model that prices its own configurations ΔP above the
+    Returns (and writes ``validate.json`` and ``validate.png``) a `ValidationResult`: energy
+    MAE/RMSE/mean offset (meV/atom), force MAE/RMSE overall and per element (meV/Å), and
+    per-frame energies. When the trajectory holds the model's stress (periodic NPT/NVT runs
+    of `ionmix md`) and the teacher computes one, also the configurational pressure of both
+    (no kinetic term) per frame and their mean difference (model − teacher) and MAE: what
+    decides an NPT density (a model that prices its own configurations ΔP above the
     teacher expands by ≈ κ_T·ΔP).
     """
     import ase.io
@@ -93,20 +134,18 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
         [r["teacher_energy_eV_per_atom"] for r in per_frame], 1)
     forces = force_errors_meV_per_A(f_model.reshape(-1, 3), f_teacher.reshape(-1, 3),
                                     np.tile(symbols, len(picks)))
-    result = {
-        "trajectory": str(path), "n_frames": int(len(picks)), "n_atoms": n_atoms,
-        **energy,
-        "force_mae_meV_per_A": forces["force_mae_meV_per_A"],
-        "force_rmse_meV_per_A": forces["force_rmse_meV_per_A"],
-        "force_by_element": forces["by_element"],
-        **_pressure_errors_bar(per_frame),
-        "frames": per_frame,
-    }
-    atomic_write_json(out / "validate.json", result)
+    result = ValidationResult(
+        trajectory=str(path), n_frames=int(len(picks)), n_atoms=n_atoms, **energy,
+        force_mae_meV_per_A=forces["force_mae_meV_per_A"],
+        force_rmse_meV_per_A=forces["force_rmse_meV_per_A"],
+        force_by_element=forces["by_element"], frames=per_frame,
+        **_pressure_errors_bar(per_frame))
+    atomic_write_json(out / "validate.json", result.to_json())
     from ionmix.report.figure import save_figure
     from ionmix.report.properties import plot_validation
 
-    save_figure(plot_validation(result, f_model, f_teacher, symbols), out / "validate.png")
+    save_figure(plot_validation(result.to_json(), f_model, f_teacher, symbols),
+                out / "validate.png")
     return result
 
 

@@ -7,6 +7,7 @@ The metrics themselves (and their definitions, which match nequip's test metrics
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,39 @@ def _labels(atoms: Atoms, k: int) -> tuple[float, np.ndarray, np.ndarray | None]
     )
 
 
-def _summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Errors of a model on labelled frames (`evaluate`); units in the names (`ionmix.metrics`).
+
+    Attributes:
+        n_frames, n_atoms, n_frames_with_stress: what was evaluated.
+        energy_mae_meV_per_atom, energy_rmse_meV_per_atom: per-atom energy errors.
+        force_mae_meV_per_A, force_rmse_meV_per_A: over every force component.
+        force_mae_meV_per_A_by_element: element → force MAE.
+        stress_mae_meV_per_A3: None when no frame has a stress label.
+        groups: group name → the same errors of that group's frames (with `group_by`).
+    """
+
+    n_frames: int
+    n_atoms: int
+    n_frames_with_stress: int
+    energy_mae_meV_per_atom: float
+    energy_rmse_meV_per_atom: float
+    force_mae_meV_per_A: float
+    force_rmse_meV_per_A: float
+    force_mae_meV_per_A_by_element: dict[str, float]
+    stress_mae_meV_per_A3: float | None
+    groups: dict[str, EvaluationResult] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The errors as a dict (``groups`` only when grouped)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "groups"}
+        if self.groups is not None:
+            out["groups"] = {name: g.to_json() for name, g in self.groups.items()}
+        return out
+
+
+def _summarise(records: list[dict[str, Any]]) -> EvaluationResult:
     """Metrics (meV units, `ionmix.metrics`) over a list of per-frame prediction records."""
     energy = energy_errors_meV_per_atom(
         [r["energy_pred_eV"] for r in records],
@@ -50,22 +83,22 @@ def _summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         np.concatenate([r["symbols"] for r in records]),
     )
     with_stress = [r for r in records if r["stress_ref_eV_per_A3"] is not None]
-    return {
-        "n_frames": len(records),
-        "n_atoms": int(sum(len(r["symbols"]) for r in records)),
-        "n_frames_with_stress": len(with_stress),
-        "energy_mae_meV_per_atom": energy["energy_mae_meV_per_atom"],
-        "energy_rmse_meV_per_atom": energy["energy_rmse_meV_per_atom"],
-        "force_mae_meV_per_A": forces["force_mae_meV_per_A"],
-        "force_rmse_meV_per_A": forces["force_rmse_meV_per_A"],
-        "force_mae_meV_per_A_by_element": {
+    return EvaluationResult(
+        n_frames=len(records),
+        n_atoms=int(sum(len(r["symbols"]) for r in records)),
+        n_frames_with_stress=len(with_stress),
+        energy_mae_meV_per_atom=energy["energy_mae_meV_per_atom"],
+        energy_rmse_meV_per_atom=energy["energy_rmse_meV_per_atom"],
+        force_mae_meV_per_A=forces["force_mae_meV_per_A"],
+        force_rmse_meV_per_A=forces["force_rmse_meV_per_A"],
+        force_mae_meV_per_A_by_element={
             el: m["mae_meV_per_A"] for el, m in forces["by_element"].items()
         },
-        "stress_mae_meV_per_A3": stress_mae_meV_per_A3(
+        stress_mae_meV_per_A3=stress_mae_meV_per_A3(
             [r["stress_pred_eV_per_A3"] for r in with_stress],
             [r["stress_ref_eV_per_A3"] for r in with_stress],
         ),
-    }
+    )
 
 
 def evaluate(
@@ -75,7 +108,7 @@ def evaluate(
     device: str = "cpu",
     provenance=None,
     on_frame: Callable[[Atoms, dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
+) -> EvaluationResult:
     """Energy, force and stress errors of `model` on labelled `frames`.
 
     Args:
@@ -92,11 +125,7 @@ def evaluate(
             that needs more than the errors does not predict every frame twice.
 
     Returns:
-        dict with ``n_frames``, ``n_atoms``, ``n_frames_with_stress``,
-        ``energy_mae_meV_per_atom``, ``energy_rmse_meV_per_atom``, ``force_mae_meV_per_A``,
-        ``force_rmse_meV_per_A``, ``force_mae_meV_per_A_by_element`` ({element: meV/Å}),
-        ``stress_mae_meV_per_A3`` (None if no frame has stress) and, with `group_by`,
-        ``groups``: {group: the same keys}.
+        an `EvaluationResult` (with `group_by`, its ``groups`` too).
 
     Raises:
         TrainDataError: a frame without energy/forces labels, or without the group key.
@@ -147,9 +176,9 @@ def evaluate(
         )
 
     out = _summarise(records)
-    if group_by is not None:
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for r in records:
-            groups.setdefault(r["group"], []).append(r)
-        out["groups"] = {g: _summarise(rs) for g, rs in groups.items()}
-    return out
+    if group_by is None:
+        return out
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(r["group"], []).append(r)
+    return replace(out, groups={g: _summarise(rs) for g, rs in groups.items()})

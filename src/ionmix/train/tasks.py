@@ -70,7 +70,8 @@ def evaluate_recipe_task(package_path: str, test_files: dict[str, str],
         def record(atoms, results, key=key):
             frames_out.append(_frame_record(key, atoms, results, atoms_per_ion))
 
-        by_comp[key] = evaluate(calc, read_frames(path, ":", what="test"), on_frame=record)
+        by_comp[key] = evaluate(calc, read_frames(path, ":", what="test"),
+                                on_frame=record).to_json()
     result = {"package_path": package_path, "by_composition": by_comp, "frames": frames_out}
     atomic_write_text(out, json.dumps(result, indent=1))
     return result

@@ -36,7 +36,12 @@ import numpy as np
 from ase import Atoms
 
 from ionmix.chemistry.ionset import IonSet
-from ionmix.chemistry.topology import carry_metadata, molecules_of
+from ionmix.chemistry.topology import (
+    MOL_ID_ARRAY,
+    attach_molecules,
+    carry_metadata,
+    molecules_of,
+)
 from ionmix.files import atomic_write_json
 from ionmix.progress import Progress
 
@@ -118,6 +123,8 @@ def classical_transport_run(atoms: Atoms, out_dir: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
     runs = molecules_of(atoms)
     ions = ions if ions is not None else IonSet.library([name for name, _ in runs])
+    # both forms of the molecules (a stored frame carries only the "molecules" text)
+    atoms = attach_molecules(atoms.copy(), runs, {name: ions[name].n_atoms for name, _ in runs})
     csys = make_system(runs, atoms.cell.array, charge_scale=s.charge_scale,
                        cutoff_A=s.cutoff_A, ions=ions)
     t_K = s.temperature_K * u.kelvin
@@ -125,7 +132,7 @@ def classical_transport_run(atoms: Atoms, out_dir: str | os.PathLike,
     if s.hydrogen_mass_amu is not None:
         repartition_hydrogen_mass(csys.system, csys.elements, s.hydrogen_mass_amu)
     masses = np.asarray(csys.masses_amu)
-    mol_id = np.asarray(atoms.arrays["mol_id"])
+    mol_id = np.asarray(atoms.arrays[MOL_ID_ARRAY])
 
     # 1–2: minimise and equilibrate at constant pressure until the density has settled
     ctx = npt_context(csys, s.temperature_K, s.pressure_bar, timestep_fs=s.timestep_fs,
