@@ -250,6 +250,30 @@ MoleculesOpt = Annotated[str | None, typer.Option(
          "Li:1,EMIM:9,PF6:10 (library ions, or those of provenance.json beside the file).")]
 
 
+TopologyOpt = Annotated[Path | None, typer.Option(
+    help="For a LAMMPS dump (.lammpstrj/.dump) or GROMACS .xtc/.trr: the topology that "
+         "holds its molecules (LAMMPS .data file, full atom style; GROMACS .tpr or .gro), read "
+         "through MDAnalysis.")]
+ResidueMapOpt = Annotated[str | None, typer.Option(
+    help="With --topology: residue name → ion, e.g. EMI=EMIM,PF6=PF6 (names ionmix knows "
+         "map to themselves).")]
+IonsOpt = Annotated[str | None, typer.Option(
+    help="With --topology: the ions to match nameless molecules (LAMMPS data files) to, "
+         "e.g. Li,EMIM,PF6 (default: the ion library).")]
+
+
+def _topology(topology: Path | None, residue_map: str | None, ions: str | None):
+    """The `Topology` the options describe, or None without --topology."""
+    from ionmix.properties.foreign import Topology, parse_residue_map
+
+    if topology is None:
+        if residue_map or ions:
+            raise ConfigError("--residue-map and --ions go with --topology")
+        return None
+    names = tuple(n.strip() for n in ions.split(",") if n.strip()) if ions else None
+    return Topology(topology, parse_residue_map(residue_map), names)
+
+
 def _print_warnings(warnings: list[str]) -> None:
     for w in warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
@@ -276,6 +300,9 @@ def props_transport(
     slope_tolerance: Annotated[float, typer.Option(
         callback=positive, help="Diffusive window: |log-log slope of the MSD − 1| allowed.")] = 0.2,
     molecules: MoleculesOpt = None,
+    topology: TopologyOpt = None,
+    residue_map: ResidueMapOpt = None,
+    ions: IonsOpt = None,
     out: Annotated[Path | None, typer.Option(callback=out_folder,
         help="Folder for transport.json and msd.png (default: the run folder's "
              "transport/).")] = None,
@@ -294,7 +321,8 @@ def props_transport(
                                     formal_charges=formal_charges, n_segments=segments,
                                     slope_tolerance=slope_tolerance,
                                     viscosity_Pa_s=viscosity_Pa_s, out_dir=out,
-                                    progress=lambda k, n, what: update(description=what))
+                                    progress=lambda k, n, what: update(description=what),
+                                    topology=_topology(topology, residue_map, ions))
     data = result.to_json()
     if as_json:
         print(json.dumps(data, indent=2))
@@ -335,6 +363,9 @@ def props_structure(
     bin_width_A: Annotated[float, typer.Option("--bin-width-A", callback=positive)] = 0.05,
     every: Annotated[int, typer.Option(min=1, help="Use every N-th frame.")] = 1,
     molecules: MoleculesOpt = None,
+    topology: TopologyOpt = None,
+    residue_map: ResidueMapOpt = None,
+    ions: IonsOpt = None,
     out: Annotated[Path | None, typer.Option(callback=out_folder,
         help="Folder for structure.json and rdf.png (default: the run folder's "
              "structure/).")] = None,
@@ -352,7 +383,8 @@ def props_structure(
         raise ConfigError("--pairs: give at least one pair, e.g. Li-F@PF6")
     with progress_bar("structure", stderr=True):
         result = structure_analysis(run, names, r_max_A=r_max_A, bin_width_A=bin_width_A,
-                                    molecules=molecules, every=every, out_dir=out)
+                                    molecules=molecules, every=every, out_dir=out,
+                                    topology=_topology(topology, residue_map, ions))
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
         return

@@ -198,7 +198,8 @@ def conclude_structure(hist: np.ndarray, a: _Group, b: _Group, volume_A3: float,
 def structure_analysis(path: str | os.PathLike, pairs: Sequence[str], *,
                        r_max_A: float | None = None, bin_width_A: float = 0.05,
                        molecules: str | None = None, every: int = 1,
-                       out_dir: str | os.PathLike | None = None) -> StructureResult:
+                       out_dir: str | os.PathLike | None = None,
+                       topology=None) -> StructureResult:
     """RDFs and coordination numbers of `pairs` over a trajectory (run folder or file).
 
     Args:
@@ -209,11 +210,12 @@ def structure_analysis(path: str | os.PathLike, pairs: Sequence[str], *,
         molecules: ``"ION:COUNT,..."`` for frames without molecule information.
         every: analyse every `every`-th frame.
         out_dir: with it, writes ``structure.json`` and ``rdf.png``.
+        topology: an `ionmix.properties.foreign.Topology` for a LAMMPS/GROMACS trajectory.
     """
     from ionmix.properties.transport import read_trajectory, trajectory_path
 
     path = trajectory_path(path)
-    frames = read_trajectory(path, molecules)[:: max(1, int(every))]
+    frames = read_trajectory(path, molecules, topology)[:: max(1, int(every))]
     ref = frames[0]
     if ref.cell.rank != 3:
         raise StructureError(f"{path}: the frames have no 3-D cell; an RDF needs one")
@@ -226,9 +228,14 @@ def structure_analysis(path: str | os.PathLike, pairs: Sequence[str], *,
                              f"({limit:.3g} Å)")
     edges = np.arange(0.0, r_max_A + 1e-9, bin_width_A)
     from ionmix.properties.transport import _molecule_index
+    from ionmix.properties.unwrap import bond_tree, make_whole
 
-    mol, _ = _molecule_index(ref)
+    mol, mol_names = _molecule_index(ref)
     names = np.asarray(ref.arrays["ion_name"]).astype(str)
+    # molecular centres need whole molecules (a LAMMPS dump wraps atom by atom)
+    tree = bond_tree(ref, mol, mol_names)
+    for frame in frames:
+        frame.positions = make_whole(frame.positions, frame.cell.array, tree)
     masses = ref.get_masses()
     parsed = {p: parse_pair(p) for p in pairs}
     groups = {p: (_group(ref, sa, mol, names), _group(ref, sb, mol, names))

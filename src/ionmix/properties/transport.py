@@ -70,6 +70,7 @@ from ionmix.chemistry.topology import (
 )
 from ionmix.errors import InputError
 from ionmix.progress import Progress
+from ionmix.properties.foreign import Topology
 from ionmix.properties.unwrap import UnwrapError, continuous_centres_A
 from ionmix.units import A3_IN_M3, AVOGADRO_PER_MOL, BOLTZMANN_J_PER_K, ELEMENTARY_CHARGE_C
 
@@ -155,11 +156,21 @@ def run_temperature_K(path: Path) -> float | None:
         return None
 
 
-def read_trajectory(path: str | os.PathLike, molecules: str | None = None) -> list[Atoms]:
-    """All frames of a trajectory with molecule information (from the frames, or `molecules`
-    as ``"Li:1,EMIM:9,PF6:10"`` for a file without it). TransportError without either."""
+def read_trajectory(path: str | os.PathLike, molecules: str | None = None,
+                    topology: Topology | None = None) -> list[Atoms]:
+    """All frames of a trajectory with molecule information: from the frames, or
+    `molecules` as ``"Li:1,EMIM:9,PF6:10"`` for a file without it, or from the `topology`
+    of a LAMMPS/GROMACS trajectory (`ionmix.properties.foreign`). TransportError without
+    any."""
     from ionmix.files import read_frames
 
+    if topology is not None:
+        if molecules is not None:
+            raise TransportError("give the molecules by --molecules or by --topology, "
+                                 "not both")
+        from ionmix.properties.foreign import read_foreign_trajectory
+
+        return read_foreign_trajectory(path, topology)
     frames = read_frames(path, ":", what="trajectory")
     if molecules is None and MOL_ID_ARRAY not in frames[0].arrays and has_molecules(frames[0]):
         molecules = frames[0].info["molecules"]  # e.g. frames of a dataset store
@@ -207,7 +218,8 @@ def _check_molecule_elements(frame: Atoms, runs, ions, molecules: str) -> None:
 
 
 def frame_times_ps(frames: Sequence[Atoms], time_step_ps: float | None = None) -> np.ndarray:
-    """Times of the frames (ps): their ``time_ps`` info, else ``k × time_step_ps``.
+    """Times of the frames (ps): their ``time_ps`` info, else ``k × time_step_ps`` (the
+    frames' ``step`` numbers, when they have them, must then be evenly spaced).
 
     Raises TransportError for missing, non-increasing or unevenly spaced times (the
     multiple-origin averages need one spacing).
@@ -215,9 +227,15 @@ def frame_times_ps(frames: Sequence[Atoms], time_step_ps: float | None = None) -
     if time_step_ps is not None:
         if not time_step_ps > 0:
             raise TransportError(f"--time-step-ps must be positive, got {time_step_ps}")
+        steps = np.diff([f.info["step"] for f in frames if "step" in f.info])
+        if len(steps) == len(frames) - 1 and steps.size and (np.ptp(steps) or steps.min() <= 0):
+            raise TransportError(f"the saved steps are not evenly spaced ({steps.min()} to "
+                                 f"{steps.max()} steps apart); --time-step-ps needs one "
+                                 "spacing")
         return np.arange(len(frames)) * float(time_step_ps)
     if any("time_ps" not in f.info for f in frames):
-        raise TransportError("the frames carry no 'time_ps' info; give the time between "
+        raise TransportError("the frames carry no times (a LAMMPS dump holds steps only, an "
+                             "extxyz file may hold none); give the time between saved "
                              "frames with --time-step-ps")
     t = np.array([float(f.info["time_ps"]) for f in frames])
     dt = np.diff(t)
@@ -269,14 +287,15 @@ def _charges(path: Path, frame: Atoms, species: Sequence[str],
 
 def prepare_transport(path: str | os.PathLike, *, temperature_K: float | None = None,
                       time_step_ps: float | None = None, molecules: str | None = None,
-                      formal_charges: bool = False) -> TransportInput:
+                      formal_charges: bool = False,
+                      topology: Topology | None = None) -> TransportInput:
     """Read a trajectory (run folder or file) and check it for transport (see the module
     docstring). Positions wrapped into the box are unwrapped (`ionmix.properties.unwrap`:
     molecules made whole, centres followed by the nearest-image rule). TransportError
     names what is wrong: no molecule information, changing atom order, a molecule that
     cannot be made whole or followed between frames, uneven times, no temperature."""
     path = trajectory_path(path)
-    frames = read_trajectory(path, molecules)
+    frames = read_trajectory(path, molecules, topology)
     if len(frames) < 8:
         raise TransportError(f"{path}: {len(frames)} frames; transport needs a run of many "
                              "saved frames (hundreds for a diffusive regime)")
@@ -643,13 +662,15 @@ def transport_analysis(path: str | os.PathLike, *, temperature_K: float | None =
                        formal_charges: bool = False, n_segments: int = 4,
                        slope_tolerance: float = 0.2, viscosity_Pa_s: float | None = None,
                        out_dir: str | os.PathLike | None = None,
-                       progress: Progress | None = None) -> TransportResult:
+                       progress: Progress | None = None,
+                       topology: Topology | None = None) -> TransportResult:
     """`prepare_transport` then `compute_transport`; with `out_dir`, also writes
     ``transport.json`` and ``msd.png`` (MSD per species with the fit window)."""
     if progress is not None:
         progress(0, 2, "reading frames")
     inp = prepare_transport(path, temperature_K=temperature_K, time_step_ps=time_step_ps,
-                            molecules=molecules, formal_charges=formal_charges)
+                            molecules=molecules, formal_charges=formal_charges,
+                            topology=topology)
     if progress is not None:
         progress(1, 2, "correlation functions")
     result = compute_transport(inp, n_segments=n_segments, slope_tolerance=slope_tolerance,
