@@ -68,6 +68,7 @@ express.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import shlex
@@ -867,20 +868,9 @@ def write_lammps_inputs(
     model: str | Path,
     out_dir: str | Path,
     *,
-    ensemble: str = "npt",
-    temperature_K: float = 300.0,
-    pressure_bar: float = 1.0,
-    timestep_fs: float = 0.5,
-    thermostat_time_steps: float = 1000.0,
-    barostat_time_steps: float = 1000.0,
-    n_steps: int = 20000,
-    thermo_interval_steps: int = 10,
-    dump_interval_steps: int = 100,
-    seed: int = 0,
     pair_style: str | None = None,
     provenance: Provenance | None = None,
-    coul_cutoff_A: float = DEFAULT_COUL_CUTOFF_A,
-    kspace_accuracy: float | None = None,
+    **run,
 ) -> dict[str, Path]:
     """Write a LAMMPS job (``system.data``, ``in.lammps``, ``README.txt``) for a trained model.
 
@@ -898,22 +888,15 @@ def write_lammps_inputs(
         atoms: the structure (Å); see `write_lammps_inputs_for`.
         model: a packaged model (``*.nequip.zip``) or a checkpoint (``*.ckpt``).
         out_dir: output folder (created); LAMMPS is run from it.
-        ensemble: ``"nve"``, ``"nvt"`` or ``"npt"`` (isotropic).
-        temperature_K: initial velocities and thermostat target, K.
-        pressure_bar: barostat target (npt), bar.
-        timestep_fs: time step, fs.
-        thermostat_time_steps: Tdamp in time steps (1000 δt = 0.5 ps at 0.5 fs).
-        barostat_time_steps: Pdamp in time steps.
-        n_steps: MD steps.
-        thermo_interval_steps: thermo output interval, steps.
-        dump_interval_steps: trajectory dump interval, steps.
-        seed: velocity seed (>= 0).
         pair_style: ``"allegro"`` or ``"nequip"``; None reads it from the model (an error
             if the architecture is neither).
         provenance: `ionmix.dataset.provenance.Provenance` of the structure's source: the
             ion set of a Coulomb baseline (default: none; library ions).
-        coul_cutoff_A: ``coul/long`` real-space cutoff, Å (Coulomb baseline only).
-        kspace_accuracy: PPPM relative force accuracy; None: the baseline's PME tolerance.
+        run: the MD settings and Coulomb options of `write_lammps_inputs_for` (``ensemble``,
+            ``temperature_K``, ``pressure_bar``, ``timestep_fs``, ``thermostat_time_steps``,
+            ``barostat_time_steps``, ``n_steps``, ``thermo_interval_steps``,
+            ``dump_interval_steps``, ``seed``, ``coul_cutoff_A``, ``kspace_accuracy``), with
+            its defaults.
 
     Returns:
         ``{"data": ..., "input": ..., "readme": ...}`` paths.
@@ -931,8 +914,12 @@ def write_lammps_inputs(
             f"pair_style must be one of {', '.join(PAIR_STYLES)} (pair_nequip_allegro), "
             f"got {pair_style!r}"
         )
+    ensemble = run.get("ensemble", "npt")
     if str(ensemble).lower() not in ENSEMBLES:
         raise LammpsExportError(f"ensemble must be one of {', '.join(ENSEMBLES)}, got {ensemble!r}")
+    unknown = set(run) - set(inspect.signature(write_lammps_inputs_for).parameters)
+    if unknown:
+        raise TypeError(f"write_lammps_inputs: unknown setting(s) {sorted(unknown)}")
     baseline = _read_baseline(path)
     ions = None
     if baseline.coulomb:  # the structure against the baseline, before the (slow) load
@@ -951,11 +938,4 @@ def write_lammps_inputs(
             )
     return write_lammps_inputs_for(
         atoms, type_names, pair_style, compiled_model_name(path), out_dir,
-        source_model=path, ensemble=ensemble, temperature_K=temperature_K,
-        pressure_bar=pressure_bar, timestep_fs=timestep_fs,
-        thermostat_time_steps=thermostat_time_steps,
-        barostat_time_steps=barostat_time_steps, n_steps=n_steps,
-        thermo_interval_steps=thermo_interval_steps,
-        dump_interval_steps=dump_interval_steps, seed=seed, baseline=baseline, ions=ions,
-        coul_cutoff_A=coul_cutoff_A, kspace_accuracy=kspace_accuracy,
-    )
+        source_model=path, baseline=baseline, ions=ions, **run)
