@@ -27,6 +27,7 @@ from ase.io import write  # noqa: E402
 from ionmix.teachers import TeacherError, make_teacher, teacher_spec  # noqa: E402
 from ionmix.teachers import espresso as E  # noqa: E402
 from ionmix.teachers import pseudo as P  # noqa: E402
+from ionmix.testing import CalculatorBattery, Tolerance  # noqa: E402
 
 DEBIAN = Path("/usr/share/espresso/pseudo")
 N_FILE = "N.pbe-n-rrkjus_psl.1.0.0.UPF"
@@ -323,3 +324,41 @@ def test_pslibrary_checkout_generates_the_study_elements(tmp_path):
     box.calc = teacher.calculator(box, tmp_path / "run")
     assert np.isfinite(box.get_potential_energy())
     assert np.abs(box.get_forces()).max() > 0.1
+
+
+# -- slow: the calculator battery on the espresso teacher ------------------------------------
+
+@pytest.mark.slow
+class TestEspressoTeacherBattery(CalculatorBattery):
+    """PBE-D3 by pw.x (the teacher's settings but cutoffs 30/240 Ry) on NH3 in a 5 Å box,
+    shifted so that no atom sits on a cell face; ~50 pw.x runs of ~10 s.
+
+    MEASURED
+    """
+
+    fd_step_A = 1e-3
+    n_fd_atoms = 4
+    fd_force_atol_eV_per_A = 0.0
+    strain_step = 1e-4
+    fd_stress_atol_eV_per_A3 = 0.0
+    rotation_tol = Tolerance(energy_eV=0.0, force_eV_per_A=0.0, stress_eV_per_A3=0.0)
+    permutation_tol = rotation_tol
+    lattice_shift_tol = rotation_tol
+    translation_tol = rotation_tol
+    extensivity_tol = rotation_tol
+    extensivity_skip_reason = ("Γ-point only: a 2x1x1 supercell of a 5 Å box samples two "
+                               "k-points of the small cell")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def calculator(cls, pseudo_dir, tmp_path_factory):
+        teacher = make_teacher(spec(pseudo_dir, ecutwfc=30, ecutrho=240))
+        return teacher.calculator(directory=tmp_path_factory.mktemp("battery"))
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def structure(cls):
+        atoms = nh3()
+        atoms.positions += (0.37, 0.41, 0.53)
+        atoms.wrap()
+        return atoms

@@ -15,7 +15,7 @@ import pytest
 from ase import Atoms
 
 from ionmix.chemistry.topology import attach_molecules
-from ionmix.properties.structure import StructureError, parse_pair, structure_analysis
+from ionmix.properties.structure import StructureAnalysisError, parse_pair, structure_analysis
 from synthetic_md import walk_run
 
 
@@ -92,11 +92,11 @@ def test_lattice_first_shell(tmp_path):
 
 def test_bad_selections(tmp_path):
     path = _rocksalt(tmp_path, n_frames=2)
-    with pytest.raises(StructureError, match="matches nothing"):
+    with pytest.raises(StructureAnalysisError, match="matches nothing"):
         structure_analysis(path, ["Li-Cl"])
-    with pytest.raises(StructureError, match="use A-B"):
+    with pytest.raises(StructureAnalysisError, match="use A-B"):
         parse_pair("Li")
-    with pytest.raises(StructureError, match="exceeds half"):
+    with pytest.raises(StructureAnalysisError, match="exceeds half"):
         structure_analysis(path, ["Li-Li"], r_max_A=50.0)
 
 

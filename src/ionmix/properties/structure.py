@@ -30,15 +30,16 @@ from ase import Atoms
 from ionmix.errors import InputError
 from ionmix.stats import block_average
 
-__all__ = ["Selection", "StructureError", "StructureResult", "parse_pair", "structure_analysis"]
+__all__ = ["ParticleSelection", "StructureAnalysisError", "StructureResult", "parse_pair",
+           "structure_analysis"]
 
 
-class StructureError(InputError):
+class StructureAnalysisError(InputError):
     """A pair that names nothing in the frames, or frames that cannot give an RDF."""
 
 
 @dataclass(frozen=True)
-class Selection:
+class ParticleSelection:
     """What one side of a pair counts: atoms of `element` (in molecules named `ion`, when
     given), or centres of mass of the molecules named `ion` when `element` is None."""
 
@@ -46,23 +47,23 @@ class Selection:
     ion: str | None
 
     @classmethod
-    def parse(cls, text: str) -> Selection:
+    def parse(cls, text: str) -> ParticleSelection:
         """``"Li"``, ``"F@PF6"`` or ``"@EMIM"``."""
         element, sep, ion = text.strip().partition("@")
         if (not element and not ion) or (sep and not ion):
-            raise StructureError(f"selection {text!r}: use ELEMENT, ELEMENT@ION or @ION")
+            raise StructureAnalysisError(f"selection {text!r}: use ELEMENT, ELEMENT@ION or @ION")
         return cls(element or None, ion or None)
 
     def __str__(self) -> str:
         return f"{self.element or ''}{'@' + self.ion if self.ion else ''}"
 
 
-def parse_pair(text: str) -> tuple[Selection, Selection]:
+def parse_pair(text: str) -> tuple[ParticleSelection, ParticleSelection]:
     """``"Li-F@PF6"`` → two selections."""
     parts = text.split("-")
     if len(parts) != 2:
-        raise StructureError(f"pair {text!r}: use A-B, e.g. Li-F@PF6 or @EMIM-@PF6")
-    return Selection.parse(parts[0]), Selection.parse(parts[1])
+        raise StructureAnalysisError(f"pair {text!r}: use A-B, e.g. Li-F@PF6 or @EMIM-@PF6")
+    return ParticleSelection.parse(parts[0]), ParticleSelection.parse(parts[1])
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class _Group:
                          np.average(pos[m], axis=0, weights=masses[m]) for m in self.members])
 
 
-def _group(frame: Atoms, sel: Selection, mol: np.ndarray, names: np.ndarray) -> _Group:
+def _group(frame: Atoms, sel: ParticleSelection, mol: np.ndarray, names: np.ndarray) -> _Group:
     symbols = np.array(frame.get_chemical_symbols())
     if sel.element is None:
         ids = np.unique(mol[names == sel.ion])
@@ -93,7 +94,7 @@ def _group(frame: Atoms, sel: Selection, mol: np.ndarray, names: np.ndarray) -> 
         idx = np.flatnonzero(mask)
         group = _Group(tuple(idx[:, None]), mol[idx])
     if not group.members:
-        raise StructureError(f"selection {sel} matches nothing in the frames (elements "
+        raise StructureAnalysisError(f"selection {sel} matches nothing in the frames (elements "
                              f"{' '.join(sorted(set(symbols)))}; ions "
                              f"{' '.join(sorted(set(names)))})")
     return group
@@ -218,13 +219,13 @@ def structure_analysis(path: str | os.PathLike, pairs: Sequence[str], *,
     frames = read_trajectory(path, molecules, topology)[:: max(1, int(every))]
     ref = frames[0]
     if ref.cell.rank != 3:
-        raise StructureError(f"{path}: the frames have no 3-D cell; an RDF needs one")
+        raise StructureAnalysisError(f"{path}: the frames have no 3-D cell; an RDF needs one")
     limit = 0.5 * min(1.0 / np.linalg.norm(np.linalg.inv(f.cell.array).T, axis=1).min()
                       for f in frames)
     if r_max_A is None:
         r_max_A = min(12.0, limit)
     elif r_max_A > limit + 1e-9:
-        raise StructureError(f"--r-max-A {r_max_A:g} Å exceeds half the shortest box width "
+        raise StructureAnalysisError(f"--r-max-A {r_max_A:g} Å exceeds half the shortest box width "
                              f"({limit:.3g} Å)")
     edges = np.arange(0.0, r_max_A + 1e-9, bin_width_A)
     from ionmix.properties.transport import _molecule_index
