@@ -202,6 +202,14 @@ def test_cli_reads_a_lammps_run_for_transport_and_structure(walk, tmp_path):
                                    str(tmp_path / "structure")])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["n_frames"] == len(frames)
+    out = CliRunner().invoke(app, ["props", "summary", str(tmp_path / "run.lammpstrj"),
+                                   *common])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    mass_g = frames[0].get_masses().sum() / 6.02214076e23
+    # the data file keeps masses to 1e-6 u
+    assert summary["density_g_cm3"] == pytest.approx(mass_g / (BOX_A * 1e-8) ** 3, rel=1e-6)
+    assert summary["molecules"] == COUNTS and summary["varying_cell"] is False
     bad = CliRunner().invoke(app, ["props", "transport", str(tmp_path / "run.lammpstrj"),
                                    "--residue-map", "IM2=EMIM"])
     assert bad.exit_code == 2 and "--residue-map and --ions go with --topology" in bad.output

@@ -202,6 +202,8 @@ def permuted(atoms: Atoms, mode: str, seed: int = 1) -> tuple[Atoms, np.ndarray]
     rng = np.random.default_rng(seed)
     if mode == "atoms":
         order = rng.permutation(len(atoms))
+        while len(atoms) > 1 and np.array_equal(order, np.arange(len(atoms))):
+            order = rng.permutation(len(atoms))  # a small structure can draw the identity
         return atoms[order], order
     if mode != "molecules":
         raise ValueError(f"permutation mode must be 'atoms' or 'molecules', not {mode!r}")

@@ -279,6 +279,35 @@ def _print_warnings(warnings: list[str]) -> None:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
+@props_app.command("summary")
+def props_summary(
+    run: RunArg,
+    molecules: MoleculesOpt = None,
+    topology: TopologyOpt = None,
+    residue_map: ResidueMapOpt = None,
+    ions: IonsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """What a trajectory holds (frames, time, molecules, box) and its density with its
+    standard error (equilibration detected); any trajectory `props transport` reads."""
+    from ionmix.properties.thermo import trajectory_summary
+
+    result = trajectory_summary(run, molecules, _topology(topology, residue_map, ions))
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    span = "" if result.time_ps is None else f" over {result.time_ps:g} ps"
+    box = "×".join(f"{x:.3g}" for x in result.cell_lengths_A)
+    console.print(
+        f"{result.n_frames} frames{span}; "
+        f"{', '.join(f'{n} {c}' for n, c in result.molecules.items())}; box {box} Å"
+        f"{' (NPT: mean)' if result.varying_cell else ''}; density "
+        f"{result.density_g_cm3:.4f} ± {result.density_err_g_cm3:.4f} g/cm³", highlight=False)
+    if result.drift_sigma > 3:
+        console.print(f"[yellow]warning:[/] the density still drifts "
+                      f"({result.drift_sigma:.1f} σ between halves)", highlight=False)
+
+
 @props_app.command("transport")
 def props_transport(
     run: RunArg,

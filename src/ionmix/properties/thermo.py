@@ -72,3 +72,70 @@ def fit_density_vs_temperature(temperature_K, density_g_cm3, density_err_g_cm3=N
     alpha_err = float(np.sqrt(max(grad @ cov @ grad, 0.0)))
     return DensityFit(b, float(np.sqrt(cov[1, 1])), a, t_ref, rho_ref, alpha, alpha_err, chi2,
                       int(t.size))
+
+
+@dataclass(frozen=True)
+class TrajectorySummary:
+    """What a trajectory holds and its density (`trajectory_summary`).
+
+    Attributes (units in the names):
+        source: the trajectory file.
+        n_frames, time_ps: frames and the time they span (None without times).
+        molecules: ion name → count.
+        mass_amu: the box's mass.
+        density_g_cm3, density_err_g_cm3: mean and standard error of the production part
+            (`ionmix.stats.series_summary`: equilibration detected, correlation counted).
+        equilibration_index, drift_sigma: frames discarded, and the drift between halves.
+        cell_lengths_A: mean box lengths.
+        varying_cell: whether the box changes (NPT).
+    """
+
+    source: str
+    n_frames: int
+    time_ps: float | None
+    molecules: dict[str, int]
+    mass_amu: float
+    density_g_cm3: float
+    density_err_g_cm3: float
+    equilibration_index: int
+    drift_sigma: float
+    cell_lengths_A: list[float]
+    varying_cell: bool
+
+    def to_json(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def trajectory_summary(path, molecules: str | None = None, topology=None) -> TrajectorySummary:
+    """Density and composition of any trajectory a property command reads (an `ionmix md`
+    run, an extxyz file, or a LAMMPS/GROMACS file with its `topology`,
+    `ionmix.properties.foreign.Topology`)."""
+    from ionmix.chemistry.topology import molecules_of
+    from ionmix.properties.transport import read_trajectory, trajectory_path
+    from ionmix.stats import series_summary
+    from ionmix.units import density_g_per_cm3
+
+    path = trajectory_path(path)
+    frames = read_trajectory(path, molecules, topology)
+    mass_amu = float(frames[0].get_masses().sum())
+    volumes = np.array([f.get_volume() for f in frames])
+    rho = np.array([density_g_per_cm3(mass_amu, v) for v in volumes])
+    varying = bool(np.ptp(volumes) > 1e-9 * volumes.mean())
+    # a fixed box (NVT, NVE) has one density: nothing to average
+    density = series_summary(rho) if varying else {
+        "mean": rho[0], "err": 0.0, "equilibration_index": 0, "drift_sigma": 0.0}
+    counts: dict[str, int] = {}
+    for name, count in molecules_of(frames[0]):
+        counts[name] = counts.get(name, 0) + int(count)
+    times = [f.info.get("time_ps") for f in frames]
+    return TrajectorySummary(
+        source=str(path), n_frames=len(frames),
+        time_ps=None if None in times else float(times[-1] - times[0]), molecules=counts,
+        mass_amu=mass_amu, density_g_cm3=float(density["mean"]),
+        density_err_g_cm3=float(density["err"]),
+        equilibration_index=int(density["equilibration_index"]),
+        drift_sigma=float(density["drift_sigma"]),
+        cell_lengths_A=[float(x) for x in np.mean([f.cell.lengths() for f in frames], 0)],
+        varying_cell=varying)
