@@ -222,6 +222,10 @@ def _structure(ws, *extra, run="md"):
     return ["props", "structure", str(ws / run), "--out", str(ws / "o-structure"), *extra]
 
 
+def _summary(ws, *extra, run="md"):
+    return ["props", "summary", str(ws / run), *extra]
+
+
 # (id, command line from the workspace, what the message must name)
 CASES = [
     # ---- plan: the mixture spec
@@ -548,6 +552,17 @@ CASES = [
     ("structure-r-max-negative", lambda w: _structure(w, "--r-max-A", "-3"), r"--r-max-A"),
     ("structure-every-zero", lambda w: _structure(w, "--every", "0"), r"--every"),
     ("structure-unknown-pair", lambda w: _structure(w, "--pairs", "Xx-F"), r"Xx"),
+    ("transport-topology-missing",
+     lambda w: _transport(w, "--topology", str(w / "nope.data")), r"nope.data"),
+    ("transport-residue-map-malformed",
+     lambda w: _transport(w, "--topology", str(w / "nope.gro"), "--residue-map", "EMI"),
+     r"--residue-map entry 'EMI'"),
+    ("transport-residue-map-without-topology",
+     lambda w: _transport(w, "--residue-map", "EMI=EMIM"), r"--topology"),
+    ("summary-run-missing", lambda w: _summary(w, run="nope"), r"nope"),
+    ("summary-molecules-garbage", lambda w: _summary(w, "--molecules", "Li:x"), r"Li:x"),
+    ("summary-topology-wrong-kind",
+     lambda w: _summary(w, "--topology", str(w / "md" / "md.json")), r"md.json"),
     # ---- props compare, pseudo
     ("compare-model-missing",
      lambda w: ["props", "compare", str(w / "nope"), "--out", str(w / "o-compare")], r"nope"),
@@ -625,6 +640,7 @@ def test_every_command_has_rows_in_the_table():
     alias = {"export-lammps": "lammps", "props density": "density", "props eos": "eos",
              "props compressibility": "kappa", "props transport": "transport",
              "props structure": "structure", "props compare": "compare",
+             "props summary": "summary",
              "pseudo generate": "pseudo", "pseudo compare": "pseudo"}
     missing = [n for n in names(root) if n != "ions" and alias.get(n, n) not in covered]
     assert not missing, f"commands without bad-input rows: {missing}"

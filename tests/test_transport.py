@@ -369,3 +369,30 @@ def test_molecules_given_in_the_wrong_order_are_named(tmp_path):
     assert len(read_trajectory(path, "Li:4,PF6:4")) == 5  # the file's own order
     with pytest.raises(TransportError, match=r"molecule 0 \(PF6, atoms 0–6\) holds Li"):
         read_trajectory(path, "PF6:4,Li:4")
+
+
+def test_unwrapping_follows_a_box_that_changes_under_npt():
+    """Barostat dynamics: each step scales the in-box coordinates with the box (as an NPT
+    integrator does), adds a thermal step, and the file keeps them wrapped. Reducing each
+    displacement with the current cell (Kulke & Vermaas) recovers the true path exactly;
+    image counts would add n·ΔL for every atom n boxes out."""
+    from ase import Atoms
+
+    from ionmix.properties.unwrap import continuous_centres_A
+
+    rng = np.random.default_rng(4)
+    n_atoms, n_frames = 20, 200
+    edges = 15.0 * (1 + 0.03 * np.sin(np.arange(n_frames) / 9.0))  # ±3 % box breathing
+    wrapped = rng.uniform(0, edges[0], size=(n_atoms, 3))
+    true = [wrapped.copy()]
+    frames = [Atoms(["Li"] * n_atoms, positions=wrapped, cell=[edges[0]] * 3, pbc=True)]
+    for k in range(1, n_frames):
+        step = wrapped * (edges[k] / edges[k - 1] - 1) + rng.normal(0, 0.4, (n_atoms, 3))
+        true.append(true[-1] + step)
+        wrapped = np.mod(wrapped + step, edges[k])
+        frames.append(Atoms(["Li"] * n_atoms, positions=wrapped, cell=[edges[k]] * 3,
+                            pbc=True))
+    mol = np.arange(n_atoms)
+    centres = continuous_centres_A(frames, mol, ["Li"] * n_atoms, np.full(n_atoms, 6.94))
+    np.testing.assert_allclose(centres, np.array(true), atol=1e-9)
+    assert np.abs(np.array(true)).max() > 1.5 * edges.max()  # atoms crossed the boundary
