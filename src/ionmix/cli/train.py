@@ -137,16 +137,13 @@ def evaluate(
 ) -> None:
     """Energy MAE (meV/atom), force MAE (meV/Å, per element) and stress MAE per composition,
     recomputed from the saved model."""
-    from ionmix.files import read_frames
+    from ionmix.dataset import DatasetStore, frames_from
     from ionmix.train import TrainDataError
     from ionmix.train import evaluate as run_evaluate
 
-    if data.suffix == ".db":
-        from ionmix.dataset import DatasetStore
-
-        frames = [f.atoms for f in DatasetStore(data, must_exist=True).select(replica=replica)]
-    else:
-        frames = read_frames(data, ":", what="data")
+    frames = []
+    if data.suffix != ".db" or DatasetStore(data, must_exist=True).compositions():
+        frames, _ = frames_from(data, replica=replica, what="data")
     if not frames:
         which = f" of replica {replica}" if replica is not None else ""
         raise TrainDataError(f"no frames{which} in {data}")

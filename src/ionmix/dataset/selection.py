@@ -15,15 +15,18 @@ frames are the labelled frames and the lookup is the identity.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from ase import Atoms
 
 from ionmix.dataset.store import DatasetError, DatasetStore, Frame, composition_key
 
-__all__ = ["SPLIT_TASKS", "Split", "equally_spaced", "equally_spaced_indices", "run_frames",
-           "split_by_replica", "split_counts"]
+__all__ = ["SPLIT_TASKS", "Split", "equally_spaced", "equally_spaced_indices", "frames_from",
+           "run_frames", "split_by_replica", "split_counts"]
 
 #: the tasks of a frame a split may use: a sampled MD frame, or its single-point relabel
 SPLIT_TASKS = ("md", "single-point")
@@ -123,3 +126,42 @@ def split_by_replica(store: DatasetStore, compositions: Iterable[dict[str, float
             test += run_frames(store, key, test_replica, n_test, teacher, temperature_K,
                                f"{key} replica {test_replica} (n_test)")
     return Split(train, val, test)
+
+
+def frames_from(path: str | os.PathLike, *, composition: str | None = None,
+                replica: int | None = None, task: str | None = None,
+                n_frames: int | None = None, what: str = "input") -> tuple[list[Atoms], object]:
+    """Frames of a dataset store or of any ASE-readable file, with the `Provenance` of
+    their teacher and ion-set keys: the one reader of "frames from a store or a file".
+
+    A store (``.db``) gives, per composition (`composition`, else every one), its frames of
+    `replica` and `task` (None: any), `n_frames` of them equally spaced when given. A file
+    gives every frame (`n_frames` equally spaced), each with a ``label_id``
+    ``<file name>#<index>`` when it has none. DatasetError naming the path and the
+    selection when nothing matches (`what` names the file's role in read errors).
+    """
+    from ionmix.dataset.provenance import load_provenance
+    from ionmix.files import read_frames
+
+    path = Path(path)
+    if path.suffix != ".db":
+        frames = read_frames(path, ":", what=what)
+        for i, atoms in enumerate(frames):
+            atoms.info.setdefault("label_id", f"{path.name}#{i}")
+        if n_frames is not None:
+            frames = equally_spaced(frames, n_frames, str(path))
+        return frames, load_provenance(path)
+    store = DatasetStore(path, must_exist=True)
+    keys = [composition] if composition else store.compositions()
+    if not keys:
+        raise DatasetError(f"{path}: no frames in this store")
+    frames = []
+    for key in keys:
+        picked = store.select(key, replica=replica, task=task)
+        if not picked:
+            raise DatasetError(f"{path}: no {task or ''} frames of composition {key}".replace(
+                "  ", " ") + (f" in replica {replica}" if replica is not None else ""))
+        if n_frames is not None:
+            picked = equally_spaced(picked, n_frames, f"{path} {key}")
+        frames += [f.atoms for f in picked]
+    return frames, store.provenance()

@@ -44,9 +44,9 @@ from typing import Any
 from ase import Atoms
 
 from ionmix.cluster import ClusterConfig, dask_client
-from ionmix.dataset import DatasetStore, equally_spaced, run_frames
-from ionmix.dataset.provenance import Provenance, load_provenance
-from ionmix.files import atomic_write_json, atomic_write_text, read_frames
+from ionmix.dataset import DatasetStore, frames_from, run_frames
+from ionmix.dataset.provenance import Provenance
+from ionmix.files import atomic_write_json, atomic_write_text
 from ionmix.labelling import tasks as T
 from ionmix.labelling.tasks import LabelError
 from ionmix.progress import Progress
@@ -129,33 +129,14 @@ def select_frames(path: str | Path, composition: str | None = None,
     Every frame gets a ``label_id`` (the store's, or ``<file name>#<index>``).
 
     Raises:
-        LabelError: a missing `path`, a bad `n_frames` or `replica`, a store without
-            frames of the selection.
+        LabelError: a missing `path`, a bad `n_frames` or `replica`.
+        DatasetError: a store without frames of the selection
+            (`ionmix.dataset.frames_from`, the one reader of frames from a store or file).
     """
     check_selection(n_frames, replica)
     check_input(path)
-    path = Path(path)
-    if path.suffix == ".db":
-        store = DatasetStore(path, must_exist=True)
-        keys = [composition] if composition else store.compositions()
-        if not keys:
-            raise LabelError(f"{path}: no {source_task} frames in this store")
-        frames = []
-        for key in keys:
-            picked = store.select(key, replica=replica, task=source_task)
-            if not picked:
-                raise LabelError(f"{path}: no {source_task} frames of composition {key}"
-                                 + (f" in replica {replica}" if replica is not None else ""))
-            if n_frames is not None:
-                picked = equally_spaced(picked, n_frames, f"{path} {key}")
-            frames += [f.atoms for f in picked]
-        return frames, store.provenance()
-    frames = read_frames(path, ":", what="input")
-    for i, atoms in enumerate(frames):
-        atoms.info.setdefault("label_id", f"{path.name}#{i}")
-    if n_frames is not None:
-        frames = equally_spaced(frames, n_frames, str(path))
-    return frames, load_provenance(path)
+    return frames_from(path, composition=composition, replica=replica, task=source_task,
+                       n_frames=n_frames)
 
 
 def _safe(text: str) -> str:
