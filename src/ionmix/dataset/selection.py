@@ -159,8 +159,9 @@ def frames_from(path: str | os.PathLike, *, composition: str | None = None,
     for key in keys:
         picked = store.select(key, replica=replica, task=task)
         if not picked:
-            raise DatasetError(f"{path}: no {task or ''} frames of composition {key}".replace(
-                "  ", " ") + (f" in replica {replica}" if replica is not None else ""))
+            which = f"{task} frames" if task else "frames"
+            raise DatasetError(f"{path}: no {which} of composition {key}"
+                               + (f" in replica {replica}" if replica is not None else ""))
         if n_frames is not None:
             picked = equally_spaced(picked, n_frames, f"{path} {key}")
         frames += [f.atoms for f in picked]

@@ -125,12 +125,15 @@ def read_foreign_trajectory(trajectory: str | os.PathLike, top: Topology,
         timesteps = [(ts.triclinic_dimensions.copy(), u.atoms.positions.astype(float),
                       int(ts.data["step"]) if traj_format == "LAMMPSDUMP" else float(ts.time))
                      for ts in u.trajectory]
+    # one template with the molecules, masses and charge scale; each frame is a copy of it
+    template = Atoms(symbols, pbc=True)
+    template.set_masses(masses)
+    attach_molecules(template, runs, {n: library[n].n_atoms for n, _ in runs})
+    if scale is not None:
+        template.info["charge_scale"] = scale
     for cell, positions, step in timesteps:
-        atoms = Atoms(symbols, positions=positions, cell=cell, pbc=True)
-        atoms.set_masses(masses)
-        attach_molecules(atoms, runs, {n: library[n].n_atoms for n, _ in runs})
-        if scale is not None:
-            atoms.info["charge_scale"] = scale
+        atoms = template.copy()
+        atoms.positions, atoms.cell = positions, cell
         steps.append(step)
         frames.append(atoms)
     frames, steps = _drop_repeats(frames, steps, trajectory, warn or warnings.warn)

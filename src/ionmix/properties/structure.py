@@ -233,12 +233,13 @@ def structure_analysis(path: str | os.PathLike, pairs: Sequence[str], *,
 
     mol, mol_names = _molecule_index(ref)
     names = np.asarray(ref.arrays["ion_name"]).astype(str)
-    # molecular centres need whole molecules (a LAMMPS dump wraps atom by atom)
-    tree = bond_tree(ref, mol, mol_names)
-    for frame in frames:
-        frame.positions = make_whole(frame.positions, frame.cell.array, tree)
     masses = ref.get_masses()
     parsed = {p: parse_pair(p) for p in pairs}
+    if any(sel.element is None for pair in parsed.values() for sel in pair):
+        # molecular centres need whole molecules (a LAMMPS dump wraps atom by atom)
+        tree = bond_tree(ref, mol, mol_names)
+        for frame in frames:
+            frame.positions = make_whole(frame.positions, frame.cell.array, tree)
     groups = {p: (_group(ref, sa, mol, names), _group(ref, sb, mol, names))
               for p, (sa, sb) in parsed.items()}
     volume = float(np.mean([f.get_volume() for f in frames]))
