@@ -244,7 +244,8 @@ def props_compressibility(
 
 RunArg = Annotated[Path, typer.Argument(
     help="An `ionmix md` run folder (or the OpenMM teacher's, see benchmarks/"
-         "bench_transport.py), or a trajectory file with unwrapped positions.")]
+         "bench_transport.py), a trajectory file, or a LAMMPS dump / GROMACS xtc/trr with "
+         "--topology; wrapped positions are unwrapped.")]
 MoleculesOpt = Annotated[str | None, typer.Option(
     help="For frames without molecule information: ION:COUNT,... in atom order, e.g. "
          "Li:1,EMIM:9,PF6:10 (library ions, or those of provenance.json beside the file).")]
