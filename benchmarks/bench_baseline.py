@@ -130,6 +130,14 @@ def step_cost(store: Path, composition: str, package: str, n_calls: int = 20) ->
     return {f"{name}_s_per_step": float(np.median(t)) for name, t in times.items() if t}
 
 
+def validate_cell(row: dict) -> str:
+    """A table cell: `validate`'s energy / force MAE of a result row, – if it did not run."""
+    if "validate_energy_mae_meV_per_atom" not in row:
+        return "–"
+    return (f"{row['validate_energy_mae_meV_per_atom']:.1f} / "
+            f"{row['validate_force_mae_meV_per_A']:.0f}")
+
+
 def markdown(rows: list[dict], teacher_rho: float | None) -> str:
     head = ("| baseline | member | test E / F MAE (meV/atom, meV/Å) | NPT ran (ps) | stopped by "
             "| ρ (g/cm³) | validate E / F MAE | train / MD wall (s) |\n"
@@ -138,9 +146,7 @@ def markdown(rows: list[dict], teacher_rho: float | None) -> str:
     for r in rows:
         rho = (f"{r['density_g_cm3']:.3f} ± {r['density_err_g_cm3']:.3f}"
                if "density_g_cm3" in r else "–")
-        val = (f"{r['validate_energy_mae_meV_per_atom']:.1f} / "
-               f"{r['validate_force_mae_meV_per_A']:.0f}"
-               if "validate_energy_mae_meV_per_atom" in r else "–")
+        val = validate_cell(r)
         lines.append(
             f"| {r['baseline']} | {r['member']} | {r['energy_mae_meV_per_atom']:.2f} / "
             f"{r['force_mae_meV_per_A']:.0f} | {r['time_ps']:.2f} | {r['stop'][:60] or '—'} | "

@@ -427,6 +427,16 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
     assert again.generations == result.generations
     assert {p: p.stat().st_mtime_ns for p in out.rglob("model.nequip.zip")} == mtimes
     assert len(DatasetStore(out / "frames.db").select(task="active-learning")) == len(learned)
+    # fine_tune_epochs may change between runs, for generations not yet trained: one
+    # stopped after its training (no summary yet) keeps the epochs it was trained with
+    assert second["committee_epochs"] == [1, 1]
+    (out / "gen-001" / "summary.json").unlink()
+    longer = tmp_path / "longer.toml"
+    longer.write_text(LEARN_TOML.replace("fine_tune_epochs = 1", "fine_tune_epochs = 3"))
+    resumed = run_learning(load_learn_config(longer), out, say=lines.append)
+    assert resumed.generations[1]["committee_epochs"] == [1, 1]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("model.nequip.zip")} == mtimes
+    assert len(DatasetStore(out / "frames.db").select(task="active-learning")) == len(learned)
 
     # the final committee as one model for md/props: the mean of its members
     from ionmix.models import ModelError, load_model

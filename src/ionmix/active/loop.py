@@ -67,7 +67,8 @@ class LearnSettings(BaseModel):
             (``OUT/baseline-cache.sqlite``) for every member and generation.
         fine_tune_epochs: None: every generation trains from random weights; N: after
             the first, model k fine-tunes from the previous generation's model k for N
-            epochs (on all the data so far).
+            epochs (on all the data so far). The one training setting a rerun may
+            change; it applies from the next generation not yet trained.
         n_train, n_val, n_test: initial frames per composition (replicas 0, 0, 1).
         max_generations: generation budget.
         trust_lo_eV_per_A, trust_hi_eV_per_A: trust window on the max force deviation;
@@ -239,8 +240,9 @@ def _prepare(cfg: LearnConfig, out: Path, scheduler, say) -> _Context:
 
 #: The loop's config as it ran (a rerun into the folder must be the same loop).
 LOOP_CONFIG_NAME = "learn-config.json"
-#: What a rerun may change: more generations (extending the loop), and where it runs.
-LOOP_MAY_CHANGE = ("learn.max_generations", "cluster")
+#: What a rerun may change: more generations (extending the loop), the epochs of the
+#: generations not yet trained (`_fine_tune_epochs`), and where it runs.
+LOOP_MAY_CHANGE = ("learn.max_generations", "learn.fine_tune_epochs", "cluster")
 
 
 def _check_same_loop(cfg: LearnConfig, out: Path) -> None:
@@ -254,8 +256,8 @@ def _check_same_loop(cfg: LearnConfig, out: Path) -> None:
     check_same_settings(old, cfg.model_dump(mode="json"), error=ConfigError,
                         may_change=LOOP_MAY_CHANGE, recorded_only=True,
                         what=f"{out} holds a learning loop with another config",
-                        advice="use a new --out folder (only [learn] max_generations and "
-                               "[cluster] may change between runs)")
+                        advice="use a new --out folder (only [learn] max_generations, "
+                               "fine_tune_epochs and [cluster] may change between runs)")
 
 
 def _initial_labels(cfg, plan, store, compositions, scheduler, say):
@@ -344,7 +346,8 @@ def _train_committee(ctx: _Context, gen: Path, g: int, files: dict[str, str]) ->
 
     s = ctx.cfg.learn
     fine_tune = s.fine_tune_epochs is not None and g > 0
-    overrides = {**s.overrides, "max_epochs": s.fine_tune_epochs} if fine_tune else s.overrides
+    overrides = {**s.overrides, "max_epochs": _fine_tune_epochs(gen, s.fine_tune_epochs)} \
+        if fine_tune else s.overrides
 
     def initial(k: int) -> str | None:
         previous = ctx.out / f"gen-{g - 1:03d}" / "models" / f"model-{k}" / PACKAGE_NAME
@@ -359,6 +362,19 @@ def _train_committee(ctx: _Context, gen: Path, g: int, files: dict[str, str]) ->
                                  key=f"train-{gen.name}-{k}", pure=False)
                    for k in range(s.committee)]
         return client.gather(futures)
+
+
+def _fine_tune_epochs(gen: Path, configured: int) -> int:
+    """The epochs generation `gen` fine-tunes for: those it started training with (its
+    first model's nequip config) once it has, else the configured ones. `fine_tune_epochs`
+    may change between runs of a loop; it applies from the next untrained generation, and
+    a generation whose committee explored with one training is never trained further."""
+    import yaml
+
+    started = gen / "models" / "model-0" / "config.yaml"
+    if started.is_file():
+        return int(yaml.safe_load(started.read_text())["max_epochs"])
+    return configured
 
 
 def _trust_window(s: LearnSettings, trained: list[dict], test_file: str,
@@ -544,6 +560,7 @@ def _summarise(g, trained, window, walkers, selection, added, files) -> dict:
         "committee_test_energy_mae_meV_per_atom": [m.get("energy_mae_meV_per_atom")
                                                     for m in metrics],
         "committee_test_force_mae_meV_per_A": [m.get("force_mae_meV_per_A") for m in metrics],
+        "committee_epochs": [m.get("epochs") for m in metrics],
         "walkers": walkers,
     }
 

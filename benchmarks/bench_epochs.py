@@ -1,0 +1,144 @@
+"""Issue 22: does training longer stop a learning loop's student from drifting in NPT?
+
+The loop's students are trained for few epochs (30, then 8 per generation) and their
+validation force error is still falling by 2–3 % an epoch when training stops. This takes
+one committee member of a loop generation, trains it further on that generation's own
+data (the loop's call: `train_recipe_task`, fine-tuned from the member's package, same
+seed, energy shifts and baseline), and runs both students, as trained and trained longer,
+through the same NPT (`ionmix md` defaults: MTK, 0.5 fs, 300 K, 1 bar, molecule guard on,
+no committee trust guard) from the last settled frame, with the same velocity seed:
+
+    .venv/bin/python benchmarks/bench_epochs.py --loop runs/learn-npt --generation 2 \
+        --member 0 --extra-epochs 60 --ps 5 --out runs/bench-epochs
+
+For each student: test MAEs, how long the NPT ran and why it stopped, 1-ps block
+densities and their mean (a 1-ps block spans the MTK barostat's ringing; the JSON also
+keeps `bench_baseline.py`'s density of the second half after detected equilibration),
+and `ionmix validate` along the run (energy / force MAE against the teacher). Resumable
+(training and MD folders are reused); results in ``OUT/epochs-*-seedS.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_baseline import run_student, validate_cell, validate_student  # noqa: E402
+
+
+def train_longer(loop: Path, gen: Path, member: int, extra_epochs: int, run_dir: Path) -> dict:
+    """Fine-tune the member on its generation's data for `extra_epochs` epochs."""
+    from ionmix.active.loop import LearnConfig
+    from ionmix.dataset.store import DatasetStore
+    from ionmix.files import read_frames
+    from ionmix.train.from_store import teacher_isolated_atom_energies
+    from ionmix.train.tasks import train_recipe_task
+
+    cfg = LearnConfig.model_validate(json.loads((loop / "learn-config.json").read_text()))
+    files = {k: str(gen / "data" / f"{k}.extxyz") for k in ("train", "val", "test")}
+    train = read_frames(files["train"], ":", what="training frames")
+    type_names = sorted({s for f in train for s in f.get_chemical_symbols()})
+    store = DatasetStore(loop / "frames.db")
+    shifts = teacher_isolated_atom_energies(store, train[0].info["teacher"], type_names,
+                                            train[0])
+    t0 = time.perf_counter()
+    result = train_recipe_task(
+        files, type_names, cfg.learn.preset, shifts, str(run_dir), cfg.learn.seed + member,
+        {**cfg.learn.overrides, "max_epochs": extra_epochs}, None,
+        str(gen / "models" / f"model-{member}" / "model.nequip.zip"),
+        baseline=cfg.learn.baseline, provenance=store.provenance(),
+        baseline_cache=str(loop / "baseline-cache.sqlite"))
+    return {"package": result["package_path"], "train_wall_s": time.perf_counter() - t0,
+            **_test_maes(result["metrics"])}
+
+
+def _test_maes(metrics: dict) -> dict:
+    return {k: metrics.get(k) for k in ("energy_mae_meV_per_atom", "force_mae_meV_per_A",
+                                         "stress_mae_meV_per_A3")}
+
+
+def block_densities(md_dir: Path, block_ps: float = 1.0) -> list[float]:
+    """Mean density (g/cm³) of each whole `block_ps` block of the run."""
+    from ionmix.md import read_thermo
+
+    thermo = read_thermo(md_dir / "thermo.csv")
+    t = np.asarray(thermo["time_ps"], float)
+    rho = np.asarray(thermo["density_g_cm3"], float)
+    n_blocks = int(t[-1] // block_ps) if len(t) else 0
+    return [float(rho[(t > i * block_ps) & (t <= (i + 1) * block_ps)].mean())
+            for i in range(n_blocks)]
+
+
+def markdown(rows: list[dict], teacher_rho: float) -> str:
+    head = ("| student | epochs | test E / F / stress MAE | NPT ran (ps) | stopped by | "
+            "1-ps block ρ (g/cm³) | their mean, vs the teacher's | validate E / F MAE |\n"
+            "|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        blocks = ", ".join(f"{x:.3f}" for x in r["blocks"]) or "–"
+        mean = float(np.mean(r["blocks"])) if r["blocks"] else None
+        rho = f"{mean:.3f} ({100 * (mean / teacher_rho - 1):+.1f} %)" if mean else "–"
+        val = validate_cell(r)
+        lines.append(
+            f"| {r['student']} | {r['epochs']} | {r['energy_mae_meV_per_atom']:.1f} / "
+            f"{r['force_mae_meV_per_A']:.0f} / {r['stress_mae_meV_per_A3']:.2f} | "
+            f"{r['time_ps']:.2f} | {r['stop'][:60] or '—'} | {blocks} | {rho} | {val} |")
+    return head + "\n".join(lines) + f"\n\nTeacher's 1-ns density: {teacher_rho:.4f} g/cm³\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--loop", type=Path, required=True, help="an `ionmix learn` folder")
+    p.add_argument("--generation", type=int, required=True)
+    p.add_argument("--member", type=int, default=0)
+    p.add_argument("--extra-epochs", type=int, default=60)
+    p.add_argument("--ps", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0, help="velocity seed of both NPT runs")
+    p.add_argument("--composition", default="LiPF6=0.4,EMIMPF6=0.6")
+    p.add_argument("--validate-frames", type=int, default=10)
+    p.add_argument("--teacher-density", type=float, default=1.5521)
+    p.add_argument("--only", choices=("trained", "longer"), default=None,
+                   help="run one of the two students (to run them side by side)")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    gen = args.loop / f"gen-{args.generation:03d}"
+    member = gen / "models" / f"model-{args.member}"
+    store = args.loop / "frames.db"
+    trained_json = json.loads((member / "ionmix_train.json").read_text())
+    results_path = args.out / f"epochs-{args.only or 'both'}-seed{args.seed}.json"
+    done = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for student in ("trained", "longer"):
+        if student in done or (args.only and student != args.only):
+            continue
+        if student == "trained":
+            row = {"package": str(member / "model.nequip.zip"),
+                   "epochs": f"as the loop trained it ({trained_json['metrics']['epochs']:.0f})",
+                   **_test_maes(trained_json["metrics"])}
+        else:
+            row = {"epochs": f"+{args.extra_epochs}",
+                   **train_longer(args.loop, gen, args.member, args.extra_epochs,
+                                  args.out / f"model-{args.member}-plus{args.extra_epochs}")}
+        row["student"] = (f"gen {args.generation} member {args.member}, {student}, "
+                          f"velocity seed {args.seed}")
+        md_dir = args.out / f"md-{student}-seed{args.seed}"
+        row.update(run_student(store, args.composition, row["package"], md_dir, args.seed,
+                               args.ps))
+        row["blocks"] = block_densities(md_dir)
+        row.update(validate_student(store, md_dir, args.validate_frames))
+        done[student] = row
+        results_path.write_text(json.dumps(done, indent=1))
+        print(json.dumps(row), flush=True)
+    table = markdown(list(done.values()), args.teacher_density)
+    (args.out / f"epochs-{args.only or 'both'}-seed{args.seed}.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
