@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ionmix.units import KJ_PER_MOL_IN_EV
+
 #: OpenMM's forces as GromacsTopFile builds OPLS-AA (geometric LJ combination rule: the LJ
 #: is a CustomNonbondedForce, its 1-4 pairs a CustomBondForce), named by their term.
 TERM_NAMES = {"HarmonicBondForce": "bonds", "HarmonicAngleForce": "angles",
@@ -69,7 +71,7 @@ def term_energies_meV_per_atom(frames, system_kwargs: dict) -> dict[str, np.ndar
         row["Coulomb"] = coulomb.value_in_unit(u.kilojoule_per_mole)
         row["NonbondedForce LJ"] = row.pop("NonbondedForce") - row["Coulomb"]  # 0 for OPLS
         for name, kj_mol in row.items():
-            out.setdefault(name, []).append(kj_mol / 96.485 * 1000.0 / len(atoms))
+            out.setdefault(name, []).append(kj_mol * KJ_PER_MOL_IN_EV * 1e3 / len(atoms))
     return {name: np.asarray(v) for name, v in out.items() if np.any(v)}
 
 
@@ -98,7 +100,8 @@ def torsion_energies_meV_per_atom(frames, system_kwargs: dict) -> dict[str, np.n
         energy_kj_mol = (coeffs * cos_psi[:, None] ** np.arange(6)).sum(axis=1)
         for kind in np.unique(kinds):
             total = energy_kj_mol[kinds == kind].sum()
-            out.setdefault(f"torsion {kind}", []).append(total / 96.485 * 1000.0 / len(atoms))
+            out.setdefault(f"torsion {kind}", []).append(total * KJ_PER_MOL_IN_EV * 1e3
+                                                         / len(atoms))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
