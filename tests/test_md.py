@@ -208,6 +208,37 @@ def test_a_broken_molecule_stops_the_run(tmp_path):
     run_md(argon(), lj(), settings(ensemble="nvt", n_steps=40), tmp_path / "argon")
 
 
+def test_a_collapsed_angle_counts_as_a_broken_molecule():
+    """A student can fold the two H of a CH₂ onto each other (issue 22: H–C–H at 40°, the
+    H 0.74 Å apart after 14 ps, every bond intact): the guard names the angle; a methane
+    at rest, or bent by 20° (thermal), is whole."""
+    from ase import Atoms
+
+    from ionmix.md import _broken_bond, covalent_geometry
+
+    methane = Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63],
+                                       [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]],
+                    cell=[12.0] * 3, pbc=True)
+    geometry = covalent_geometry(methane)
+    assert len(geometry[1][0]) == 6  # the 6 H–C–H angles of CH4
+
+    def h1_rotated_towards_h2(degrees: float) -> Atoms:
+        bent = methane.copy()
+        bent.rotate(degrees, np.cross(bent.positions[1], bent.positions[2]), center=(0, 0, 0))
+        bent.positions[[0, 2, 3, 4]] = methane.positions[[0, 2, 3, 4]]  # only H1 moves
+        return bent
+
+    assert _broken_bond(methane, geometry, 1.5) is None
+    thermal = h1_rotated_towards_h2(20.0)
+    assert np.isclose(thermal.get_distance(0, 1), 1.091, atol=1e-3)
+    assert _broken_bond(thermal, geometry, 1.5) is None
+    folded = h1_rotated_towards_h2(85.0)  # H–C–H 109.5° → 24.5°, H1–H2 0.46 Å
+    assert np.isclose(folded.get_distance(0, 1), 1.091, atol=1e-3)  # the bond is intact
+    why = _broken_bond(folded, geometry, 1.5)
+    assert why is not None and "H1–C0–H2 angle collapsed" in why, why
+    assert _broken_bond(folded, covalent_geometry(argon()), 1.5) is None  # no bonds: no check
+
+
 @pytest.mark.parametrize("bad", [
     {"temperature_K": 0.0}, {"temperature_K": -10.0}, {"temperature_K": float("nan")},
     {"pressure_bar": float("inf")}, {"pressure_bar": -1e6}, {"timestep_fs": 0.0},

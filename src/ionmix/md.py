@@ -50,7 +50,9 @@ recorded; otherwise `MDError` names what changed.
 
 A run that leaves sane bounds (non-finite energy, temperature or volume; temperature above
 ``max_temperature_factor`` × target; volume outside a factor ``max_volume_ratio`` of the
-starting volume; a covalent bond longer than ``max_bond_stretch`` × its starting length)
+starting volume; a covalent bond longer than ``max_bond_stretch`` × its starting length,
+or two atoms bonded to a common atom closer than 1/``max_bond_stretch`` × their starting
+distance)
 stops with `MDBlowUp`, worded by what drives the dynamics: a learned model left the region
 it can describe; with the classical force field the integration diverged (a smaller time
 step, or a minimised and equilibrated start). Everything written up to the last good frame
@@ -148,7 +150,8 @@ class MDSettings(BaseModel):
     max_temperature_factor: float = Field(5.0, gt=1.0)
     max_volume_ratio: float = Field(2.0, gt=1.0)
     #: a bond between non-metal atoms (within 1.1 × their covalent radii at the start)
-    #: longer than this × its starting length means the model broke a molecule (a learned
+    #: longer than this × its starting length, or the ends of a bond angle closer than
+    #: 1/this × their starting distance, means the model broke a molecule (a learned
     #: student does this long before the temperature or volume notice); None: no check
     max_bond_stretch: float | None = Field(1.5, gt=1.0)
     #: minimise the starting structure before dynamics (fresh start only, never on a
@@ -378,21 +381,54 @@ def covalent_bonds(atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return i[keep], j[keep], d[keep]
 
 
-def _broken_bond(atoms: Atoms, bonds, max_stretch: float) -> str | None:
-    """Why the structure counts as broken (a bond stretched beyond `max_stretch` × its
-    starting length), or None."""
-    i, j, d0 = bonds
+def covalent_geometry(atoms: Atoms) -> tuple[tuple, tuple]:
+    """The structure's molecules as the MD guard checks them: its `covalent_bonds` (i, j,
+    length_A) and the ends of its bond angles (i, k, centre, distance_A): every pair of
+    atoms bonded to a common atom, once, with their distance in `atoms`."""
+    bonds = covalent_bonds(atoms)
+    neighbours: dict[int, list[int]] = {}
+    for a, b in zip(bonds[0].tolist(), bonds[1].tolist(), strict=True):
+        neighbours.setdefault(a, []).append(b)
+        neighbours.setdefault(b, []).append(a)
+    ends = np.array([(min(a, c), max(a, c), centre) for centre, near in neighbours.items()
+                     for n, a in enumerate(near) for c in near[n + 1:]], dtype=int)
+    ends = ends.reshape(-1, 3)
+    angles = (ends[:, 0], ends[:, 1], ends[:, 2], _distances_A(atoms, ends[:, 0], ends[:, 1]))
+    return bonds, angles
+
+
+def _distances_A(atoms: Atoms, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """|r_j − r_i| (Å) pair by pair, nearest image in a periodic cell; shape (n_pairs,)."""
     if not len(i):
-        return None
-    ratio = atoms.get_distances(i, j, mic=True) / d0 if atoms.cell.rank == 3 else \
-        np.linalg.norm(atoms.positions[i] - atoms.positions[j], axis=1) / d0
-    worst = int(np.argmax(ratio))
-    if ratio[worst] <= max_stretch:
-        return None
+        return np.zeros(0)
+    if atoms.cell.rank == 3:
+        return atoms.get_distances(i, j, mic=True)
+    return np.linalg.norm(atoms.positions[i] - atoms.positions[j], axis=1)
+
+
+def _broken_bond(atoms: Atoms, geometry, max_stretch: float) -> str | None:
+    """Why the structure counts as broken, or None: a bond of `covalent_geometry` stretched
+    beyond `max_stretch` × its starting length, or an angle collapsed, its two ends closer
+    than 1/`max_stretch` × their starting distance (a learned student can fold the two H
+    of a CH₂ onto each other, 0.8 Å apart, with every bond intact: issue 22)."""
+    (i, j, d0), (a, c, centre, r0) = geometry
     symbols = atoms.get_chemical_symbols()
-    return (f"the {symbols[i[worst]]}{i[worst]}–{symbols[j[worst]]}{j[worst]} bond is "
-            f"{ratio[worst]:.3g} × its starting {d0[worst]:.3g} Å (limit {max_stretch:g}×): "
-            "a molecule broke")
+    if len(i):
+        ratio = _distances_A(atoms, i, j) / d0
+        worst = int(np.argmax(ratio))
+        if ratio[worst] > max_stretch:
+            return (f"the {symbols[i[worst]]}{i[worst]}–{symbols[j[worst]]}{j[worst]} bond "
+                    f"is {ratio[worst]:.3g} × its starting {d0[worst]:.3g} Å (limit "
+                    f"{max_stretch:g}×): a molecule broke")
+    if len(a):
+        ratio = _distances_A(atoms, a, c) / r0
+        worst = int(np.argmin(ratio))
+        if ratio[worst] < 1.0 / max_stretch:
+            return (f"the {symbols[a[worst]]}{a[worst]}–{symbols[centre[worst]]}"
+                    f"{centre[worst]}–{symbols[c[worst]]}{c[worst]} angle collapsed: its "
+                    f"ends are {ratio[worst]:.3g} × their starting {r0[worst]:.3g} Å apart "
+                    f"(limit 1/{max_stretch:g}): a molecule folded onto itself")
+    return None
 
 
 def _format_row(row: dict) -> str:
@@ -573,7 +609,7 @@ def _minimise(atoms: Atoms, settings: MDSettings, why: str, model_id: str | None
     atoms apart where it has no data)."""
     from ase.optimize import FIRE
 
-    bonds = covalent_bonds(atoms) if settings.max_bond_stretch else None
+    bonds = covalent_geometry(atoms) if settings.max_bond_stretch else None
     before = _max_force(atoms)
     optimizer = FIRE(atoms, logfile=None)
     converged = bool(optimizer.run(fmax=MINIMISE_FMAX_EV_PER_A, steps=MINIMISE_MAX_STEPS))
@@ -677,7 +713,7 @@ class _Run:
                  start: int, volume0: float):
         self.out, self.atoms, self.dyn, self.settings = out, atoms, dyn, settings
         self.meta, self.start, self.volume0 = meta, start, volume0
-        self.bonds = covalent_bonds(atoms) if settings.max_bond_stretch else None
+        self.bonds = covalent_geometry(atoms) if settings.max_bond_stretch else None
         self.mass_amu = float(meta["mass_amu"])
         self.thermo_path, self.traj_path = out / "thermo.csv", out / "trajectory.extxyz"
         self.thermo = open(self.thermo_path, "a", encoding="utf-8")

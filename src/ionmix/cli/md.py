@@ -79,7 +79,9 @@ def md(
     ] = False,
     max_bond_stretch: Annotated[float, typer.Option(
         help="Stop (exit status 3) when a covalent bond is longer than this × its starting "
-        "length: the model broke a molecule. 0 turns the check off (reactive chemistry).")
+        "length, or two atoms bonded to a common atom come closer than 1/this × their "
+        "starting distance (an angle collapsed): the model broke a molecule. 0 turns the "
+        "check off (reactive chemistry).")
     ] = 1.5,
     minimise: Annotated[bool | None, typer.Option(
         "--minimise/--no-minimise",
