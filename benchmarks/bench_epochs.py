@@ -11,6 +11,7 @@ no committee trust guard) from the last settled frame, with the same velocity se
     .venv/bin/python benchmarks/bench_epochs.py --loop runs/learn-npt --generation 2 \
         --member 0 --extra-epochs 60 --ps 5 --out runs/bench-epochs
 
+``--long-ps 20`` then continues the longer student's run, in a copy of its folder, to 20 ps.
 For each student: test MAEs, how long the NPT ran and why it stopped, 1-ps block
 densities and their mean (a 1-ps block spans the MTK barostat's ringing; the JSON also
 keeps `bench_baseline.py`'s density of the second half after detected equilibration),
@@ -92,6 +93,22 @@ def markdown(rows: list[dict], teacher_rho: float) -> str:
     return head + "\n".join(lines) + f"\n\nTeacher's 1-ns density: {teacher_rho:.4f} g/cm³\n"
 
 
+def continue_longer(args, store: Path, package: str) -> None:
+    """The longer student's run continued to ``--long-ps`` in a copy of its folder (the 5-ps
+    run and its `validate` stay as they were); its 1-ps blocks to
+    ``OUT/epochs-longer-seedS-long.json``."""
+    import shutil
+
+    run = args.out / f"md-longer-seed{args.seed}"
+    long_dir = args.out / f"md-longer-seed{args.seed}-long"
+    if not long_dir.exists():
+        shutil.copytree(run, long_dir, ignore=shutil.ignore_patterns("validate"))
+    row = run_student(store, args.composition, package, long_dir, args.seed, args.long_ps)
+    row["blocks"] = block_densities(long_dir)
+    (args.out / f"epochs-longer-seed{args.seed}-long.json").write_text(json.dumps(row, indent=1))
+    print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--loop", type=Path, required=True, help="an `ionmix learn` folder")
@@ -105,6 +122,9 @@ def main() -> None:
     p.add_argument("--teacher-density", type=float, default=1.5521)
     p.add_argument("--only", choices=("trained", "longer"), default=None,
                    help="run one of the two students (to run them side by side)")
+    p.add_argument("--long-ps", type=float, default=None,
+                   help="then continue the longer student's run, in a copy "
+                   "(md-longer-seedS-long), to this many ps")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -135,6 +155,8 @@ def main() -> None:
         done[student] = row
         results_path.write_text(json.dumps(done, indent=1))
         print(json.dumps(row), flush=True)
+    if args.long_ps and "longer" in done:
+        continue_longer(args, store, done["longer"]["package"])
     table = markdown(list(done.values()), args.teacher_density)
     (args.out / f"epochs-{args.only or 'both'}-seed{args.seed}.md").write_text(table)
     print(table)
