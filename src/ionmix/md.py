@@ -609,7 +609,7 @@ def _minimise(atoms: Atoms, settings: MDSettings, why: str, model_id: str | None
     atoms apart where it has no data)."""
     from ase.optimize import FIRE
 
-    bonds = covalent_geometry(atoms) if settings.max_bond_stretch else None
+    geometry = covalent_geometry(atoms) if settings.max_bond_stretch else None
     before = _max_force(atoms)
     optimizer = FIRE(atoms, logfile=None)
     converged = bool(optimizer.run(fmax=MINIMISE_FMAX_EV_PER_A, steps=MINIMISE_MAX_STEPS))
@@ -618,7 +618,8 @@ def _minimise(atoms: Atoms, settings: MDSettings, why: str, model_id: str | None
         raise MDBlowUp(f"minimising the starting structure ({why}) gave a non-finite energy "
                        f"or force after {optimizer.nsteps} steps. "
                        f"{_blow_up_cause(atoms.calc, model_id)}.")
-    broken = bonds is not None and _broken_bond(atoms, bonds, settings.max_bond_stretch)
+    broken = geometry is not None and _broken_bond(atoms, geometry,
+                                                   settings.max_bond_stretch)
     if broken:
         raise MDBlowUp(f"minimising the starting structure ({why}): {broken}. "
                        f"{_blow_up_cause(atoms.calc, model_id)}.")
@@ -713,7 +714,7 @@ class _Run:
                  start: int, volume0: float):
         self.out, self.atoms, self.dyn, self.settings = out, atoms, dyn, settings
         self.meta, self.start, self.volume0 = meta, start, volume0
-        self.bonds = covalent_geometry(atoms) if settings.max_bond_stretch else None
+        self.geometry = covalent_geometry(atoms) if settings.max_bond_stretch else None
         self.mass_amu = float(meta["mass_amu"])
         self.thermo_path, self.traj_path = out / "thermo.csv", out / "trajectory.extxyz"
         self.thermo = open(self.thermo_path, "a", encoding="utf-8")
@@ -757,8 +758,8 @@ class _Run:
         row = _observables(self.dyn, self.atoms, self.mass_amu, step,
                            self.settings.timestep_fs)
         why = _out_of_bounds(row, self.settings, self.volume0) or (
-            self.bonds is not None
-            and _broken_bond(self.atoms, self.bonds, self.settings.max_bond_stretch))
+            self.geometry is not None
+            and _broken_bond(self.atoms, self.geometry, self.settings.max_bond_stretch))
         if why:
             self._blow_up(step, why)
         self.thermo.write(_format_row(row))
