@@ -127,9 +127,15 @@ def main() -> None:
                    "(md-longer-seedS-long), to this many ps")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
     gen = args.loop / f"gen-{args.generation:03d}"
     member = gen / "models" / f"model-{args.member}"
+    if not (member / "ionmix_train.json").is_file() or not (gen / "data").is_dir():
+        p.error(f"--loop {args.loop} --generation {args.generation} --member {args.member}: "
+                f"no trained member with its data there ({member})")
+    if args.extra_epochs < 1 or args.ps <= 0 or (args.long_ps is not None
+                                                 and args.long_ps <= args.ps):
+        p.error("--extra-epochs must be ≥ 1, --ps > 0 and --long-ps > --ps")
+    args.out.mkdir(parents=True, exist_ok=True)
     store = args.loop / "frames.db"
     trained_json = json.loads((member / "ionmix_train.json").read_text())
     results_path = args.out / f"epochs-{args.only or 'both'}-seed{args.seed}.json"

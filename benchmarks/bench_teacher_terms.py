@@ -112,6 +112,11 @@ def main() -> None:
     parser.add_argument("--replica", type=int, default=0)
     parser.add_argument("--reference-frames", type=int, default=40)
     args = parser.parse_args()
+    for path in (args.store, *args.trajectory):
+        if not path.is_file():
+            parser.error(f"{path}: no such file")
+    if args.reference_frames < 2:
+        parser.error("--reference-frames must be ≥ 2")
 
     from ionmix.dataset import DatasetStore
     from ionmix.files import read_frames

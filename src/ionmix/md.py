@@ -412,7 +412,7 @@ def _broken_bond(atoms: Atoms, geometry, max_stretch: float) -> str | None:
     than 1/`max_stretch` × their starting distance (a learned student can fold the two H
     of a CH₂ onto each other, 0.8 Å apart, with every bond intact: issue 22)."""
     (i, j, d0), (a, c, centre, r0) = geometry
-    symbols = atoms.get_chemical_symbols()
+    symbols = atoms.symbols  # indexed only to word a failure
     if len(i):
         ratio = _distances_A(atoms, i, j) / d0
         worst = int(np.argmax(ratio))
