@@ -327,6 +327,36 @@ def test_bad_learn_configs_are_refused_before_work(tmp_path, change, message):
     assert not (tmp_path / "out" / "frames.db").exists()
 
 
+def test_a_committee_run_keeps_its_deviation_in_the_trajectory(tmp_path):
+    """`ionmix md` with a committee: each trajectory frame carries the deviation the
+    committee computed at that step, equal to the committee's on that frame afresh (the
+    loop's selection reads it instead of evaluating the committee again)."""
+    from ionmix.md import MDSettings, run_md
+
+    atoms = bulk("Cu", cubic=True) * (2, 2, 2)
+    atoms.rattle(0.05, seed=1)
+
+    def members():
+        return [EMT(), LennardJones(sigma=2.3, epsilon=0.4, rc=4.5)]
+
+    settings = MDSettings(ensemble="nvt", temperature_K=300.0, n_steps=8, timestep_fs=1.0,
+                          log_interval_steps=2, trajectory_interval_steps=4)
+    run_md(atoms, CommitteeCalculator(members()), settings, tmp_path / "run")
+    frames = ase.io.read(tmp_path / "run" / "trajectory.extxyz", ":")
+    assert len(frames) == 3
+    for frame in frames:
+        fresh = frame.copy()
+        fresh.calc = CommitteeCalculator(members())
+        fresh.get_potential_energy()
+        assert frame.info["max_force_deviation_eV_per_A"] == pytest.approx(
+            fresh.calc.results["max_force_deviation_eV_per_A"], rel=1e-6)
+        assert frame.info["energy_std_eV"] == pytest.approx(fresh.calc.results["energy_std_eV"],
+                                                            rel=1e-6)
+    plain = tmp_path / "plain"
+    run_md(atoms, EMT(), settings, plain)  # one model: no committee keys
+    assert "max_force_deviation_eV_per_A" not in ase.io.read(plain / "trajectory.extxyz").info
+
+
 def test_a_rerun_with_another_loop_config_is_refused_before_work(tmp_path):
     """A loop folder holds one loop: a rerun may extend it (max_generations) or move it
     ([cluster]), not change how its generations are made."""
@@ -394,6 +424,21 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
     assert all(r.startswith("candidate") for r in selection["reasons"])
     assert first["frames_selected_above_hi"] == 0
     assert len(first["teacher_max_force_eV_per_A"]["candidate"]) == first["frames_added"]
+    # the walkers' frames carry their committee's deviation, and selection uses it: the
+    # committee run again on a walker's last frame gives the selection's value
+    from ionmix.models import load_committee
+
+    candidates = ase.io.read(walker / "candidates.extxyz", ":")
+    assert all("max_force_deviation_eV_per_A" in f.info for f in candidates)
+    committee = load_committee(
+        [str(out / "gen-000" / "models" / f"model-{k}" / "model.nequip.zip") for k in (0, 1)],
+        candidates[-1], provenance=store.provenance()).calc
+    last = candidates[-1].copy()
+    last.calc = committee
+    last.get_potential_energy()
+    index = selection["walkers"].index("w0-npt-300K-1bar-s0") + len(candidates) - 1
+    assert selection["deviations_eV_per_A"][index] == pytest.approx(
+        committee.results["max_force_deviation_eV_per_A"], rel=1e-4)
     # the anneal walker's two segments: cold then hot, the second continuing the first
     anneal = out / "gen-000" / "explore" / "w2-anneal-300-450K-1bar"
     assert first["walkers"]["w2-anneal-300-450K-1bar"]["status"] == "done", first["walkers"]

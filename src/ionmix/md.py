@@ -17,7 +17,8 @@ last checkpoint, and those are recomputed identically on restart):
   potential/kinetic/conserved energy (eV), volume_A3, density_g_cm3, pressure_bar
   (instantaneous, including the kinetic term; blank where the calculator gives no stress).
 * ``trajectory.extxyz``: one frame every ``trajectory_interval_steps`` with the calculator's
-  energy, forces and (when computed) stress, ``step`` and ``time_ps`` in the frame info.
+  energy, forces and (when computed) stress, ``step`` and ``time_ps`` in the frame info
+  (and a committee's ``max_force_deviation_eV_per_A``/``energy_std_eV`` when it gave them).
   Positions are *unwrapped* (as integrated), so diffusion can be read off directly. Per-atom
   ``mol_id``/``ion_name`` arrays and the ``molecules``/``charge_scale`` info of the input
   structure are carried so any frame can be relabelled by the classical teacher.
@@ -306,6 +307,12 @@ def _first_evaluation(atoms: Atoms, settings: MDSettings, model_id: str | None) 
 # the run
 
 
+#: Scalar results a calculator may give beside energy, forces and stress that a trajectory
+#: frame keeps in its info: a committee's spread at that step (`ionmix.models.committee`),
+#: which the learning loop's selection then reads instead of running the committee again.
+TRAJECTORY_INFO_RESULTS = ("max_force_deviation_eV_per_A", "energy_std_eV")
+
+
 def _snapshot(atoms: Atoms, step: int, time_ps: float) -> Atoms:
     """A copy of `atoms` with the calculator's results attached, for the trajectory."""
     from ase.calculators.singlepoint import SinglePointCalculator
@@ -318,6 +325,9 @@ def _snapshot(atoms: Atoms, step: int, time_ps: float) -> Atoms:
     results = {k: atoms.calc.results[k] for k in ("energy", "forces", "stress")
                if atoms.calc is not None and k in atoms.calc.results}
     frame.calc = SinglePointCalculator(frame, **results)
+    for key in TRAJECTORY_INFO_RESULTS:
+        if atoms.calc is not None and key in atoms.calc.results:
+            frame.info[key] = float(atoms.calc.results[key])
     return frame
 
 

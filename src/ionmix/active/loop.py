@@ -478,10 +478,15 @@ def _select(ctx: _Context, gen: Path, trained, window: TrustWindow, walkers: dic
         for atoms in read_candidates(gen / "explore" / name):
             frames.append(atoms)
             names.append(name)
-    committee = load_committee([t["package_path"] for t in trained],
-                               frames[0] if frames else None,
-                               provenance=ctx.store.provenance()).calc
-    deviations = [_max_deviation(committee, atoms) for atoms in frames]
+    # a walker's frames carry the deviation its committee computed at that step (`ionmix.md`
+    # keeps it in the trajectory): only the others (a volume scan's) are evaluated here
+    deviations = [atoms.info.get("max_force_deviation_eV_per_A") for atoms in frames]
+    missing = [i for i, d in enumerate(deviations) if d is None]
+    if missing:
+        committee = load_committee([t["package_path"] for t in trained], frames[missing[0]],
+                                   provenance=ctx.store.provenance()).calc
+        for i in missing:
+            deviations[i] = _max_deviation(committee, frames[i])
     above_hi = ctx.cfg.label_above_hi()
     chosen = select(frames, deviations, window, ctx.cfg.learn.max_new_frames, above_hi)
     picked = []
