@@ -7,102 +7,20 @@ by term, along the student's trajectory against along the teacher's own NPT fram
 A student whose own energy stays flat while the teacher prices its run ~15 meV/atom higher
 (docs/benchmarks.md, "Why the students' density sinks") has some degrees of freedom the
 teacher finds too hot or too strained. Splitting the teacher's energy into its force
-field's terms (bonds, angles, torsions, Lennard-Jones, Coulomb: OpenMM force groups, the
-NonbondedForce split into its electrostatics, `keep_electrostatics_only`, and the rest)
-names them, and the torsions by kind (element quadruplet). Reference: the teacher's own
-NPT frames of the same composition (``--replica``, the last ``--reference-frames``),
-whose term energies are the teacher's equilibrium at that temperature (e.g. ½ k_B T per
-harmonic bond). Energies in meV per atom; the difference of the student's run (its second
-half) from the reference, with the reference's spread. Prints one JSON object.
+field's terms (bonds, angles, torsions, Lennard-Jones, Coulomb, and the torsions by element
+quadruplet: `ionmix.teachers.classical.terms`, which `ionmix validate` also reports along
+one run) names them. Reference: the teacher's own NPT frames of the same composition
+(``--replica``, the last ``--reference-frames``), whose term energies are the teacher's
+equilibrium at that temperature (e.g. ½ k_B T per harmonic bond). Energies in meV per
+atom; the difference of the student's run (its second half) from the reference, with the
+reference's spread. Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 from pathlib import Path
-
-import numpy as np
-
-from ionmix.units import KJ_PER_MOL_IN_EV
-
-#: OpenMM's forces as GromacsTopFile builds OPLS-AA (geometric LJ combination rule: the LJ
-#: is a CustomNonbondedForce, its 1-4 pairs a CustomBondForce), named by their term.
-TERM_NAMES = {"HarmonicBondForce": "bonds", "HarmonicAngleForce": "angles",
-              "RBTorsionForce": "torsions", "CustomNonbondedForce": "Lennard-Jones",
-              "CustomBondForce": "Lennard-Jones 1-4", "NonbondedForce": "NonbondedForce"}
-
-
-def term_energies_meV_per_atom(frames, system_kwargs: dict) -> dict[str, np.ndarray]:
-    """The teacher's energy of each frame by term, shape (n_frames,) per term."""
-    import openmm
-    import openmm.unit as u
-
-    from ionmix.chemistry.topology import molecules_of
-    from ionmix.teachers.classical.system import (
-        keep_electrostatics_only,
-        make_context,
-        make_system,
-        openmm_cell,
-    )
-
-    csys = make_system(molecules_of(frames[0]), frames[0].cell.array, **system_kwargs)
-    names = []
-    for index, force in enumerate(csys.system.getForces()):
-        force.setForceGroup(index)
-        names.append(TERM_NAMES.get(type(force).__name__, type(force).__name__))
-    elec = copy.deepcopy(csys.system)
-    keep_electrostatics_only(elec)
-    contexts = (make_context(csys, platform="CPU"),
-                openmm.Context(elec, openmm.VerletIntegrator(0.001),
-                               openmm.Platform.getPlatformByName("CPU")))
-    out: dict[str, list[float]] = {}
-    for atoms in frames:
-        box_A, rotation = openmm_cell(atoms.cell.array)
-        for ctx in contexts:
-            ctx.setPeriodicBoxVectors(*[openmm.Vec3(*row) * 0.1 for row in box_A])
-            ctx.setPositions(atoms.positions @ rotation * 0.1)  # nm
-        row = {}
-        for index, name in enumerate(names):
-            state = contexts[0].getState(getEnergy=True, groups={index})
-            row[name] = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
-        coulomb = contexts[1].getState(getEnergy=True).getPotentialEnergy()
-        row["Coulomb"] = coulomb.value_in_unit(u.kilojoule_per_mole)
-        row["NonbondedForce LJ"] = row.pop("NonbondedForce") - row["Coulomb"]  # 0 for OPLS
-        for name, kj_mol in row.items():
-            out.setdefault(name, []).append(kj_mol * KJ_PER_MOL_IN_EV * 1e3 / len(atoms))
-    return {name: np.asarray(v) for name, v in out.items() if np.any(v)}
-
-
-def torsion_energies_meV_per_atom(frames, system_kwargs: dict) -> dict[str, np.ndarray]:
-    """The teacher's Ryckaert–Bellemans torsion energy of each frame by element quadruplet
-    (e.g. ``C-N-C-N``), shape (n_frames,) per kind: E = Σₙ Cₙ cos ⁿψ, ψ = φ − 180°."""
-    import openmm
-    import openmm.unit as u
-
-    from ionmix.chemistry.topology import molecules_of
-    from ionmix.teachers.classical.system import make_system
-
-    csys = make_system(molecules_of(frames[0]), frames[0].cell.array, **system_kwargs)
-    rb = next(f for f in csys.system.getForces() if isinstance(f, openmm.RBTorsionForce))
-    symbols = frames[0].get_chemical_symbols()
-    quads, coeffs = [], []
-    for k in range(rb.getNumTorsions()):
-        *quad, c0, c1, c2, c3, c4, c5 = rb.getTorsionParameters(k)
-        quads.append(quad)
-        coeffs.append([c.value_in_unit(u.kilojoule_per_mole) for c in (c0, c1, c2, c3, c4, c5)])
-    kinds = np.array(["-".join(symbols[i] for i in q) for q in quads])
-    coeffs = np.asarray(coeffs)
-    out: dict[str, list[float]] = {}
-    for atoms in frames:
-        cos_psi = -np.cos(np.radians(atoms.get_dihedrals(quads, mic=True)))
-        energy_kj_mol = (coeffs * cos_psi[:, None] ** np.arange(6)).sum(axis=1)
-        for kind in np.unique(kinds):
-            total = energy_kj_mol[kinds == kind].sum()
-            out.setdefault(f"torsion {kind}", []).append(total * KJ_PER_MOL_IN_EV * 1e3
-                                                         / len(atoms))
-    return {k: np.asarray(v) for k, v in out.items()}
 
 
 def main() -> None:
@@ -120,16 +38,15 @@ def main() -> None:
 
     from ionmix.dataset import DatasetStore
     from ionmix.files import read_frames
+    from ionmix.teachers.classical.terms import energy_terms_meV_per_atom
 
     store = DatasetStore(args.store, must_exist=True)
     reference = [f.atoms for f in store.select(replica=args.replica, task="md")]
     reference = reference[-args.reference_frames:]
-    teacher = store.provenance().teacher(reference[0], "classical")
-    kwargs = teacher.system_kwargs()
+    teacher = store.provenance().teacher(reference[0], "classical").calculator(reference[0])
 
     def terms(frames):
-        return {**term_energies_meV_per_atom(frames, kwargs),
-                **torsion_energies_meV_per_atom(frames, kwargs)}
+        return energy_terms_meV_per_atom(frames, teacher)
 
     ref = terms(reference)
     result = {"reference": {"replica": args.replica, "n_frames": len(reference),

@@ -323,6 +323,21 @@ def test_cli_md_then_validate_with_the_classical_teacher(tiny_sample, tmp_path):
     assert result["n_frames"] == 3 and result["force_mae_meV_per_A"] < 1e-3
     assert set(result["force_by_element"]) == {"C", "F", "H", "Li", "N", "P"}
     assert (tmp_path / "run" / "validate" / "validate.png").exists()
+    # the classical teacher's energy by term: the force field's terms sum to its energy,
+    # the torsions by element quadruplet to the torsions
+    for row in result["frames"]:
+        terms = row["teacher_terms_meV_per_atom"]
+        main = sum(v for k, v in terms.items() if not k.startswith("torsion "))
+        assert main == pytest.approx(1e3 * row["teacher_energy_eV_per_atom"], abs=1e-3)
+        by_kind = sum(v for k, v in terms.items() if k.startswith("torsion "))
+        assert by_kind == pytest.approx(terms["torsions"], abs=1e-3)
+        assert {"bonds", "angles", "torsions", "Lennard-Jones", "Coulomb"} <= set(terms)
+        assert "torsion C-N-C-N" in terms  # the EMIM⁺ ring
+    change = result["teacher_term_change_meV_per_atom"]
+    first, later = result["frames"][0], result["frames"][1:]  # 3 frames: the later half 2
+    assert change["bonds"] == pytest.approx(np.mean(
+        [r["teacher_terms_meV_per_atom"]["bonds"] for r in later])
+        - first["teacher_terms_meV_per_atom"]["bonds"], rel=1e-9)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -175,6 +175,7 @@ def test_validate_against_a_teacher(tmp_path):
     assert result.pressure_mae_bar == pytest.approx(np.mean(np.abs(dp)), rel=1e-6)
     assert result.pressure_mae_bar > 0
     assert set(result.force_by_element) == {"Ar"}
+    assert "teacher_term_change_meV_per_atom" not in result.to_json()  # not a force field
     assert (tmp_path / "val" / "validate.png").exists()
     from ionmix.report.properties import plot_validation
 

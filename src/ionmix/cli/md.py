@@ -178,8 +178,19 @@ def validate(
         f"{result.n_frames} frames vs {teacher}: energy MAE "
         f"{result.energy_mae_meV_per_atom:.2f} meV/atom (offset "
         f"{result.energy_mean_offset_meV_per_atom:+.2f}), force MAE "
-        f"{result.force_mae_meV_per_A:.1f} meV/Å ({per_el}){pressure}; figure "
-        f"{out / 'validate.png'}", highlight=False)
+        f"{result.force_mae_meV_per_A:.1f} meV/Å ({per_el}){pressure}{_terms_line(result)}; "
+        f"figure {out / 'validate.png'}", highlight=False)
+
+
+def _terms_line(result) -> str:
+    """The classical teacher's force-field terms that changed most along the run, or ''."""
+    change = result.teacher_term_change_meV_per_atom
+    if not change:
+        return ""
+    main = {k: v for k, v in change.items() if not k.startswith("torsion ")}
+    top = sorted(main.items(), key=lambda kv: -abs(kv[1]))[:3]
+    return ("; the teacher's terms, later half vs the first frame: "
+            + ", ".join(f"{k} {v:+.1f}" for k, v in top) + " meV/atom")
 
 
 @app.command("export-lammps")

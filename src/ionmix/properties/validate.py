@@ -31,6 +31,13 @@ class ValidationResult:
             ``teacher_pressure_bar`` when both have a stress).
         pressure_*: the configurational pressure, model − teacher, over the frames with
             both stresses (mean, its standard error, MAE; bar); None without stresses.
+        teacher_term_change_meV_per_atom: with a classical teacher, its energy by
+            force-field term (`ionmix.teachers.classical.terms`; per frame in ``frames``
+            as ``teacher_terms_meV_per_atom``): the mean over the later half of the frames
+            minus the first frame's. The first frame is where the run started (a
+            teacher-sampled frame, usually), so a term that rises is strain the model's
+            dynamics put where the teacher's own would not (at a fixed temperature a term's
+            mean stays put). None for other teachers.
     """
 
     trajectory: str
@@ -48,11 +55,13 @@ class ValidationResult:
     pressure_mean_difference_bar: float | None = None
     pressure_mean_difference_sem_bar: float | None = None
     pressure_mae_bar: float | None = None
+    teacher_term_change_meV_per_atom: dict | None = None
 
     def to_json(self) -> dict:
-        """``validate.json``'s content (the pressure keys only when there are pressures)."""
+        """``validate.json``'s content (the pressure and term keys only when there are
+        some)."""
         return {k: v for k, v in asdict(self).items()
-                if not (k.startswith("pressure_") and v is None)}
+                if not ((k.startswith("pressure_") or k.startswith("teacher_term")) and v is None)}
 
 
 def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: str | os.PathLike,
@@ -71,7 +80,9 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
     of `ionmix md`) and the teacher computes one, also the configurational pressure of both
     (no kinetic term) per frame and their mean difference (model − teacher) and MAE: what
     decides an NPT density (a model that prices its own configurations ΔP above the
-    teacher expands by ≈ κ_T·ΔP).
+    teacher expands by ≈ κ_T·ΔP). With a classical teacher, also its energy by force-field
+    term along the frames and each term's change from the first frame
+    (``teacher_term_change_meV_per_atom``): which degrees of freedom the model strains.
     """
     import ase.io
 
@@ -129,6 +140,7 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
         f_model.append(frame.get_forces())
         f_teacher.append(teacher.get_forces())
     f_model, f_teacher = np.array(f_model), np.array(f_teacher)
+    term_change = _teacher_terms(teacher_calc, [frames[i] for i in picks], per_frame)
     energy = energy_errors_meV_per_atom(  # energies already per atom: n_atoms = 1
         [r["model_energy_eV_per_atom"] for r in per_frame],
         [r["teacher_energy_eV_per_atom"] for r in per_frame], 1)
@@ -139,7 +151,7 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
         force_mae_meV_per_A=forces["force_mae_meV_per_A"],
         force_rmse_meV_per_A=forces["force_rmse_meV_per_A"],
         force_by_element=forces["by_element"], frames=per_frame,
-        **_pressure_errors_bar(per_frame))
+        **_pressure_errors_bar(per_frame), teacher_term_change_meV_per_atom=term_change)
     atomic_write_json(out / "validate.json", result.to_json())
     from ionmix.report.figure import save_figure
     from ionmix.report.properties import plot_validation
@@ -147,6 +159,23 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
     save_figure(plot_validation(result.to_json(), f_model, f_teacher, symbols),
                 out / "validate.png")
     return result
+
+
+def _teacher_terms(teacher_calc, frames: list, per_frame: list[dict]) -> dict | None:
+    """A classical teacher's energy terms on `frames` into each row of `per_frame`
+    (``teacher_terms_meV_per_atom``); returns each term's change from the first frame to
+    the mean of the later half (meV/atom), or None for another teacher."""
+    from ionmix.teachers.classical import ClassicalCalculator
+
+    if not isinstance(teacher_calc, ClassicalCalculator) or teacher_calc.electrostatics_only:
+        return None
+    from ionmix.teachers.classical.terms import energy_terms_meV_per_atom
+
+    terms = energy_terms_meV_per_atom(frames, teacher_calc)
+    for k, row in enumerate(per_frame):
+        row["teacher_terms_meV_per_atom"] = {name: float(v[k]) for name, v in terms.items()}
+    later = len(frames) // 2
+    return {name: float(v[later:].mean() - v[0]) for name, v in terms.items()}
 
 
 def _has_stress(atoms) -> bool:
