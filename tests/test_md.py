@@ -338,6 +338,15 @@ def test_cli_md_then_validate_with_the_classical_teacher(tiny_sample, tmp_path):
     assert change["bonds"] == pytest.approx(np.mean(
         [r["teacher_terms_meV_per_atom"]["bonds"] for r in later])
         - first["teacher_terms_meV_per_atom"]["bonds"], rel=1e-9)
+    from ionmix.report.properties import plot_validation
+
+    symbols = frames[0].get_chemical_symbols()
+    zeros = np.zeros((3, len(symbols), 3))  # the force panel's data does not matter here
+    panel = plot_validation(result, zeros + 1.0, zeros, symbols).axes[-1]
+    bonds = next(line for line in panel.get_lines() if line.get_label() == "bonds")
+    np.testing.assert_allclose(bonds.get_ydata(), [
+        r["teacher_terms_meV_per_atom"]["bonds"] - first["teacher_terms_meV_per_atom"]["bonds"]
+        for r in result["frames"]], atol=1e-12)
 
 
 @pytest.mark.parametrize("args, message", [

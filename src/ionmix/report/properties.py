@@ -61,16 +61,18 @@ def plot_compressibility(result: dict, tait_curve: tuple[np.ndarray, np.ndarray]
 
 def plot_validation(result: dict, forces_model, forces_teacher, symbols):
     """Figure 2c–e: force parity per element (MAE in the legend), energy per atom of model
-    and teacher along the trajectory, and energy parity; a fourth panel with both
-    configurational pressures along the trajectory when the result has them.
+    and teacher along the trajectory, and energy parity; a panel with both configurational
+    pressures along the trajectory when the result has them, and one with a classical
+    teacher's energy terms along it (each from its first-frame value) when it has those.
 
     Args:
         forces_model, forces_teacher: shape (n_frames, n_atoms, 3), eV/Å.
         symbols: shape (n_atoms,), element of each atom.
     """
     pressures = "pressure_n_frames" in result
-    fig, axes = plt.subplots(1, 3 + pressures, figsize=(12 + 4 * pressures, 3.8),
-                             constrained_layout=True)
+    terms = "teacher_term_change_meV_per_atom" in result
+    n_panels = 3 + pressures + terms
+    fig, axes = plt.subplots(1, n_panels, figsize=(4 * n_panels, 3.8), constrained_layout=True)
     ax = axes[0]
     for k, el in enumerate(sorted(set(symbols))):
         mask = np.asarray(symbols) == el
@@ -108,7 +110,25 @@ def plot_validation(result: dict, forces_model, forces_teacher, symbols):
                  "meV/atom)", fontsize=9)
     if pressures:
         _pressure_panel(axes[3], result)
+    if terms:
+        _terms_panel(axes[-1], result)
     return fig
+
+
+def _terms_panel(ax, result: dict) -> None:
+    """The classical teacher's main energy terms along the trajectory, each minus its value
+    on the first frame (meV/atom): the degrees of freedom the model strains climb."""
+    frames = result["frames"]
+    t = [f["time_ps"] for f in frames]
+    names = [k for k in frames[0]["teacher_terms_meV_per_atom"] if not k.startswith("torsion ")]
+    for k, name in enumerate(names):
+        values = np.array([f["teacher_terms_meV_per_atom"][name] for f in frames])
+        ax.plot(t, values - values[0], "o-", ms=3, color=f"C{k}", label=name)
+    ax.axhline(0.0, color="k", lw=0.7)
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel("teacher's term − first frame (meV/atom)")
+    ax.set_title("the teacher's energy by term", fontsize=9)
+    ax.legend(fontsize=7)
 
 
 def _pressure_panel(ax, result: dict) -> None:
