@@ -90,7 +90,23 @@ def markdown(rows: list[dict], teacher_rho: float) -> str:
             f"| {r['student']} | {r['epochs']} | {r['energy_mae_meV_per_atom']:.1f} / "
             f"{r['force_mae_meV_per_A']:.0f} / {r['stress_mae_meV_per_A3']:.2f} | "
             f"{r['time_ps']:.2f} | {r['stop'][:60] or '—'} | {blocks} | {rho} | {val} |")
-    return head + "\n".join(lines) + f"\n\nTeacher's 1-ns density: {teacher_rho:.4f} g/cm³\n"
+    return (head + "\n".join(lines)
+            + f"\n\nTeacher's density (its runs of this box pooled): {teacher_rho:.4f} g/cm³\n")
+
+
+def box_teacher_density(loop: Path, parser) -> float:
+    """The teacher's density for the box the students start from, g/cm³: the pooled mean
+    of the teacher's NPT runs in the loop folder (`bench_learn.pooled_teacher_density`;
+    one run is no reference at the 1 % level: docs/benchmarks.md, "The teacher's density
+    of a 188-atom box")."""
+    import bench_learn
+
+    try:
+        return bench_learn.pooled_teacher_density(loop)["density_g_cm3"]
+    except FileNotFoundError:
+        parser.error(f"{loop}: no teacher NPT runs to compare with; run "
+                     f"`benchmarks/bench_learn.py --run {loop} --stage teacher` first or "
+                     "pass --teacher-density")
 
 
 def continue_longer(args, store: Path, package: str) -> None:
@@ -119,7 +135,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="velocity seed of both NPT runs")
     p.add_argument("--composition", default="LiPF6=0.4,EMIMPF6=0.6")
     p.add_argument("--validate-frames", type=int, default=10)
-    p.add_argument("--teacher-density", type=float, default=1.5521)
+    p.add_argument("--teacher-density", type=float, default=None,
+                   help="g/cm³; default: the teacher's NPT runs in LOOP pooled "
+                   "(`bench_learn.pooled_teacher_density`)")
     p.add_argument("--only", choices=("trained", "longer"), default=None,
                    help="run one of the two students (to run them side by side)")
     p.add_argument("--long-ps", type=float, default=None,
@@ -135,6 +153,8 @@ def main() -> None:
     if args.extra_epochs < 1 or args.ps <= 0 or (args.long_ps is not None
                                                  and args.long_ps <= args.ps):
         p.error("--extra-epochs must be ≥ 1, --ps > 0 and --long-ps > --ps")
+    if args.teacher_density is None:
+        args.teacher_density = box_teacher_density(args.loop, p)
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.loop / "frames.db"
     trained_json = json.loads((member / "ionmix_train.json").read_text())
