@@ -376,3 +376,29 @@ def test_set_names_an_unknown_parameter(box):
     calc = ClassicalCalculator(platform="Reference")
     with pytest.raises(ClassicalSystemError, match=r"unknown parameter\(s\) \['charge'\]"):
         calc.set(charge=1.0)
+
+
+def test_energy_terms_sum_to_the_energy_with_the_calculators_own_molecules(tiny_sample):
+    """A library caller's frames may carry no molecule info: the terms then take the
+    calculator's molecules, and still sum to its energy (torsions by kind to torsions)."""
+    from ionmix.chemistry.topology import molecules_of
+    from ionmix.dataset import DatasetStore
+    from ionmix.teachers.classical import ClassicalCalculator
+    from ionmix.teachers.classical.terms import energy_terms_meV_per_atom
+
+    frame = DatasetStore(tiny_sample / "frames.db").select(task="md")[-1].atoms
+    calc = ClassicalCalculator(molecules_of(frame), charge_scale=0.8, platform="Reference")
+    bare = frame.copy()
+    bare.info = {}
+    for key in [k for k in bare.arrays if k not in ("numbers", "positions")]:
+        del bare.arrays[key]
+    terms = {k: v[0] for k, v in energy_terms_meV_per_atom([bare], calc).items()}
+    bare.calc = calc
+    energy_meV_per_atom = 1e3 * bare.get_potential_energy() / len(bare)
+    main = sum(v for k, v in terms.items() if not k.startswith("torsion "))
+    assert main == pytest.approx(energy_meV_per_atom, abs=1e-6)
+    assert sum(v for k, v in terms.items() if k.startswith("torsion ")) == pytest.approx(
+        terms["torsions"], abs=1e-6)
+    with pytest.raises(ValueError, match="whole force field"):
+        energy_terms_meV_per_atom([bare], ClassicalCalculator(
+            molecules_of(frame), electrostatics_only=True))

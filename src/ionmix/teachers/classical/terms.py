@@ -46,7 +46,8 @@ def energy_terms_meV_per_atom(frames, calc: ClassicalCalculator) -> dict[str, np
     """The energy of each of `frames` (one topology) by term, as `calc` prices it.
 
     Args:
-        frames: periodic Atoms with their molecules (``molecules_of``), the same topology.
+        frames: periodic Atoms of one topology: the calculator's molecules, else those
+            the first frame carries (``molecules_of``).
         calc: the classical teacher's calculator (its charge scale, cutoff, PME tolerance,
             LJ switch and ions), not an electrostatics-only one.
 
@@ -57,7 +58,8 @@ def energy_terms_meV_per_atom(frames, calc: ClassicalCalculator) -> dict[str, np
     kwargs = {"charge_scale": calc.charge_scale, "cutoff_A": calc.cutoff_A,
               "ewald_error_tolerance": calc.ewald_error_tolerance,
               "lj_switch_width_A": calc.lj_switch_width_A, "ions": calc.ions}
-    csys = make_system(molecules_of(frames[0]), frames[0].cell.array, **kwargs)
+    molecules = calc.molecules if calc.molecules is not None else molecules_of(frames[0])
+    csys = make_system(molecules, frames[0].cell.array, **kwargs)
     out = _force_terms(frames, csys, calc.platform)
     out.update(_torsions_by_kind(frames, csys.system))
     return {name: np.asarray(values) for name, values in out.items() if np.any(values)}
