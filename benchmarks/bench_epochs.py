@@ -153,6 +153,8 @@ def main() -> None:
     if args.extra_epochs < 1 or args.ps <= 0 or (args.long_ps is not None
                                                  and args.long_ps <= args.ps):
         p.error("--extra-epochs must be ≥ 1, --ps > 0 and --long-ps > --ps")
+    if args.teacher_density is not None and args.teacher_density <= 0:
+        p.error(f"--teacher-density {args.teacher_density}: must be > 0 (g/cm³)")
     if args.teacher_density is None:
         args.teacher_density = box_teacher_density(args.loop, p)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -83,14 +83,15 @@ def teacher_series(run: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def pooled_teacher_density(run: Path) -> dict:
+def pooled_teacher_density(run: Path, series: dict | None = None) -> dict:
     """The teacher's density for the loop's box: the mean of its NPT runs' means
     (`teacher_series`), with the standard error from their spread. One run's own error bar
     (0.2 %) is ~4× smaller than the spread between runs of this 188-atom box
     (docs/benchmarks.md, "The teacher's density of a 188-atom box"), so a single run is no
     reference at the 1 % level. Keys: ``density_g_cm3``, ``density_err_g_cm3``,
-    ``run_spread_g_cm3``, ``n_runs``, ``runs`` (name → mean)."""
-    series = teacher_series(run)
+    ``run_spread_g_cm3``, ``n_runs``, ``runs`` (name → mean). `series`: the folder's
+    `teacher_series` when the caller has read them already."""
+    series = teacher_series(run) if series is None else series
     if not series:
         raise FileNotFoundError(f"{run}: no teacher NPT series (run `--stage teacher`)")
     means = {name: float(np.mean(rho)) for name, rho in series.items()}

@@ -2,9 +2,9 @@
 
 The sampler runs NPT with a 0.1-ps thermostat (friction 10/ps); `classical_npt_density`
 (the teacher's reference density of `bench_learn.py --stage teacher`) with 1 ps (1/ps).
-From the same settled frame of a learning loop (replica 0's last), this runs the same
-OpenMM NPT (LangevinMiddle, 1 fs, Monte Carlo barostat every 25 steps, 300 K, 1 bar, the
-labels' force field) with one thermostat time, and writes its density series and 50-ps
+From the same settled frame of a learning loop (replica 0's last), this runs
+`classical_npt_density` (LangevinMiddle, 1 fs, Monte Carlo barostat every 25 steps, 300 K,
+1 bar, the labels' force field) with one thermostat time, and writes its density series and 50-ps
 block means. A friction-free equilibrium density is the same for both: a difference
 beyond the block scatter would be the integrator's (flexible C–H at 1 fs), not the
 force field's.
@@ -46,36 +46,25 @@ def main() -> None:
     if args.summary:
         summary(args.run)
         return
-    if args.thermostat_ps is None or args.thermostat_ps <= 0 or args.ps < 2 * args.block_ps:
-        p.error("--thermostat-ps must be > 0 and --ps ≥ 2 × --block-ps")
+    if args.thermostat_ps is None or args.thermostat_ps <= 0 or args.block_ps <= 0 \
+            or args.ps < 2 * args.block_ps:
+        p.error("--thermostat-ps and --block-ps must be > 0 and --ps ≥ 2 × --block-ps")
 
-    import openmm
-
-    from ionmix.chemistry.topology import molecules_of
-    from ionmix.stats import series_summary
-    from ionmix.teachers.classical.openmm_md import box_A, npt_context, run_steps
-    from ionmix.teachers.classical.system import make_system
+    from ionmix.teachers.classical.openmm_md import classical_npt_density
     from ionmix.units import A3_IN_CM3, AMU_IN_G
 
     atoms = bench_learn.start_frame(args.run)
-    teacher = bench_learn.classical_teacher(args.run, atoms)
-    csys = make_system(molecules_of(atoms), atoms.cell.array, **teacher.system_kwargs())
-    ctx = npt_context(csys, 300.0, 1.0, timestep_fs=1.0, thermostat_time_ps=args.thermostat_ps,
-                      barostat_interval_steps=25, seed=args.seed + 1)
-    ctx.setPeriodicBoxVectors(*[openmm.Vec3(*row) * 0.1 for row in atoms.cell.array])  # nm
-    ctx.setPositions(atoms.positions * 0.1)
-    ctx.setVelocitiesToTemperature(300.0, args.seed + 1)
-    mass_g = float(np.sum(csys.masses_amu)) * AMU_IN_G
-    series, t0 = [], time.perf_counter()
-    for _ in range(int(round(args.ps / 0.1))):  # a density every 0.1 ps
-        run_steps(ctx, 100, f"NPT, thermostat {args.thermostat_ps} ps")
-        series.append(mass_g / (abs(np.linalg.det(box_A(ctx.getState()))) * A3_IN_CM3))
+    t0 = time.perf_counter()
+    run = classical_npt_density(atoms, 300.0, 1.0, time_ps=args.ps, seed=args.seed,
+                                teacher=bench_learn.classical_teacher(args.run, atoms),
+                                thermostat_time_ps=args.thermostat_ps)
+    series = run["series"]  # a density every 0.1 ps
     per_block = int(round(args.block_ps / 0.1))
     blocks = np.asarray(series[: len(series) // per_block * per_block]).reshape(-1, per_block)
-    stats = series_summary(series)
     result = {"thermostat_time_ps": args.thermostat_ps, "time_ps": args.ps, "seed": args.seed,
-              "start_density_g_cm3": mass_g / (atoms.get_volume() * A3_IN_CM3),
-              "density_g_cm3": stats["mean"], "density_err_g_cm3": stats["err"],
+              "start_density_g_cm3": atoms.get_masses().sum() * AMU_IN_G
+              / (atoms.get_volume() * A3_IN_CM3),
+              "density_g_cm3": run["density_g_cm3"], "density_err_g_cm3": run["density_err_g_cm3"],
               "block_ps": args.block_ps,
               "block_means_g_cm3": [round(float(b), 5) for b in blocks.mean(axis=1)],
               "wall_s": time.perf_counter() - t0, "series_g_cm3": series}
@@ -102,7 +91,7 @@ def summary(run: Path, window_ps: float = 100.0) -> None:
     print(f"all {windows.size} windows of {window_ps:g} ps: mean {grand:.4f}, spread "
           f"{windows.std(ddof=1):.4f} g/cm³ ({100 * windows.std(ddof=1) / grand:.2f} %), "
           f"{np.mean(np.abs(windows / grand - 1) <= 0.01):.0%} within 1 % of the mean")
-    pooled = bench_learn.pooled_teacher_density(run)
+    pooled = bench_learn.pooled_teacher_density(run, series)
     print(f"the {pooled['n_runs']} runs' means pooled: {pooled['density_g_cm3']:.4f} ± "
           f"{pooled['density_err_g_cm3']:.4f} g/cm³ (their spread "
           f"{pooled['run_spread_g_cm3']:.4f})")

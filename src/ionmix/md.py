@@ -322,12 +322,10 @@ def _snapshot(atoms: Atoms, step: int, time_ps: float) -> Atoms:
                                         cell=atoms.cell.array, pbc=atoms.pbc))
     frame.info["step"] = step
     frame.info["time_ps"] = time_ps
-    results = {k: atoms.calc.results[k] for k in ("energy", "forces", "stress")
-               if atoms.calc is not None and k in atoms.calc.results}
-    frame.calc = SinglePointCalculator(frame, **results)
-    for key in TRAJECTORY_INFO_RESULTS:
-        if atoms.calc is not None and key in atoms.calc.results:
-            frame.info[key] = float(atoms.calc.results[key])
+    results = atoms.calc.results if atoms.calc is not None else {}
+    frame.calc = SinglePointCalculator(frame, **{k: results[k] for k in
+                                                 ("energy", "forces", "stress") if k in results})
+    frame.info.update({k: float(results[k]) for k in TRAJECTORY_INFO_RESULTS if k in results})
     return frame
 
 

@@ -143,7 +143,9 @@ def validate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Check a model along its own MD trajectory against the teacher (Figure 2c–e): force
-    parity per element, energy along the trajectory, energy parity, numbers as JSON."""
+    parity per element, energy along the trajectory, energy parity, configurational
+    pressure, and with the classical teacher its energy by force-field term (which terms
+    the model's run strains), numbers as JSON."""
     from ionmix.dataset.provenance import load_provenance
     from ionmix.files import read_frames
     from ionmix.models import load_model
@@ -187,8 +189,9 @@ def _terms_line(result) -> str:
     change = result.teacher_term_change_meV_per_atom
     if not change:
         return ""
-    main = {k: v for k, v in change.items() if not k.startswith("torsion ")}
-    top = sorted(main.items(), key=lambda kv: -abs(kv[1]))[:3]
+    from ionmix.teachers.classical.terms import main_terms
+
+    top = sorted(main_terms(change).items(), key=lambda kv: -abs(kv[1]))[:3]
     return ("; the teacher's terms, later half vs the first frame: "
             + ", ".join(f"{k} {v:+.1f}" for k, v in top) + " meV/atom")
 

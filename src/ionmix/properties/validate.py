@@ -61,7 +61,7 @@ class ValidationResult:
         """``validate.json``'s content (the pressure and term keys only when there are
         some)."""
         return {k: v for k, v in asdict(self).items()
-                if not ((k.startswith("pressure_") or k.startswith("teacher_term")) and v is None)}
+                if not (k.startswith(("pressure_", "teacher_term")) and v is None)}
 
 
 def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: str | os.PathLike,

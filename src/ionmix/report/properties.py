@@ -120,7 +120,9 @@ def _terms_panel(ax, result: dict) -> None:
     on the first frame (meV/atom): the degrees of freedom the model strains climb."""
     frames = result["frames"]
     t = [f["time_ps"] for f in frames]
-    names = [k for k in frames[0]["teacher_terms_meV_per_atom"] if not k.startswith("torsion ")]
+    from ionmix.teachers.classical.terms import main_terms
+
+    names = list(main_terms(frames[0]["teacher_terms_meV_per_atom"]))
     for k, name in enumerate(names):
         values = np.array([f["teacher_terms_meV_per_atom"][name] for f in frames])
         ax.plot(t, values - values[0], "o-", ms=3, color=f"C{k}", label=name)

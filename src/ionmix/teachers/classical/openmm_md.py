@@ -162,12 +162,12 @@ def classical_npt_density(atoms: Atoms, temperature_K: float = 300.0,
                           pressure_bar: float = 1.0, time_ps: float = 200.0,
                           sample_interval_ps: float = 0.1, seed: int = 0,
                           equilibration_fraction: float = P.EQUILIBRATION_FRACTION,
-                          teacher=None) -> dict:
+                          teacher=None, thermostat_time_ps: float = 1.0) -> dict:
     """The classical teacher's own NPT density, run natively in OpenMM (~100× faster than
-    the same force field through ASE): Langevin middle integrator (1 fs, 1 ps⁻¹) and a
-    Monte Carlo barostat (every 25 steps), same force field, charge scale and cutoff as
-    the labels: those of `teacher` (a `ClassicalTeacher`), else read from ``atoms.info``
-    (as stored by ``ionmix sample``) with library ions.
+    the same force field through ASE): Langevin middle integrator (1 fs, friction
+    1/`thermostat_time_ps`) and a Monte Carlo barostat (every 25 steps), same force field,
+    charge scale and cutoff as the labels: those of `teacher` (a `ClassicalTeacher`), else
+    read from ``atoms.info`` (as stored by ``ionmix sample``) with library ions.
 
     Returns: ``density_g_cm3`` and ``density_err_g_cm3`` (mean and standard error of the
     production part, `stats.series_summary`: automatic equilibration detection, at least
@@ -185,7 +185,8 @@ def classical_npt_density(atoms: Atoms, temperature_K: float = 300.0,
         kw = teacher.system_kwargs()
     csys = make_system(molecules_of(atoms), atoms.cell.array, **kw)
     ctx = npt_context(csys, temperature_K, pressure_bar, timestep_fs=1.0,
-                      thermostat_time_ps=1.0, barostat_interval_steps=25, seed=seed + 1)
+                      thermostat_time_ps=thermostat_time_ps, barostat_interval_steps=25,
+                      seed=seed + 1)
     ctx.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in atoms.cell.array / NM_IN_ANGSTROM])
     ctx.setPositions(atoms.positions / NM_IN_ANGSTROM)
     ctx.setVelocitiesToTemperature(temperature_K * u.kelvin, seed + 1)

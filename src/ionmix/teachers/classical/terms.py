@@ -42,6 +42,16 @@ TERM_NAMES = {"HarmonicBondForce": "bonds", "HarmonicAngleForce": "angles",
               "CustomBondForce": "Lennard-Jones 1-4", "NonbondedForce": "NonbondedForce"}
 
 
+#: Names of the torsions by element quadruplet begin so (``torsion C-N-C-N``).
+TORSION_KIND_PREFIX = "torsion "
+
+
+def main_terms(terms: dict) -> dict:
+    """The force field's terms of `energy_terms_meV_per_atom` (or of one of its rows): those
+    that sum to the energy, without the torsions by kind."""
+    return {k: v for k, v in terms.items() if not k.startswith(TORSION_KIND_PREFIX)}
+
+
 def energy_terms_meV_per_atom(frames, calc: ClassicalCalculator) -> dict[str, np.ndarray]:
     """The energy of each of `frames` (one topology) by term, as `calc` prices it.
 
@@ -112,5 +122,5 @@ def _torsions_by_kind(frames, system: openmm.System) -> dict[str, list[float]]:
         energy_kj_per_mol = (coeffs * cos_psi[:, None] ** np.arange(6)).sum(axis=1)
         for kind in np.unique(kinds):
             total = energy_kj_per_mol[kinds == kind].sum() * KJ_PER_MOL_IN_EV * 1e3
-            out.setdefault(f"torsion {kind}", []).append(total / len(atoms))
+            out.setdefault(TORSION_KIND_PREFIX + kind, []).append(total / len(atoms))
     return out
