@@ -48,13 +48,16 @@ def train_student(store: Path, out: Path, baseline: str, seed: int, args) -> dic
 def run_student(store: Path, composition: str, package: str, md_dir: Path, seed: int,
                 ps: float) -> dict:
     """NPT with one student; the time it ran, why it stopped, its density."""
+    from ionmix.chemistry.topology import with_molecule_arrays
     from ionmix.dataset.provenance import load_provenance
     from ionmix.dataset.structures import load_structure
     from ionmix.md import MDBlowUp, MDSettings, read_thermo, run_md
     from ionmix.models import load_model
 
+    provenance = load_provenance(store)
     atoms = load_structure(store, composition=composition, replica=0)
-    calc = load_model(package, atoms, provenance=load_provenance(store)).calc
+    with_molecule_arrays(atoms, provenance.ion_set(atoms))  # for validate's molecule forces
+    calc = load_model(package, atoms, provenance=provenance).calc
     settings = MDSettings(n_steps=int(round(ps * 2000)), seed=seed,
                           trajectory_interval_steps=100)
     t0 = time.perf_counter()
@@ -95,7 +98,8 @@ def validate_student(store: Path, md_dir: Path, n_frames: int) -> dict:
     teacher = load_provenance(store).teacher(frames[0], "classical").calculator(frames[0])
     result = validate_trajectory(traj, teacher, md_dir / "validate", n_frames=n_frames)
     return {"validate_energy_mae_meV_per_atom": result.energy_mae_meV_per_atom,
-            "validate_force_mae_meV_per_A": result.force_mae_meV_per_A}
+            "validate_force_mae_meV_per_A": result.force_mae_meV_per_A,
+            "validate_molecule_forces": result.molecule_forces}
 
 
 def step_cost(store: Path, composition: str, package: str, n_calls: int = 20) -> dict:

@@ -33,8 +33,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_baseline import run_student, validate_cell, validate_student  # noqa: E402
 
 
-def train_longer(loop: Path, gen: Path, member: int, extra_epochs: int, run_dir: Path) -> dict:
-    """Fine-tune the member on its generation's data for `extra_epochs` epochs."""
+def train_longer(loop: Path, gen: Path, member: int, extra_epochs: int, run_dir: Path,
+                 preset: str | None = None) -> dict:
+    """Fine-tune the member on its generation's data for `extra_epochs` epochs; or, with a
+    `preset`, train that preset from random weights on the same data for as many epochs
+    (same seed, energy shifts and baseline: the capacity comparison)."""
     from ionmix.active.loop import LearnConfig
     from ionmix.dataset.store import DatasetStore
     from ionmix.files import read_frames
@@ -50,9 +53,9 @@ def train_longer(loop: Path, gen: Path, member: int, extra_epochs: int, run_dir:
                                             train[0])
     t0 = time.perf_counter()
     result = train_recipe_task(
-        files, type_names, cfg.learn.preset, shifts, str(run_dir), cfg.learn.seed + member,
-        {**cfg.learn.overrides, "max_epochs": extra_epochs}, None,
-        str(gen / "models" / f"model-{member}" / "model.nequip.zip"),
+        files, type_names, preset or cfg.learn.preset, shifts, str(run_dir),
+        cfg.learn.seed + member, {**cfg.learn.overrides, "max_epochs": extra_epochs}, None,
+        None if preset else str(gen / "models" / f"model-{member}" / "model.nequip.zip"),
         baseline=cfg.learn.baseline, provenance=store.provenance(),
         baseline_cache=str(loop / "baseline-cache.sqlite"))
     return {"package": result["package_path"], "train_wall_s": time.perf_counter() - t0,
@@ -138,8 +141,11 @@ def main() -> None:
     p.add_argument("--teacher-density", type=float, default=None,
                    help="g/cm³; default: the teacher's NPT runs in LOOP pooled "
                    "(`bench_learn.pooled_teacher_density`)")
-    p.add_argument("--only", choices=("trained", "longer"), default=None,
-                   help="run one of the two students (to run them side by side)")
+    p.add_argument("--preset", default=None,
+                   help="add a third student: this preset trained from random weights on "
+                   "the generation's data for --extra-epochs epochs (model capacity)")
+    p.add_argument("--only", choices=("trained", "longer", "preset"), default=None,
+                   help="run one of the students (to run them side by side)")
     p.add_argument("--long-ps", type=float, default=None,
                    help="then continue the longer student's run, in a copy "
                    "(md-longer-seedS-long), to this many ps")
@@ -155,6 +161,16 @@ def main() -> None:
         p.error("--extra-epochs must be ≥ 1, --ps > 0 and --long-ps > --ps")
     if args.teacher_density is not None and args.teacher_density <= 0:
         p.error(f"--teacher-density {args.teacher_density}: must be > 0 (g/cm³)")
+    if args.preset is not None:
+        from ionmix.errors import InputError
+        from ionmix.train.presets import get_preset
+
+        try:
+            get_preset(args.preset)
+        except InputError as exc:
+            p.error(f"--preset {args.preset}: {exc}")
+    if args.only == "preset" and args.preset is None:
+        p.error("--only preset needs --preset NAME")
     if args.teacher_density is None:
         args.teacher_density = box_teacher_density(args.loop, p)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -162,20 +178,28 @@ def main() -> None:
     trained_json = json.loads((member / "ionmix_train.json").read_text())
     results_path = args.out / f"epochs-{args.only or 'both'}-seed{args.seed}.json"
     done = json.loads(results_path.read_text()) if results_path.exists() else {}
-    for student in ("trained", "longer"):
+    students = ("trained", "longer") + (("preset",) if args.preset else ())
+    for student in students:
         if student in done or (args.only and student != args.only):
             continue
         if student == "trained":
             row = {"package": str(member / "model.nequip.zip"),
                    "epochs": f"as the loop trained it ({trained_json['metrics']['epochs']:.0f})",
                    **_test_maes(trained_json["metrics"])}
-        else:
+        elif student == "longer":
             row = {"epochs": f"+{args.extra_epochs}",
                    **train_longer(args.loop, gen, args.member, args.extra_epochs,
                                   args.out / f"model-{args.member}-plus{args.extra_epochs}")}
-        row["student"] = (f"gen {args.generation} member {args.member}, {student}, "
+        else:
+            row = {"epochs": f"{args.extra_epochs} from random weights",
+                   **train_longer(args.loop, gen, args.member, args.extra_epochs,
+                                  args.out / f"model-{args.member}-{args.preset}-"
+                                  f"{args.extra_epochs}", preset=args.preset)}
+        name = f"{args.preset} on its data" if student == "preset" else student
+        row["student"] = (f"gen {args.generation} member {args.member}, {name}, "
                           f"velocity seed {args.seed}")
-        md_dir = args.out / f"md-{student}-seed{args.seed}"
+        tag = f"{args.preset}-{args.extra_epochs}" if student == "preset" else student
+        md_dir = args.out / f"md-{tag}-seed{args.seed}"
         row.update(run_student(store, args.composition, row["package"], md_dir, args.seed,
                                args.ps))
         row["blocks"] = block_densities(md_dir)

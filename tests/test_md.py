@@ -323,6 +323,16 @@ def test_cli_md_then_validate_with_the_classical_teacher(tiny_sample, tmp_path):
     assert result["n_frames"] == 3 and result["force_mae_meV_per_A"] < 1e-3
     assert set(result["force_by_element"]) == {"C", "F", "H", "Li", "N", "P"}
     assert (tmp_path / "run" / "validate" / "validate.png").exists()
+    # the molecules' net forces: none wrong against itself; the scale of a single-atom
+    # ion's is its atoms' forces, read here from the trajectory (the teacher relabels the
+    # positions as written, to 8 decimals: 1e-6 apart)
+    molecules = result["molecule_forces"]
+    assert set(molecules["by_ion"]) == {"Li", "PF6", "EMIM"}
+    assert molecules["net_force_mae_meV_per_A"] < 1e-3 and molecules["torque_mae_meV"] < 1e-3
+    li = [f.get_forces()[np.array(f.get_chemical_symbols()) == "Li"] for f in frames]
+    assert molecules["by_ion"]["Li"]["net_force_reference_mean_abs_meV_per_A"] == (
+        pytest.approx(1e3 * np.mean(np.abs(li)), rel=1e-5))
+    assert molecules["by_ion"]["EMIM"]["torque_reference_mean_abs_meV"] > 0
     # the classical teacher's energy by term: the force field's terms sum to its energy,
     # the torsions by element quadruplet to the torsions
     for row in result["frames"]:

@@ -176,6 +176,7 @@ def test_validate_against_a_teacher(tmp_path):
     assert result.pressure_mae_bar > 0
     assert set(result.force_by_element) == {"Ar"}
     assert "teacher_term_change_meV_per_atom" not in result.to_json()  # not a force field
+    assert "molecule_forces" not in result.to_json()  # argon atoms carry no molecules
     assert (tmp_path / "val" / "validate.png").exists()
     from ionmix.report.properties import plot_validation
 
@@ -195,6 +196,45 @@ def test_validate_against_a_teacher(tmp_path):
     again = validate_trajectory(tmp_path / "run", teacher, tmp_path / "val", n_frames=3)
     assert again.force_mae_meV_per_A == pytest.approx(result.force_mae_meV_per_A, rel=1e-6)
     assert (tmp_path / "val" / "teacher_labels.extxyz").read_text() == labels
+
+
+def test_molecule_force_errors_sum_each_molecule_and_unwrap_it():
+    """A molecule's net-force error is the sum of its atoms' errors; a couple of opposite
+    forces moves no centre of mass but turns the molecule by (r_a − r_b) × f, also when the
+    periodic boundary splits the molecule; a single atom has no torque."""
+    from ionmix.metrics import molecule_force_errors
+
+    rng = np.random.default_rng(3)
+    cell = np.diag([10.0, 11.0, 12.0])
+    # molecule 0: three atoms across the x boundary (x = 9.6, 0.3, 0.9); molecule 1: one atom
+    positions = np.array([[[9.6, 5.0, 5.0], [0.3, 5.5, 5.0], [0.9, 5.0, 6.0], [4.0, 4.0, 4.0]]])
+    masses = np.array([12.0, 1.0, 19.0, 7.0])
+    ref = rng.normal(size=(1, 4, 3))
+    shift = rng.normal(size=(1, 4, 3)) * 0.05  # arbitrary per-atom errors
+    out = molecule_force_errors(ref + shift, ref, np.array([0, 0, 0, 1]),
+                                np.array(["A", "A", "A", "Li"]), positions, cell[None],
+                                masses)
+    net = np.concatenate([shift[0, :3].sum(axis=0), shift[0, 3]])
+    assert out["net_force_mae_meV_per_A"] == pytest.approx(1e3 * np.mean(np.abs(net)))
+    assert out["by_ion"]["Li"]["net_force_mae_meV_per_A"] == pytest.approx(
+        1e3 * np.mean(np.abs(shift[0, 3])))
+    assert out["by_ion"]["Li"]["torque_mae_meV"] is None
+    assert out["net_force_reference_mean_abs_meV_per_A"] == pytest.approx(1e3 * np.mean(
+        np.abs(np.concatenate([ref[0, :3].sum(axis=0), ref[0, 3]]))))
+
+    f = np.array([0.0, 0.3, -0.2])
+    couple = np.zeros((1, 4, 3))
+    couple[0, 0], couple[0, 1] = f, -f
+    out = molecule_force_errors(ref + couple, ref, np.array([0, 0, 0, 1]),
+                                np.array(["A", "A", "A", "Li"]), positions, cell[None],
+                                masses)
+    assert out["net_force_mae_meV_per_A"] == pytest.approx(0.0, abs=1e-9)
+    arm = np.array([9.6 - 10.3, 5.0 - 5.5, 0.0])  # atom 0 minus atom 1, across the boundary
+    assert out["by_ion"]["A"]["torque_mae_meV"] == pytest.approx(
+        1e3 * np.mean(np.abs(np.cross(arm, f))))
+    with pytest.raises(ValueError, match="must all be"):
+        molecule_force_errors(ref, ref, np.array([0, 0, 1]), np.array(["A", "A", "Li"]),
+                              positions, cell[None], masses)
 
 
 def test_openmm_engine_runs_only_the_classical_teacher_it_is_given(tmp_path):

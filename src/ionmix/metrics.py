@@ -90,6 +90,90 @@ def force_errors_meV_per_A(
     }
 
 
+def molecule_force_errors(
+    pred_eV_per_A: np.ndarray,
+    ref_eV_per_A: np.ndarray,
+    mol_id: np.ndarray,
+    ion_name: np.ndarray,
+    positions_A: np.ndarray,
+    cells_A: np.ndarray,
+    masses_amu: np.ndarray,
+) -> dict[str, Any]:
+    """Errors of the forces that move whole molecules: each molecule's net force (its
+    centre of mass) and net torque about its centre of mass.
+
+    They come from intermolecular interactions only, are a few times smaller than the
+    atoms' forces, and are what packs a liquid: its density and transport follow them,
+    while an atom-force MAE is dominated by the stiff intramolecular terms (Magdău et al.,
+    npj Comput. Mater. 9, 146 (2023), split forces so for the same reason). A model with
+    a 9 % atom-force error can have a 30 % error here.
+
+    Args:
+        pred_eV_per_A, ref_eV_per_A: forces, shape (n_frames, n_atoms, 3), eV/Å.
+        mol_id: molecule index of each atom, shape (n_atoms,) (one topology for all frames).
+        ion_name: ion name of each atom, shape (n_atoms,).
+        positions_A: shape (n_frames, n_atoms, 3), Å; a molecule may be split by the
+            periodic boundary (unwrapped by the minimum image from its first atom, so a
+            molecule must span less than half the cell).
+        cells_A: shape (n_frames, 3, 3), Å, rows the cell vectors.
+        masses_amu: shape (n_atoms,).
+
+    Returns:
+        ``net_force_mae_meV_per_A`` (every Cartesian component of every molecule's net
+        force), ``net_force_reference_mean_abs_meV_per_A`` (the reference's mean |component|:
+        the scale), ``torque_mae_meV`` and ``torque_reference_mean_abs_meV`` (molecules of
+        two atoms or more; eV·Å/Å → meV), and ``by_ion``: {ion: the same four keys, torque
+        ones None for single atoms}.
+    """
+    pred = np.asarray(pred_eV_per_A, dtype=float)
+    ref = np.asarray(ref_eV_per_A, dtype=float)
+    pos = np.asarray(positions_A, dtype=float)
+    cells = np.asarray(cells_A, dtype=float)
+    mol_id, ion_name = np.asarray(mol_id), np.asarray(ion_name)
+    masses = np.asarray(masses_amu, dtype=float)
+    if not (pred.shape == ref.shape == pos.shape and pred.shape[1:] == (len(mol_id), 3)):
+        raise ValueError(f"forces {pred.shape}, {ref.shape} and positions {pos.shape} must "
+                         f"all be (n_frames, {len(mol_id)}, 3)")
+    rows: dict[str, dict[str, list]] = {}
+    for m in np.unique(mol_id):
+        sel = mol_id == m
+        row = rows.setdefault(str(ion_name[sel][0]), {"force": [], "torque": []})
+        err, f_ref = pred[:, sel] - ref[:, sel], ref[:, sel]
+        row["force"].append((err.sum(axis=1), f_ref.sum(axis=1)))
+        if sel.sum() > 1:
+            arm = _arms_from_centre_of_mass(pos[:, sel], cells, masses[sel])
+            row["torque"].append((np.cross(arm, err).sum(axis=1),
+                                  np.cross(arm, f_ref).sum(axis=1)))
+    out: dict[str, Any] = _error_summary(rows)
+    out["by_ion"] = {ion: _error_summary({ion: r}) for ion, r in sorted(rows.items())}
+    return out
+
+
+def _arms_from_centre_of_mass(pos: np.ndarray, cells: np.ndarray,
+                              masses: np.ndarray) -> np.ndarray:
+    """Each atom's vector from its molecule's centre of mass, (n_frames, k, 3), Å."""
+    d = pos - pos[:, :1]
+    frac = np.einsum("fkj,fji->fki", d, np.linalg.inv(cells))
+    d = np.einsum("fki,fij->fkj", frac - np.round(frac), cells)
+    return d - (masses[None, :, None] * d).sum(axis=1, keepdims=True) / masses.sum()
+
+
+def _error_summary(rows: dict) -> dict[str, float | None]:
+    """MAE and reference scale of the net forces (meV/Å) and torques (meV) gathered in
+    `rows` (ion → {"force": [(error, reference)], "torque": [...]})."""
+    out: dict[str, float | None] = {}
+    for kind, unit in (("force", "net_force_{}_meV_per_A"), ("torque", "torque_{}_meV")):
+        pairs = [p for r in rows.values() for p in r[kind]]
+        if not pairs:
+            out[unit.format("mae")] = out[unit.format("reference_mean_abs")] = None
+            continue
+        err = np.concatenate([e.ravel() for e, _ in pairs])
+        ref = np.concatenate([r.ravel() for _, r in pairs])
+        out[unit.format("mae")] = float(np.mean(np.abs(err)) * EV_TO_MEV)
+        out[unit.format("reference_mean_abs")] = float(np.mean(np.abs(ref)) * EV_TO_MEV)
+    return out
+
+
 def stress_mae_meV_per_A3(
     pred_eV_per_A3: Sequence[np.ndarray], ref_eV_per_A3: Sequence[np.ndarray]
 ) -> float | None:

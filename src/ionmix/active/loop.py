@@ -419,13 +419,13 @@ def _max_deviation(committee, atoms) -> float:
 def _start_frames(ctx: _Context, frames: list) -> list:
     """Copies of the sampled `frames` (store Frames) as walker starting structures, with
     their molecule arrays."""
-    from ionmix.chemistry.topology import attach_molecules, molecules_of
+    from ionmix.chemistry.topology import with_molecule_arrays
 
     ions = ctx.store.provenance().ion_set(frames[-1].atoms)
     picked = [f.atoms.copy() for f in frames]
     for atoms in picked:
         atoms.calc = None
-        attach_molecules(atoms, molecules_of(atoms), {n: ions[n].n_atoms for n in ions})
+        with_molecule_arrays(atoms, ions)
     return picked
 
 

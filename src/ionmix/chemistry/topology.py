@@ -16,6 +16,7 @@ the text or the arrays.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -134,6 +135,19 @@ def attach_molecules(atoms: Atoms, runs: Sequence[tuple[str, int]],
     atoms.arrays[ION_NAME_ARRAY] = np.array(names, dtype="<U16")
     atoms.info[MOLECULES_INFO] = encode_runs(runs)
     return atoms
+
+
+def with_molecule_arrays(atoms: Atoms, ions: Mapping[str, Any]) -> Atoms:
+    """`atoms` with per-atom ``mol_id``/``ion_name`` arrays written from its molecule runs
+    (`molecules_of`), in place; returns `atoms`. A frame of a dataset store carries only
+    the ``molecules`` info; what follows atoms and molecules (the molecules' net forces in
+    `ionmix validate`, rigid rescaling) reads the arrays.
+
+    Args:
+        ions: ion name → ion with its ``n_atoms`` (an `IonSet`), for every ion of the runs.
+    """
+    runs = molecules_of(atoms)
+    return attach_molecules(atoms, runs, {name: ions[name].n_atoms for name, _ in runs})
 
 
 def rescale_molecules(positions_A: np.ndarray, mol_id: np.ndarray, masses: np.ndarray,

@@ -98,6 +98,8 @@ def md(
     --minimise). Run the same command again to continue an interrupted run (or to extend
     it with a larger --steps); a different starting structure, model or setting is refused.
     """
+    from ionmix.chemistry.topology import has_molecules, with_molecule_arrays
+    from ionmix.dataset.provenance import ProvenanceError
     from ionmix.md import check_can_continue, run_md
     from ionmix.models import load_model
 
@@ -111,6 +113,12 @@ def md(
                          f"multiple of --log-every {log_every}")
     atoms, provenance = load_with_provenance(structure, None, index, composition,
                                              sampled_at_K)
+    if has_molecules(atoms):  # the trajectory's frames then carry them atom by atom
+        try:
+            with_molecule_arrays(atoms, provenance.ion_set(atoms))
+        except ProvenanceError:
+            pass  # ions no record describes: a network runs without them (not validate's
+            # molecule forces)
     loaded = load_model(model, atoms, provenance=provenance, float64=float64)
     # the same network in another precision gives another trajectory: part of the id a
     # restart compares
@@ -180,8 +188,23 @@ def validate(
         f"{result.n_frames} frames vs {teacher}: energy MAE "
         f"{result.energy_mae_meV_per_atom:.2f} meV/atom (offset "
         f"{result.energy_mean_offset_meV_per_atom:+.2f}), force MAE "
-        f"{result.force_mae_meV_per_A:.1f} meV/Å ({per_el}){pressure}{_terms_line(result)}; "
+        f"{result.force_mae_meV_per_A:.1f} meV/Å ({per_el}){_molecules_line(result)}"
+        f"{pressure}{_terms_line(result)}; "
         f"figure {out / 'validate.png'}", highlight=False)
+
+
+def _molecules_line(result) -> str:
+    """The molecules' net-force and torque errors against the teacher's scale, or ''."""
+    m = result.molecule_forces
+    if not m:
+        return ""
+    force = m["net_force_mae_meV_per_A"]
+    line = (f"; molecules' net force MAE {force:.0f} meV/Å "
+            f"({100 * force / m['net_force_reference_mean_abs_meV_per_A']:.0f} % of the "
+            "teacher's mean)")
+    if m["torque_mae_meV"] is not None:
+        line += f", torque {100 * m['torque_mae_meV'] / m['torque_reference_mean_abs_meV']:.0f} %"
+    return line
 
 
 def _terms_line(result) -> str:

@@ -11,7 +11,11 @@ import numpy as np
 from ionmix.dataset import equally_spaced_indices
 from ionmix.files import atomic_write_json, read_frames
 from ionmix.md import MDError
-from ionmix.metrics import energy_errors_meV_per_atom, force_errors_meV_per_A
+from ionmix.metrics import (
+    energy_errors_meV_per_atom,
+    force_errors_meV_per_A,
+    molecule_force_errors,
+)
 from ionmix.progress import Progress
 
 
@@ -38,6 +42,10 @@ class ValidationResult:
             teacher-sampled frame, usually), so a term that rises is strain the model's
             dynamics put where the teacher's own would not (at a fixed temperature a term's
             mean stays put). None for other teachers.
+        molecule_forces: errors of each molecule's net force and torque
+            (`ionmix.metrics.molecule_force_errors`: what packs the liquid and sets its
+            density), with the teacher's mean magnitude as the scale; None when the frames
+            carry no molecules (``mol_id``/``ion_name`` arrays, as `ionmix md` writes).
     """
 
     trajectory: str
@@ -56,12 +64,14 @@ class ValidationResult:
     pressure_mean_difference_sem_bar: float | None = None
     pressure_mae_bar: float | None = None
     teacher_term_change_meV_per_atom: dict | None = None
+    molecule_forces: dict | None = None
 
     def to_json(self) -> dict:
-        """``validate.json``'s content (the pressure and term keys only when there are
-        some)."""
+        """``validate.json``'s content (the pressure, term and molecule keys only when
+        there are some)."""
         return {k: v for k, v in asdict(self).items()
-                if not (k.startswith(("pressure_", "teacher_term")) and v is None)}
+                if not (k.startswith(("pressure_", "teacher_term", "molecule_"))
+                        and v is None)}
 
 
 def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: str | os.PathLike,
@@ -141,6 +151,7 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
         f_teacher.append(teacher.get_forces())
     f_model, f_teacher = np.array(f_model), np.array(f_teacher)
     term_change = _teacher_terms(teacher_calc, [frames[i] for i in picks], per_frame)
+    molecules = _molecule_forces([frames[i] for i in picks], f_model, f_teacher)
     energy = energy_errors_meV_per_atom(  # energies already per atom: n_atoms = 1
         [r["model_energy_eV_per_atom"] for r in per_frame],
         [r["teacher_energy_eV_per_atom"] for r in per_frame], 1)
@@ -151,7 +162,8 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
         force_mae_meV_per_A=forces["force_mae_meV_per_A"],
         force_rmse_meV_per_A=forces["force_rmse_meV_per_A"],
         force_by_element=forces["by_element"], frames=per_frame,
-        **_pressure_errors_bar(per_frame), teacher_term_change_meV_per_atom=term_change)
+        **_pressure_errors_bar(per_frame), teacher_term_change_meV_per_atom=term_change,
+        molecule_forces=molecules)
     atomic_write_json(out / "validate.json", result.to_json())
     from ionmix.report.figure import save_figure
     from ionmix.report.properties import plot_validation
@@ -159,6 +171,20 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
     save_figure(plot_validation(result.to_json(), f_model, f_teacher, symbols),
                 out / "validate.png")
     return result
+
+
+def _molecule_forces(frames: list, f_model: np.ndarray,
+                     f_teacher: np.ndarray) -> dict | None:
+    """`molecule_force_errors` on the picked frames, or None without molecule arrays."""
+    from ionmix.chemistry.topology import ION_NAME_ARRAY, MOL_ID_ARRAY
+
+    first = frames[0]
+    if MOL_ID_ARRAY not in first.arrays or ION_NAME_ARRAY not in first.arrays:
+        return None
+    return molecule_force_errors(
+        f_model, f_teacher, first.arrays[MOL_ID_ARRAY], first.arrays[ION_NAME_ARRAY],
+        np.array([f.positions for f in frames]), np.array([f.cell.array for f in frames]),
+        first.get_masses())
 
 
 def _teacher_terms(teacher_calc, frames: list, per_frame: list[dict]) -> dict | None:
