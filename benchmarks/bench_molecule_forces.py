@@ -3,22 +3,26 @@
 A student's density follows the forces on whole molecules (net force and torque: only
 intermolecular interactions make them), not the atom-force MAE that the stiff bonds and
 angles dominate. This evaluates students and the classical teacher on the same frames
-(the teacher's own liquid, by default) and reports, per student, the atom-force MAE and
+(the teacher's own liquid, by default) and reports, per student, the atom-force MAE,
 `ionmix.metrics.molecule_force_errors` (net force and torque MAE, overall and by ion,
-each against the teacher's mean magnitude).
+each against the teacher's mean magnitude), and the configurational pressure's mean
+difference from the teacher's, with the atomic virial and with the molecular one
+(`ionmix.metrics.intramolecular_virial_bar` removed: what pushes whole molecules apart).
 
 ``--beyond-A R`` adds the floor that a network of cutoff R cannot go below: the teacher's
-Lennard-Jones net force on each molecule from pairs farther apart than R (its Coulomb is
-the students' baseline, exact at every range).
+Lennard-Jones net force on each molecule from pairs farther apart than R, and the
+molecular pressure of those pairs with the force field's long-range dispersion correction
+(its Coulomb is the students' baseline, exact at every range). A network must make that
+pressure up from what it sees within R.
 
     .venv/bin/python benchmarks/bench_molecule_forces.py \\
         --frames runs/teacher-ase-npt/trajectory.extxyz --every 2 --beyond-A 4.5 \\
         --model "loop gen 3, member 0=runs/learn-npt/gen-003/models/model-0/model.nequip.zip" \\
         --out runs/bench-capacity/molecule-forces.json
 
-Each ``--model`` is ``LABEL=PACKAGE``. The frames need molecule information and a
-provenance.json (or store) beside them that names the teacher. Results: ``--out`` (JSON)
-and a markdown table on stdout.
+Each ``--model`` is ``LABEL=PACKAGE`` (a package, or a committee folder for its mean).
+The frames need molecule information and a provenance.json (or store) beside them that
+names the teacher. Results: ``--out`` (JSON) and a markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -46,43 +50,64 @@ def frames_with_molecules(path: Path, every: int):
     return frames, provenance
 
 
-def forces_of(calc, frames) -> np.ndarray:
-    """Forces of `calc` on each frame, shape (n_frames, n_atoms, 3), eV/Å."""
-    out = []
+def forces_of(calc, frames) -> tuple[np.ndarray, np.ndarray]:
+    """Forces (n_frames, n_atoms, 3; eV/Å) and configurational pressures (n_frames; bar,
+    −trace σ / 3) of `calc` on each frame."""
+    from ionmix.units import ev_per_a3_to_bar
+
+    forces, pressures = [], []
     for atoms in frames:
         work = atoms.copy()
         work.calc = calc
-        out.append(work.get_forces())
-    return np.array(out)
+        forces.append(work.get_forces())
+        pressures.append(float(ev_per_a3_to_bar(-np.mean(work.get_stress()[:3]))))
+    return np.array(forces), np.array(pressures)
 
 
-def errors(pred: np.ndarray, ref: np.ndarray, frames) -> dict:
-    """Atom-force MAE and the molecules' net-force/torque errors, meV units."""
-    from ionmix.metrics import force_errors_meV_per_A, molecule_force_errors
+def errors(pred: tuple, ref: tuple, frames) -> dict:
+    """Atom-force MAE, the molecules' net-force/torque errors (meV units), and the mean
+    pressure difference pred − ref with its standard error (bar), atomic and molecular
+    virial (`ionmix.metrics.intramolecular_virial_bar`)."""
+    from ionmix.metrics import (
+        force_errors_meV_per_A,
+        intramolecular_virial_bar,
+        molecule_force_errors,
+    )
 
     first = frames[0]
+    (f_pred, p_pred), (f_ref, p_ref) = pred, ref
     symbols = np.tile(first.get_chemical_symbols(), len(frames))
-    return {"force_mae_meV_per_A": force_errors_meV_per_A(pred.reshape(-1, 3),
-                                                           ref.reshape(-1, 3),
+    geometry = (first.arrays["mol_id"], np.array([f.positions for f in frames]),
+                np.array([f.cell.array for f in frames]), first.get_masses())
+    atomic = p_pred - p_ref
+    molecular = atomic - (intramolecular_virial_bar(f_pred, *geometry)
+                          - intramolecular_virial_bar(f_ref, *geometry))
+    sem = np.sqrt(len(frames))
+    return {"force_mae_meV_per_A": force_errors_meV_per_A(f_pred.reshape(-1, 3),
+                                                           f_ref.reshape(-1, 3),
                                                            symbols)["force_mae_meV_per_A"],
-            "force_reference_mean_abs_meV_per_A": float(1e3 * np.abs(ref).mean()),
-            **molecule_force_errors(pred, ref, first.arrays["mol_id"],
-                                    first.arrays["ion_name"],
-                                    np.array([f.positions for f in frames]),
-                                    np.array([f.cell.array for f in frames]),
-                                    first.get_masses())}
+            "force_reference_mean_abs_meV_per_A": float(1e3 * np.abs(f_ref).mean()),
+            **molecule_force_errors(f_pred, f_ref, geometry[0], first.arrays["ion_name"],
+                                    *geometry[1:]),
+            "pressure_difference_bar": [float(atomic.mean()), float(atomic.std(ddof=1) / sem)],
+            "molecular_pressure_difference_bar": [float(molecular.mean()),
+                                                  float(molecular.std(ddof=1) / sem)]}
 
 
-def lj_beyond(frames, teacher_calc, cutoff_A: float) -> np.ndarray:
-    """The teacher's Lennard-Jones forces from pairs farther apart than `cutoff_A`, shape
-    (n_frames, n_atoms, 3), eV/Å: its CustomNonbondedForce (switch and exclusions as in
-    the teacher) with the energy multiplied by step(r − cutoff), no tail correction."""
+def lj_beyond(frames, teacher_calc, cutoff_A: float) -> tuple[np.ndarray, np.ndarray]:
+    """What of the teacher's Lennard-Jones a network of cutoff `cutoff_A` cannot see.
+
+    Returns the forces from pairs farther apart than `cutoff_A` (its CustomNonbondedForce,
+    switch and exclusions as in the teacher, the energy multiplied by step(r − cutoff)),
+    shape (n_frames, n_atoms, 3), eV/Å; and the molecular configurational pressure of
+    those pairs and of the force field's long-range dispersion correction (a term of the
+    volume alone, no forces), shape (n_frames, 2), bar: −dE/dV with rigid molecules whose
+    centres of mass scale (`scaled_frame`, ±0.1 % in length).
+    """
     import openmm
-    import openmm.unit as u
 
     from ionmix.chemistry.topology import molecules_of
-    from ionmix.teachers.classical.system import make_system, openmm_cell
-    from ionmix.units import kj_per_mol_nm_to_ev_per_angstrom
+    from ionmix.teachers.classical.system import make_system
 
     c = teacher_calc
     csys = make_system(molecules_of(frames[0]), frames[0].cell.array,
@@ -93,22 +118,59 @@ def lj_beyond(frames, teacher_calc, cutoff_A: float) -> np.ndarray:
     far = copy.deepcopy(lj)
     first, *rest = far.getEnergyFunction().split(";")
     far.setEnergyFunction(";".join([f"step(r-{cutoff_A / 10})*({first})", *rest]))  # nm
-    far.setUseLongRangeCorrection(False)  # a constant force-free term of the volume
-    system = openmm.System()
-    for i in range(csys.system.getNumParticles()):
-        system.addParticle(csys.system.getParticleMass(i))
-    system.addForce(far)
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001),
-                             openmm.Platform.getPlatformByName("CPU"))
-    out = []
+    far.setUseLongRangeCorrection(False)
+    no_correction = copy.deepcopy(lj)
+    no_correction.setUseLongRangeCorrection(False)
+    contexts = [_context_of(csys.system, force) for force in (far, lj, no_correction)]
+    forces, pressures = [], []
     for atoms in frames:
-        box, rotation = openmm_cell(atoms.cell.array)
-        context.setPeriodicBoxVectors(*[openmm.Vec3(*row) * 0.1 for row in box])
-        context.setPositions(atoms.positions @ rotation * 0.1)
-        f = context.getState(getForces=True).getForces(asNumpy=True)
-        f = kj_per_mol_nm_to_ev_per_angstrom(f.value_in_unit(u.kilojoule_per_mole / u.nanometer))
-        out.append(f @ rotation.T)  # back to the frame's axes
-    return np.array(out)
+        forces.append(_evaluate(contexts[0], atoms)[1])
+        pressures.append((
+            _molecular_pressure_bar(atoms, lambda a: _evaluate(contexts[0], a)[0]),
+            _molecular_pressure_bar(atoms, lambda a: _evaluate(contexts[1], a)[0]
+                                    - _evaluate(contexts[2], a)[0])))
+    return np.array(forces), np.array(pressures)
+
+
+def _context_of(system, force):
+    """An OpenMM context of `force` alone on `system`'s particles (CPU platform)."""
+    import openmm
+
+    alone = openmm.System()
+    for i in range(system.getNumParticles()):
+        alone.addParticle(system.getParticleMass(i))
+    alone.addForce(copy.deepcopy(force))
+    return openmm.Context(alone, openmm.VerletIntegrator(0.001),
+                          openmm.Platform.getPlatformByName("CPU"))
+
+
+def _evaluate(context, atoms) -> tuple[float, np.ndarray]:
+    """Energy (eV) and forces (n_atoms, 3; eV/Å, the frame's axes) of `context` on `atoms`."""
+    import openmm
+    import openmm.unit as u
+
+    from ionmix.teachers.classical.system import openmm_cell
+    from ionmix.units import kj_per_mol_nm_to_ev_per_angstrom, kj_per_mol_to_ev
+
+    box, rotation = openmm_cell(atoms.cell.array)
+    context.setPeriodicBoxVectors(*[openmm.Vec3(*row) * 0.1 for row in box])  # nm
+    context.setPositions(atoms.positions @ rotation * 0.1)
+    state = context.getState(getEnergy=True, getForces=True)
+    energy = float(kj_per_mol_to_ev(state.getPotentialEnergy().value_in_unit(
+        u.kilojoule_per_mole)))
+    forces = kj_per_mol_nm_to_ev_per_angstrom(state.getForces(asNumpy=True).value_in_unit(
+        u.kilojoule_per_mole / u.nanometer))
+    return energy, forces @ rotation.T
+
+
+def _molecular_pressure_bar(atoms, energy_eV, relative_step: float = 1e-3) -> float:
+    """−dE/dV (bar) of `energy_eV(atoms)` with rigid molecules, by central difference."""
+    from ionmix.chemistry.topology import scaled_frame
+    from ionmix.units import ev_per_a3_to_bar
+
+    up, down = scaled_frame(atoms, 1 + relative_step), scaled_frame(atoms, 1 - relative_step)
+    d_volume = up.get_volume() - down.get_volume()
+    return float(ev_per_a3_to_bar(-(energy_eV(up) - energy_eV(down)) / d_volume))
 
 
 def _cell(mae: float | None, scale: float | None) -> str:
@@ -122,13 +184,19 @@ def markdown(rows: dict) -> str:
             return _cell(m["net_force_mae_meV_per_A"], m["net_force_reference_mean_abs_meV_per_A"])
         return _cell(m["torque_mae_meV"], m["torque_reference_mean_abs_meV"])
 
+    def bar(pair):
+        return "–" if np.isnan(pair[0]) else f"{pair[0]:+.0f} ± {pair[1]:.0f}"
+
     head = ("| model | atom-force MAE, meV/Å (% of mean) | net force MAE, meV/Å (%) | "
-            "torque MAE, meV (%) | net force by ion (%) |\n|---|---|---|---|---|\n")
+            "torque MAE, meV (%) | net force by ion (%) | pressure − teacher's, atomic / "
+            "molecular virial (bar) |\n|---|---|---|---|---|---|\n")
     lines = []
     for label, r in rows.items():
         atom = _cell(r["force_mae_meV_per_A"], r["force_reference_mean_abs_meV_per_A"])
         by_ion = ", ".join(f"{ion} {pct(m, 'force')}" for ion, m in r["by_ion"].items())
-        lines.append(f"| {label} | {atom} | {pct(r, 'force')} | {pct(r, 'torque')} | {by_ion} |")
+        lines.append(f"| {label} | {atom} | {pct(r, 'force')} | {pct(r, 'torque')} | {by_ion} "
+                     f"| {bar(r['pressure_difference_bar'])} / "
+                     f"{bar(r['molecular_pressure_difference_bar'])} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -146,8 +214,8 @@ def main() -> None:
     if len(models) != len(args.model) or args.every < 1:
         p.error("--model takes LABEL=PACKAGE; --every must be ≥ 1")
     for label, package in models.items():
-        if not Path(package).is_file():
-            p.error(f"--model {label}={package}: no such file")
+        if not Path(package).exists():
+            p.error(f"--model {label}={package}: no such file or folder")
     from ionmix.models import load_model
 
     frames, provenance = frames_with_molecules(args.frames, args.every)
@@ -160,8 +228,17 @@ def main() -> None:
         rows[label] = errors(forces_of(calc, frames), ref, frames)
         rows[label]["wall_s"] = time.perf_counter() - t0
     if args.beyond_A is not None:  # what a network of that cutoff cannot see: ref − far
-        rows[f"teacher without LJ beyond {args.beyond_A:g} Å"] = errors(
-            ref - lj_beyond(frames, teacher, args.beyond_A), ref, frames)
+        far_forces, far_bar = lj_beyond(frames, teacher, args.beyond_A)
+        row = errors((ref[0] - far_forces, ref[1]), ref, frames)
+        # its pressure: the teacher's less that of the far pairs and the tail correction,
+        # molecular virial; the atomic one is not computed
+        row["pressure_difference_bar"] = [float("nan"), float("nan")]
+        missing = -far_bar.sum(axis=1)
+        row["molecular_pressure_difference_bar"] = [float(missing.mean()), float(
+            missing.std(ddof=1) / np.sqrt(len(missing)))]
+        row["molecular_pressure_of_far_pairs_bar"] = float(far_bar[:, 0].mean())
+        row["molecular_pressure_of_dispersion_correction_bar"] = float(far_bar[:, 1].mean())
+        rows[f"teacher without LJ beyond {args.beyond_A:g} Å"] = row
     result = {"frames": str(args.frames), "n_frames": len(frames), "every": args.every,
               "models": models, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -308,8 +308,9 @@ def test_cli_md_then_validate_with_the_classical_teacher(tiny_sample, tmp_path):
     """`ionmix md` with the teacher itself, then `ionmix validate` against it: the teacher
     agrees with itself to the extxyz precision, and the files are where the docs say."""
     db = str(tiny_sample / "frames.db")
+    # NPT: its frames carry the stress, so validate compares pressures too
     out = cli("md", db, "--model", "classical", "--out", str(tmp_path / "run"),
-              "--composition", "LiPF6=0.25,EMIMPF6=0.75", "--ensemble", "nvt", "--steps", "20",
+              "--composition", "LiPF6=0.25,EMIMPF6=0.75", "--ensemble", "npt", "--steps", "20",
               "--log-every", "5", "--trajectory-every", "10", "--max-bond-stretch", "0")
     assert out.returncode == 0, out.stderr
     settings = json.loads((tmp_path / "run" / "md.json").read_text())["settings"]
@@ -333,6 +334,11 @@ def test_cli_md_then_validate_with_the_classical_teacher(tiny_sample, tmp_path):
     assert molecules["by_ion"]["Li"]["net_force_reference_mean_abs_meV_per_A"] == (
         pytest.approx(1e3 * np.mean(np.abs(li)), rel=1e-5))
     assert molecules["by_ion"]["EMIM"]["torque_reference_mean_abs_meV"] > 0
+    # the molecular virial: the same model on both sides, and the bonds' share removed
+    assert abs(result["molecular_pressure_mean_difference_bar"]) < 1.0
+    for row in result["frames"]:
+        assert row["teacher_molecular_pressure_bar"] != pytest.approx(
+            row["teacher_pressure_bar"], abs=10.0)
     # the classical teacher's energy by term: the force field's terms sum to its energy,
     # the torsions by element quadruplet to the torsions
     for row in result["frames"]:

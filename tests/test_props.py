@@ -176,7 +176,8 @@ def test_validate_against_a_teacher(tmp_path):
     assert result.pressure_mae_bar > 0
     assert set(result.force_by_element) == {"Ar"}
     assert "teacher_term_change_meV_per_atom" not in result.to_json()  # not a force field
-    assert "molecule_forces" not in result.to_json()  # argon atoms carry no molecules
+    assert not {"molecule_forces", "molecular_pressure_mean_difference_bar"} & set(
+        result.to_json())  # argon atoms carry no molecules
     assert (tmp_path / "val" / "validate.png").exists()
     from ionmix.report.properties import plot_validation
 
@@ -235,6 +236,25 @@ def test_molecule_force_errors_sum_each_molecule_and_unwrap_it():
     with pytest.raises(ValueError, match="must all be"):
         molecule_force_errors(ref, ref, np.array([0, 0, 1]), np.array(["A", "A", "Li"]),
                               positions, cell[None], masses)
+
+
+def test_intramolecular_virial_of_a_bond_across_the_boundary():
+    """A bond pulling its two atoms together with f contributes (r_a − r_b)·f_a / 3V,
+    wherever the molecule's centre of mass is and across the periodic boundary; a single
+    atom contributes nothing, however large its force."""
+    from ionmix.metrics import intramolecular_virial_bar
+    from ionmix.units import ev_per_a3_to_bar
+
+    cell = np.diag([10.0, 12.0, 14.0])
+    positions = np.array([[[9.5, 6.0, 7.0], [0.5, 6.2, 7.1], [3.0, 3.0, 3.0]]])
+    bond = np.array([1.0, 0.2, 0.1])  # b − a across the x boundary
+    f_a = 0.8 * bond / np.linalg.norm(bond)  # a pulled towards b
+    forces = np.array([[f_a, -f_a, [5.0, -3.0, 2.0]]])
+    virial = intramolecular_virial_bar(forces, np.array([0, 0, 1]), positions, cell[None],
+                                       np.array([12.0, 16.0, 7.0]))
+    expected = ev_per_a3_to_bar(np.dot(-bond, f_a) / (3 * np.linalg.det(cell)))
+    assert virial == pytest.approx([expected], rel=1e-12)
+    assert expected < 0  # a bond under tension pulls the atomic pressure down
 
 
 def test_openmm_engine_runs_only_the_classical_teacher_it_is_given(tmp_path):

@@ -10,7 +10,7 @@ report. Definitions match nequip's test metrics, so the two compare number for n
 * stress error: every one of the 9 components of the 3×3 stress of each frame.
 
 Inputs are in eV, eV/Å and eV/Å³; every result is in meV/atom, meV/Å or meV/Å³ as its
-key says. Pure numpy: no model, file or plot is touched here.
+key says (pressures in bar). Pure numpy: no model, file or plot is touched here.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from ionmix.units import ev_per_a3_to_bar
 
 EV_TO_MEV = 1000.0
 
@@ -147,6 +149,35 @@ def molecule_force_errors(
     out: dict[str, Any] = _error_summary(rows)
     out["by_ion"] = {ion: _error_summary({ion: r}) for ion, r in sorted(rows.items())}
     return out
+
+
+def intramolecular_virial_bar(forces_eV_per_A: np.ndarray, mol_id: np.ndarray,
+                              positions_A: np.ndarray, cells_A: np.ndarray,
+                              masses_amu: np.ndarray) -> np.ndarray:
+    """Σᵢ (rᵢ − R_mol(i))·Fᵢ / 3V per frame (bar): the part of the atomic virial that
+    forces inside molecules make. The atomic configurational pressure (−trace σ / 3) minus
+    this is the molecular one, which counts only the forces on whole molecules.
+
+    Both estimators give the same mean over a model's own equilibrium run. On frames the
+    model did not make (the teacher's, to compare two models) they do not: a model whose
+    stiff bonds sit a few mÅ off the teacher's shifts the atomic virial by hundreds of bar
+    with no effect on packing. The molecular one compares what decides the density.
+
+    Args: as `molecule_force_errors` (forces of one model, shape (n_frames, n_atoms, 3)).
+    Returns: shape (n_frames,), bar.
+    """
+    forces = np.asarray(forces_eV_per_A, dtype=float)
+    pos = np.asarray(positions_A, dtype=float)
+    cells = np.asarray(cells_A, dtype=float)
+    mol_id, masses = np.asarray(mol_id), np.asarray(masses_amu, dtype=float)
+    virial = np.zeros(len(forces))
+    for m in np.unique(mol_id):
+        sel = mol_id == m
+        if sel.sum() > 1:
+            arm = _arms_from_centre_of_mass(pos[:, sel], cells, masses[sel])
+            virial += np.einsum("fkj,fkj->f", arm, forces[:, sel])
+    volume = np.abs(np.linalg.det(cells))
+    return ev_per_a3_to_bar(virial / (3.0 * volume))
 
 
 def _arms_from_centre_of_mass(pos: np.ndarray, cells: np.ndarray,

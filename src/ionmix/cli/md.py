@@ -184,6 +184,9 @@ def validate(
         f"; configurational pressure {result.pressure_mean_difference_bar:+.0f} ± "
         f"{result.pressure_mean_difference_sem_bar:.0f} bar above the teacher's (MAE "
         f"{result.pressure_mae_bar:.0f} bar)")
+    if result.molecular_pressure_mean_difference_bar is not None:
+        pressure += (f", molecular virial {result.molecular_pressure_mean_difference_bar:+.0f}"
+                     f" ± {result.molecular_pressure_mean_difference_sem_bar:.0f} bar")
     console.print(
         f"{result.n_frames} frames vs {teacher}: energy MAE "
         f"{result.energy_mae_meV_per_atom:.2f} meV/atom (offset "

@@ -14,6 +14,7 @@ from ionmix.md import MDError
 from ionmix.metrics import (
     energy_errors_meV_per_atom,
     force_errors_meV_per_A,
+    intramolecular_virial_bar,
     molecule_force_errors,
 )
 from ionmix.progress import Progress
@@ -46,6 +47,12 @@ class ValidationResult:
             (`ionmix.metrics.molecule_force_errors`: what packs the liquid and sets its
             density), with the teacher's mean magnitude as the scale; None when the frames
             carry no molecules (``mol_id``/``ion_name`` arrays, as `ionmix md` writes).
+        molecular_pressure_*: the same pressure comparison with the molecular virial
+            (`ionmix.metrics.intramolecular_virial_bar` removed; per frame
+            ``model_molecular_pressure_bar``/``teacher_molecular_pressure_bar``): what the
+            forces on whole molecules push, free of the stiff bonds' virial, which on
+            frames a model did not make can differ by hundreds of bar and even in sign.
+            None without molecules or stresses.
     """
 
     trajectory: str
@@ -65,12 +72,14 @@ class ValidationResult:
     pressure_mae_bar: float | None = None
     teacher_term_change_meV_per_atom: dict | None = None
     molecule_forces: dict | None = None
+    molecular_pressure_mean_difference_bar: float | None = None
+    molecular_pressure_mean_difference_sem_bar: float | None = None
 
     def to_json(self) -> dict:
         """``validate.json``'s content (the pressure, term and molecule keys only when
         there are some)."""
         return {k: v for k, v in asdict(self).items()
-                if not (k.startswith(("pressure_", "teacher_term", "molecule_"))
+                if not (k.startswith(("pressure_", "teacher_term", "molecul"))
                         and v is None)}
 
 
@@ -152,6 +161,8 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
     f_model, f_teacher = np.array(f_model), np.array(f_teacher)
     term_change = _teacher_terms(teacher_calc, [frames[i] for i in picks], per_frame)
     molecules = _molecule_forces([frames[i] for i in picks], f_model, f_teacher)
+    molecular_pressure = _molecular_pressures([frames[i] for i in picks], f_model, f_teacher,
+                                              per_frame)
     energy = energy_errors_meV_per_atom(  # energies already per atom: n_atoms = 1
         [r["model_energy_eV_per_atom"] for r in per_frame],
         [r["teacher_energy_eV_per_atom"] for r in per_frame], 1)
@@ -163,7 +174,7 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
         force_rmse_meV_per_A=forces["force_rmse_meV_per_A"],
         force_by_element=forces["by_element"], frames=per_frame,
         **_pressure_errors_bar(per_frame), teacher_term_change_meV_per_atom=term_change,
-        molecule_forces=molecules)
+        molecule_forces=molecules, **molecular_pressure)
     atomic_write_json(out / "validate.json", result.to_json())
     from ionmix.report.figure import save_figure
     from ionmix.report.properties import plot_validation
@@ -185,6 +196,30 @@ def _molecule_forces(frames: list, f_model: np.ndarray,
         f_model, f_teacher, first.arrays[MOL_ID_ARRAY], first.arrays[ION_NAME_ARRAY],
         np.array([f.positions for f in frames]), np.array([f.cell.array for f in frames]),
         first.get_masses())
+
+
+def _molecular_pressures(frames: list, f_model: np.ndarray, f_teacher: np.ndarray,
+                         per_frame: list[dict]) -> dict:
+    """Molecular configurational pressures of model and teacher into each row of
+    `per_frame` that has both atomic ones; their mean difference (model − teacher) and its
+    standard error, bar; {} without molecules or pressures."""
+    from ionmix.chemistry.topology import MOL_ID_ARRAY
+
+    if MOL_ID_ARRAY not in frames[0].arrays or any(
+            "model_pressure_bar" not in row for row in per_frame):
+        return {}
+    args = (frames[0].arrays[MOL_ID_ARRAY], np.array([f.positions for f in frames]),
+            np.array([f.cell.array for f in frames]), frames[0].get_masses())
+    model = intramolecular_virial_bar(f_model, *args)
+    teacher = intramolecular_virial_bar(f_teacher, *args)
+    for row, m, t in zip(per_frame, model, teacher, strict=True):
+        row["model_molecular_pressure_bar"] = row["model_pressure_bar"] - float(m)
+        row["teacher_molecular_pressure_bar"] = row["teacher_pressure_bar"] - float(t)
+    diff = np.array([r["model_molecular_pressure_bar"] - r["teacher_molecular_pressure_bar"]
+                     for r in per_frame])
+    return {"molecular_pressure_mean_difference_bar": float(diff.mean()),
+            "molecular_pressure_mean_difference_sem_bar":
+                float(diff.std(ddof=1) / np.sqrt(diff.size))}
 
 
 def _teacher_terms(teacher_calc, frames: list, per_frame: list[dict]) -> dict | None:
