@@ -11,6 +11,12 @@ a committee folder (or the one model) is evaluated on every `--every`-th frame, 
 thread. A student whose NPT density drifts much further than this bias implies is not
 off by its pressure on the teacher's liquid but by the configurations its own dynamics
 reaches (compare `ionmix validate` along its run). Prints one JSON object.
+
+The pressure here is the atomic virial's. On frames a model did not make, that is
+dominated by its stiff bonds and can point the wrong way: for the loop's students it read
+−90 to −360 bar where the molecular virial reads +270 to +690
+(`bench_molecule_forces.py`, which compares both; docs/benchmarks.md, "What moves whole
+molecules").
 """
 
 from __future__ import annotations
