@@ -173,6 +173,31 @@ def _molecular_pressure_bar(atoms, energy_eV, relative_step: float = 1e-3) -> fl
     return float(ev_per_a3_to_bar(-(energy_eV(up) - energy_eV(down)) / d_volume))
 
 
+def teacher_pressures(ref: tuple, frames, temperature_K: float) -> dict:
+    """The teacher's mean pressure on the frames, bar (± standard error), with the atomic
+    and with the molecular virial, each with its kinetic term (N k_B T / V, atoms or
+    molecules): both should read the frames' own pressure (1 bar for an NPT run), which
+    checks the molecular estimator."""
+    from ase.units import kB
+
+    from ionmix.metrics import intramolecular_virial_bar
+    from ionmix.units import ev_per_a3_to_bar
+
+    forces, atomic = ref
+    first = frames[0]
+    volume = np.array([f.get_volume() for f in frames])
+    molecular = atomic - intramolecular_virial_bar(
+        forces, first.arrays["mol_id"], np.array([f.positions for f in frames]),
+        np.array([f.cell.array for f in frames]), first.get_masses())
+    n_molecules = len(np.unique(first.arrays["mol_id"]))
+    out = {}
+    for name, configurational, n in (("atomic", atomic, len(first)),
+                                     ("molecular", molecular, n_molecules)):
+        total = configurational + ev_per_a3_to_bar(n * kB * temperature_K / volume)
+        out[name] = [float(total.mean()), float(total.std(ddof=1) / np.sqrt(len(total)))]
+    return out
+
+
 def _cell(mae: float | None, scale: float | None) -> str:
     """'MAE (MAE as % of the teacher's scale)', or – where there is none."""
     return "–" if mae is None else f"{mae:.0f} ({100 * mae / scale:.0f} %)"
@@ -208,6 +233,8 @@ def main() -> None:
     p.add_argument("--model", action="append", default=[], metavar="LABEL=PACKAGE")
     p.add_argument("--beyond-A", type=float, default=None,
                    help="also the teacher's LJ from pairs beyond this distance (Å)")
+    p.add_argument("--temperature-K", type=float, default=300.0,
+                   help="of the frames, for the kinetic terms of the teacher's pressures")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     models = dict(m.split("=", 1) for m in args.model if "=" in m)
@@ -240,10 +267,13 @@ def main() -> None:
         row["molecular_pressure_of_dispersion_correction_bar"] = float(far_bar[:, 1].mean())
         rows[f"teacher without LJ beyond {args.beyond_A:g} Å"] = row
     result = {"frames": str(args.frames), "n_frames": len(frames), "every": args.every,
-              "models": models, "rows": rows}
+              "models": models, "rows": rows,
+              "teacher_pressures_bar": teacher_pressures(ref, frames, args.temperature_K)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(markdown(rows))
+    print("teacher's own pressure on the frames (bar), atomic / molecular virial: "
+          + " / ".join(f"{m:+.0f} ± {e:.0f}" for m, e in result["teacher_pressures_bar"].values()))
 
 
 if __name__ == "__main__":
