@@ -20,6 +20,10 @@ teacher's liquid):
 ``prepare`` makes OUT a loop folder whose generation's data carry the labels less the
 correction (energy + A/V, stress − A/V²·1; the other files are links to the loop's), and
 writes A to ``OUT/lrc.json``. ``evaluate`` prints the table and writes ``OUT/eval.json``.
+
+``--part pairs`` does the same with the teacher's LJ pairs beyond 4.5 Å instead (energy,
+forces and stress; `FarPairs`): the part of the unseen dispersion that depends on
+structure. Run it into another OUT (runs/far-test).
 """
 
 from __future__ import annotations
@@ -93,13 +97,116 @@ class PlusCorrection(Calculator):
             / volume**2}
 
 
-def prepare(loop: Path, generation: int, out: Path) -> float:
+class FarPairs(Calculator):
+    """The teacher's LJ from pairs farther apart than `cutoff_A` (its switch and
+    exclusions; `bench_molecule_forces.lj_beyond`'s force): energy, forces, and the stress
+    by central differences of 1e-8 strains on the Reference platform (double precision;
+    a strain that carried a pair across the step would add a jump, so a second step size
+    checks it)."""
+
+    implemented_properties = ["energy", "forces", "stress"]
+
+    def __init__(self, atoms, provenance, cutoff_A: float = 4.5):
+        import openmm
+
+        from ionmix.chemistry.topology import molecules_of
+        from ionmix.teachers.classical.system import make_system
+
+        super().__init__()
+        c = provenance.teacher(atoms, "classical").calculator(atoms)
+        csys = make_system(molecules_of(atoms), atoms.cell.array, charge_scale=c.charge_scale,
+                           cutoff_A=c.cutoff_A, ewald_error_tolerance=c.ewald_error_tolerance,
+                           lj_switch_width_A=c.lj_switch_width_A, ions=c.ions)
+        lj = next(f for f in csys.system.getForces()
+                  if isinstance(f, openmm.CustomNonbondedForce))
+        far = copy.deepcopy(lj)
+        first, *rest = far.getEnergyFunction().split(";")
+        far.setEnergyFunction(";".join([f"step(r-{cutoff_A / 10})*({first})", *rest]))  # nm
+        far.setUseLongRangeCorrection(False)
+        from bench_molecule_forces import _context_of
+
+        self.context = _context_of(csys.system, far)
+
+    def _strained_energy(self, strain: np.ndarray) -> float:
+        from bench_molecule_forces import _evaluate
+
+        work = self.atoms.copy()
+        deformation = np.eye(3) + strain
+        work.set_cell(self.atoms.cell.array @ deformation, scale_atoms=False)
+        work.positions = self.atoms.positions @ deformation
+        return _evaluate(self.context, work)[0]
+
+    def _stress(self, step: float) -> np.ndarray:
+        stress = np.zeros((3, 3))
+        for i in range(3):
+            for j in range(i, 3):
+                strain = np.zeros((3, 3))
+                strain[i, j] = strain[j, i] = step / (2 if i != j else 1)
+                stress[i, j] = stress[j, i] = (self._strained_energy(strain)
+                                               - self._strained_energy(-strain)) / (2 * step)
+        return stress / self.atoms.get_volume()
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        from bench_molecule_forces import _evaluate
+
+        super().calculate(atoms, properties, system_changes)
+        energy, forces = _evaluate(self.context, self.atoms)
+        stress = self._stress(1e-8)
+        if np.abs(stress - self._stress(2e-8)).max() > 1e-6:  # a pair crossed: step again
+            stress = self._stress(3e-8)
+        self.results = {"energy": energy, "forces": forces,
+                        "stress": stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]}
+
+
+class Plus(Calculator):
+    """The sum of two calculators' energy, forces and stress."""
+
+    implemented_properties = ["energy", "forces", "stress"]
+
+    def __init__(self, first, second):
+        super().__init__()
+        self.parts = (first, second)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        out = {"energy": 0.0, "forces": 0.0, "stress": 0.0}
+        for calc in self.parts:
+            work = self.atoms.copy()
+            work.calc = calc
+            out["energy"] += work.get_potential_energy()
+            out["forces"] = out["forces"] + work.get_forces()
+            out["stress"] = out["stress"] + work.get_stress()
+        self.results = out
+
+
+def prepare_pairs(loop: Path, generation: int, out: Path) -> None:
+    """OUT as a loop folder whose generation's labels lack the teacher's far LJ pairs."""
     from ase.calculators.singlepoint import SinglePointCalculator
 
     from ionmix.dataset.provenance import load_provenance
     from ionmix.dataset.store import atomic_write_extxyz
     from ionmix.files import read_frames
 
+    gen = _linked_loop(loop, generation, out)
+    provenance = load_provenance(loop / "frames.db")
+    far = None
+    for split in ("train", "val", "test"):
+        frames = read_frames(loop / gen / "data" / f"{split}.extxyz", ":", what="data")
+        for atoms in frames:
+            far = far or FarPairs(atoms, provenance)
+            work = atoms.copy()
+            work.calc = far
+            info = dict(atoms.info)
+            atoms.calc = SinglePointCalculator(
+                atoms, energy=atoms.get_potential_energy() - work.get_potential_energy(),
+                forces=atoms.get_forces() - work.get_forces(),
+                stress=atoms.get_stress() - work.get_stress())
+            atoms.info.update(info)
+        atomic_write_extxyz(frames, out / gen / "data" / f"{split}.extxyz")
+
+
+def _linked_loop(loop: Path, generation: int, out: Path) -> str:
+    """OUT/gen-NNN/data made, the loop's config, store, cache and models linked; 'gen-NNN'."""
     gen = f"gen-{generation:03d}"
     (out / gen / "data").mkdir(parents=True, exist_ok=True)
     links = [(out / name, loop / name) for name in ("learn-config.json", "frames.db",
@@ -108,6 +215,17 @@ def prepare(loop: Path, generation: int, out: Path) -> float:
     for link, target in links:
         if not link.exists():
             link.symlink_to(target.resolve())
+    return gen
+
+
+def prepare(loop: Path, generation: int, out: Path) -> float:
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from ionmix.dataset.provenance import load_provenance
+    from ionmix.dataset.store import atomic_write_extxyz
+    from ionmix.files import read_frames
+
+    gen = _linked_loop(loop, generation, out)
     provenance = load_provenance(loop / "frames.db")
     coefficient = None
     for split in ("train", "val", "test"):
@@ -126,21 +244,30 @@ def prepare(loop: Path, generation: int, out: Path) -> float:
     return coefficient
 
 
-def evaluate(out: Path, control: Path, frames_path: Path, member: int) -> dict:
+def evaluate(out: Path, control: Path, frames_path: Path, member: int, part: str) -> dict:
     from ionmix.models import load_model
 
-    coefficient = json.loads((out / "lrc.json").read_text())["A_eV_A3"]
     frames, provenance = frames_with_molecules(frames_path, 1)
     teacher = provenance.teacher(frames[0], "classical").calculator(frames[0])
     ref = forces_of(teacher, frames)
+    if part == "correction":
+        coefficient = json.loads((out / "lrc.json").read_text())["A_eV_A3"]
+
+        def add_back(calc):
+            return PlusCorrection(calc, coefficient)
+    else:
+        far = FarPairs(frames[0], provenance)
+
+        def add_back(calc):
+            return Plus(calc, far)
     trained = out / "bench" / f"model-{member}-plus30" / "model.nequip.zip"
     rows = {}
-    for label, package, add_back in [
+    for label, package, with_part in [
             ("control: fine-tuned on the labels", control, False),
-            ("fine-tuned on the labels less the correction, + the correction", trained, True),
-            ("the same without the correction added back", trained, False)]:
+            (f"fine-tuned on the labels less the {part}, + the {part}", trained, True),
+            (f"the same without the {part} added back", trained, False)]:
         calc = load_model(package, frames[0], provenance=provenance).calc
-        calc = PlusCorrection(calc, coefficient) if add_back else calc
+        calc = add_back(calc) if with_part else calc
         rows[label] = errors(forces_of(calc, frames), ref, frames)
     (out / "eval.json").write_text(json.dumps(rows, indent=1))
     print(markdown(rows))
@@ -155,14 +282,18 @@ def main() -> None:
     p.add_argument("--member", type=int, default=0)
     p.add_argument("--control", type=Path, help="evaluate: the control's package")
     p.add_argument("--frames", type=Path, default=Path("runs/teacher-ase-npt/trajectory.extxyz"))
+    p.add_argument("--part", choices=("correction", "pairs"), default="correction",
+                   help="the volume-only correction, or the LJ pairs beyond 4.5 Å")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
-    if args.stage == "prepare":
+    if args.stage == "prepare" and args.part == "pairs":
+        prepare_pairs(args.loop, args.generation, args.out)
+    elif args.stage == "prepare":
         print("A =", prepare(args.loop, args.generation, args.out), "eV·Å³")
     else:
         if args.control is None or not args.control.is_file():
             p.error(f"--control {args.control}: the control's package is needed")
-        evaluate(args.out, args.control, args.frames, args.member)
+        evaluate(args.out, args.control, args.frames, args.member, args.part)
 
 
 if __name__ == "__main__":
