@@ -75,26 +75,22 @@ def correction_coefficient(atoms, provenance) -> float:
     return -(energies[0] - energies[1]) * atoms.get_volume()
 
 
-class PlusCorrection(Calculator):
-    """A student plus E = −A/V: energy, no forces, stress A/V² on the diagonal (ASE's
+class VolumeCorrection(Calculator):
+    """E = −A/V: the energy, no forces, stress A/V² on the diagonal (ASE's
     σ = (1/V) ∂E/∂ε; pressure −A/V²)."""
 
     implemented_properties = ["energy", "forces", "stress"]
 
-    def __init__(self, inner, coefficient_eV_A3: float):
+    def __init__(self, coefficient_eV_A3: float):
         super().__init__()
-        self.inner, self.coefficient = inner, coefficient_eV_A3
+        self.coefficient = coefficient_eV_A3
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        work = self.atoms.copy()
-        work.calc = self.inner
-        volume = work.get_volume()
-        self.results = {
-            "energy": work.get_potential_energy() - self.coefficient / volume,
-            "forces": work.get_forces(),
-            "stress": work.get_stress() + np.array([1, 1, 1, 0, 0, 0]) * self.coefficient
-            / volume**2}
+        volume = self.atoms.get_volume()
+        self.results = {"energy": -self.coefficient / volume,
+                        "forces": np.zeros((len(self.atoms), 3)),
+                        "stress": np.array([1, 1, 1, 0, 0, 0]) * self.coefficient / volume**2}
 
 
 class FarPairs(Calculator):
@@ -179,23 +175,31 @@ class Plus(Calculator):
         self.results = out
 
 
-def prepare_pairs(loop: Path, generation: int, out: Path) -> None:
-    """OUT as a loop folder whose generation's labels lack the teacher's far LJ pairs."""
+def prepare(loop: Path, generation: int, out: Path, part: str) -> None:
+    """OUT as a loop folder whose generation's labels lack `part` (energy, forces and
+    stress of `part_calculator`); the other files are links to the loop's."""
     from ase.calculators.singlepoint import SinglePointCalculator
 
     from ionmix.dataset.provenance import load_provenance
     from ionmix.dataset.store import atomic_write_extxyz
     from ionmix.files import read_frames
 
-    gen = _linked_loop(loop, generation, out)
+    gen = f"gen-{generation:03d}"
+    (out / gen / "data").mkdir(parents=True, exist_ok=True)
+    links = [(out / name, loop / name) for name in ("learn-config.json", "frames.db",
+                                                     "baseline-cache.sqlite")]
+    links.append((out / gen / "models", loop / gen / "models"))
+    for link, target in links:
+        if not link.exists():
+            link.symlink_to(target.resolve())
     provenance = load_provenance(loop / "frames.db")
-    far = None
+    calc = None
     for split in ("train", "val", "test"):
         frames = read_frames(loop / gen / "data" / f"{split}.extxyz", ":", what="data")
         for atoms in frames:
-            far = far or FarPairs(atoms, provenance)
+            calc = calc or part_calculator(part, atoms, provenance, out)
             work = atoms.copy()
-            work.calc = far
+            work.calc = calc
             info = dict(atoms.info)
             atoms.calc = SinglePointCalculator(
                 atoms, energy=atoms.get_potential_energy() - work.get_potential_energy(),
@@ -205,43 +209,15 @@ def prepare_pairs(loop: Path, generation: int, out: Path) -> None:
         atomic_write_extxyz(frames, out / gen / "data" / f"{split}.extxyz")
 
 
-def _linked_loop(loop: Path, generation: int, out: Path) -> str:
-    """OUT/gen-NNN/data made, the loop's config, store, cache and models linked; 'gen-NNN'."""
-    gen = f"gen-{generation:03d}"
-    (out / gen / "data").mkdir(parents=True, exist_ok=True)
-    links = [(out / name, loop / name) for name in ("learn-config.json", "frames.db",
-                                                     "baseline-cache.sqlite")]
-    links.append((out / gen / "models", loop / gen / "models"))
-    for link, target in links:
-        if not link.exists():
-            link.symlink_to(target.resolve())
-    return gen
-
-
-def prepare(loop: Path, generation: int, out: Path) -> float:
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    from ionmix.dataset.provenance import load_provenance
-    from ionmix.dataset.store import atomic_write_extxyz
-    from ionmix.files import read_frames
-
-    gen = _linked_loop(loop, generation, out)
-    provenance = load_provenance(loop / "frames.db")
-    coefficient = None
-    for split in ("train", "val", "test"):
-        frames = read_frames(loop / gen / "data" / f"{split}.extxyz", ":", what="data")
-        for atoms in frames:
-            coefficient = coefficient or correction_coefficient(atoms, provenance)
-            volume = atoms.get_volume()
-            info = dict(atoms.info)
-            atoms.calc = SinglePointCalculator(
-                atoms, energy=atoms.get_potential_energy() + coefficient / volume,
-                forces=atoms.get_forces(),
-                stress=atoms.get_stress(voigt=False) - np.eye(3) * coefficient / volume**2)
-            atoms.info.update(info)
-        atomic_write_extxyz(frames, out / gen / "data" / f"{split}.extxyz")
-    (out / "lrc.json").write_text(json.dumps({"A_eV_A3": coefficient}))
-    return coefficient
+def part_calculator(part: str, atoms, provenance, out: Path) -> Calculator:
+    """The part's calculator; the correction's A is written to (and then read from)
+    ``OUT/lrc.json``."""
+    if part == "pairs":
+        return FarPairs(atoms, provenance)
+    record = out / "lrc.json"
+    if not record.is_file():
+        record.write_text(json.dumps({"A_eV_A3": correction_coefficient(atoms, provenance)}))
+    return VolumeCorrection(json.loads(record.read_text())["A_eV_A3"])
 
 
 def evaluate(out: Path, control: Path, frames_path: Path, member: int, part: str) -> dict:
@@ -250,16 +226,7 @@ def evaluate(out: Path, control: Path, frames_path: Path, member: int, part: str
     frames, provenance = frames_with_molecules(frames_path, 1)
     teacher = provenance.teacher(frames[0], "classical").calculator(frames[0])
     ref = forces_of(teacher, frames)
-    if part == "correction":
-        coefficient = json.loads((out / "lrc.json").read_text())["A_eV_A3"]
-
-        def add_back(calc):
-            return PlusCorrection(calc, coefficient)
-    else:
-        far = FarPairs(frames[0], provenance)
-
-        def add_back(calc):
-            return Plus(calc, far)
+    part_calc = part_calculator(part, frames[0], provenance, out)
     trained = out / "bench" / f"model-{member}-plus30" / "model.nequip.zip"
     rows = {}
     for label, package, with_part in [
@@ -267,7 +234,7 @@ def evaluate(out: Path, control: Path, frames_path: Path, member: int, part: str
             (f"fine-tuned on the labels less the {part}, + the {part}", trained, True),
             (f"the same without the {part} added back", trained, False)]:
         calc = load_model(package, frames[0], provenance=provenance).calc
-        calc = add_back(calc) if with_part else calc
+        calc = Plus(calc, part_calc) if with_part else calc
         rows[label] = errors(forces_of(calc, frames), ref, frames)
     (out / "eval.json").write_text(json.dumps(rows, indent=1))
     print(markdown(rows))
@@ -286,10 +253,8 @@ def main() -> None:
                    help="the volume-only correction, or the LJ pairs beyond 4.5 Å")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
-    if args.stage == "prepare" and args.part == "pairs":
-        prepare_pairs(args.loop, args.generation, args.out)
-    elif args.stage == "prepare":
-        print("A =", prepare(args.loop, args.generation, args.out), "eV·Å³")
+    if args.stage == "prepare":
+        prepare(args.loop, args.generation, args.out, args.part)
     else:
         if args.control is None or not args.control.is_file():
             p.error(f"--control {args.control}: the control's package is needed")
