@@ -23,7 +23,13 @@ writes A to ``OUT/lrc.json``. ``evaluate`` prints the table and writes ``OUT/eva
 
 ``--part pairs`` does the same with the teacher's LJ pairs beyond 4.5 Å instead (energy,
 forces and stress; `FarPairs`): the part of the unseen dispersion that depends on
-structure. Run it into another OUT (runs/far-test).
+structure. Run it into another OUT, with the same control:
+
+    python benchmarks/bench_dispersion_correction.py prepare --part pairs --out runs/far-test
+    python benchmarks/bench_epochs.py --loop runs/far-test --generation 3 --member 0 \
+        --extra-epochs 30 --ps 0.5 --only longer --teacher-density 1.572 --out runs/far-test/bench
+    python benchmarks/bench_dispersion_correction.py evaluate --part pairs --out runs/far-test \
+        --control runs/lrc-control/model-0-plus30/model.nequip.zip
 """
 
 from __future__ import annotations
