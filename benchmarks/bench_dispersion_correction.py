@@ -259,6 +259,15 @@ def main() -> None:
                    help="the volume-only correction, or the LJ pairs beyond 4.5 Å")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
+    gen = f"gen-{args.generation:03d}"
+    if args.stage == "prepare" and not (args.loop / gen / "data" / "train.extxyz").is_file():
+        p.error(f"--loop {args.loop} --generation {args.generation}: no {gen}/data there")
+    trained = args.out / "bench" / f"model-{args.member}-plus30" / "model.nequip.zip"
+    if args.stage == "evaluate" and not trained.is_file():
+        p.error(f"--out {args.out}: no fine-tuned student at {trained} (run bench_epochs.py "
+                "as the docstring says)")
+    if args.stage == "evaluate" and not args.frames.is_file():
+        p.error(f"--frames {args.frames}: no such file")
     if args.stage == "prepare":
         prepare(args.loop, args.generation, args.out, args.part)
     else:

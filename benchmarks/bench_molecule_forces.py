@@ -245,6 +245,12 @@ def main() -> None:
     models = dict(m.split("=", 1) for m in args.model if "=" in m)
     if len(models) != len(args.model) or args.every < 1:
         p.error("--model takes LABEL=PACKAGE; --every must be ≥ 1")
+    if args.beyond_A is not None and args.beyond_A <= 0:
+        p.error(f"--beyond-A {args.beyond_A}: must be > 0 (Å)")
+    if args.temperature_K <= 0:
+        p.error(f"--temperature-K {args.temperature_K}: must be > 0")
+    if not args.frames.is_file():
+        p.error(f"--frames {args.frames}: no such file")
     for label, package in models.items():
         if not Path(package).exists():
             p.error(f"--model {label}={package}: no such file or folder")

@@ -152,8 +152,9 @@ def validate(
 ) -> None:
     """Check a model along its own MD trajectory against the teacher (Figure 2c–e): force
     parity per element, energy along the trajectory, energy parity, configurational
-    pressure, and with the classical teacher its energy by force-field term (which terms
-    the model's run strains), numbers as JSON."""
+    pressure (atomic and molecular virial), the molecules' net-force and torque errors
+    (frames with molecules), and with the classical teacher its energy by force-field term
+    (which terms the model's run strains), numbers as JSON."""
     from ionmix.dataset.provenance import load_provenance
     from ionmix.files import read_frames
     from ionmix.models import load_model

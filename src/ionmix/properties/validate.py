@@ -160,9 +160,7 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
         f_teacher.append(teacher.get_forces())
     f_model, f_teacher = np.array(f_model), np.array(f_teacher)
     term_change = _teacher_terms(teacher_calc, [frames[i] for i in picks], per_frame)
-    molecules = _molecule_forces([frames[i] for i in picks], f_model, f_teacher)
-    molecular_pressure = _molecular_pressures([frames[i] for i in picks], f_model, f_teacher,
-                                              per_frame)
+    molecules = _molecules([frames[i] for i in picks], f_model, f_teacher, per_frame)
     energy = energy_errors_meV_per_atom(  # energies already per atom: n_atoms = 1
         [r["model_energy_eV_per_atom"] for r in per_frame],
         [r["teacher_energy_eV_per_atom"] for r in per_frame], 1)
@@ -174,7 +172,7 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
         force_rmse_meV_per_A=forces["force_rmse_meV_per_A"],
         force_by_element=forces["by_element"], frames=per_frame,
         **_pressure_errors_bar(per_frame), teacher_term_change_meV_per_atom=term_change,
-        molecule_forces=molecules, **molecular_pressure)
+        **molecules)
     atomic_write_json(out / "validate.json", result.to_json())
     from ionmix.report.figure import save_figure
     from ionmix.report.properties import plot_validation
@@ -184,42 +182,34 @@ def validate_trajectory(trajectory: str | os.PathLike, teacher_calc, out_dir: st
     return result
 
 
-def _molecule_forces(frames: list, f_model: np.ndarray,
-                     f_teacher: np.ndarray) -> dict | None:
-    """`molecule_force_errors` on the picked frames, or None without molecule arrays."""
+def _molecules(frames: list, f_model: np.ndarray, f_teacher: np.ndarray,
+               per_frame: list[dict]) -> dict:
+    """What moves whole molecules on the picked frames: ``molecule_forces``
+    (`molecule_force_errors`) and, when each row of `per_frame` has both atomic pressures,
+    the molecular ones (written into the rows) with their mean difference (model −
+    teacher) and its standard error, bar. {} without molecule arrays."""
     from ionmix.chemistry.topology import ION_NAME_ARRAY, MOL_ID_ARRAY
 
     first = frames[0]
     if MOL_ID_ARRAY not in first.arrays or ION_NAME_ARRAY not in first.arrays:
-        return None
-    return molecule_force_errors(
-        f_model, f_teacher, first.arrays[MOL_ID_ARRAY], first.arrays[ION_NAME_ARRAY],
-        np.array([f.positions for f in frames]), np.array([f.cell.array for f in frames]),
-        first.get_masses())
-
-
-def _molecular_pressures(frames: list, f_model: np.ndarray, f_teacher: np.ndarray,
-                         per_frame: list[dict]) -> dict:
-    """Molecular configurational pressures of model and teacher into each row of
-    `per_frame` that has both atomic ones; their mean difference (model − teacher) and its
-    standard error, bar; {} without molecules or pressures."""
-    from ionmix.chemistry.topology import MOL_ID_ARRAY
-
-    if MOL_ID_ARRAY not in frames[0].arrays or any(
-            "model_pressure_bar" not in row for row in per_frame):
         return {}
-    args = (frames[0].arrays[MOL_ID_ARRAY], np.array([f.positions for f in frames]),
-            np.array([f.cell.array for f in frames]), frames[0].get_masses())
-    model = intramolecular_virial_bar(f_model, *args)
-    teacher = intramolecular_virial_bar(f_teacher, *args)
+    geometry = (first.arrays[MOL_ID_ARRAY], np.array([f.positions for f in frames]),
+                np.array([f.cell.array for f in frames]), first.get_masses())
+    out: dict = {"molecule_forces": molecule_force_errors(
+        f_model, f_teacher, geometry[0], first.arrays[ION_NAME_ARRAY], *geometry[1:])}
+    if any("model_pressure_bar" not in row for row in per_frame):
+        return out
+    model = intramolecular_virial_bar(f_model, *geometry)
+    teacher = intramolecular_virial_bar(f_teacher, *geometry)
     for row, m, t in zip(per_frame, model, teacher, strict=True):
         row["model_molecular_pressure_bar"] = row["model_pressure_bar"] - float(m)
         row["teacher_molecular_pressure_bar"] = row["teacher_pressure_bar"] - float(t)
     diff = np.array([r["model_molecular_pressure_bar"] - r["teacher_molecular_pressure_bar"]
                      for r in per_frame])
-    return {"molecular_pressure_mean_difference_bar": float(diff.mean()),
-            "molecular_pressure_mean_difference_sem_bar":
-                float(diff.std(ddof=1) / np.sqrt(diff.size))}
+    out["molecular_pressure_mean_difference_bar"] = float(diff.mean())
+    out["molecular_pressure_mean_difference_sem_bar"] = float(diff.std(ddof=1)
+                                                              / np.sqrt(diff.size))
+    return out
 
 
 def _teacher_terms(teacher_calc, frames: list, per_frame: list[dict]) -> dict | None:
