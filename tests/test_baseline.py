@@ -244,10 +244,13 @@ class TestStudentBattery(CalculatorBattery):
         del atoms.info["molecules"]
         return atoms
 
+    #: the fixture of the student under test
+    student_fixture = "student"
+
     @pytest.fixture(scope="class")
     @classmethod
-    def calculator(cls, student, structure):
-        result, store = student
+    def calculator(cls, request, structure):
+        result, store = request.getfixturevalue(cls.student_fixture)
         return load_model(result.package_path, structure, provenance=_provenance(store),
                           float64=True).calc
 
@@ -348,3 +351,134 @@ def test_wall_baseline_is_recorded_and_not_exported_to_lammps(tiny_sample, tmp_p
                                 "model.nequip.pt2", tmp_path / "job", baseline=baseline,
                                 ions=ions)
     assert not (tmp_path / "job").exists()
+
+
+# --------------------------------------------------------------------------------------
+# the force field's bonded terms
+
+
+def test_bonded_part_is_the_force_fields_bonded_terms(tiny_sample):
+    """Energy = the teacher's bonds + angles + torsions (its own term split, force groups of
+    the whole force field); forces = −dE/dx; stress = (1/V) dE/dε (central differences),
+    also with molecules wrapped across the box."""
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    from ionmix.models.baseline import bonded_calculator
+    from ionmix.teachers.classical.terms import energy_terms_meV_per_atom
+    from ionmix.testing import numerical_forces, numerical_stress
+
+    atoms, ions = _liquid_frame(tiny_sample)
+    baseline = baseline_for_frames("bonded", [atoms], [ions], "frames")
+    bonded = bonded_calculator(baseline, ions)
+    teacher = DatasetStore(tiny_sample / "frames.db").provenance().teacher(
+        atoms, "classical").calculator(atoms)
+    terms = energy_terms_meV_per_atom([atoms], teacher)
+    expected_eV = sum(terms[k][0] for k in ("bonds", "angles", "torsions")) * len(atoms) / 1e3
+    work = atoms.copy()
+    work.calc = bonded
+    assert work.get_potential_energy() == pytest.approx(expected_eV, abs=1e-6)
+    assert abs(work.get_potential_energy()) > 0.1  # not nothing (eV)
+    wrapped = atoms.copy()
+    wrapped.wrap()
+    assert not np.allclose(wrapped.positions, atoms.positions)  # some molecule is split
+    wrapped.calc = bonded
+    np.testing.assert_allclose(wrapped.get_stress(), work.get_stress(), atol=1e-12)
+    picked = list(range(0, len(atoms), 9))
+    np.testing.assert_allclose(wrapped.get_forces()[picked],
+                               numerical_forces(bonded, wrapped, picked, 1e-5), atol=1e-6)
+    np.testing.assert_allclose(voigt_6_to_full_3x3_stress(wrapped.get_stress()),
+                               numerical_stress(bonded, wrapped, 1e-6), atol=1e-8)
+
+
+def test_bonded_residual_labels_plus_baseline_give_the_teachers_labels(tiny_sample):
+    from ionmix.dataset.store import frame_hash
+    from ionmix.models.baseline import BaselineCache, baseline_calculator, residual_frames
+
+    store = DatasetStore(tiny_sample / "frames.db")
+    frames = [f.atoms for f in store.select(replica=0)][:3]
+    prov = store.provenance()
+    ion_sets = [prov.ion_set(f) for f in frames]
+    baseline = baseline_for_frames("coulomb+wall+bonded", frames, ion_sets, "frames")
+    residual = residual_frames(frames, baseline, ion_sets)
+    for t, r, ions in zip(frames, residual, ion_sets, strict=True):
+        work = t.copy()
+        work.calc = baseline_calculator(baseline, ions)  # a fresh calculator
+        assert r.get_potential_energy() + work.get_potential_energy() == pytest.approx(
+            t.get_potential_energy(), abs=1e-6)
+        np.testing.assert_allclose(r.get_forces() + work.get_forces(), t.get_forces(),
+                                   atol=1e-6)
+        np.testing.assert_allclose(r.get_stress() + work.get_stress(), t.get_stress(),
+                                   atol=1e-8)
+    # the bonded part moves the labels (it is not the coulomb+wall residual)
+    plain = residual_frames(frames[:1], baseline_for_frames("coulomb+wall", frames[:1],
+                                                            ion_sets[:1], "frames"),
+                            ion_sets[:1])
+    assert np.abs(plain[0].get_forces() - residual[0].get_forces()).max() > 1.0  # eV/Å
+    cache = BaselineCache(tiny_sample.parent / "bonded-cache.sqlite")
+    residual_frames(frames[:1], baseline, ion_sets[:1], cache)
+    assert cache.get(baseline.key, frame_hash(frames[0])) is not None
+
+
+def test_bonded_baseline_is_recorded_checked_and_not_exported_to_lammps(tiny_sample,
+                                                                         tmp_path):
+    from ionmix.export.lammps import LammpsExportError, write_lammps_inputs_for
+    from ionmix.models.baseline import bonded_terms_sha256
+
+    atoms, ions = _liquid_frame(tiny_sample)
+    baseline = baseline_for_frames("coulomb+wall+bonded", [atoms], [ions], "frames")
+    record = baseline.to_json()["bonded"]
+    assert set(record["ion_sha256"]) == {"Li", "EMIM", "PF6"}
+    assert record["ion_sha256"]["EMIM"] == bonded_terms_sha256(ions["EMIM"])
+    assert record["ion_sha256"]["EMIM"] != record["ion_sha256"]["PF6"]
+    assert Baseline.from_json(baseline.to_json(), "record").key == baseline.key
+    baseline.check_structure(atoms, ions, "structure")  # its own ions pass
+    altered = Baseline.from_json({**baseline.to_json(), "bonded": {
+        **record, "ion_sha256": {**record["ion_sha256"], "EMIM": "0" * 16}}}, "record")
+    assert altered.key != baseline.key
+    with pytest.raises(BaselineError, match="structure: the bonded terms of ion EMIM differ"):
+        altered.check_structure(atoms, ions, "structure")
+    bare = atoms.copy()
+    for name in ("mol_id", "ion_name"):
+        bare.arrays.pop(name, None)
+    bare.info.pop("molecules", None)
+    with pytest.raises(BaselineError, match="frames frame 0: a bonded baseline needs molecule"):
+        baseline_for_frames("bonded", [bare], [ions], "frames")
+    with pytest.raises(LammpsExportError, match="bonded terms .* cannot express"):
+        write_lammps_inputs_for(atoms, ["C", "F", "H", "Li", "N", "P"], "allegro",
+                                "model.nequip.pt2", tmp_path / "job",
+                                baseline=baseline_for_frames("coulomb+bonded", [atoms],
+                                                             [ions], "frames"), ions=ions)
+    assert not (tmp_path / "job").exists()
+
+
+@pytest.fixture(scope="module")
+def bonded_student(tiny_sample, tmp_path_factory):
+    """(TrainResult, store path) of a tiny coulomb+wall+bonded student (1 epoch, float64)."""
+    from ionmix.train import train_from_store
+
+    store = tiny_sample / "frames.db"
+    result = train_from_store(store, DatasetStore(store).compositions(), n_train=3, n_val=1,
+                              n_test=2, preset="cpu-tiny-allegro-npt",
+                              run_dir=tmp_path_factory.mktemp("bonded-student"),
+                              overrides={"max_epochs": 1, "model_dtype": "float64"},
+                              baseline="coulomb+wall+bonded", say=None)
+    return result, store
+
+
+def test_bonded_students_reported_test_error_is_on_the_teachers_labels(bonded_student):
+    result, store = bonded_student
+    from ionmix.train import evaluate
+
+    assert read_record(result.package_path).name == "coulomb+wall+bonded"
+    ours = evaluate(result.package_path, result.run_dir / "data" / "test.extxyz",
+                    provenance=_provenance(store))
+    for key in ("energy_mae_meV_per_atom", "force_mae_meV_per_A", "stress_mae_meV_per_A3"):
+        assert getattr(ours, key) == pytest.approx(result.metrics[key], rel=1e-4, abs=1e-4), key
+
+
+class TestBondedStudentBattery(TestStudentBattery):
+    """The battery on network (float64) + Coulomb + wall + bonded terms, as the factory
+    builds it, on the same 86-atom frame (tolerances: the Coulomb student's, whose PME
+    mesh dominates them; the bonded part is float64 with an exact virial)."""
+
+    student_fixture = "bonded_student"

@@ -59,6 +59,7 @@ from ionmix.dataset import (
     split_counts,
 )
 from ionmix.files import atomic_write_text
+from ionmix.models.baseline import BaselineName
 from ionmix.train.tasks import evaluate_recipe_task, train_recipe_task
 
 #: The paper's Figure 1 rows, as Li-salt fractions.
@@ -75,7 +76,7 @@ class StudySettings(_Strict):
     n_val: int = Field(4, gt=0, description="validation frames per training composition")
     n_test: int = Field(10, gt=0, description="test frames per composition (replica 1)")
     preset: str = "cpu-tiny-nequip"
-    baseline: Literal["none", "coulomb", "zbl", "coulomb+zbl", "wall", "coulomb+wall"] = "none"
+    baseline: BaselineName = "none"
     energy_reference: Literal["isolated-atoms", "fit", "mean"] = "isolated-atoms"
     isolated_atom_energies_eV: dict[str, float] | None = Field(
         None, description="element → eV; default: the teacher's own isolated-atom energies")

@@ -53,6 +53,7 @@ from ionmix.dataset import (
 )
 from ionmix.errors import InputError
 from ionmix.files import atomic_write_json
+from ionmix.models.baseline import BaselineName
 
 
 class LearnSettings(BaseModel):
@@ -89,8 +90,7 @@ class LearnSettings(BaseModel):
 
     committee: int = Field(4, ge=2)
     preset: str = "cpu-tiny-allegro-npt"
-    baseline: Literal["none", "coulomb", "zbl", "coulomb+zbl", "wall",
-                      "coulomb+wall"] = "coulomb+wall"
+    baseline: BaselineName = "coulomb+wall"
     overrides: dict[str, Any] = Field(default_factory=dict)
     fine_tune_epochs: int | None = Field(None, ge=1)
     n_train: int = Field(100, ge=1)

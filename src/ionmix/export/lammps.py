@@ -471,6 +471,13 @@ def _coulomb_job(atoms: Atoms, baseline: Baseline | None, ions: Mapping | None, 
             "atoms of different molecules, switched off by 1.6 Å), which LAMMPS cannot "
             "express (pair_style zbl acts on intramolecular pairs too): a baseline the "
             "exporter cannot express")
+    if baseline is not None and baseline.bonded:
+        raise LammpsExportError(
+            f"the model's baseline {baseline.key} has the force field's bonded terms "
+            "(harmonic bonds and angles, Ryckaert-Bellemans torsions), which this exporter "
+            "does not write yet (LAMMPS would need bond_style harmonic, angle_style harmonic "
+            "and dihedral_style nharmonic with the ions' parameters): a baseline the "
+            "exporter cannot express")
     if baseline is None or not baseline.coulomb:
         return None
     from ionmix.chemistry.ionset import IonSet

@@ -1,4 +1,5 @@
-"""The physics under a student network (Δ-learning): fixed-charge Coulomb and a ZBL wall.
+"""The physics under a student network (Δ-learning): fixed-charge Coulomb, a ZBL wall and
+the force field's bonded terms.
 
 A student is ``network + baseline``. The baseline is what a 4.5-Å local network cannot see
 (electrostatics beyond its cutoff) or should not have to learn from data (no two atoms on
@@ -23,12 +24,24 @@ top of each other). Four choices, by name:
   (`ionmix.models.wall`): repulsion where no frame of the liquid goes (overlaps), nothing
   on bonds or on the liquid's own contacts, so the network has nothing to cancel.
 * ``coulomb+wall``: both (Coulomb attraction with a wall against collapse).
+* ``bonded``: the ions' bonded terms as the classical teacher's force field has them
+  (OPLS-AA harmonic bonds and angles, Ryckaert–Bellemans torsions; no 1-4 or other
+  intramolecular nonbonded pair): `ClassicalCalculator` with ``bonded_only`` (OpenMM,
+  float64; the stress is the exact virial of whole molecules). Why: the stiff terms inside
+  molecules dominate a force loss, and a network that fits them leaves the forces between
+  molecules (what packs the liquid) 3–4× worse relatively, and its virial split wrongly
+  between the inside of the molecules and between them: every student without it pushed
+  whole molecules apart by +170 to +690 bar on the teacher's liquid; with it, −80 ± 34 bar
+  (docs/benchmarks.md, "What moves whole molecules"). For the classical teacher the part is
+  exact; for a quantum teacher it is a prior, like the charges, and the network learns the
+  difference.
+* ``coulomb+bonded`` and ``coulomb+wall+bonded``: with the others.
 
-Training subtracts the Coulomb part from the labels (`residual_frames`; the ZBL part is in
-the model, so nequip subtracts it itself). The baseline belongs to the model: `write_record`
-puts ``baseline.json`` beside ``model.nequip.zip`` with a key (a hash of its content) and the
-package's sha256, and `read_record` refuses a folder whose record is missing, altered or
-written for another package.
+Training subtracts the Coulomb, wall and bonded parts from the labels (`residual_frames`;
+the ZBL part is in the model, so nequip subtracts it itself). The baseline belongs to the
+model: `write_record` puts ``baseline.json`` beside ``model.nequip.zip`` with a key (a hash
+of its content) and the package's sha256, and `read_record` refuses a folder whose record
+is missing, altered or written for another package.
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 from ase import Atoms
@@ -51,12 +65,15 @@ from ionmix.progress import Progress
 
 __all__ = [
     "BASELINES",
+    "BaselineName",
     "RECORD_NAME",
     "Baseline",
     "BaselineError",
     "BaselineCache",
     "baseline_for_frames",
     "baseline_calculator",
+    "bonded_calculator",
+    "bonded_terms_sha256",
     "coulomb_calculator",
     "openmm_coulomb_calculator",
     "read_record",
@@ -65,7 +82,10 @@ __all__ = [
     "zbl_pair_potential",
 ]
 
-BASELINES = ("none", "coulomb", "zbl", "coulomb+zbl", "wall", "coulomb+wall")
+#: the baselines by name (a config's type: pydantic checks a name against it)
+BaselineName = Literal["none", "coulomb", "zbl", "coulomb+zbl", "wall", "coulomb+wall",
+                       "bonded", "coulomb+bonded", "coulomb+wall+bonded"]
+BASELINES: tuple[str, ...] = get_args(BaselineName)
 #: the baseline record beside a model's package
 RECORD_NAME = "baseline.json"
 RECORD_FORMAT = 1
@@ -86,6 +106,10 @@ FORCE_ACCURACY_EV_PER_A = 1e-5
 EWALD_ERROR_TOLERANCE = 1e-5
 #: what computes the Coulomb sum (recorded: another engine is another baseline)
 ENGINE = "torch-pme P3M, float64, forces and stress by autograd"
+#: what the bonded part is, and what computes it (recorded)
+BONDED_TERMS = ("the ions' force-field bonded terms: harmonic bonds and angles, "
+                "Ryckaert-Bellemans torsions (no intramolecular nonbonded pairs)")
+BONDED_ENGINE = "OpenMM Reference platform (float64), stress from the virial"
 #: partial charges (e) of a structure's ion and of the baseline's must agree to this
 _CHARGE_MATCH_E = 1e-9
 
@@ -105,18 +129,23 @@ class Baseline:
             (``coulomb`` only): what the charges of a structure must match.
         force_accuracy_eV_per_A: RMS force error target of the PME sum (``coulomb``
             only), eV/Å.
+        ion_bonded_sha256: per ion name, a hash of its bonded terms' parameters
+            (`bonded_terms_sha256`; ``bonded`` only): what a structure's ions must match.
     """
 
     name: str
     charge_scale: float | None = None
     ion_charges_e: Mapping[str, tuple[float, ...]] | None = None
     force_accuracy_eV_per_A: float = FORCE_ACCURACY_EV_PER_A
+    ion_bonded_sha256: Mapping[str, str] | None = None
 
     def __post_init__(self):
         if self.name not in BASELINES:
             raise BaselineError(f"unknown baseline {self.name!r}; one of {', '.join(BASELINES)}")
         if self.coulomb and (self.charge_scale is None or not self.ion_charges_e):
             raise BaselineError(f"baseline {self.name!r} needs a charge scale and ion charges")
+        if self.bonded and not self.ion_bonded_sha256:
+            raise BaselineError(f"baseline {self.name!r} needs its ions' bonded terms")
 
     @property
     def coulomb(self) -> bool:
@@ -131,10 +160,15 @@ class Baseline:
         return "wall" in self.name
 
     @property
+    def bonded(self) -> bool:
+        return "bonded" in self.name
+
+    @property
     def outside(self) -> bool:
-        """Whether a term is computed beside the network (Coulomb, wall): subtracted from
-        the labels and added back at evaluation, with the molecules of the structure."""
-        return self.coulomb or self.wall
+        """Whether a term is computed beside the network (Coulomb, wall, bonded):
+        subtracted from the labels and added back at evaluation, with the molecules of the
+        structure."""
+        return self.coulomb or self.wall or self.bonded
 
     def to_json(self) -> dict:
         out: dict = {"name": self.name}
@@ -146,17 +180,23 @@ class Baseline:
         if self.wall:
             out.update(wall={"form": "ZBL, intermolecular pairs only",
                              "switch_on_A": WALL_SWITCH_ON_A, "cutoff_A": WALL_CUTOFF_A})
+        if self.bonded:
+            out.update(bonded={"terms": BONDED_TERMS, "engine": BONDED_ENGINE,
+                               "ion_sha256": dict(sorted(self.ion_bonded_sha256.items()))})
         return out
 
     @classmethod
     def from_json(cls, data: Mapping, where: str) -> Baseline:
         try:
             charges = data.get("ion_charges_e")
+            bonded = data.get("bonded")
             return cls(name=data["name"], charge_scale=data.get("charge_scale"),
                        ion_charges_e=None if charges is None else
                        {k: tuple(float(q) for q in v) for k, v in charges.items()},
                        force_accuracy_eV_per_A=float(data.get("force_accuracy_eV_per_A",
-                                                              FORCE_ACCURACY_EV_PER_A)))
+                                                              FORCE_ACCURACY_EV_PER_A)),
+                       ion_bonded_sha256=None if bonded is None else
+                       {str(k): str(v) for k, v in bonded["ion_sha256"].items()})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BaselineError(f"{where}: not a baseline record ({exc!r})") from None
 
@@ -176,6 +216,13 @@ class Baseline:
         if not has_molecules(atoms):
             raise BaselineError(f"{where}: the {self.name} baseline needs molecule information "
                                 "(mol_id/ion_name arrays), which this structure lacks")
+        if self.bonded:
+            for name, _ in molecules_of(atoms):
+                if self.ion_bonded_sha256.get(name) != bonded_terms_sha256(ions[name]):
+                    raise BaselineError(
+                        f"{where}: the bonded terms of ion {name} differ from those of the "
+                        f"model's bonded baseline (it knows "
+                        f"{', '.join(sorted(self.ion_bonded_sha256))})")
         if not self.coulomb:
             return
         scale = atoms.info.get("charge_scale")
@@ -201,12 +248,13 @@ def baseline_for_frames(name: str, frames: Sequence[Atoms], ion_sets: Sequence[M
         raise BaselineError(f"{where}: unknown baseline {name!r}; one of {', '.join(BASELINES)}")
     from ionmix.chemistry.topology import has_molecules, molecules_of
 
+    bonded = _frames_bonded_terms(name, frames, ion_sets, where) if "bonded" in name else None
     if "coulomb" not in name:
         for k, atoms in enumerate(frames):
             if "wall" in name and not has_molecules(atoms):
                 raise BaselineError(f"{where} frame {k}: a wall baseline needs molecule "
                                     "information (mol_id/ion_name arrays), which it lacks")
-        return Baseline(name)
+        return Baseline(name, ion_bonded_sha256=bonded)
 
     scales, charges = set(), {}
     for k, (atoms, ions) in enumerate(zip(frames, ion_sets, strict=True)):
@@ -225,7 +273,46 @@ def baseline_for_frames(name: str, frames: Sequence[Atoms], ion_sets: Sequence[M
     if len(scales) != 1:
         raise BaselineError(f"{where}: the frames have charge scales {sorted(scales)}; a "
                             "Coulomb baseline needs one")
-    return Baseline(name, charge_scale=scales.pop(), ion_charges_e=charges)
+    return Baseline(name, charge_scale=scales.pop(), ion_charges_e=charges,
+                    ion_bonded_sha256=bonded)
+
+
+def _frames_bonded_terms(name: str, frames: Sequence[Atoms], ion_sets: Sequence[Mapping],
+                         where: str) -> dict[str, str]:
+    """Ion name → `bonded_terms_sha256` over `frames`; BaselineError for a frame without
+    molecules or an ion whose terms differ between frames."""
+    from ionmix.chemistry.topology import has_molecules, molecules_of
+
+    hashes: dict[str, str] = {}
+    for k, (atoms, ions) in enumerate(zip(frames, ion_sets, strict=True)):
+        if not has_molecules(atoms):
+            raise BaselineError(f"{where} frame {k}: a {name} baseline needs molecule "
+                                "information (mol_id/ion_name arrays), which the frame lacks")
+        for ion, _ in molecules_of(atoms):
+            if hashes.setdefault(ion, bonded_terms_sha256(ions[ion])) != \
+                    bonded_terms_sha256(ions[ion]):
+                raise BaselineError(f"{where} frame {k}: ion {ion} has other bonded terms "
+                                    "than in earlier frames (two ion sets)")
+    return hashes
+
+
+def bonded_terms_sha256(ion) -> str:
+    """A hash (16 hex) of one ion's bonded terms as OpenMM builds them (each bonded force
+    of a one-molecule system, serialised): what sets the bonded baseline's labels."""
+    import openmm
+
+    from ionmix.teachers.classical.system import make_system
+
+    key = (ion.name, str(ion.itp_path))
+    if key not in _BONDED_SHA256:
+        system = make_system({ion.name: 1}, 30.0, ions={ion.name: ion}, bonded_only=True).system
+        text = "".join(openmm.XmlSerializer.serialize(f) for f in system.getForces())
+        _BONDED_SHA256[key] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return _BONDED_SHA256[key]
+
+
+#: `bonded_terms_sha256` per (ion name, .itp path), computed once per process
+_BONDED_SHA256: dict[tuple[str, str], str] = {}
 
 
 def coulomb_calculator(baseline: Baseline, ions: Mapping):
@@ -240,15 +327,26 @@ def coulomb_calculator(baseline: Baseline, ions: Mapping):
                       force_accuracy_eV_per_A=baseline.force_accuracy_eV_per_A)
 
 
+def bonded_calculator(baseline: Baseline, ions: Mapping):
+    """The bonded part of `baseline` as an ASE calculator (energy, forces, stress), or None
+    when it has none. `ions`: the structure's ion set."""
+    if not baseline.bonded:
+        return None
+    from ionmix.teachers.classical.calculator import ClassicalCalculator
+
+    return ClassicalCalculator(ions=ions, bonded_only=True, platform="Reference")
+
+
 def baseline_calculator(baseline: Baseline, ions: Mapping):
-    """Everything `baseline` computes beside the network (Coulomb, wall) as one ASE
-    calculator (energy, forces, stress), or None when it has nothing there."""
+    """Everything `baseline` computes beside the network (Coulomb, wall, bonded) as one
+    ASE calculator (energy, forces, stress), or None when it has nothing there."""
     from ase.calculators.mixing import SumCalculator
 
     from ionmix.models.wall import IntermolecularWall
 
     terms = [coulomb_calculator(baseline, ions)] if baseline.coulomb else []
     terms += [IntermolecularWall(ions)] if baseline.wall else []
+    terms += [bonded_calculator(baseline, ions)] if baseline.bonded else []
     if len(terms) > 1:
         return SumCalculator(terms)
     return terms[0] if terms else None
@@ -318,8 +416,8 @@ class BaselineCache:
 def residual_frames(frames: Sequence[Atoms], baseline: Baseline, ion_sets: Sequence[Mapping],
                     cache: BaselineCache | None = None,
                     progress: Progress | None = None) -> list[Atoms]:
-    """Copies of labelled `frames` with the Coulomb baseline's energy, forces and stress
-    subtracted (the frames themselves when the baseline has no Coulomb part).
+    """Copies of labelled `frames` with the baseline's outside parts' (Coulomb, wall,
+    bonded) energy, forces and stress subtracted (the frames themselves when it has none).
 
     Each frame's baseline is computed once per cache (keyed by `Baseline.key` and the
     frame's geometry hash) and read back on a rerun. `progress(done, total, "baseline

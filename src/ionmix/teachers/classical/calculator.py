@@ -77,6 +77,11 @@ class ClassicalCalculator(Calculator):
             the Coulomb baseline of a student. Its real-space cutoff is rechosen (default
             rule) when a box becomes too small for it, since the PME total does not depend
             on it.
+        bonded_only: only the force field's bonded terms (bonds, angles, torsions:
+            `ionmix.teachers.classical.system.keep_bonded_only`): the bonded baseline of a
+            student. No term depends on the cutoff, which follows the box likewise. Its
+            stress is the exact virial of whole molecules (`_bonded_stress`), not a finite
+            difference.
 
     Results: ``energy``/``free_energy`` (eV), ``forces`` (eV/Å, shape (n_atoms, 3)),
     ``stress`` (eV/Å³, Voigt 6-vector, ASE sign convention).
@@ -98,6 +103,7 @@ class ClassicalCalculator(Calculator):
         strain_step: float = 1e-3,
         ions: Mapping[str, Ion] | None = None,
         electrostatics_only: bool = False,
+        bonded_only: bool = False,
     ) -> None:
         super().__init__()
         self.molecules = None if molecules is None else molecule_runs(molecules, ions)
@@ -110,6 +116,9 @@ class ClassicalCalculator(Calculator):
         self.strain_step = float(strain_step)
         self.ions = ions
         self.electrostatics_only = bool(electrostatics_only)
+        self.bonded_only = bool(bonded_only)
+        if self.electrostatics_only and self.bonded_only:
+            raise ClassicalSystemError("electrostatics_only and bonded_only exclude each other")
         self.classical_system: ClassicalSystem | None = None
         self._context: openmm.Context | None = None
         self._reference_widths_A: np.ndarray | None = None
@@ -121,12 +130,13 @@ class ClassicalCalculator(Calculator):
             lj_switch_width_A=lj_switch_width_A,
             strain_step=self.strain_step,
             electrostatics_only=self.electrostatics_only,
+            bonded_only=self.bonded_only,
         )
 
     #: What `set` may change (each is in ``parameters``); molecules and ions are the
     #: topology: a new calculator for another box.
     SETTABLE = ("charge_scale", "cutoff_A", "ewald_error_tolerance", "lj_switch_width_A",
-                "strain_step", "electrostatics_only")
+                "strain_step", "electrostatics_only", "bonded_only")
 
     def set(self, **kwargs) -> dict:
         """ASE's contract: update ``parameters``, drop the results, and rebuild what depends
@@ -145,6 +155,7 @@ class ClassicalCalculator(Calculator):
             self.lj_switch_width_A = self.parameters["lj_switch_width_A"]
             self.strain_step = float(self.parameters["strain_step"])
             self.electrostatics_only = bool(self.parameters["electrostatics_only"])
+            self.bonded_only = bool(self.parameters["bonded_only"])
             self.classical_system, self._context, self._reference_widths_A = None, None, None
         return changed
 
@@ -156,10 +167,12 @@ class ClassicalCalculator(Calculator):
             molecules = self.molecules
         else:
             molecules = molecule_runs(molecules_of(atoms), self.ions)
-        if self.electrostatics_only and self.classical_system is not None and \
+        if (self.electrostatics_only or self.bonded_only) and \
+                self.classical_system is not None and \
                 self.classical_system.cutoff_A > max_cutoff_A(atoms.cell.array):
-            # PME's total does not depend on the real-space cutoff (to its tolerance), so
-            # electrostatics alone may follow a shrinking box with a shorter one
+            # PME's total does not depend on the real-space cutoff (to its tolerance), and
+            # bonded terms not at all, so either alone may follow a shrinking box with a
+            # shorter one
             self.classical_system, self.cutoff_A = None, None
         if self.classical_system is None or self.classical_system.molecules != molecules:
             csys = make_system(
@@ -171,6 +184,7 @@ class ClassicalCalculator(Calculator):
                 lj_switch_width_A=self.lj_switch_width_A,
                 ions=self.ions,
                 electrostatics_only=self.electrostatics_only,
+                bonded_only=self.bonded_only,
             )
             symbols = atoms.get_chemical_symbols()
             if len(symbols) != csys.n_atoms:
@@ -258,6 +272,28 @@ class ClassicalCalculator(Calculator):
                 )
         return full_3x3_to_voigt_6_stress(sigma)
 
+    def _bonded_stress(self, positions_A: np.ndarray, cell_A: np.ndarray,
+                       forces_eV_per_A: np.ndarray) -> np.ndarray:
+        """The stress of bonded terms alone, Voigt 6-vector (eV/Å³): σ = −(1/V) Σᵢ rᵢ ⊗ Fᵢ
+        with each molecule made whole (minimum image from its first atom). Exact: every
+        term lies within one molecule and its forces sum to zero, so where the molecule
+        sits does not matter."""
+        from ase.geometry import find_mic
+
+        assert self.classical_system is not None
+        whole = positions_A.copy()
+        start = 0
+        for name, count in self.classical_system.molecules:
+            size = self.classical_system.ions[name].n_atoms
+            for _ in range(count):
+                sel = slice(start, start + size)
+                arms, _ = find_mic(positions_A[sel] - positions_A[start], cell_A, pbc=True)
+                whole[sel] = positions_A[start] + arms
+                start += size
+        virial = whole.T @ forces_eV_per_A
+        sigma = -(virial + virial.T) / (2.0 * abs(np.linalg.det(cell_A)))
+        return full_3x3_to_voigt_6_stress(sigma)
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         """Compute the requested properties for ``atoms`` (see the class docstring)."""
         super().calculate(atoms, properties, system_changes)
@@ -272,4 +308,5 @@ class ClassicalCalculator(Calculator):
         self.results["free_energy"] = energy
         self.results["forces"] = forces
         if "stress" in properties:
-            self.results["stress"] = self._stress(positions, cell)
+            self.results["stress"] = self._bonded_stress(positions, cell, forces) \
+                if self.bonded_only else self._stress(positions, cell)

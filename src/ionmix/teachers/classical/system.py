@@ -48,6 +48,8 @@ __all__ = [
     "MAX_DEFAULT_CUTOFF_A",
     "best_platform",
     "default_cutoff_A",
+    "BONDED_FORCES",
+    "keep_bonded_only",
     "keep_electrostatics_only",
     "make_context",
     "make_system",
@@ -324,6 +326,7 @@ def make_system(
     lj_switch_width_A: float | None = DEFAULT_LJ_SWITCH_WIDTH_A,
     ions: Mapping[str, Ion] | None = None,
     electrostatics_only: bool = False,
+    bonded_only: bool = False,
 ) -> ClassicalSystem:
     """Build the OpenMM System of a box of ions (see the module docstring for the physics).
 
@@ -340,7 +343,11 @@ def make_system(
         electrostatics_only: keep only the scaled point charges' PME electrostatics, with
             the force field's exclusions (see `keep_electrostatics_only`): the Coulomb
             baseline under a learned student.
+        bonded_only: keep only the bonded terms (`keep_bonded_only`): the bonded baseline
+            under a learned student.
     """
+    if electrostatics_only and bonded_only:
+        raise ClassicalSystemError("electrostatics_only and bonded_only exclude each other")
     if not charge_scale > 0:
         raise ClassicalSystemError(f"charge_scale must be positive, got {charge_scale}")
     runs = molecule_runs(molecules, ions)
@@ -380,6 +387,8 @@ def make_system(
     scale_charges(system, charge_scale)
     if electrostatics_only:
         keep_electrostatics_only(system)
+    if bonded_only:
+        keep_bonded_only(system)
     for force in system.getForces():
         if isinstance(force, openmm.NonbondedForce):
             force.setExceptionsUsePeriodicBoundaryConditions(True)
@@ -441,6 +450,21 @@ def keep_electrostatics_only(system: openmm.System) -> None:
         nb.setExceptionParameters(k, i, j, qq, sigma, 0.0)
     nb.setUseDispersionCorrection(False)
     nb.setUseSwitchingFunction(False)
+
+
+#: the force field's bonded terms, as OpenMM builds them from the .itp's [ bonds ],
+#: [ angles ] and [ dihedrals ] (OPLS-AA: harmonic bonds and angles, Ryckaert–Bellemans
+#: torsions)
+BONDED_FORCES = (openmm.HarmonicBondForce, openmm.HarmonicAngleForce, openmm.RBTorsionForce)
+
+
+def keep_bonded_only(system: openmm.System) -> None:
+    """Reduce a force-field System to its bonded terms (`BONDED_FORCES`; in place): no
+    electrostatics, no Lennard-Jones (not the 1-4 pairs either), no CM motion remover.
+    Every term lies within one molecule."""
+    for index in reversed(range(system.getNumForces())):
+        if not isinstance(system.getForce(index), BONDED_FORCES):
+            system.removeForce(index)
 
 
 def repartition_hydrogen_mass(system: openmm.System, elements: Sequence[str],
