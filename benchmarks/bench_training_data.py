@@ -34,7 +34,9 @@ the atomic and molecular pressure's mean difference from the teacher's):
     .venv/bin/python benchmarks/bench_training_data.py evaluate --out runs/bench-data
 
 ``md`` runs a trained variant through 6 ps (``--ps``) of NPT from the sampling's last
-settled frame, with ``--seed`` for the velocities, and prints its 1-ps block densities.
+settled frame, with ``--seed`` for the velocities, and prints its 1-ps block densities;
+``evaluate --frames OUT/<variant>/md-seed0/trajectory.extxyz`` then compares the students
+with the teacher on that run's own frames.
 
 Resumable: the moved frames' labels (``OUT/rigid-moves.extxyz``) and each variant's
 training folder are reused. Results: ``OUT/<variant>/bench-training-data.json`` and
@@ -248,7 +250,8 @@ def evaluate(args) -> None:
     with its bonded terms added back)."""
     from bench_molecule_forces import errors, forces_of, frames_with_molecules, markdown
 
-    frames, provenance = frames_with_molecules(args.out / "eval.extxyz", args.every)
+    frames, provenance = frames_with_molecules(args.frames or args.out / "eval.extxyz",
+                                               args.every)
     teacher = provenance.teacher(frames[0], "classical").calculator(frames[0])
     ref = forces_of(teacher, frames)
     rows = {}
@@ -261,7 +264,8 @@ def evaluate(args) -> None:
         rows[variant] = {**row, **errors(forces_of(calc, frames), ref, frames)}
     if not rows:
         raise SystemExit(f"{args.out}: no trained variant (run train first)")
-    (args.out / "evaluate.json").write_text(json.dumps(rows, indent=1))
+    name = "evaluate.json" if args.frames is None else f"evaluate-{args.frames.parent.name}.json"
+    (args.out / name).write_text(json.dumps(rows, indent=1))
     print(markdown(rows))
 
 
@@ -290,6 +294,7 @@ def md(args) -> None:
     atoms = load_structure(args.store, composition=args.composition, replica=0)
     with_molecule_arrays(atoms, provenance.ion_set(atoms))
     md_dir = args.out / args.variant / f"md-seed{args.seed}"
+    provenance.write(md_dir)  # for evaluate --frames on its trajectory
     settings = MDSettings(n_steps=int(round(args.ps * 2000)), seed=args.seed,
                           trajectory_interval_steps=100)
     stop = ""
@@ -324,6 +329,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--every", type=int, default=1, help="evaluate on every N-th frame")
     p.add_argument("--ps", type=float, default=6.0, help="NPT length (md)")
+    p.add_argument("--frames", type=Path, default=None,
+                   help="evaluate on these frames (with molecule information and a "
+                   "provenance.json beside them) instead of OUT/eval.extxyz, e.g. an md run's "
+                   "trajectory.extxyz")
     args = p.parse_args()
     if args.step != "evaluate" and (args.variant is None or args.store is None):
         p.error(f"{args.step} needs --variant and --store")
@@ -332,6 +341,8 @@ def main() -> None:
     for name in ("shift_A", "rotate_deg", "scale"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be ≥ 0")
+    if args.frames is not None and not args.frames.is_file():
+        p.error(f"--frames {args.frames}: no such file")
     {"train": train, "evaluate": evaluate, "md": md}[args.step](args)
 
 

@@ -500,7 +500,7 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
         energies.append(atoms.get_potential_energy())
     # each member is network + the loop's default baseline; the committee adds it once
     assert all(isinstance(m, SumCalculator) for m in members)
-    assert "coulomb+wall-" in loaded.model_id
+    assert "coulomb+wall+bonded-" in loaded.model_id
     assert energies[0] == pytest.approx(np.mean(energies[1:]), abs=1e-6)
     # the committee's id names every member's network and their one baseline
     assert all(m.model_id.split(" + ")[0] in loaded.model_id for m in loaded_members)

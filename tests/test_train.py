@@ -298,9 +298,12 @@ def test_frame_without_forces_is_named(data, tmp_path):
 
 
 def test_truncated_file_and_nan_energy_are_named(data, tmp_path):
-    text = data["train"].read_text()
+    lines = data["train"].read_text().splitlines(keepends=True)
+    n_atoms = int(lines[0])
     truncated = tmp_path / "truncated.xyz"
-    truncated.write_text(text[: len(text) // 2])
+    # the first frame whole, then the second's header and 3 of its atom lines: a cut that
+    # is inside a frame whatever the numbers' widths (half the text once ended on a frame)
+    truncated.write_text("".join(lines[: (n_atoms + 2) + 2 + 3]))
     with pytest.raises(TrainDataError, match=r"train file .*truncated.xyz cannot be read"):
         train({**data, "train": truncated}, tmp_path / "run")
     frames = emt_frames(2, 13)

@@ -102,9 +102,9 @@ def train(
     baseline: Annotated[str, typer.Option(
         help="Physics under the network: none, coulomb (the frames' charges, PME), zbl "
         "(nequip's ZBL on every pair), wall (ZBL between molecules only, off by 1.6 Å), "
-        "coulomb+zbl, coulomb+wall (the default: issue 22's ablation), bonded (the force "
-        "field's bonds, angles and torsions), coulomb+bonded or coulomb+wall+bonded. "
-        "Recorded beside the model.")] = "coulomb+wall",
+        "coulomb+zbl, coulomb+wall, bonded (the force field's bonds, angles and torsions), "
+        "coulomb+bonded or coulomb+wall+bonded (the default: docs/models.md). Recorded "
+        "beside the model.")] = "coulomb+wall+bonded",
 ) -> None:
     """Train a NequIP or Allegro model on a dataset selection with nequip-train; package it.
 
