@@ -3,7 +3,7 @@ the force field's bonded terms.
 
 A student is ``network + baseline``. The baseline is what a 4.5-Å local network cannot see
 (electrostatics beyond its cutoff) or should not have to learn from data (no two atoms on
-top of each other). Four choices, by name:
+top of each other). The choices, by name:
 
 * ``none``: the network alone (ionmix's behaviour before issue 22).
 * ``coulomb``: the frames' point charges (the ion set's partial charges × the charge scale
