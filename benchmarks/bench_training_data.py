@@ -16,12 +16,14 @@ examples/sample-li-emim-pf6-settled.toml --out runs/settled``), one per variant:
   [1 − ``--scale``, 1 + ``--scale``]. The teacher labels the moved frames. The molecules'
   insides stay thermal and only their arrangement changes, so the differences between
   labels are intermolecular forces and the molecular virial;
-- ``bonded``: the ``thermal`` frames with the force field's bonded terms (bonds, angles,
-  Ryckaert–Bellemans torsions: `Bonded`) taken out of the labels, and put back exactly
-  beside the student when it is evaluated. The stiff intramolecular forces, which
-  dominate the force loss, and their virial are then not the network's to learn: if the
-  bias comes from how the network splits the virial between the inside of molecules and
-  between them, this removes it.
+- ``bonded``: the ``thermal`` frames, with the force field's bonds, angles and
+  Ryckaert–Bellemans torsions under the network too (``--baseline`` + ``+bonded``, e.g.
+  ``coulomb+wall+bonded``: `ionmix.models.baseline`, subtracted from the labels and added
+  back by the model factory). The stiff intramolecular forces, which dominate the force
+  loss, and their virial are then not the network's to learn: if the bias comes from how
+  the network splits the virial between the inside of molecules and between them, this
+  removes it. (The first runs of this script subtracted the same terms with a calculator
+  of its own, before the baseline existed; the labels are the same.)
 
 Every variant gets the same validation (replica 0) and test (replica 1) frames, seed,
 preset, baseline and epochs, and 1 torch thread (run two side by side on two cores).
@@ -52,13 +54,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ase.calculators.calculator import Calculator, all_changes
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 VARIANTS = ("thermal", "rigid", "bonded")
-#: the force field's bonded terms as `make_system` builds them (OpenMM force classes)
-BONDED_FORCES = ("HarmonicBondForce", "HarmonicAngleForce", "RBTorsionForce")
 
 
 def rigid_move(atoms, rng: np.random.Generator, shift_A: float, rotate_deg: float,
@@ -147,68 +146,6 @@ def split(args):
     return frames, provenance
 
 
-class Bonded(Calculator):
-    """The classical teacher's bonded terms alone (`BONDED_FORCES`), on the Reference
-    platform (double precision): energy (eV), forces (eV/Å) and the stress (eV/Å³) from
-    the virial, σ = −(1/V) Σᵢ rᵢ ⊗ Fᵢ with each molecule made whole (every term lies
-    within one molecule and its forces sum to zero, so the sum is exact and does not
-    depend on where the molecule sits)."""
-
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
-
-    def __init__(self, atoms, provenance):
-        import openmm
-
-        from ionmix.chemistry.topology import molecules_of
-        from ionmix.teachers.classical.system import make_system
-
-        super().__init__()
-        c = provenance.teacher(atoms, "classical").calculator(atoms)
-        csys = make_system(molecules_of(atoms), atoms.cell.array, charge_scale=c.charge_scale,
-                           cutoff_A=c.cutoff_A, ewald_error_tolerance=c.ewald_error_tolerance,
-                           lj_switch_width_A=c.lj_switch_width_A, ions=c.ions)
-        system = csys.system
-        for index in reversed(range(system.getNumForces())):
-            if type(system.getForce(index)).__name__ not in BONDED_FORCES:
-                system.removeForce(index)
-        self.context = openmm.Context(system, openmm.VerletIntegrator(0.001),
-                                      openmm.Platform.getPlatformByName("Reference"))
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        from ase.geometry import find_mic
-        from bench_molecule_forces import _evaluate
-
-        super().calculate(atoms, properties, system_changes)
-        energy, forces = _evaluate(self.context, self.atoms)
-        positions, mol_id = self.atoms.positions, self.atoms.arrays["mol_id"]
-        whole = positions.copy()
-        for m in np.unique(mol_id):
-            sel = np.flatnonzero(mol_id == m)
-            arms, _ = find_mic(positions[sel] - positions[sel[0]], self.atoms.cell, pbc=True)
-            whole[sel] = positions[sel[0]] + arms
-        virial = whole.T @ forces
-        stress = -(virial + virial.T) / 2 / self.atoms.get_volume()
-        self.results = {"energy": energy, "free_energy": energy, "forces": forces,
-                        "stress": stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]}
-
-
-def less(frames: list, part) -> list:
-    """Copies of labelled `frames` with `part`'s energy, forces and stress subtracted."""
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    out = []
-    for atoms in frames:
-        work = atoms.copy()
-        work.calc = part
-        residual = atoms.copy()
-        residual.calc = SinglePointCalculator(
-            residual, energy=atoms.get_potential_energy() - work.get_potential_energy(),
-            forces=atoms.get_forces() - work.get_forces(),
-            stress=atoms.get_stress() - work.get_stress())
-        out.append(residual)
-    return out
-
-
 def train(args) -> None:
     from ionmix.dataset.store import atomic_write_extxyz
     from ionmix.train.tasks import train_recipe_task
@@ -222,22 +159,20 @@ def train(args) -> None:
     if args.variant == "rigid":
         frames["train"] = frames["train"][::2] + moved_frames(
             frames["train"][1::2], provenance, args, args.out / "rigid-moves.extxyz")
-    if args.variant == "bonded":
-        bonded = Bonded(frames["train"][0], provenance)
-        frames = {role: less(f, bonded) for role, f in frames.items()}
     run_dir = args.out / args.variant
     files = {role: str(atomic_write_extxyz(f, run_dir / "data" / f"{role}.extxyz"))
              for role, f in frames.items()}
     type_names = sorted({s for f in frames["train"] for s in f.get_chemical_symbols()})
     t0 = time.perf_counter()
+    baseline = f"{args.baseline}+bonded" if args.variant == "bonded" else args.baseline
     result = train_recipe_task(files, type_names, args.preset, "fit", str(run_dir), args.seed,
                                {"max_epochs": args.epochs}, args.threads,
-                               baseline=args.baseline, provenance=provenance,
+                               baseline=baseline, provenance=provenance,
                                baseline_cache=str(args.out / "baseline-cache.sqlite"))
     metrics = {k: result["metrics"].get(k) for k in (
         "energy_mae_meV_per_atom", "force_mae_meV_per_A", "stress_mae_meV_per_A3")}
     row = {"variant": args.variant, "n_train": len(frames["train"]), "epochs": args.epochs,
-           "preset": args.preset, "baseline": args.baseline, "seed": args.seed,
+           "preset": args.preset, "baseline": baseline, "seed": args.seed,
            "package": result["package_path"], "train_wall_s": time.perf_counter() - t0,
            **({"shift_A": args.shift_A, "rotate_deg": args.rotate_deg, "scale": args.scale}
               if args.variant == "rigid" else {}), **metrics}
@@ -270,14 +205,11 @@ def evaluate(args) -> None:
 
 
 def student(out: Path, variant: str, atoms, provenance):
-    """The trained variant's calculator as evaluated (the bonded one with its terms)."""
-    from ase.calculators.mixing import SumCalculator
-
+    """The trained variant as the model factory builds it (network + its baseline)."""
     from ionmix.models import load_model
 
     row = json.loads((out / variant / "bench-training-data.json").read_text())
-    calc = load_model(row["package"], atoms, provenance=provenance).calc
-    return SumCalculator([calc, Bonded(atoms, provenance)]) if variant == "bonded" else calc
+    return load_model(row["package"], atoms, provenance=provenance).calc
 
 
 def md(args) -> None:
@@ -341,8 +273,22 @@ def main() -> None:
     for name in ("shift_A", "rotate_deg", "scale"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be ≥ 0")
+    for name in ("epochs", "n_train", "n_val", "n_test", "threads", "every"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be ≥ 1")
+    if args.ps <= 0 or args.seed < 0:
+        p.error(f"--ps {args.ps} must be > 0 and --seed {args.seed} ≥ 0")
+    from ionmix.models.baseline import BASELINES
+
+    if args.baseline not in BASELINES or "bonded" in args.baseline:
+        plain = ", ".join(b for b in BASELINES if "bonded" not in b)
+        p.error(f"--baseline {args.baseline}: one of {plain} (the bonded variant adds "
+                "+bonded itself)")
     if args.frames is not None and not args.frames.is_file():
         p.error(f"--frames {args.frames}: no such file")
+    if args.step == "evaluate" and args.frames is None and \
+            not (args.out / "eval.extxyz").is_file():
+        p.error(f"--out {args.out}: no eval.extxyz (run train first, or give --frames)")
     {"train": train, "evaluate": evaluate, "md": md}[args.step](args)
 
 

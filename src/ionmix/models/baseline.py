@@ -289,8 +289,8 @@ def _frames_bonded_terms(name: str, frames: Sequence[Atoms], ion_sets: Sequence[
             raise BaselineError(f"{where} frame {k}: a {name} baseline needs molecule "
                                 "information (mol_id/ion_name arrays), which the frame lacks")
         for ion, _ in molecules_of(atoms):
-            if hashes.setdefault(ion, bonded_terms_sha256(ions[ion])) != \
-                    bonded_terms_sha256(ions[ion]):
+            sha = bonded_terms_sha256(ions[ion])
+            if hashes.setdefault(ion, sha) != sha:
                 raise BaselineError(f"{where} frame {k}: ion {ion} has other bonded terms "
                                     "than in earlier frames (two ion sets)")
     return hashes
