@@ -12,6 +12,7 @@ from ionmix.dataset import DatasetStore, composition_key
 from ionmix.design import DesignError
 from ionmix.sampling import plan_sampling, sample, sample_run
 from ionmix.teachers.classical import ClassicalCalculator
+from ionmix.units import density_g_per_cm3
 
 BASE = {
     "mixture": {"units": {"LiPF6": {"Li": 1, "PF6": 1}, "EMIMPF6": {"EMIM": 1, "PF6": 1}},
@@ -55,7 +56,8 @@ def test_tiny_study_has_both_replicas_and_teacher_labels(tiny_sample):
 
 
 def test_resume_after_interruption_no_duplicates(tmp_path):
-    config = cfg()
+    npt = {"sampling__production_ensemble": "npt"}  # a volume that changes between snapshots
+    config = cfg(**npt)
 
     class Interrupt(Exception):
         pass
@@ -79,14 +81,21 @@ def test_resume_after_interruption_no_duplicates(tmp_path):
     assert store.frame_indices(run_id) == [0, 1, 2, 3]
     times = [f.info["time_ps"] for f in store.select(run_id=run_id)]
     np.testing.assert_allclose(times, [0.1, 0.2, 0.3, 0.4])
+    # The mean density is over all four stored snapshots, those before the interruption
+    # too (was: the last snapshot's density on a finished run)
+    stored = [density_g_per_cm3(float(f.atoms.get_masses().sum()), f.atoms.get_volume())
+              for f in store.select(run_id=run_id)]
+    assert result.mean_density_g_cm3 == pytest.approx(np.mean(stored), rel=1e-12)
     # A finished run is not redone.
     (again,) = sample(config, tmp_path)
     assert again.resumed_from == 4 and len(store) == 4
+    assert np.ptp(stored) > 0  # so that the last one alone would not do
+    assert again.mean_density_g_cm3 == pytest.approx(np.mean(stored), rel=1e-12)
     # Another teacher or protocol may not be mixed into the same folder.
     with pytest.raises(ConfigError, match="sampling.*temperature_K.*310"):
-        sample(cfg(sampling__temperature_K=310.0), tmp_path)
+        sample(cfg(sampling__temperature_K=310.0, **npt), tmp_path)
     with pytest.raises(ConfigError, match="charge_scale"):
-        sample(cfg(mixture__charge_scale=0.7), tmp_path)
+        sample(cfg(mixture__charge_scale=0.7, **npt), tmp_path)
 
 
 def test_seeds_are_stable_and_distinct():

@@ -396,3 +396,35 @@ def test_unwrapping_follows_a_box_that_changes_under_npt():
     centres = continuous_centres_A(frames, mol, ["Li"] * n_atoms, np.full(n_atoms, 6.94))
     np.testing.assert_allclose(centres, np.array(true), atol=1e-9)
     assert np.abs(np.array(true)).max() > 1.5 * edges.max()  # atoms crossed the boundary
+
+
+def test_a_thermally_stretched_bond_still_joins_its_molecule():
+    """A C–H bond stretched as a 350-K liquid stretches it (1.14 × the covalent radii,
+    beyond ASE's usual 1.1 ×) still joins the H to its molecule, for unwrapping and for the
+    MD bond guard (was: an OpenMM transport run refused in 1 of ~30 first frames)."""
+    from ase.data import covalent_radii
+
+    from ionmix.build import build_box
+    from ionmix.md import covalent_bonds
+    from ionmix.properties.unwrap import bond_tree, make_whole
+
+    atoms = build_box({"EMIM": 2, "PF6": 2}, density_g_cm3=1.2, seed=1)
+    symbols = atoms.get_chemical_symbols()
+    h = symbols.index("H")
+    c = int(np.argmin([atoms.get_distance(h, k, mic=True) if symbols[k] == "C" else np.inf
+                       for k in range(len(atoms))]))
+    r_sum_A = covalent_radii[6] + covalent_radii[1]
+    bond = atoms.get_distance(c, h, mic=True, vector=True)
+    atoms.positions[h] = atoms.positions[c] + bond / np.linalg.norm(bond) * 1.14 * r_sum_A
+    whole = atoms.positions.copy()
+    mol = np.asarray(atoms.arrays["mol_id"])
+    tree = bond_tree(atoms, mol, ["EMIM", "EMIM", "PF6", "PF6"])
+    wrapped = atoms.copy()
+    wrapped.wrap()
+    rebuilt = make_whole(wrapped.positions, atoms.cell.array, tree)
+    shift = rebuilt - whole  # whole molecules move by lattice vectors only
+    for m in range(4):
+        np.testing.assert_allclose(shift[mol == m], shift[mol == m][:1].repeat((mol == m).sum(), 0),
+                                   atol=1e-9)
+    i, j, _ = covalent_bonds(atoms)
+    assert {c, h} in [{a, b} for a, b in zip(i.tolist(), j.tolist(), strict=True)]

@@ -79,7 +79,7 @@ import numpy as np
 from ase import Atoms, units
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ionmix.chemistry.topology import carry_metadata
+from ionmix.chemistry.topology import COVALENT_BOND_FACTOR, carry_metadata
 from ionmix.errors import InputError, RunError
 from ionmix.files import atomic_write_json
 from ionmix.progress import Progress
@@ -150,7 +150,7 @@ class MDSettings(BaseModel):
     initial_velocities: Literal["maxwell", "keep"] = "maxwell"
     max_temperature_factor: float = Field(5.0, gt=1.0)
     max_volume_ratio: float = Field(2.0, gt=1.0)
-    #: a bond between non-metal atoms (within 1.1 × their covalent radii at the start)
+    #: a bond between non-metal atoms (within 1.25 × their covalent radii at the start)
     #: longer than this × its starting length, or the ends of a bond angle closer than
     #: 1/this × their starting distance, means the model broke a molecule (a learned
     #: student does this long before the temperature or volume notice); None: no check
@@ -376,13 +376,13 @@ NON_METALS = frozenset("H B C N O F Si P S Cl As Se Br Te I".split())
 
 
 def covalent_bonds(atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, length_A) of the bonds of `atoms`: pairs of non-metal atoms closer than 1.1 ×
-    the sum of their covalent radii (ASE's natural cutoffs), each pair once."""
+    """(i, j, length_A) of the bonds of `atoms`: pairs of non-metal atoms closer than
+    `COVALENT_BOND_FACTOR` (1.25) × the sum of their covalent radii, each pair once."""
     from ase.neighborlist import natural_cutoffs, neighbor_list
 
     if len(atoms) < 2:
         return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
-    i, j, d = neighbor_list("ijd", atoms, natural_cutoffs(atoms, mult=1.1))
+    i, j, d = neighbor_list("ijd", atoms, natural_cutoffs(atoms, mult=COVALENT_BOND_FACTOR))
     symbols = np.array(atoms.get_chemical_symbols())
     keep = (i < j) & np.isin(symbols[i], list(NON_METALS)) & np.isin(symbols[j],
                                                                     list(NON_METALS))

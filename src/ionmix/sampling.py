@@ -298,7 +298,8 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
     progress = json.loads(progress_path.read_text()) if progress_path.exists() else {}
     if progress.get("next_frame", 0) >= n_frames and store.count(run_id=run.run_id) \
             >= n_frames:
-        return RunResult(run.run_id, run_dir, n_frames, n_frames, progress.get("density"),
+        return RunResult(run.run_id, run_dir, n_frames, n_frames,
+                         _stored_mean_density_g_cm3(store, run.run_id),
                          _equilibration_warning(run_dir))
     platform = _platform(s.platform)
 
@@ -337,7 +338,6 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
                            ).calculator(atoms)
     steps_per_snapshot = int(round(s.snapshot_interval_ps * 1000.0 / s.timestep_fs))
     mass_amu = float(np.sum(csys.masses_amu))
-    densities = []
     for k in range(resumed_from, n_frames):
         _step(ctx, steps_per_snapshot, run, csys)
         state = ctx.getState(getPositions=True, enforcePeriodicBox=False)
@@ -351,7 +351,6 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
         frame.get_forces()
         frame.get_stress()
         density = density_g_per_cm3(mass_amu, frame.get_volume())
-        densities.append(density)
         meta = {"run_id": run.run_id, "frame_index": k,
                 "composition": composition_key(run.composition),
                 "temperature_K": s.temperature_K,
@@ -367,9 +366,20 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
         atomic_write_json(progress_path, progress)
         if on_snapshot is not None:
             on_snapshot(run, k)
-    mean_density = float(np.mean(densities)) if densities else progress.get("density")
-    return RunResult(run.run_id, run_dir, n_frames, resumed_from, mean_density,
+    return RunResult(run.run_id, run_dir, n_frames, resumed_from,
+                     _stored_mean_density_g_cm3(store, run.run_id),
                      _equilibration_warning(run_dir))
+
+
+def _stored_mean_density_g_cm3(store: DatasetStore, run_id: str) -> float | None:
+    """Mean density (g/cm³) over every stored snapshot of the run, those of earlier,
+    interrupted calls included (was: a resumed run reported its last snapshot's density
+    as the mean); None where none is stored."""
+    frames = store.select(run_id=run_id, task="md")
+    if not frames:
+        return None
+    return float(np.mean([density_g_per_cm3(float(f.atoms.get_masses().sum()),
+                                             f.atoms.get_volume()) for f in frames]))
 
 
 def _equilibration_warning(run_dir: Path) -> str | None:

@@ -6,8 +6,8 @@ positions are never wrapped, comes back unchanged):
 
 1. **Whole molecules.** In every frame each molecule is rebuilt outwards from its first
    atom along its covalent bonds (found once, in the first frame: pairs of one molecule
-   closer than 1.1 × the sum of covalent radii at the nearest image, ASE's natural
-   cutoffs), each atom placed at the nearest image of the bonded atom it is reached from.
+   closer than `COVALENT_BOND_FACTOR` (1.25) × the sum of covalent radii at the nearest
+   image), each atom placed at the nearest image of the bonded atom it is reached from.
    This works for a molecule of any length, also one longer than half the box. A molecule
    whose atoms are not all joined by such bonds in the first frame cannot be made whole
    and is refused, named.
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 
+from ionmix.chemistry.topology import COVALENT_BOND_FACTOR
 from ionmix.errors import InputError
 
 __all__ = ["MAX_STEP_FRACTION", "BondTree", "UnwrapError", "bond_tree", "continuous_centres_A",
@@ -67,7 +68,7 @@ def bond_tree(atoms: Atoms, mol: np.ndarray, names: Sequence[str]) -> BondTree:
     """
     from ase.neighborlist import natural_cutoffs, neighbor_list
 
-    i, j = neighbor_list("ij", atoms, natural_cutoffs(atoms, mult=1.1))
+    i, j = neighbor_list("ij", atoms, natural_cutoffs(atoms, mult=COVALENT_BOND_FACTOR))
     same = mol[i] == mol[j]
     neighbours: dict[int, list[int]] = {}
     for a, b in zip(i[same], j[same], strict=True):
