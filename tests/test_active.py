@@ -196,11 +196,26 @@ def test_issue_22_example_reuses_the_settled_sampling():
     learn = tomllib.loads((examples / "learn-li-emim-pf6-npt.toml").read_text())
     assert all(learn[k] == settled[k] for k in ("mixture", "sampling", "teacher"))
     npt = [w for w in cfg.learn.explore if w.kind == "npt"]
-    assert [w.n_starts for w in npt] == [3]
+    # one member-driven walker per member: each member's own NPT run is explored
+    assert [(w.n_starts, w.drive) for w in npt] == [(cfg.learn.committee, "member")]
     assert 10.0 <= npt[0].n_steps * npt[0].timestep_fs / 1000 <= 20.0  # ps
     assert {w.kind for w in cfg.learn.explore} == {"npt", "anneal", "volume-scan"}
     assert cfg.label_above_hi() and cfg.learn.committee == 4
     assert cfg.learn.max_generations * cfg.learn.max_new_frames <= 600
+
+
+def test_issue_22_xtb_example_is_four_ion_pairs_labelled_by_xtb():
+    from pathlib import Path
+
+    from ionmix.sampling import plan_sampling
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    cfg = load_learn_config(examples / "learn-xtb-li-emim-pf6.toml")
+    plan = plan_sampling(cfg.sample_config())  # the classical sampler's plan
+    assert cfg.teacher["kind"] == "xtb" and cfg.label_above_hi()
+    assert [sum(run.counts.values()) for run in plan.runs] == [8, 8]  # 4 ion pairs
+    assert cfg.learn.converged_accurate_share >= 0.9
+    assert any(w.kind == "npt" for w in cfg.learn.explore)
 
 
 def test_walker_density_is_a_block_average_after_equilibration():

@@ -83,7 +83,10 @@ class LearnSettings(BaseModel):
         converged_accurate_share: stop when this share of explored frames is accurate
             and every NPT walker's block-averaged density agrees with the previous
             generation's (`compare_densities`).
-        density_window_fraction: NPT walkers stop when ρ leaves ρ_teacher × (1 ± this).
+        density_window_fraction: NPT walkers stop when ρ leaves ρ₀ × (1 ± this), ρ₀ the
+            mean density of the initial training frames: the classical sampler's, which
+            is the teacher's own only for the classical teacher (another teacher's
+            liquid may need a wider window to reach its density).
         explore: the walkers.
     """
 
@@ -213,7 +216,7 @@ def run_learning(cfg: LearnConfig, out_dir, scheduler: str | None = None,
 
 def _prepare(cfg: LearnConfig, out: Path, scheduler, say) -> _Context:
     """Sample the initial data (classical), label it with the teacher if another, and fix
-    what every generation shares (type names, energy shifts, the teacher's density)."""
+    what every generation shares (type names, energy shifts, the initial frames' density)."""
     from ionmix.sampling import plan_sampling, sample
 
     _check_before_work(cfg)

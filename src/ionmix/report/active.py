@@ -39,7 +39,7 @@ def plot_generations(summaries: list[dict], reference_density_g_cm3: float | Non
                              capsize=3, label=name)
     if reference_density_g_cm3 is not None:
         axes[2].axhline(reference_density_g_cm3, color="k", ls="--", lw=0.8,
-                        label="teacher (initial frames)")
+                        label="initial frames (classical sampler)")
     axes[2].set(xlabel="generation", ylabel="committee NPT density (g/cm³)")
     if axes[2].get_legend_handles_labels()[0]:
         axes[2].legend(fontsize=7)
