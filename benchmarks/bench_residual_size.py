@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -47,11 +48,17 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("frames", help="labelled extxyz with molecule arrays")
-    parser.add_argument("--baselines", nargs="+",
+    from ionmix.models.baseline import BASELINES
+
+    parser.add_argument("--baselines", nargs="+", choices=BASELINES,
                         default=["none", "coulomb+wall", "coulomb+wall+bonded"])
     parser.add_argument("--frames", dest="n_frames", type=int, default=20,
                         help="the first N frames of the file")
     args = parser.parse_args()
+    if args.n_frames < 1:
+        parser.error(f"--frames {args.n_frames}: must be at least 1")
+    if not Path(args.frames).is_file():
+        parser.error(f"{args.frames}: no such file")
     frames = ase.io.read(args.frames, f":{args.n_frames}")
     sizes = residual_sizes(frames, args.baselines)
     print(json.dumps(sizes, indent=1))

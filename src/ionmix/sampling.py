@@ -337,7 +337,6 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
                            platform=None if s.platform == "auto" else s.platform
                            ).calculator(atoms)
     steps_per_snapshot = int(round(s.snapshot_interval_ps * 1000.0 / s.timestep_fs))
-    mass_amu = float(np.sum(csys.masses_amu))
     for k in range(resumed_from, n_frames):
         _step(ctx, steps_per_snapshot, run, csys)
         state = ctx.getState(getPositions=True, enforcePeriodicBox=False)
@@ -350,7 +349,6 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
         frame.get_potential_energy()
         frame.get_forces()
         frame.get_stress()
-        density = density_g_per_cm3(mass_amu, frame.get_volume())
         meta = {"run_id": run.run_id, "frame_index": k,
                 "composition": composition_key(run.composition),
                 "temperature_K": s.temperature_K,
@@ -362,7 +360,7 @@ def sample_run(run: Run, cfg: SampleConfig, plan: SamplePlan, out_dir: Path,
                 "ensemble": s.production_ensemble}
         store.add_frames([frame], [meta], counts=run.counts, skip_existing=True)
         atomic_write_bytes(checkpoint_path, ctx.createCheckpoint())
-        progress = {"next_frame": k + 1, "n_frames": n_frames, "density": density}
+        progress = {"next_frame": k + 1, "n_frames": n_frames}
         atomic_write_json(progress_path, progress)
         if on_snapshot is not None:
             on_snapshot(run, k)
