@@ -482,3 +482,124 @@ class TestBondedStudentBattery(TestStudentBattery):
     mesh dominates them; the bonded part is float64 with an exact virial)."""
 
     student_fixture = "bonded_student"
+
+
+# --------------------------------------------------------------------------------------
+# the bonded prior refitted to the teacher (bonded-fit)
+
+
+def _altered(ions, atoms) -> dict:
+    """Every harmonic term type of `atoms` with k × 1.3 and x0 shifted (bonds +0.02 Å,
+    angles +0.05 rad): springs a teacher might have instead of the force field's."""
+    from ionmix.chemistry.topology import molecules_of
+    from ionmix.teachers.classical.harmonic import harmonic_terms
+    from ionmix.teachers.classical.system import make_system
+
+    bonds, angles = harmonic_terms(make_system(molecules_of(atoms), atoms.cell.array,
+                                               ions=ions, bonded_only=True))
+    out = {key: (1.3 * k, r0 + 0.02) for *_, key, r0, k in bonds}
+    out.update({key: (1.3 * k, t0 + 0.05) for *_, key, t0, k in angles})
+    return out
+
+
+def _labelled_by_altered_springs(frames, ion_sets, springs):
+    """Copies of `frames` labelled by Coulomb + wall + the force field's torsions + harmonic
+    bonds and angles with `springs` (energy, forces, stress)."""
+    from ase.calculators.mixing import SumCalculator
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from ionmix.models.baseline import baseline_calculator
+    from ionmix.teachers.classical.calculator import ClassicalCalculator
+
+    out = []
+    for atoms, ions in zip(frames, ion_sets, strict=True):
+        plain = baseline_for_frames("coulomb+wall", [atoms], [ions], "frames")
+        work = atoms.copy()
+        work.calc = SumCalculator([baseline_calculator(plain, ions), ClassicalCalculator(
+            ions=ions, bonded_only=True, platform="Reference", bonded_parameters=springs)])
+        labelled = atoms.copy()
+        labelled.calc = SinglePointCalculator(labelled, energy=work.get_potential_energy(),
+                                              forces=work.get_forces(),
+                                              stress=work.get_stress())
+        out.append(labelled)
+    return out
+
+
+def test_bonded_fit_recovers_the_springs_that_made_the_labels(tiny_sample):
+    """Labels made with other springs than the force field's: the fit finds them (its
+    design matrix is numpy geometry, the labels are OpenMM's), and residual + baseline
+    gives the labels back."""
+    from ionmix.models.baseline import baseline_calculator, residual_frames
+
+    store = DatasetStore(tiny_sample / "frames.db")
+    frames = [f.atoms for f in store.select(replica=0)][:3]
+    prov = store.provenance()
+    ion_sets = [prov.ion_set(f) for f in frames]
+    springs = _altered(ion_sets[0], frames[0])
+    labelled = _labelled_by_altered_springs(frames, ion_sets, springs)
+    fitted = baseline_for_frames("coulomb+wall+bonded-fit", labelled, ion_sets, "frames")
+    assert set(fitted.bonded_parameters) == set(springs)
+    for key, (k, x0) in springs.items():
+        assert fitted.bonded_parameters[key] == pytest.approx((k, x0), rel=1e-6), key
+    residual = residual_frames(labelled, fitted, ion_sets)
+    for t, r, ions in zip(labelled, residual, ion_sets, strict=True):
+        assert np.abs(r.get_forces()).max() < 1e-5  # eV/Å: nothing left for a network
+        work = t.copy()
+        work.calc = baseline_calculator(fitted, ions)
+        np.testing.assert_allclose(r.get_forces() + work.get_forces(), t.get_forces(),
+                                   atol=1e-6)
+        np.testing.assert_allclose(r.get_stress() + work.get_stress(), t.get_stress(),
+                                   atol=1e-8)
+    # the force field's own springs leave those differences to the network
+    field = residual_frames(labelled[:1], baseline_for_frames(
+        "coulomb+wall+bonded", labelled[:1], ion_sets[:1], "frames"), ion_sets[:1])
+    assert np.abs(field[0].get_forces()).max() > 1.0  # eV/Å
+
+
+def test_bonded_fit_is_recorded_keyed_and_checked(tiny_sample):
+    from ionmix.teachers.classical.harmonic import BondedFitError, apply_parameters
+    from ionmix.teachers.classical.system import make_system
+
+    store = DatasetStore(tiny_sample / "frames.db")
+    frames = [f.atoms for f in store.select(replica=0)][:2]
+    ions = store.provenance().ion_set(frames[0])
+    fitted = baseline_for_frames("bonded-fit", frames, [ions] * 2, "frames")
+    again = Baseline.from_json(json.loads(json.dumps(fitted.to_json())), "record")
+    assert again == fitted and again.key == fitted.key
+    other = baseline_for_frames("bonded-fit", frames[:1], [ions], "frames")
+    assert other.key != fitted.key  # other frames, other fit, another baseline
+    given = baseline_for_frames("bonded-fit", frames[:1], [ions], "frames",
+                                bonded_parameters=fitted.bonded_parameters)
+    assert given.key == fitted.key  # a fine-tuned model keeps its parent's fit
+    with pytest.raises(BaselineError, match="fitted bonded parameters go with a bonded-fit"):
+        Baseline("bonded", ion_bonded_sha256=fitted.ion_bonded_sha256,
+                 bonded_parameters=fitted.bonded_parameters)
+    with pytest.raises(BaselineError, match="no record: a bonded-fit baseline is fitted to "
+                                            "labelled frames; there are none"):
+        baseline_for_frames("bonded-fit", frames, [ions] * 2, "no record", fit_count=0)
+    missing = dict(fitted.bonded_parameters)
+    key = next(k for k in missing if k.startswith("PF6 F-P"))
+    del missing[key]
+    from ionmix.chemistry.topology import molecules_of
+
+    csys = make_system(molecules_of(frames[0]), frames[0].cell.array, ions=ions,
+                       bonded_only=True)
+    with pytest.raises(BondedFitError, match=f"model X: the fitted bonded prior has no term "
+                                             f"'{key}'"):
+        apply_parameters(csys, missing, "model X")
+
+
+def test_a_bonded_fit_student_keeps_its_fit_when_fine_tuned(tiny_sample, tmp_path):
+    from ionmix.train import train_from_store
+
+    store = tiny_sample / "frames.db"
+    comps = DatasetStore(store).compositions()
+    common = dict(n_val=1, n_test=2, preset="cpu-tiny-allegro-npt",
+                  overrides={"max_epochs": 1}, baseline="coulomb+wall+bonded-fit", say=None)
+    parent = train_from_store(store, comps, n_train=3, run_dir=tmp_path / "parent", **common)
+    record = read_record(parent.package_path)
+    assert record.name == "coulomb+wall+bonded-fit" and record.bonded_parameters
+    # other training frames, which a refit would turn into another baseline (refused)
+    child = train_from_store(store, comps, n_train=5, run_dir=tmp_path / "child",
+                             initial_model=parent.package_path, **common)
+    assert read_record(child.package_path).key == record.key

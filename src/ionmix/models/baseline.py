@@ -36,6 +36,11 @@ top of each other). The choices, by name:
   exact; for a quantum teacher it is a prior, like the charges, and the network learns the
   difference.
 * ``coulomb+bonded`` and ``coulomb+wall+bonded``: with the others.
+* ``bonded-fit`` and ``coulomb+wall+bonded-fit``: the same bonded terms with each harmonic
+  bond's and angle's (k, x0) refitted to the teacher's forces on the training frames
+  (`ionmix.models.bonded_fit`; torsions stay the force field's), for a teacher whose bond
+  lengths are not the force field's (xTB, DFT). The fitted parameters are part of the
+  record and of its key; a fine-tuned model keeps its parent's.
 
 Training subtracts the Coulomb, wall and bonded parts from the labels (`residual_frames`;
 the ZBL part is in the model, so nequip subtracts it itself). The baseline belongs to the
@@ -50,7 +55,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -84,7 +89,8 @@ __all__ = [
 
 #: the baselines by name (a config's type: pydantic checks a name against it)
 BaselineName = Literal["none", "coulomb", "zbl", "coulomb+zbl", "wall", "coulomb+wall",
-                       "bonded", "coulomb+bonded", "coulomb+wall+bonded"]
+                       "bonded", "coulomb+bonded", "coulomb+wall+bonded",
+                       "bonded-fit", "coulomb+wall+bonded-fit"]
 BASELINES: tuple[str, ...] = get_args(BaselineName)
 #: the baseline record beside a model's package
 RECORD_NAME = "baseline.json"
@@ -110,6 +116,10 @@ ENGINE = "torch-pme P3M, float64, forces and stress by autograd"
 BONDED_TERMS = ("the ions' force-field bonded terms: harmonic bonds and angles, "
                 "Ryckaert-Bellemans torsions (no intramolecular nonbonded pairs)")
 BONDED_ENGINE = "OpenMM Reference platform (float64), stress from the virial"
+#: what a bonded-fit baseline's parameters are (recorded)
+FITTED_TERMS = ("harmonic bonds' and angles' (k [eV/A^2 or eV/rad^2], x0 [A or rad]) per "
+                "term type, least squares on the teacher's forces less Coulomb, wall and "
+                "torsions; torsions are the force field's")
 #: partial charges (e) of a structure's ion and of the baseline's must agree to this
 _CHARGE_MATCH_E = 1e-9
 
@@ -131,6 +141,8 @@ class Baseline:
             only), eV/Å.
         ion_bonded_sha256: per ion name, a hash of its bonded terms' parameters
             (`bonded_terms_sha256`; ``bonded`` only): what a structure's ions must match.
+        bonded_parameters: ``bonded-fit`` only: the fitted (k, x0) of every harmonic term
+            type (`ionmix.teachers.classical.harmonic` keys and units).
     """
 
     name: str
@@ -138,6 +150,7 @@ class Baseline:
     ion_charges_e: Mapping[str, tuple[float, ...]] | None = None
     force_accuracy_eV_per_A: float = FORCE_ACCURACY_EV_PER_A
     ion_bonded_sha256: Mapping[str, str] | None = None
+    bonded_parameters: Mapping[str, tuple[float, float]] | None = None
 
     def __post_init__(self):
         if self.name not in BASELINES:
@@ -146,6 +159,9 @@ class Baseline:
             raise BaselineError(f"baseline {self.name!r} needs a charge scale and ion charges")
         if self.bonded and not self.ion_bonded_sha256:
             raise BaselineError(f"baseline {self.name!r} needs its ions' bonded terms")
+        if self.bonded_fit != bool(self.bonded_parameters):
+            raise BaselineError(f"baseline {self.name!r}: fitted bonded parameters go with "
+                                "a bonded-fit baseline, and only with it")
 
     @property
     def coulomb(self) -> bool:
@@ -162,6 +178,11 @@ class Baseline:
     @property
     def bonded(self) -> bool:
         return "bonded" in self.name
+
+    @property
+    def bonded_fit(self) -> bool:
+        """Whether the bonds and angles are refitted to the teacher (`bonded_parameters`)."""
+        return self.name.endswith("bonded-fit")
 
     @property
     def outside(self) -> bool:
@@ -183,6 +204,10 @@ class Baseline:
         if self.bonded:
             out.update(bonded={"terms": BONDED_TERMS, "engine": BONDED_ENGINE,
                                "ion_sha256": dict(sorted(self.ion_bonded_sha256.items()))})
+        if self.bonded_fit:
+            out["bonded"].update(fitted=FITTED_TERMS, parameters={
+                key: [float(k), float(x0)]
+                for key, (k, x0) in sorted(self.bonded_parameters.items())})
         return out
 
     @classmethod
@@ -196,7 +221,10 @@ class Baseline:
                        force_accuracy_eV_per_A=float(data.get("force_accuracy_eV_per_A",
                                                               FORCE_ACCURACY_EV_PER_A)),
                        ion_bonded_sha256=None if bonded is None else
-                       {str(k): str(v) for k, v in bonded["ion_sha256"].items()})
+                       {str(k): str(v) for k, v in bonded["ion_sha256"].items()},
+                       bonded_parameters=None if bonded is None or "parameters" not in bonded
+                       else {str(k): (float(v[0]), float(v[1]))
+                             for k, v in bonded["parameters"].items()})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BaselineError(f"{where}: not a baseline record ({exc!r})") from None
 
@@ -241,11 +269,48 @@ class Baseline:
 
 
 def baseline_for_frames(name: str, frames: Sequence[Atoms], ion_sets: Sequence[Mapping],
-                        where: str) -> Baseline:
+                        where: str, *, fit_count: int | None = None,
+                        bonded_parameters: Mapping[str, Sequence[float]] | None = None,
+                        cache: BaselineCache | None = None) -> Baseline:
     """The baseline `name` for training on `frames` (their ion sets, one per frame, and
-    charge scale): BaselineError naming `where` and the frame when they disagree."""
+    charge scale): BaselineError naming `where` and the frame when they disagree.
+
+    A ``bonded-fit`` baseline fits its bonds and angles to the labels of the first
+    `fit_count` frames (default: all; put the training frames first), each frame's
+    force-field baseline cached in `cache`, unless `bonded_parameters` gives them (a
+    fine-tuned model keeps its parent's)."""
     if name not in BASELINES:
         raise BaselineError(f"{where}: unknown baseline {name!r}; one of {', '.join(BASELINES)}")
+    if not name.endswith("bonded-fit"):
+        return _field_baseline(name, frames, ion_sets, where)
+    field = _field_baseline(name.removesuffix("-fit"), frames, ion_sets, where)
+    if bonded_parameters is None:
+        n = len(frames) if fit_count is None else fit_count
+        if n < 1:
+            raise BaselineError(f"{where}: a {name} baseline is fitted to labelled frames; "
+                                "there are none to fit")
+        bonded_parameters = _fit_bonded(field, frames[:n], ion_sets[:n], cache)
+    return replace(field, name=name, bonded_parameters={
+        key: (float(k), float(x0)) for key, (k, x0) in bonded_parameters.items()})
+
+
+def _fit_bonded(field: Baseline, frames: Sequence[Atoms], ion_sets: Sequence[Mapping],
+                cache: BaselineCache | None) -> dict[str, tuple[float, float]]:
+    """`ionmix.models.bonded_fit.fit_parameters` on labelled `frames`, their residual
+    under the force field's baseline `field`."""
+    from ionmix.chemistry.topology import molecules_of
+    from ionmix.models.bonded_fit import fit_parameters
+    from ionmix.teachers.classical.system import make_system
+
+    residual = residual_frames(frames, field, ion_sets, cache)
+    systems = [make_system(molecules_of(a), a.cell.array, ions=ions, bonded_only=True)
+               for a, ions in zip(frames, ion_sets, strict=True)]
+    return fit_parameters(frames, [r.get_forces() for r in residual], systems)
+
+
+def _field_baseline(name: str, frames: Sequence[Atoms], ion_sets: Sequence[Mapping],
+                    where: str) -> Baseline:
+    """`baseline_for_frames` of a baseline without fitted parts."""
     from ionmix.chemistry.topology import has_molecules, molecules_of
 
     bonded = _frames_bonded_terms(name, frames, ion_sets, where) if "bonded" in name else None
@@ -334,7 +399,8 @@ def bonded_calculator(baseline: Baseline, ions: Mapping):
         return None
     from ionmix.teachers.classical.calculator import ClassicalCalculator
 
-    return ClassicalCalculator(ions=ions, bonded_only=True, platform="Reference")
+    return ClassicalCalculator(ions=ions, bonded_only=True, platform="Reference",
+                               bonded_parameters=baseline.bonded_parameters)
 
 
 def baseline_calculator(baseline: Baseline, ions: Mapping):

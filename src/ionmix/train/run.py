@@ -385,10 +385,11 @@ def run_training(
         cutoff_radius_A=float(skeleton["cutoff_radius"]),
         uses_stress=float(skeleton["loss_coeffs"].get("stress", 0.0)) > 0,
     )
-    under = _baseline(baseline, frames, provenance, initial_model, type_names)
+    cache_path = baseline_cache or run_dir / "baseline-cache.sqlite"
+    under = _baseline(baseline, frames, provenance, initial_model, type_names,
+                      BaselineCache(cache_path) if baseline.endswith("bonded-fit") else None)
     if under.outside:
-        residual = _residual_files(run_dir, under, frames, provenance,
-                                   baseline_cache or run_dir / "baseline-cache.sqlite", say)
+        residual = _residual_files(run_dir, under, frames, provenance, cache_path, say)
         train_file, val_file, test_file = (residual.get(r) for r in ("train", "val", "test"))
         frames = {r: read_data_file(f, r) for r, f in residual.items()}
     if under.zbl and initial_model is None:
@@ -459,20 +460,25 @@ def _read_data(
 
 
 def _baseline(name: str, frames: dict[str, list], provenance, initial_model,
-              type_names: list[str]) -> Baseline:
+              type_names: list[str], cache: BaselineCache | None = None) -> Baseline:
     """The baseline `name` for these frames (checked before any work); a fine-tuned model
     keeps its parent's baseline, so `name` must be the one recorded beside the parent."""
     from ionmix.dataset.provenance import Provenance
 
     prov = provenance or Provenance()
     every = [a for role in ("train", "val", "test") for a in frames.get(role, [])]
-    beside = "coulomb" in name or "wall" in name
+    beside = "coulomb" in name or "wall" in name or "bonded" in name
     ion_sets = [prov.ion_set(a) for a in every] if beside else [None] * len(every)
-    under = baseline_for_frames(name, every, ion_sets, "training frames")
+    parent = None if initial_model is None else read_record(_package_path(initial_model))
+    # a bonded-fit baseline is fitted on the training frames (first in `every`), once: a
+    # fine-tuned model keeps its parent's fit
+    under = baseline_for_frames(name, every, ion_sets, "training frames",
+                                fit_count=len(frames.get("train", [])), cache=cache,
+                                bonded_parameters=None if parent is None
+                                else parent.bonded_parameters)
     if under.zbl:
         zbl_pair_potential(type_names)
-    if initial_model is not None:
-        parent = read_record(_package_path(initial_model))
+    if parent is not None:
         if parent.key != under.key:
             raise TrainConfigError(f"initial model {initial_model} was trained with baseline "
                                    f"{parent.key}; fine-tuning it with {under.key} would mix two")

@@ -35,6 +35,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from ionmix.chemistry.ions import Ion
 from ionmix.chemistry.topology import molecules_of
+from ionmix.teachers.classical.harmonic import apply_parameters
 from ionmix.teachers.classical.system import (
     DEFAULT_CHARGE_SCALE,
     DEFAULT_EWALD_ERROR_TOLERANCE,
@@ -82,6 +83,9 @@ class ClassicalCalculator(Calculator):
             student. No term depends on the cutoff, which follows the box likewise. Its
             stress is the exact virial of whole molecules (`_bonded_stress`), not a finite
             difference.
+        bonded_parameters: with ``bonded_only``, the harmonic bonds' and angles' (k, x0)
+            by term type (`ionmix.teachers.classical.harmonic`) instead of the force
+            field's: a bonded prior refitted to a teacher. Torsions stay the force field's.
 
     Results: ``energy``/``free_energy`` (eV), ``forces`` (eV/Å, shape (n_atoms, 3)),
     ``stress`` (eV/Å³, Voigt 6-vector, ASE sign convention).
@@ -104,6 +108,7 @@ class ClassicalCalculator(Calculator):
         ions: Mapping[str, Ion] | None = None,
         electrostatics_only: bool = False,
         bonded_only: bool = False,
+        bonded_parameters: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         self.molecules = None if molecules is None else molecule_runs(molecules, ions)
@@ -119,6 +124,10 @@ class ClassicalCalculator(Calculator):
         self.bonded_only = bool(bonded_only)
         if self.electrostatics_only and self.bonded_only:
             raise ClassicalSystemError("electrostatics_only and bonded_only exclude each other")
+        if bonded_parameters is not None and not self.bonded_only:
+            raise ClassicalSystemError("bonded_parameters set the bonded terms of a "
+                                       "bonded_only calculator; this one is not")
+        self.bonded_parameters = None if bonded_parameters is None else dict(bonded_parameters)
         self.classical_system: ClassicalSystem | None = None
         self._context: openmm.Context | None = None
         self._reference_widths_A: np.ndarray | None = None
@@ -186,6 +195,8 @@ class ClassicalCalculator(Calculator):
                 electrostatics_only=self.electrostatics_only,
                 bonded_only=self.bonded_only,
             )
+            if self.bonded_parameters is not None:
+                apply_parameters(csys, self.bonded_parameters, "bonded_parameters")
             symbols = atoms.get_chemical_symbols()
             if len(symbols) != csys.n_atoms:
                 raise ClassicalSystemError(
