@@ -70,7 +70,7 @@ def fit_parameters(frames: Sequence, residual_forces: Sequence[np.ndarray],
         frames: the labelled frames (Atoms).
         residual_forces: per frame, the teacher's forces less the force-field baseline
             (Coulomb, wall and the force field's bonded terms), eV/Å, (n_atoms, 3).
-        systems: per frame, its bonded-only `ClassicalSystem` (`make_system_for_atoms`).
+        systems: per frame, its bonded-only `ClassicalSystem` (`make_system`).
 
     Returns:
         key → (k, x0) for every term type of the frames (`harmonic_terms` units).

@@ -4,7 +4,8 @@ system, and set them to other parameters (a bonded prior refitted to a teacher,
 
 A term type is one force-field parameter set of one ion, named by a key such as
 ``"PF6 F-P r0=1.6060"`` or ``"EMIM C-N-C θ0=108.00"`` (ion, elements, the force field's
-equilibrium value). Units: bonds k in eV/Å², r0 in Å; angles k in eV/rad², θ0 in rad
+equilibrium value; two parameter sets that share all three are one type, fitted together).
+Units: bonds k in eV/Å², r0 in Å; angles k in eV/rad², θ0 in rad
 (energy ½ k (x − x0)², OpenMM's convention).
 """
 
