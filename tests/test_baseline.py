@@ -603,3 +603,17 @@ def test_a_bonded_fit_student_keeps_its_fit_when_fine_tuned(tiny_sample, tmp_pat
     child = train_from_store(store, comps, n_train=5, run_dir=tmp_path / "child",
                              initial_model=parent.package_path, **common)
     assert read_record(child.package_path).key == record.key
+
+
+@pytest.mark.parametrize("name", ["bonded", "bonded-fit"])
+def test_training_takes_a_bonded_baseline_without_coulomb_or_wall(tiny_sample, name):
+    """The training's baseline reads the frames' ion sets for bonded terms alone too (it
+    read them only with Coulomb or a wall, and a bonded-only baseline failed on None)."""
+    from ionmix.train.run import _baseline
+
+    store = DatasetStore(tiny_sample / "frames.db")
+    frames = [f.atoms for f in store.select(replica=0)][:2]
+    under = _baseline(name, {"train": frames}, store.provenance(), None,
+                      ["C", "F", "H", "Li", "N", "P"])
+    assert under.name == name and under.bonded and not under.coulomb
+    assert under.bonded_fit == (name == "bonded-fit")
