@@ -124,6 +124,12 @@ FITTED_TERMS = ("harmonic bonds' and angles' (k [eV/A^2 or eV/rad^2], x0 [A or r
 _CHARGE_MATCH_E = 1e-9
 
 
+def is_fitted(name: str) -> bool:
+    """Whether baseline `name` has parts fitted to the teacher's labels (``bonded-fit``):
+    training must fit them before it can subtract the baseline."""
+    return name.endswith("bonded-fit")
+
+
 class BaselineError(InputError):
     """A baseline that cannot be built, recorded or applied as asked."""
 
@@ -182,7 +188,7 @@ class Baseline:
     @property
     def bonded_fit(self) -> bool:
         """Whether the bonds and angles are refitted to the teacher (`bonded_parameters`)."""
-        return self.name.endswith("bonded-fit")
+        return is_fitted(self.name)
 
     @property
     def outside(self) -> bool:
@@ -281,7 +287,7 @@ def baseline_for_frames(name: str, frames: Sequence[Atoms], ion_sets: Sequence[M
     fine-tuned model keeps its parent's)."""
     if name not in BASELINES:
         raise BaselineError(f"{where}: unknown baseline {name!r}; one of {', '.join(BASELINES)}")
-    if not name.endswith("bonded-fit"):
+    if not is_fitted(name):
         return _field_baseline(name, frames, ion_sets, where)
     field = _field_baseline(name.removesuffix("-fit"), frames, ion_sets, where)
     if bonded_parameters is None:

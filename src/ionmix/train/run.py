@@ -42,6 +42,7 @@ from ionmix.models.baseline import (
     Baseline,
     BaselineCache,
     baseline_for_frames,
+    is_fitted,
     read_record,
     residual_frames,
     write_record,
@@ -387,7 +388,7 @@ def run_training(
     )
     cache_path = baseline_cache or run_dir / "baseline-cache.sqlite"
     under = _baseline(baseline, frames, provenance, initial_model, type_names,
-                      BaselineCache(cache_path) if baseline.endswith("bonded-fit") else None)
+                      BaselineCache(cache_path) if is_fitted(baseline) else None)
     if under.outside:
         residual = _residual_files(run_dir, under, frames, provenance, cache_path, say)
         train_file, val_file, test_file = (residual.get(r) for r in ("train", "val", "test"))
