@@ -348,6 +348,7 @@ def test_cli_md_then_validate_with_the_classical_teacher(tiny_sample, tmp_path):
         by_kind = sum(v for k, v in terms.items() if k.startswith("torsion "))
         assert by_kind == pytest.approx(terms["torsions"], abs=1e-3)
         assert {"bonds", "angles", "torsions", "Lennard-Jones", "Coulomb"} <= set(terms)
+
         assert "torsion C-N-C-N" in terms  # the EMIM⁺ ring
     change = result["teacher_term_change_meV_per_atom"]
     first, later = result["frames"][0], result["frames"][1:]  # 3 frames: the later half 2
@@ -380,6 +381,78 @@ def test_cli_md_bad_input_exits_2_before_work(tiny_sample, tmp_path, args, messa
     assert out.returncode == 2 and message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "run" / "thermo.csv").exists()
+
+
+def test_validate_compares_with_the_teacher_that_trained_the_model(tiny_sample, tmp_path):
+    """A student trained on one teacher's labels, run from frames another teacher labelled
+    (as an xTB student starts from the classical sampler's frames): `ionmix validate`
+    compares with the student's teacher, which `md` records from the model's manifest, and
+    not with the start frame's (the old default: a silent wrong comparison). A run that
+    does not record it falls back to the start frame's teacher and says so; a teacher
+    whose record was lost is refused, not guessed."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from ionmix.dataset import DatasetStore
+    from ionmix.train import run_training
+
+    lib = "LiPF6=0.25,EMIMPF6=0.75"
+    store = DatasetStore(tiny_sample / "frames.db")
+    provenance = store.provenance()
+    frames = [f.atoms for f in store.select(lib)][:8]
+    start_key = frames[0].info["teacher"]
+    other = provenance.teacher_spec(frames[0]).record()
+    other["params"]["charge_scale"] = 0.7  # another classical teacher: another key
+    teacher = provenance.teacher(frames[0], other)
+    assert teacher.key != start_key
+    for atoms in frames:
+        calc = teacher.calculator(atoms)
+        atoms.calc = SinglePointCalculator(atoms, energy=calc.get_potential_energy(atoms),
+                                           forces=calc.get_forces(atoms),
+                                           stress=calc.get_stress(atoms))
+        atoms.info["teacher"] = teacher.key
+    provenance.add(teacher=teacher.spec)
+    files = {}
+    for role, part in (("train", frames[:4]), ("val", frames[4:6]), ("test", frames[6:])):
+        files[role] = tmp_path / f"{role}.extxyz"
+        ase.io.write(files[role], part)
+    types = ["C", "F", "H", "Li", "N", "P"]
+    trained = run_training(files["train"], files["val"], files["test"], types,
+                           preset="cpu-tiny-allegro", energy_shifts=dict.fromkeys(types, 0.0),
+                           run_dir=tmp_path / "model", seed=0,
+                           overrides={"max_epochs": 1}, say=None, num_threads=1,
+                           provenance=provenance)
+    manifest = json.loads(trained.manifest_path.read_text())
+    assert manifest["teachers"] == {teacher.key: teacher.spec.record()}
+    run = tmp_path / "run"
+    out = cli("md", str(tiny_sample / "frames.db"), "--composition", lib, "--model",
+              str(trained.package_path), "--out", str(run), "--ensemble", "nvt",
+              "--steps", "10", "--log-every", "5", "--trajectory-every", "5")
+    assert out.returncode == 0, out.stderr
+    md_json = json.loads((run / "md.json").read_text())
+    assert md_json["model_teachers"] == {teacher.key: teacher.spec.record()}
+    assert ase.io.read(run / "trajectory.extxyz", 0).info["teacher"] == start_key
+
+    def teacher_of_validate(*extra):
+        done = cli("validate", str(run), "--frames", "2", "--json", *extra)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["teacher"], done.stderr
+
+    used, _ = teacher_of_validate()
+    assert teacher.key in used and start_key not in used
+    used, _ = teacher_of_validate("--teacher", "classical")  # asked for: the start frame's
+    assert start_key in used
+    # a run that does not record it (an older ionmix): the start frame's teacher, said
+    md_json["model_teachers"] = None
+    (run / "md.json").write_text(json.dumps(md_json))
+    used, err = teacher_of_validate()
+    assert start_key in used and "does not record the teacher" in err
+    # a key without its record, not the start frame's: refused, naming the key and file
+    md_json["model_teachers"] = {teacher.key: None}
+    (run / "md.json").write_text(json.dumps(md_json))
+    done = cli("validate", str(run), "--frames", "2")
+    assert done.returncode == 2
+    assert teacher.key in done.stderr and "model_teachers" in done.stderr
+    assert "--teacher" in done.stderr
 
 
 def test_cli_teacher_density_natively_in_openmm(tiny_sample, tmp_path):

@@ -70,7 +70,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -513,7 +513,8 @@ def _start_difference(record: dict, atoms: Atoms, start_sha: str) -> str:
 
 def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
            progress: Progress | None = None,
-           log: Callable[[str], None] | None = None, model_id: str | None = None) -> MDResult:
+           log: Callable[[str], None] | None = None, model_id: str | None = None,
+           model_teachers: Mapping[str, dict | None] | None = None) -> MDResult:
     """Run (or continue) MD of `atoms` with `calc`, writing into `out_dir`.
 
     Args:
@@ -530,6 +531,9 @@ def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
         model_id: what `calc` is (`ionmix.models.LoadedModel.model_id`): recorded in
             ``md.json``, and a restart with another id is refused. None: an unnamed
             calculator (its class name is recorded; restarts do not compare it).
+        model_teachers: the teachers whose labels trained the model
+            (`ionmix.models.LoadedModel.teachers`, key → spec record): recorded in
+            ``md.json``, where ``ionmix validate`` finds the teacher to compare with.
 
     Raises:
         MDError: bad inputs (before any step), or a restart with changed settings, another
@@ -551,7 +555,8 @@ def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
     elif minimisation is not None and log is not None:
         log(_describe_minimisation(minimisation))
     run = _open_run(out, atoms, calc, settings, checkpoint,
-                    {"start_sha256": start_sha, "minimisation": minimisation}, model_id)
+                    {"start_sha256": start_sha, "minimisation": minimisation}, model_id,
+                    model_teachers)
     t0 = time.perf_counter()
     try:
         if checkpoint is None:
@@ -677,7 +682,8 @@ def _thermalize(atoms: Atoms, settings: MDSettings) -> None:
 
 
 def _open_run(out: Path, atoms: Atoms, calc, settings: MDSettings,
-              checkpoint: dict | None, start: dict, model_id: str | None) -> _Run:
+              checkpoint: dict | None, start: dict, model_id: str | None,
+              model_teachers: Mapping[str, dict | None] | None = None) -> _Run:
     """Make the integrator, set the output files to the checkpoint (or start them afresh),
     record the run as ``running`` in ``md.json`` (with `start`: the starting structure's
     sha256 and its minimisation) and open the files for appending."""
@@ -698,6 +704,7 @@ def _open_run(out: Path, atoms: Atoms, calc, settings: MDSettings,
         traj_path.write_bytes(b"")
     meta = {"settings": settings.model_dump(), "calculator": _describe(calc, model_id),
             "model_id": model_id,
+            "model_teachers": None if model_teachers is None else dict(model_teachers),
             "n_atoms": len(atoms), "formula": atoms.get_chemical_formula(),
             "mass_amu": float(atoms.get_masses().sum()), **start, "status": "running",
             "steps_done": first, "resumed_from_step": first, "runtime": _runtime()}

@@ -212,7 +212,8 @@ def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
         settings = _md_settings(walker, temperature_K, n_steps, seed=velocity_seed,
                                 initial_velocities="maxwell" if k == 0 else "keep")
         try:
-            run_md(atoms, calc, settings, folder, model_id=committee.model_id)
+            run_md(atoms, calc, settings, folder, model_id=committee.model_id,
+                   model_teachers=committee.teachers)
         except ExplorationStop as exc:
             status, reason = "stopped", f"{folder.name}: {exc}" if k else str(exc)
             break

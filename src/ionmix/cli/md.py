@@ -19,6 +19,7 @@ from ionmix.cli._common import (
     StructureArg,
     app,
     console,
+    err_console,
     load_with_provenance,
     out_folder,
     progress_bar,
@@ -129,7 +130,8 @@ def md(
     with progress_bar(label, stderr=True) as update:
         result = run_md(atoms, loaded.calc, settings, out,
                         progress=lambda k, n, _: update(completed=k, total=n),
-                        log=say_to(update.console), model_id=model_id)
+                        log=say_to(update.console), model_id=model_id,
+                        model_teachers=loaded.teachers)
     meta = json.loads((out / "md.json").read_text())
     rate = meta.get("steps_per_s")
     console.print(f"[green]{result.steps_done} steps[/] in {out} "
@@ -142,9 +144,10 @@ def validate(
     trajectory: Annotated[Path, typer.Argument(
         help="An `ionmix md` run folder or its trajectory.extxyz.")],
     teacher: Annotated[str | None, typer.Option(
-        help="The teacher to compare with: a kind ('classical'), or a reference model file. "
-        "Default: the teacher that labelled the frames the run started from (recorded in "
-        "the run's provenance.json).")] = None,
+        help="The teacher to compare with: a kind ('classical', 'xtb'), or a reference "
+        "model file. Default: the teacher whose labels trained the run's model (recorded in "
+        "its md.json); for a run that does not record it, the teacher of its start frame "
+        "(provenance.json).")] = None,
     frames: Annotated[int, typer.Option(help="Frames to relabel, equally spaced.")] = 10,
     out: Annotated[Path | None, typer.Option(
         callback=out_folder, help="Output folder (default: RUN/validate).")] = None,
@@ -171,13 +174,14 @@ def validate(
     if teacher is not None and Path(teacher).is_file():
         calc = load_model(teacher, first, provenance=provenance).calc
     else:
-        calc = provenance.teacher(first, teacher).calculator(first)
+        spec = teacher if teacher is not None else _model_teacher(run_dir, first, provenance)
+        chosen = provenance.teacher(first, spec)
+        calc, teacher = chosen.calculator(first), chosen.describe()
     with progress_bar("teacher labels", total=frames, stderr=True) as update:
         result = validate_trajectory(traj, calc, out, n_frames=frames,
                                      progress=lambda k, n, _: update(completed=k, total=n))
-    teacher = teacher or provenance.teacher_spec(first).describe()
     if as_json:
-        print(json.dumps(result.to_json(), indent=2))
+        print(json.dumps({"teacher": teacher, **result.to_json()}, indent=2))
         return
     per_el = " ".join(f"{k} {v['mae_meV_per_A']:.0f}"
                       for k, v in result.force_by_element.items())
@@ -195,6 +199,38 @@ def validate(
         f"{result.force_mae_meV_per_A:.1f} meV/Å ({per_el}){_molecules_line(result)}"
         f"{pressure}{_terms_line(result)}; "
         f"figure {out / 'validate.png'}", highlight=False)
+
+
+def _model_teacher(run_dir: Path, first, provenance):
+    """The teacher a run is validated against by default: the one whose labels trained its
+    model (``md.json``'s ``model_teachers``), not the one that labelled its start frame (an
+    xTB student started from the classical sampler's frames is compared with xTB). A run
+    that does not record it (an older ionmix, another program, a model copied without its
+    manifest) gets its start frame's teacher, said on stderr. InputError when the model
+    was trained on several teachers' labels, or on one whose record was not kept and that
+    is not the start frame's: which to use is then the user's choice (--teacher)."""
+    md_json = run_dir / "md.json"
+    teachers = json.loads(md_json.read_text()).get("model_teachers") if md_json.is_file() \
+        else None
+    start_key = first.info.get("teacher")
+    if not teachers:
+        err_console.print(f"[yellow]note:[/] {md_json} does not record the teacher the model "
+                      "was trained on; comparing with the start frame's teacher (choose "
+                      "another with --teacher)", highlight=False, soft_wrap=True)
+        return None
+    if len(teachers) > 1:
+        raise InputError(f"ionmix validate: the model of {run_dir} was trained on the labels "
+                         f"of several teachers ({', '.join(sorted(teachers))}, {md_json}: "
+                         "model_teachers); choose one with --teacher")
+    key, record = next(iter(teachers.items()))
+    if record is not None:
+        return record
+    if key == start_key:
+        return None
+    raise InputError(f"ionmix validate: the model of {run_dir} was trained on the labels of "
+                     f"teacher {key} ({md_json}: model_teachers), whose record was not kept, "
+                     f"and the run started from a frame of {start_key}; name the teacher "
+                     "with --teacher")
 
 
 def _molecules_line(result) -> str:

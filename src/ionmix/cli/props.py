@@ -112,6 +112,7 @@ def props_density(
         "density", structure, model, composition, lambda atoms, loaded, progress:
         density_study(atoms, loaded.calc, temps, settings, out, engine=engine,
                       classical_teacher=loaded.teacher, model_id=loaded.model_id,
+                      model_teachers=loaded.teachers,
                       equilibration_fraction=equilibration_fraction,
                       teacher=teacher, experiment=experiment,
                       label="classical (OpenMM)" if engine == "openmm"
@@ -223,7 +224,7 @@ def props_compressibility(
     result = run_property_study(
         "ramp", structure, model, composition, lambda atoms, loaded, progress:
         compressibility_study(atoms, loaded.calc, settings, out, pressures_bar=ramp,
-                              model_id=loaded.model_id,
+                              model_id=loaded.model_id, model_teachers=loaded.teachers,
                               first_stage_steps=first_stage_steps, progress=progress),
         out=out, sampled_at_K=sampled_at_K)
     if as_json:

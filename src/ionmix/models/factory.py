@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ase import Atoms
@@ -53,6 +53,9 @@ class LoadedModel:
             else None.
         teacher: the `Teacher` when the model is ``"classical"`` (a study can then run it
             natively in OpenMM), else None.
+        teachers: the teachers whose labels trained it, key → spec record (None where the
+            record was not kept; `training_teachers`); empty when unknown. What ``validate``
+            compares a run of the model with by default.
     """
 
     calc: object
@@ -61,6 +64,7 @@ class LoadedModel:
     baseline: Baseline | None
     committee: CommitteeCalculator | None = None
     teacher: object | None = None
+    teachers: dict = field(default_factory=dict)
 
     def check_species(self, atoms: Atoms, where: str = "the structure") -> None:
         """ModelError when `atoms` (named `where`) has species the network lacks: checked
@@ -113,7 +117,8 @@ def load_model(model: str | os.PathLike, atoms: Atoms | None = None, *, provenan
     beside = _beside(baseline, atoms, provenance, paths[0])
     calc = network if beside is None else SumCalculator([network, beside])
     model_id = net_id + ("" if baseline.name == "none" else f" + {baseline.key}")
-    return LoadedModel(calc, model_id, type_names, baseline)
+    return LoadedModel(calc, model_id, type_names, baseline,
+                       teachers=training_teachers(paths[0]))
 
 
 def load_committee(paths: Sequence, atoms: Atoms | None = None, *, provenance=None,
@@ -134,7 +139,8 @@ def load_committee(paths: Sequence, atoms: Atoms | None = None, *, provenance=No
         model_id += f" + {baseline.key}"
     if calc.drive_member is not None:  # the dynamics is that member's, not the mean's
         model_id += f", driven by member {calc.drive_member}"
-    return LoadedModel(calc, model_id, type_names, baseline, committee=calc)
+    teachers = {k: v for p in paths for k, v in training_teachers(Path(p)).items()}
+    return LoadedModel(calc, model_id, type_names, baseline, committee=calc, teachers=teachers)
 
 
 def _network(path: Path, float64: bool, device: str):
@@ -215,4 +221,33 @@ def _classical(atoms: Atoms | None, provenance) -> LoadedModel:
     if atoms is None:
         raise ModelError("the classical teacher needs the structure (its molecules)")
     teacher = (provenance or Provenance()).teacher(atoms, "classical")
-    return LoadedModel(teacher.calculator(atoms), teacher.key, None, None, teacher=teacher)
+    return LoadedModel(teacher.calculator(atoms), teacher.key, None, None, teacher=teacher,
+                       teachers={teacher.key: teacher.spec.record()})
+
+
+def training_teachers(path: Path) -> dict[str, dict | None]:
+    """The teachers whose labels trained the network file `path`: key → spec record (None
+    where the record was not kept). Read from the ``data_manifest.json`` beside it; for a
+    model trained before the manifest recorded them, from the teacher keys of the training
+    file the manifest names, if it is still there. Empty when neither says (a package
+    copied on its own, or frames without teacher keys)."""
+    import json
+
+    from ionmix.train.run import MANIFEST_NAME
+
+    manifest_path = path.parent / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return {}
+    manifest = json.loads(manifest_path.read_text())
+    if "teachers" in manifest:
+        return dict(manifest["teachers"])
+    train = Path(manifest.get("files", {}).get("train", {}).get("path", ""))
+    if not train.is_file():
+        return {}
+    from ionmix.dataset.provenance import load_provenance
+    from ionmix.files import read_frames
+
+    known = load_provenance(train).teachers
+    keys = {a.info["teacher"] for a in read_frames(train, ":", what="training frames")
+            if "teacher" in a.info}
+    return {key: known.get(key) for key in sorted(keys)}

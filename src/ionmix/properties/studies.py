@@ -21,7 +21,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -114,7 +114,7 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
                   teacher: str | os.PathLike | None = None,
                   experiment: str | os.PathLike | None = None,
                   label: str | None = None, engine: str = "ase", classical_teacher=None,
-                  model_id: str | None = None,
+                  model_id: str | None = None, model_teachers: Mapping | None = None,
                   progress: Progress | None = None) -> DensityResult:
     """NPT at each temperature → mean density ± standard error → ρ(T) line, dρ/dT and α_P.
 
@@ -138,6 +138,8 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
             class name, or "classical (OpenMM)").
         model_id: what `calc` is (``LoadedModel.model_id``), recorded by each run and
             compared on a restart.
+        model_teachers: the teachers that trained it (``LoadedModel.teachers``), recorded
+            by each run for ``ionmix validate``.
         progress: ``progress(step, n_steps, run_name)`` (`ionmix.progress.Progress`).
 
     Returns (and writes ``density.json``, ``density.csv``, ``density.png``) a
@@ -174,7 +176,8 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
         else:
             try:
                 density, temperature = _model_npt_series(atoms, calc, settings, t,
-                                                         out / name, progress, model_id)
+                                                         out / name, progress, model_id,
+                                                         model_teachers)
             except MDBlowUp as exc:  # the other temperatures still run; the data is kept
                 blew_up.append({"temperature_K": t, "run": name, "reason": str(exc)})
                 continue
@@ -216,13 +219,15 @@ def density_study(atoms: Atoms, calc, temperatures_K: Sequence[float], settings:
 
 
 def _model_npt_series(atoms: Atoms, calc, settings: MDSettings, temperature_K: float,
-                      run_dir: Path, progress, model_id: str | None
+                      run_dir: Path, progress, model_id: str | None,
+                      model_teachers: Mapping | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Density (g/cm³) and temperature (K) series of an NPT run with `calc` at
     `temperature_K` (run, continued, or read back). Raises MDBlowUp, also for a run that
     blew up before (`run_md` does not re-run it)."""
     s = settings.model_copy(update={"ensemble": "npt", "temperature_K": temperature_K})
-    run_md(atoms, calc, s, run_dir, progress=progress, model_id=model_id)
+    run_md(atoms, calc, s, run_dir, progress=progress, model_id=model_id,
+           model_teachers=model_teachers)
     thermo = read_thermo(run_dir / "thermo.csv")
     return thermo["density_g_cm3"], thermo["temperature_K"]
 
@@ -345,6 +350,7 @@ def compressibility_study(atoms: Atoms, calc, settings: MDSettings,
                           first_stage_steps: int | None = None,
                           equilibration_fraction: float = P.EQUILIBRATION_FRACTION,
                           n_blocks: int = 5, model_id: str | None = None,
+                          model_teachers: Mapping | None = None,
                           progress: Progress | None = None) -> CompressibilityResult:
     """The paper's pressure ramp at one temperature → V(P) → Tait fit → κ_T.
 
@@ -380,7 +386,8 @@ def compressibility_study(atoms: Atoms, calc, settings: MDSettings,
         s = settings.model_copy(update={
             "ensemble": "npt", "pressure_bar": p, "n_steps": n_steps,
             "initial_velocities": "maxwell" if k == 0 else "keep"})
-        run_md(start, calc, s, out / name, model_id=model_id, progress=progress)
+        run_md(start, calc, s, out / name, model_id=model_id, model_teachers=model_teachers,
+               progress=progress)
         thermo = read_thermo(out / name / "thermo.csv")
         # one production window per stage, the volume's: density and pressure are averaged
         # over the same samples

@@ -37,6 +37,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from ionmix.errors import InputError
 from ionmix.files import atomic_write_text, file_sha256
 from ionmix.models.baseline import (
     Baseline,
@@ -386,6 +387,7 @@ def run_training(
         cutoff_radius_A=float(skeleton["cutoff_radius"]),
         uses_stress=float(skeleton["loss_coeffs"].get("stress", 0.0)) > 0,
     )
+    teachers = _label_teachers(frames, provenance)  # before the residual replaces the frames
     cache_path = baseline_cache or run_dir / "baseline-cache.sqlite"
     under = _baseline(baseline, frames, provenance, initial_model, type_names,
                       BaselineCache(cache_path) if is_fitted(baseline) else None)
@@ -414,6 +416,7 @@ def run_training(
     manifest = _manifest(p, seed, overrides, type_names, energy_mode, shifts, frames,
                          summaries, train_val_counts, initial_model)
     manifest["baseline"] = {"key": under.key, **under.to_json()}
+    manifest["teachers"] = teachers
     manifest["runtime"] = _runtime_record(num_threads)
 
     # the run directory is reused only for the same run
@@ -458,6 +461,24 @@ def _read_data(
             require_stress=uses_stress,
         )
     return frames, summaries
+
+
+def _label_teachers(frames: dict[str, list], provenance) -> dict[str, dict | None]:
+    """The teachers that labelled `frames` (every role), key → spec record (None when the
+    frames' provenance does not record it): what the model will be validated against."""
+    from ionmix.dataset.provenance import Provenance
+
+    prov = provenance or Provenance()
+    out: dict[str, dict | None] = {}
+    for atoms in (a for role_frames in frames.values() for a in role_frames):
+        key = atoms.info.get("teacher")
+        if key is None or key in out:
+            continue
+        try:
+            out[key] = prov.teacher_spec(atoms).record()
+        except InputError:  # not recorded (or unreadable): the key alone is still known
+            out[key] = None
+    return out
 
 
 def _baseline(name: str, frames: dict[str, list], provenance, initial_model,
