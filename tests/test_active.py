@@ -186,6 +186,32 @@ def test_walker_copies_start_from_spread_frames():
         WalkerSpec(kind="volume-scan", n_starts=2)
 
 
+@pytest.mark.parametrize("teacher, setting, minimised", [
+    ("classical", None, False), ("xtb", None, True), ("espresso", None, True),
+    ("classical", "true", True), ("xtb", "false", False)])
+def test_walker_starts_are_minimised_when_the_teacher_is_not_the_sampler(
+        tmp_path, teacher, setting, minimised):
+    """The sampler's frames are thermal for the classical teacher (left as they are) but
+    strained for another (minimised under the walker's model before velocities are drawn);
+    only the first segment: later ones continue the dynamics."""
+    from ionmix.active.explore import segment_settings
+
+    text = LEARN_TOML + f'\n[teacher]\nkind = "{teacher}"\n'
+    if setting is not None:
+        text = text.replace('kind = "npt"', f'kind = "npt"\nminimise_start = {setting}')
+    path = tmp_path / "learn.toml"
+    path.write_text(text)
+    cfg = load_learn_config(path)
+    walker = next(w for w in cfg.learn.explore if w.kind == "npt")
+    resolved = walker.resolved(cfg.classical_teacher)
+    assert resolved.minimise_start is minimised
+    first = segment_settings(resolved, 0, 300.0, 100, velocity_seed=3)
+    assert first.minimise is (True if minimised else None)  # None: md's rule, as before
+    assert first.initial_velocities == "maxwell" and first.seed == 3
+    later = segment_settings(resolved, 1, 450.0, 100, velocity_seed=3)
+    assert later.minimise is None and later.initial_velocities == "keep"
+
+
 def test_issue_22_example_reuses_the_settled_sampling():
     import tomllib
     from pathlib import Path

@@ -42,7 +42,9 @@ relaxed by dynamics, and minimising them would quench them); ``True`` always (an
 never-relaxed structure), ``False`` never. Auto does not judge by the forces: a learned
 model's large forces on a sampled frame are its own error, which minimising with it would
 hide (and would steer an active-learning walker away from where the model's dynamics
-goes). Steps and max force before/after go to ``md.json`` and to `run_md`'s ``log``.
+goes). The one exception is the loop's own: a walker whose teacher is not the classical
+sampler asks for it (``WalkerSpec.minimise_start``), because the sampled frame is strained
+for that teacher. Steps and max force before/after go to ``md.json`` and to `run_md`'s ``log``.
 
 **Restarts** continue only the same run: the settings (all but ``n_steps``), the model
 (its id) and the starting structure (sha256 of its atomic numbers, positions, cell,

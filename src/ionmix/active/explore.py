@@ -66,6 +66,14 @@ class WalkerSpec(BaseModel):
         deviation_every_steps: with drive "member", the whole committee (deviation, trust
             guard, recording between snapshots) every n-th step only (dpgen's
             model_devi_freq); the steps between cost one network instead of K.
+        minimise_start: npt/anneal: relax the starting frame under the walker's own model
+            (`ionmix.md`'s minimisation: FIRE, cell fixed) before its velocities are drawn.
+            None (auto): when the loop's teacher is not the classical force field that
+            sampled the frames (`resolved`). A sampled frame is thermal for the force
+            field, but strained for another teacher and a student of it (xTB's P–F bond is
+            0.04 Å longer): that excess energy turns into heat within tens of fs and stops
+            the walker before it explores (docs/active-learning.md). With the classical
+            teacher the frame is left as it is: minimising would quench a thermal frame.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -85,6 +93,7 @@ class WalkerSpec(BaseModel):
     density_equilibration_fraction: float = Field(0.2, ge=0.0, le=0.5)
     drive: Literal["mean", "member"] = "mean"
     deviation_every_steps: int = Field(1, ge=1)
+    minimise_start: bool | None = None
 
     @model_validator(mode="after")
     def _anneal_goes_up(self):
@@ -98,6 +107,13 @@ class WalkerSpec(BaseModel):
             raise ValueError("n_starts is for npt and anneal walkers (a volume-scan rescales "
                              "n_frames frames)")
         return self
+
+    def resolved(self, classical_teacher: bool) -> WalkerSpec:
+        """This spec with ``minimise_start``'s auto value decided: on for a teacher other
+        than the classical force field whose runs gave the starting frames."""
+        if self.minimise_start is not None:
+            return self
+        return self.model_copy(update={"minimise_start": not classical_teacher})
 
     def name(self, index: int) -> str:
         if self.kind == "npt":
@@ -163,6 +179,17 @@ def _volume_scan(walker: WalkerSpec, start: list[Atoms], out: Path) -> dict:
     return {"kind": "volume-scan", "status": "done", "reason": "", "n_candidates": len(frames)}
 
 
+def segment_settings(walker: WalkerSpec, k: int, temperature_K: float, n_steps: int,
+                     velocity_seed: int):
+    """`MDSettings` of segment `k` of an npt/anneal walker: the first draws velocities
+    (`velocity_seed`) and is minimised first when ``minimise_start`` says so; later ones
+    keep the momenta, and md's own rule (a sampled frame is not minimised) applies as
+    before the option."""
+    return _md_settings(walker, temperature_K, n_steps, seed=velocity_seed,
+                        initial_velocities="maxwell" if k == 0 else "keep",
+                        minimise=True if k == 0 and walker.minimise_start else None)
+
+
 def _md_settings(walker: WalkerSpec, temperature_K: float, n_steps: int, **kw):
     from ionmix.md import MDSettings
 
@@ -209,8 +236,7 @@ def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
     for k, (temperature_K, n_steps) in enumerate(_segments(walker)):
         folder = out if walker.kind == "npt" else out / f"segment-{k}"
         folders.append(folder)
-        settings = _md_settings(walker, temperature_K, n_steps, seed=velocity_seed,
-                                initial_velocities="maxwell" if k == 0 else "keep")
+        settings = segment_settings(walker, k, temperature_K, n_steps, velocity_seed)
         try:
             run_md(atoms, calc, settings, folder, model_id=committee.model_id,
                    model_teachers=committee.teachers)
@@ -224,7 +250,8 @@ def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
     record = {"kind": walker.kind, "status": status, "reason": reason,
               "temperature_K": walker.temperature_K, "pressure_bar": walker.pressure_bar,
               "velocity_seed": velocity_seed, "start_frame": start.info.get("label_id", ""),
-              "drive_member": drive_member}
+              "drive_member": drive_member,
+              "start_minimisation": _minimisation(folders[0]) if folders else None}
     frames = [f for folder in folders for f in _trajectory(folder)] + list(calc.recorded)
     if frames:
         ase.io.write(out / CANDIDATES_FILE, frames)
@@ -237,6 +264,13 @@ def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
                                     walker.density_block_ps,
                                     walker.density_equilibration_fraction))
     return record
+
+
+def _minimisation(folder: Path) -> dict | None:
+    """What minimising the walker's start did (``md.json``'s record; None if it was not
+    minimised, or stopped before the run opened)."""
+    md_json = folder / "md.json"
+    return json.loads(md_json.read_text()).get("minimisation") if md_json.is_file() else None
 
 
 def _final_state(folder: Path, atoms: Atoms) -> Atoms:

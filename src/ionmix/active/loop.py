@@ -461,7 +461,8 @@ def _explore(ctx: _Context, gen: Path, trained: list[dict], window: TrustWindow)
     density_window = (rho * (1 - s.density_window_fraction), rho * (1 + s.density_window_fraction))
     with dask_client(ctx.cfg.cluster, ctx.scheduler) as client:
         futures = {name: client.submit(
-            run_walker, w.model_dump(), start, models, str(gen / "explore" / name),
+            run_walker, w.resolved(ctx.cfg.classical_teacher).model_dump(), start, models,
+            str(gen / "explore" / name),
             (window.lo_eV_per_A, window.hi_eV_per_A), density_window,
             provenance=ctx.store.provenance(), velocity_seed=seed,
             key=f"walk-{gen.name}-{name}", pure=False)
