@@ -30,10 +30,12 @@ COMPOSITION = "LiPF6=0.4,EMIMPF6=0.6"
 # baseline, from a settled box, inflates to twice its volume within 1.9-2.0 ps (2 of 2).
 # examples/learn-li-emim-pf6-npt.toml (10-ps walkers) is the run meant to pass: with
 # coulomb+wall its generation-3 students held NPT but sank 1.4-5 % (a molecular pressure
-# bias of +270 to +690 bar); it now has coulomb+wall+bonded, whose student from random
-# weights was -80 +- 34 bar off ("What moves whole molecules", item 7), and has not been
-# run through the loop with it yet. Strict: if the loop starts to pass, this
-# test fails and the marker must go.
+# bias of +270 to +690 bar). With coulomb+wall+bonded (generations 0-2 run), its
+# generation-2 members ran 21 ps of plain NPT with no guard stop but sat ~2 % below their
+# own box's teacher (1.513 and 1.521 against 1.546 g/cm3): they price an anion on the
+# imidazolium ring's face +5 to +7 meV too high on the teacher's own frames and make
+# 30-40 % fewer of those contacts ("Generation 2's members in 100-ps runs"). Strict: if
+# the loop starts to pass, this test fails and the marker must go.
 @pytest.mark.xfail(strict=True, raises=(MDBlowUp, AssertionError),
                    reason="without a baseline, 4 generations do not cover the student's NPT "
                           "excursions and an unlabelled student inflates within 2 ps; see "
