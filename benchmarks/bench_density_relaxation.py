@@ -4,7 +4,10 @@ sits low after 5-10 ps wrong, or still on its way?
 
     .venv/bin/python benchmarks/bench_density_relaxation.py --store runs/learn-npt/frames.db \
         --composition LiPF6=0.4,EMIMPF6=0.6 --ps 100 --seeds 11 12 \
-        --students runs/md100-g2m0 runs/md100-g2m1 --out runs/bench-relaxation
+        --students runs/md100-g2m0 runs/md100-g2m1 --out runs/learn-npt/bench/relaxation
+
+With ``--out LOOP/bench/relaxation`` the teacher's runs join `bench_learn.py`'s pooled
+reference for that loop folder (`bench_learn.teacher_series`).
 
 The teacher runs natively in OpenMM (`classical_npt_density`: Langevin 1 ps, Monte Carlo
 barostat, the labels' force field) from the store's last frame of replica 0 (what `ionmix

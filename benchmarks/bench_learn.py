@@ -62,7 +62,9 @@ def classical_teacher(run: Path, atoms):
 def teacher_series(run: Path) -> dict[str, np.ndarray]:
     """Every teacher NPT density series (g/cm³, one value per 0.1 ps) in a loop folder,
     by name: the sampler's replicas from 100 ps on (equilibration and production), the
-    1-ns reference after its detected equilibration (500 ps), these runs whole."""
+    1-ns reference after its detected equilibration (500 ps), and whole the runs of
+    bench_teacher_thermostat.py and of bench_density_relaxation.py (``--out
+    RUN/bench/relaxation``, from the students' start frame)."""
     import csv
 
     out = {}
@@ -76,6 +78,10 @@ def teacher_series(run: Path) -> dict[str, np.ndarray]:
         d = json.loads(reference.read_text())
         n_skip = int(round(d["equilibration_time_ps"] / 0.1))
         out["bench_learn teacher, 1-ps thermostat, 500–1000 ps"] = np.array(d["series"][n_skip:])
+    for path in sorted((run / "bench" / "relaxation").glob("teacher-s*.json")):
+        d = json.loads(path.read_text())  # bench_density_relaxation.py --out RUN/bench/relaxation
+        out[f"from the students' start, {path.stem}, 0–{d['time_ps']:g} ps"] = np.array(
+            d["series"])
     for path in sorted((run / "bench").glob("teacher-thermostat-*.json")):
         d = json.loads(path.read_text())
         out[f"{d['thermostat_time_ps']:g}-ps thermostat, seed {d['seed']}, 0–"
