@@ -30,7 +30,7 @@ from ase.calculators.mixing import SumCalculator
 from ionmix.errors import InputError
 from ionmix.models.baseline import Baseline, BaselineError, baseline_calculator, read_record
 from ionmix.models.committee import CommitteeCalculator
-from ionmix.models.network import PACKAGE_SUFFIX
+from ionmix.models.network import MANIFEST_NAME, PACKAGE_SUFFIX
 
 __all__ = ["LoadedModel", "ModelError", "load_committee", "load_model", "model_paths"]
 
@@ -232,8 +232,6 @@ def training_teachers(path: Path) -> dict[str, dict | None]:
     file the manifest names, if it is still there. Empty when neither says (a package
     copied on its own, or frames without teacher keys)."""
     import json
-
-    from ionmix.train.run import MANIFEST_NAME
 
     manifest_path = path.parent / MANIFEST_NAME
     if not manifest_path.is_file():

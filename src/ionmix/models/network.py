@@ -25,6 +25,9 @@ from pathlib import Path
 from ionmix.errors import InputError
 
 PACKAGE_SUFFIX = ".nequip.zip"
+#: The training run's record of its data beside the package (`ionmix.train.run` writes
+#: it; the factory reads the teachers of the labels from it).
+MANIFEST_NAME = "data_manifest.json"
 
 
 class NetworkDtypeError(InputError):

@@ -49,6 +49,7 @@ from ionmix.models.baseline import (
     write_record,
     zbl_pair_potential,
 )
+from ionmix.models.network import MANIFEST_NAME
 from ionmix.resume import check_same_settings
 
 from .data import DataFileSummary, file_manifest, read_data_file, validate_frames
@@ -58,7 +59,6 @@ from .presets import Preset, build_config, config_to_yaml, get_preset
 
 CONFIG_NAME = "config"
 MARKER_NAME = "ionmix_train.json"
-MANIFEST_NAME = "data_manifest.json"
 PACKAGE_NAME = "model.nequip.zip"
 TRAIN_STAMP_NAME = ".train_complete.json"
 METRICS_CSV = "metrics.csv"
