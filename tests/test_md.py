@@ -453,6 +453,14 @@ def test_validate_compares_with_the_teacher_that_trained_the_model(tiny_sample, 
     assert done.returncode == 2
     assert teacher.key in done.stderr and "model_teachers" in done.stderr
     assert "--teacher" in done.stderr
+    # a damaged md.json, or a record that is not a mapping: refused, naming the file
+    md_json["model_teachers"] = [teacher.key]
+    (run / "md.json").write_text(json.dumps(md_json))
+    done = cli("validate", str(run), "--frames", "2")
+    assert done.returncode == 2 and "model_teachers" in done.stderr
+    (run / "md.json").write_text("{damaged")
+    done = cli("validate", str(run), "--frames", "2")
+    assert done.returncode == 2 and "md.json" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_cli_teacher_density_natively_in_openmm(tiny_sample, tmp_path):

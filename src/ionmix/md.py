@@ -463,9 +463,18 @@ def start_sha256(atoms: Atoms, settings: MDSettings) -> str:
     return digest.hexdigest()
 
 
-def _read_record(path: Path) -> dict:
-    """The ``md.json`` record of an earlier call ({} for a new run folder)."""
-    return json.loads(path.read_text()) if path.exists() else {}
+def read_record(path: Path) -> dict:
+    """The ``md.json`` record of an earlier call ({} for a new run folder); MDError naming
+    the file when it is not a JSON object (damaged, or not ionmix's)."""
+    if not path.exists():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MDError(f"{path}: not a readable md.json ({exc})") from None
+    if not isinstance(record, dict):
+        raise MDError(f"{path}: not an md.json record (a JSON object expected)")
+    return record
 
 
 def check_can_continue(out_dir: str | os.PathLike, atoms: Atoms, settings: MDSettings,
@@ -474,7 +483,7 @@ def check_can_continue(out_dir: str | os.PathLike, atoms: Atoms, settings: MDSet
     `out_dir` (MDError: other settings, model or starting structure) or reports its earlier
     blow-up (MDBlowUp). Nothing to check for a new folder."""
     out = Path(out_dir)
-    _check_can_continue(out, _read_record(out / "md.json"), settings, model_id,
+    _check_can_continue(out, read_record(out / "md.json"), settings, model_id,
                         start_sha256(atoms, settings), atoms)
 
 
@@ -544,7 +553,7 @@ def run_md(atoms: Atoms, calc, settings: MDSettings, out_dir: str | os.PathLike,
             or in an earlier call.
     """
     out = Path(out_dir)
-    record = _read_record(out / "md.json")
+    record = read_record(out / "md.json")
     start_sha = start_sha256(atoms, settings)
     _check_can_continue(out, record, settings, model_id, start_sha, atoms)
     out.mkdir(parents=True, exist_ok=True)

@@ -218,7 +218,7 @@ def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
     """An npt or anneal walker: its MD segments in turn (each from where the last ended,
     momenta kept; the first with velocities drawn with `velocity_seed`), until done or
     stopped; the candidates are every segment's frames."""
-    from ionmix.md import MDBlowUp, read_thermo, run_md
+    from ionmix.md import MDBlowUp, read_record, read_thermo, run_md
     from ionmix.models import ExplorationStop, load_committee
 
     drive_member = velocity_seed % len(model_paths) if walker.drive == "member" else None
@@ -251,7 +251,8 @@ def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
               "temperature_K": walker.temperature_K, "pressure_bar": walker.pressure_bar,
               "velocity_seed": velocity_seed, "start_frame": start.info.get("label_id", ""),
               "drive_member": drive_member,
-              "start_minimisation": _minimisation(folders[0]) if folders else None}
+              # what minimising the start did (None: not asked, or stopped during it)
+              "start_minimisation": read_record(folders[0] / "md.json").get("minimisation")}
     frames = [f for folder in folders for f in _trajectory(folder)] + list(calc.recorded)
     if frames:
         ase.io.write(out / CANDIDATES_FILE, frames)
@@ -264,13 +265,6 @@ def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
                                     walker.density_block_ps,
                                     walker.density_equilibration_fraction))
     return record
-
-
-def _minimisation(folder: Path) -> dict | None:
-    """What minimising the walker's start did (``md.json``'s record; None if it was not
-    minimised, or stopped before the run opened)."""
-    md_json = folder / "md.json"
-    return json.loads(md_json.read_text()).get("minimisation") if md_json.is_file() else None
 
 
 def _final_state(folder: Path, atoms: Atoms) -> Atoms:

@@ -209,10 +209,14 @@ def _model_teacher(run_dir: Path, first, provenance):
     manifest) gets its start frame's teacher, said on stderr. InputError when the model
     was trained on several teachers' labels, or on one whose record was not kept and that
     is not the start frame's: which to use is then the user's choice (--teacher)."""
+    from ionmix.md import read_record
+
     md_json = run_dir / "md.json"
-    teachers = json.loads(md_json.read_text()).get("model_teachers") if md_json.is_file() \
-        else None
+    teachers = read_record(md_json).get("model_teachers")
     start_key = first.info.get("teacher")
+    if teachers is not None and not isinstance(teachers, dict):
+        raise InputError(f"ionmix validate: {md_json}: model_teachers must map teacher keys "
+                         f"to their records, not {type(teachers).__name__}")
     if not teachers:
         err_console.print(f"[yellow]note:[/] {md_json} does not record the teacher the model "
                       "was trained on; comparing with the start frame's teacher (choose "
