@@ -42,6 +42,18 @@ def frame_contacts(atoms) -> list[float]:
     return out
 
 
+def teacher_frames(store, composition: str):
+    """(frames, ion set): the store's sampled frames of `composition` (the teacher's NPT
+    liquid, every replica), with per-atom molecule arrays."""
+    from ionmix.chemistry.topology import with_molecule_arrays
+
+    frames = [f.atoms for f in store.select(composition, task="md")]
+    ions = store.provenance().ion_set(frames[0])
+    for atoms in frames:
+        with_molecule_arrays(atoms, ions)
+    return frames, ions
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--store", type=Path, required=True)
@@ -51,17 +63,13 @@ def main() -> None:
 
     import torch
 
-    from ionmix.chemistry.topology import with_molecule_arrays
     from ionmix.dataset import DatasetStore
     from ionmix.models import load_model
 
     torch.set_num_threads(1)
     store = DatasetStore(args.store, must_exist=True)
     provenance = store.provenance()
-    frames = [f.atoms for f in store.select(args.composition, task="md")]
-    ions = provenance.ion_set(frames[0])
-    for atoms in frames:
-        with_molecule_arrays(atoms, ions)
+    frames, ions = teacher_frames(store, args.composition)
     teacher_eV = np.array([a.get_potential_energy() for a in frames])
     design = np.array([frame_contacts(a) + [a.get_volume(), 1.0] for a in frames])
     result = {"n_frames": len(frames),

@@ -390,9 +390,25 @@ def test_bonded_part_is_the_force_fields_bonded_terms(tiny_sample):
                                numerical_stress(bonded, wrapped, 1e-6), atol=1e-8)
 
 
+def _assert_residual_plus_baseline_is_the_teacher(frames, residual, baseline, ion_sets):
+    """Residual labels + a fresh baseline calculator give the teacher's labels back
+    (1e-6 eV and eV/Å, 1e-8 eV/Å³)."""
+    from ionmix.models.baseline import baseline_calculator
+
+    for t, r, ions in zip(frames, residual, ion_sets, strict=True):
+        work = t.copy()
+        work.calc = baseline_calculator(baseline, ions)
+        assert r.get_potential_energy() + work.get_potential_energy() == pytest.approx(
+            t.get_potential_energy(), abs=1e-6)
+        np.testing.assert_allclose(r.get_forces() + work.get_forces(), t.get_forces(),
+                                   atol=1e-6)
+        np.testing.assert_allclose(r.get_stress() + work.get_stress(), t.get_stress(),
+                                   atol=1e-8)
+
+
 def test_bonded_residual_labels_plus_baseline_give_the_teachers_labels(tiny_sample):
     from ionmix.dataset.store import frame_hash
-    from ionmix.models.baseline import BaselineCache, baseline_calculator, residual_frames
+    from ionmix.models.baseline import BaselineCache, residual_frames
 
     store = DatasetStore(tiny_sample / "frames.db")
     frames = [f.atoms for f in store.select(replica=0)][:3]
@@ -400,15 +416,7 @@ def test_bonded_residual_labels_plus_baseline_give_the_teachers_labels(tiny_samp
     ion_sets = [prov.ion_set(f) for f in frames]
     baseline = baseline_for_frames("coulomb+wall+bonded", frames, ion_sets, "frames")
     residual = residual_frames(frames, baseline, ion_sets)
-    for t, r, ions in zip(frames, residual, ion_sets, strict=True):
-        work = t.copy()
-        work.calc = baseline_calculator(baseline, ions)  # a fresh calculator
-        assert r.get_potential_energy() + work.get_potential_energy() == pytest.approx(
-            t.get_potential_energy(), abs=1e-6)
-        np.testing.assert_allclose(r.get_forces() + work.get_forces(), t.get_forces(),
-                                   atol=1e-6)
-        np.testing.assert_allclose(r.get_stress() + work.get_stress(), t.get_stress(),
-                                   atol=1e-8)
+    _assert_residual_plus_baseline_is_the_teacher(frames, residual, baseline, ion_sets)
     # the bonded part moves the labels (it is not the coulomb+wall residual)
     plain = residual_frames(frames[:1], baseline_for_frames("coulomb+wall", frames[:1],
                                                             ion_sets[:1], "frames"),
@@ -451,18 +459,23 @@ def test_bonded_baseline_is_recorded_checked_and_not_exported_to_lammps(tiny_sam
     assert not (tmp_path / "job").exists()
 
 
-@pytest.fixture(scope="module")
-def bonded_student(tiny_sample, tmp_path_factory):
-    """(TrainResult, store path) of a tiny coulomb+wall+bonded student (1 epoch, float64)."""
+def _tiny_student(tiny_sample, tmp_path_factory, baseline: str):
+    """(TrainResult, store path) of a tiny student on `baseline` (1 epoch, float64)."""
     from ionmix.train import train_from_store
 
     store = tiny_sample / "frames.db"
     result = train_from_store(store, DatasetStore(store).compositions(), n_train=3, n_val=1,
                               n_test=2, preset="cpu-tiny-allegro-npt",
-                              run_dir=tmp_path_factory.mktemp("bonded-student"),
+                              run_dir=tmp_path_factory.mktemp("student"),
                               overrides={"max_epochs": 1, "model_dtype": "float64"},
-                              baseline="coulomb+wall+bonded", say=None)
+                              baseline=baseline, say=None)
     return result, store
+
+
+@pytest.fixture(scope="module")
+def bonded_student(tiny_sample, tmp_path_factory):
+    """A tiny coulomb+wall+bonded student (`_tiny_student`)."""
+    return _tiny_student(tiny_sample, tmp_path_factory, "coulomb+wall+bonded")
 
 
 def test_bonded_students_reported_test_error_is_on_the_teachers_labels(bonded_student):
@@ -617,3 +630,160 @@ def test_training_takes_a_bonded_baseline_without_coulomb_or_wall(tiny_sample, n
                       ["C", "F", "H", "Li", "N", "P"])
     assert under.name == name and under.bonded and not under.coulomb
     assert under.bonded_fit == (name == "bonded-fit")
+
+
+# --------------------------------------------------------------------------------------
+# the force field's dispersion beyond the network's cutoff (+tail)
+
+TAIL = "coulomb+wall+bonded+tail"
+
+
+def test_tail_is_the_homogeneous_lennard_jones_beyond_the_cutoff(tiny_sample):
+    """E = K / V with K = 2π Σ_ab ∫_rc^∞ u_ab(r) r² dr (all atom pairs, g = 1): the closed
+    form from the mixture's own Lennard-Jones force (per-atom A, C), and OpenMM's long-range
+    correction of it (a numerical integral: within 0.5 %). No forces; the stress is
+    (1/V) ∂E/∂ε; a box of twice the molecules in twice the volume has twice the tail."""
+    import openmm
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    from ionmix.chemistry.topology import molecules_of
+    from ionmix.models.tail import DispersionTail
+    from ionmix.teachers.classical.system import make_system
+    from ionmix.units import KJ_PER_MOL_IN_EV
+
+    atoms, ions = _liquid_frame(tiny_sample)
+    cutoff_A = 4.0
+    calc = DispersionTail(ions, cutoff_A)
+    work = atoms.copy()
+    work.calc = calc
+    volume_A3 = work.get_volume()
+    k_eV_A3 = work.get_potential_energy() * volume_A3
+    system = make_system(molecules_of(atoms), atoms.cell.array, ions=ions, cutoff_A=cutoff_A,
+                         lj_switch_width_A=None).system
+    lj = next(f for f in system.getForces() if isinstance(f, openmm.CustomNonbondedForce))
+    assert lj.getEnergyFunction() == "A1*A2/r^12-C1*C2/r^6"  # OPLS's geometric rule
+    names = [lj.getPerParticleParameterName(k) for k in range(2)]
+    params = np.array([lj.getParticleParameters(i) for i in range(lj.getNumParticles())])
+    a, c = params[:, names.index("A")].sum(), params[:, names.index("C")].sum()
+    rc_nm = cutoff_A / 10.0
+    closed_kj_nm3 = 2 * np.pi * (a**2 / (9 * rc_nm**9) - c**2 / (3 * rc_nm**3))
+    assert k_eV_A3 < 0
+    assert k_eV_A3 == pytest.approx(closed_kj_nm3 * KJ_PER_MOL_IN_EV * 1e3, rel=1e-9)
+    # OpenMM's correction: the Lennard-Jones alone at this cutoff, with it minus without
+    for k in reversed(range(system.getNumForces())):
+        if not isinstance(system.getForce(k), openmm.CustomNonbondedForce):
+            system.removeForce(k)
+    energies = []
+    for on in (True, False):
+        lj.setUseLongRangeCorrection(on)
+        context = openmm.Context(system, openmm.VerletIntegrator(1e-3),
+                                 openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(atoms.positions / 10.0)
+        energy = context.getState(getEnergy=True).getPotentialEnergy()
+        energies.append(energy.value_in_unit(openmm.unit.kilojoule_per_mole) * KJ_PER_MOL_IN_EV)
+    assert k_eV_A3 == pytest.approx((energies[0] - energies[1]) * volume_A3, rel=5e-3)
+    assert not work.get_forces().any()
+    # stress: (1/V) dE/dε by central differences, isotropic and shear
+    for strain in (np.eye(3), np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]]) / 2):
+        energies = []
+        for sign in (1, -1):
+            strained = atoms.copy()
+            strained.set_cell(atoms.cell.array @ (np.eye(3) + sign * 1e-5 * strain),
+                              scale_atoms=True)
+            strained.calc = calc
+            energies.append(strained.get_potential_energy())
+        numeric = (energies[0] - energies[1]) / 2e-5 / volume_A3
+        analytic = np.sum(voigt_6_to_full_3x3_stress(work.get_stress()) * strain)
+        assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-12)
+    # a box with twice the molecules in twice the volume has twice the tail (extensive)
+    double = atoms.repeat((2, 1, 1))
+    double.info["molecules"] = ",".join([atoms.info["molecules"]] * 2)
+    double.calc = DispersionTail(ions, cutoff_A)
+    assert double.get_potential_energy() == pytest.approx(2 * work.get_potential_energy(),
+                                                          rel=1e-9)
+
+
+def test_tail_baseline_residual_labels_recorded_and_checked(tiny_sample, tmp_path):
+    """Residual + baseline give the teacher's labels back; the record keeps the cutoff
+    and the ions' Lennard-Jones terms; a missing cutoff, an ion with other Lennard-Jones
+    terms and a LAMMPS export are refused, naming what is at fault."""
+    from ionmix.export.lammps import LammpsExportError, write_lammps_inputs_for
+    from ionmix.models.baseline import residual_frames
+
+    store = DatasetStore(tiny_sample / "frames.db")
+    frames = [f.atoms for f in store.select(replica=0)][:2]
+    ion_sets = [store.provenance().ion_set(f) for f in frames]
+    with pytest.raises(BaselineError, match="starts at the network's cutoff"):
+        baseline_for_frames(TAIL, frames, ion_sets, "frames")
+    baseline = baseline_for_frames(TAIL, frames, ion_sets, "frames", tail_cutoff_A=4.5)
+    assert baseline.tail and baseline.bonded and baseline.coulomb and baseline.wall
+    assert baseline.to_json()["tail"]["cutoff_A"] == 4.5
+    assert set(baseline.to_json()["tail"]["ion_lj_sha256"]) == {"Li", "EMIM", "PF6"}
+    assert Baseline.from_json(baseline.to_json(), "record").key == baseline.key
+    other = baseline_for_frames(TAIL, frames, ion_sets, "frames", tail_cutoff_A=5.0)
+    assert other.key != baseline.key
+    _assert_residual_plus_baseline_is_the_teacher(
+        frames, residual_frames(frames, baseline, ion_sets), baseline, ion_sets)
+    # an ion whose Lennard-Jones terms the model was not trained with
+    record = baseline.to_json()
+    record["tail"]["ion_lj_sha256"]["PF6"] = "0" * 16
+    with pytest.raises(BaselineError, match="Lennard-Jones terms of ion PF6 differ"):
+        Baseline.from_json(record, "record").check_structure(frames[0], ion_sets[0], "frame")
+    atoms, ions = _liquid_frame(tiny_sample)
+    with pytest.raises(LammpsExportError, match="dispersion tail .* cannot express"):
+        write_lammps_inputs_for(atoms, ["C", "F", "H", "Li", "N", "P"], "allegro",
+                                "model.nequip.pt2", tmp_path / "job",
+                                baseline=baseline_for_frames(TAIL, [atoms], [ions], "frames",
+                                                             tail_cutoff_A=4.5), ions=ions)
+    assert not (tmp_path / "job").exists()
+
+
+@pytest.fixture(scope="module")
+def tail_student(tiny_sample, tmp_path_factory):
+    """A tiny coulomb+wall+bonded+tail student (`_tiny_student`)."""
+    return _tiny_student(tiny_sample, tmp_path_factory, TAIL)
+
+
+def test_tail_student_starts_its_tail_at_its_cutoff_and_reports_the_teachers_error(
+        tail_student):
+    from ionmix.train import evaluate
+    from ionmix.train.presets import get_preset
+
+    result, store = tail_student
+    record = read_record(result.package_path)
+    assert record.name == TAIL
+    assert record.tail_cutoff_A == get_preset("cpu-tiny-allegro-npt").cutoff_radius_A
+    ours = evaluate(result.package_path, result.run_dir / "data" / "test.extxyz",
+                    provenance=_provenance(store))
+    for key in ("energy_mae_meV_per_atom", "force_mae_meV_per_A", "stress_mae_meV_per_A3"):
+        assert getattr(ours, key) == pytest.approx(result.metrics[key], rel=1e-4, abs=1e-4), key
+
+
+def test_warm_start_under_another_baseline_only_when_asked(bonded_student, tmp_path):
+    """A coulomb+wall+bonded student fine-tuned under +tail: refused (two baselines would
+    mix), unless `rebaseline` says its weights only start the new network."""
+    import json
+
+    from ionmix.train import run_training
+
+    result, store = bonded_student
+    data = result.run_dir / "data"
+    manifest = json.loads((result.run_dir / "data_manifest.json").read_text())
+    common = dict(train_file=data / "train.extxyz", val_file=data / "val.extxyz",
+                  test_file=data / "test.extxyz", type_names=manifest["type_names"],
+                  preset="cpu-tiny-allegro-npt",
+                  energy_shifts=manifest["energy_reference"]["per_type_energy_shifts_eV"],
+                  overrides={"max_epochs": 1, "model_dtype": "float64"},
+                  initial_model=result.package_path, baseline=TAIL,
+                  provenance=_provenance(store), say=None)
+    with pytest.raises(TrainConfigError, match="would mix two"):
+        run_training(run_dir=tmp_path / "refused", **common)
+    warm = run_training(run_dir=tmp_path / "warm", rebaseline=True, **common)
+    assert read_record(warm.package_path).name == TAIL
+
+
+class TestTailStudentBattery(TestStudentBattery):
+    """The battery on network (float64) + Coulomb + wall + bonded terms + dispersion tail,
+    as the factory builds it (the tail is K / V: no forces, an exact stress)."""
+
+    student_fixture = "tail_student"

@@ -295,3 +295,62 @@ def test_figure2_workflow_script_is_consistent():
     commands |= {g.name for g in app.registered_groups}
     used = set(re.findall(r'"\$IONMIX" ([\w-]+)', text))
     assert used and used <= commands, used - commands
+
+
+def test_learn_example_and_script_are_consistent():
+    """examples/learn-fomim-npt.toml (issue 22's F-OMIM loop) is this liquid's sampling with
+    member-driven NPT walkers at each temperature of the density study, within the label
+    budget; examples/f-omim-learn.sh (the study as one command) parses and calls it."""
+    import re
+    import subprocess
+
+    from ionmix.active.loop import load_learn_config
+    from ionmix.cli import app
+
+    cfg = load_learn_config(REPO / "examples" / "learn-fomim-npt.toml")
+    sample = tomllib.loads((REPO / "examples" / "f-omim-sample.toml").read_text())
+    assert cfg.mixture.model_dump(exclude_unset=True) == sample["mixture"]
+    assert cfg.learn.baseline == "coulomb+wall+bonded" and cfg.learn.committee == 4
+    assert cfg.learn.max_generations * cfg.learn.max_new_frames <= 600
+    script = REPO / "examples" / "f-omim-learn.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    temps = {float(t) for t in re.search(r'TEMPS:=([\d,]+)', text).group(1).split(",")}
+    npt = [w for w in cfg.learn.explore if w.kind == "npt"]
+    assert {w.temperature_K for w in npt} == temps == {300.0, 325.0, 350.0}
+    assert all(w.drive == "member" and w.n_starts == cfg.learn.committee for w in npt)
+    for name in re.findall(r'\$HERE/([\w.-]+)', text):
+        assert (REPO / "examples" / name).exists(), name
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    commands |= {g.name for g in app.registered_groups}
+    used = set(re.findall(r'"\$IONMIX" ([\w-]+)', text))
+    assert {"learn", "props", "validate"} <= used <= commands, used - commands
+
+
+def test_learn_baseline_on_this_liquid(box):
+    """The loop's coulomb+wall+bonded baseline on CL&P's ions: residual labels + baseline
+    give the classical teacher's labels back (1e-6 eV, eV/Å)."""
+    from ionmix.chemistry.ionset import IonSet
+    from ionmix.models.baseline import baseline_calculator, baseline_for_frames, residual_frames
+
+    frame = box.copy()
+    frame.info["charge_scale"] = CHARGE_SCALE
+    frame.calc = ClassicalCalculator(charge_scale=CHARGE_SCALE, platform="Reference")
+    energy_eV, forces, stress = (frame.get_potential_energy(), frame.get_forces(),
+                                 frame.get_stress())
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frame.calc = SinglePointCalculator(frame, energy=energy_eV, forces=forces, stress=stress)
+    ions = IonSet.library(["FOMIM", "C4F9CO2"])
+    baseline = baseline_for_frames("coulomb+wall+bonded", [frame], [ions], "frames")
+    assert baseline.charge_scale == CHARGE_SCALE
+    (residual,) = residual_frames([frame], baseline, [ions])
+    work = frame.copy()
+    work.calc = baseline_calculator(baseline, ions)
+    assert residual.get_potential_energy() + work.get_potential_energy() == pytest.approx(
+        energy_eV, abs=1e-6)
+    np.testing.assert_allclose(residual.get_forces() + work.get_forces(), forces, atol=1e-6)
+    np.testing.assert_allclose(residual.get_stress() + work.get_stress(), stress, atol=1e-8)
+    # the record names both ions' bonded terms, and the baseline moves the labels
+    assert set(baseline.to_json()["bonded"]["ion_sha256"]) == {"FOMIM", "C4F9CO2"}
+    assert np.abs(work.get_forces()).max() > 0.1  # eV/Å

@@ -465,6 +465,13 @@ def _coulomb_job(atoms: Atoms, baseline: Baseline | None, ions: Mapping | None, 
     """The Coulomb part of `baseline` for `atoms` (None when it has none), checked: a fully
     periodic structure whose molecules and ion set carry the baseline's charges, and
     exclusions LAMMPS can express."""
+    if baseline is not None and baseline.tail:
+        raise LammpsExportError(
+            f"the model's baseline {baseline.key} has the force field's dispersion tail "
+            f"beyond the network's cutoff (E = K / V from {baseline.tail_cutoff_A:g} Å), "
+            "which this exporter does not write yet (LAMMPS' pair_modify tail belongs to a "
+            "Lennard-Jones pair style and its own cutoff): a baseline the exporter cannot "
+            "express")
     if baseline is not None and baseline.wall:
         raise LammpsExportError(
             f"the model's baseline {baseline.key} has an intermolecular wall (ZBL between "

@@ -36,13 +36,19 @@ top of each other). The choices, by name:
   exact; for a quantum teacher it is a prior, like the charges, and the network learns the
   difference.
 * ``coulomb+bonded`` and ``coulomb+wall+bonded``: with the others.
+* ``coulomb+wall+bonded+tail``: with the force field's Lennard-Jones beyond the network's
+  cutoff as a homogeneous-liquid tail, E = K / V (`ionmix.models.tail`): a cohesive part
+  that depends on the whole box's density, which a local network sees only through its
+  neighbours (on the 188-atom Li/EMIM/PF6 box it rises by 1.55 meV per Å³; the students
+  without it were left leaning toward larger boxes by 0.3–0.5 meV/Å³). The tail starts at
+  the network's cutoff, recorded with it.
 * ``bonded-fit`` and ``coulomb+wall+bonded-fit``: the same bonded terms with each harmonic
   bond's and angle's (k, x0) refitted to the teacher's forces on the training frames
   (`ionmix.models.bonded_fit`; torsions stay the force field's), for a teacher whose bond
   lengths are not the force field's (xTB, DFT). The fitted parameters are part of the
   record and of its key; a fine-tuned model keeps its parent's.
 
-Training subtracts the Coulomb, wall and bonded parts from the labels (`residual_frames`;
+Training subtracts the Coulomb, wall, bonded and tail parts from the labels (`residual_frames`;
 the ZBL part is in the model, so nequip subtracts it itself). The baseline belongs to the
 model: `write_record` puts ``baseline.json`` beside ``model.nequip.zip`` with a key (a hash
 of its content) and the package's sha256, and `read_record` refuses a folder whose record
@@ -54,7 +60,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, get_args
@@ -90,7 +96,7 @@ __all__ = [
 #: the baselines by name (a config's type: pydantic checks a name against it)
 BaselineName = Literal["none", "coulomb", "zbl", "coulomb+zbl", "wall", "coulomb+wall",
                        "bonded", "coulomb+bonded", "coulomb+wall+bonded",
-                       "bonded-fit", "coulomb+wall+bonded-fit"]
+                       "coulomb+wall+bonded+tail", "bonded-fit", "coulomb+wall+bonded-fit"]
 BASELINES: tuple[str, ...] = get_args(BaselineName)
 #: the baseline record beside a model's package
 RECORD_NAME = "baseline.json"
@@ -120,6 +126,9 @@ BONDED_ENGINE = "OpenMM Reference platform (float64), stress from the virial"
 FITTED_TERMS = ("harmonic bonds' and angles' (k [eV/A^2 or eV/rad^2], x0 [A or rad]) per "
                 "term type, least squares on the teacher's forces less Coulomb, wall and "
                 "torsions; torsions are the force field's")
+#: what the tail part is (recorded)
+TAIL_FORM = ("the force field's Lennard-Jones beyond cutoff_A in a homogeneous liquid "
+             "(g(r) = 1): E = K / V, K from OpenMM's long-range correction at cutoff_A")
 #: partial charges (e) of a structure's ion and of the baseline's must agree to this
 _CHARGE_MATCH_E = 1e-9
 
@@ -149,6 +158,10 @@ class Baseline:
             (`bonded_terms_sha256`; ``bonded`` only): what a structure's ions must match.
         bonded_parameters: ``bonded-fit`` only: the fitted (k, x0) of every harmonic term
             type (`ionmix.teachers.classical.harmonic` keys and units).
+        tail_cutoff_A: ``tail`` only: where the dispersion tail starts (the network's
+            cutoff), Å.
+        ion_lj_sha256: ``tail`` only: per ion name, a hash of its Lennard-Jones parameters
+            (`ionmix.models.tail.lennard_jones_sha256`).
     """
 
     name: str
@@ -157,6 +170,8 @@ class Baseline:
     force_accuracy_eV_per_A: float = FORCE_ACCURACY_EV_PER_A
     ion_bonded_sha256: Mapping[str, str] | None = None
     bonded_parameters: Mapping[str, tuple[float, float]] | None = None
+    tail_cutoff_A: float | None = None
+    ion_lj_sha256: Mapping[str, str] | None = None
 
     def __post_init__(self):
         if self.name not in BASELINES:
@@ -168,6 +183,10 @@ class Baseline:
         if self.bonded_fit != bool(self.bonded_parameters):
             raise BaselineError(f"baseline {self.name!r}: fitted bonded parameters go with "
                                 "a bonded-fit baseline, and only with it")
+        if self.tail and not (self.tail_cutoff_A and self.tail_cutoff_A > 0
+                              and self.ion_lj_sha256):
+            raise BaselineError(f"baseline {self.name!r} needs the network's cutoff and its "
+                                "ions' Lennard-Jones terms")
 
     @property
     def coulomb(self) -> bool:
@@ -186,16 +205,20 @@ class Baseline:
         return "bonded" in self.name
 
     @property
+    def tail(self) -> bool:
+        return "tail" in self.name
+
+    @property
     def bonded_fit(self) -> bool:
         """Whether the bonds and angles are refitted to the teacher (`bonded_parameters`)."""
         return is_fitted(self.name)
 
     @property
     def outside(self) -> bool:
-        """Whether a term is computed beside the network (Coulomb, wall, bonded):
+        """Whether a term is computed beside the network (Coulomb, wall, bonded, tail):
         subtracted from the labels and added back at evaluation, with the molecules of the
         structure."""
-        return self.coulomb or self.wall or self.bonded
+        return self.coulomb or self.wall or self.bonded or self.tail
 
     def to_json(self) -> dict:
         out: dict = {"name": self.name}
@@ -214,6 +237,9 @@ class Baseline:
             out["bonded"].update(fitted=FITTED_TERMS, parameters={
                 key: [float(k), float(x0)]
                 for key, (k, x0) in sorted(self.bonded_parameters.items())})
+        if self.tail:
+            out.update(tail={"form": TAIL_FORM, "cutoff_A": self.tail_cutoff_A,
+                             "ion_lj_sha256": dict(sorted(self.ion_lj_sha256.items()))})
         return out
 
     @classmethod
@@ -221,6 +247,7 @@ class Baseline:
         try:
             charges = data.get("ion_charges_e")
             bonded = data.get("bonded")
+            tail = data.get("tail")
             return cls(name=data["name"], charge_scale=data.get("charge_scale"),
                        ion_charges_e=None if charges is None else
                        {k: tuple(float(q) for q in v) for k, v in charges.items()},
@@ -230,7 +257,10 @@ class Baseline:
                        {str(k): str(v) for k, v in bonded["ion_sha256"].items()},
                        bonded_parameters=None if bonded is None or "parameters" not in bonded
                        else {str(k): (float(v[0]), float(v[1]))
-                             for k, v in bonded["parameters"].items()})
+                             for k, v in bonded["parameters"].items()},
+                       tail_cutoff_A=None if tail is None else float(tail["cutoff_A"]),
+                       ion_lj_sha256=None if tail is None else
+                       {str(k): str(v) for k, v in tail["ion_lj_sha256"].items()})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BaselineError(f"{where}: not a baseline record ({exc!r})") from None
 
@@ -251,12 +281,15 @@ class Baseline:
             raise BaselineError(f"{where}: the {self.name} baseline needs molecule information "
                                 "(mol_id/ion_name arrays), which this structure lacks")
         if self.bonded:
-            for name, _ in molecules_of(atoms):
-                if self.ion_bonded_sha256.get(name) != bonded_terms_sha256(ions[name]):
-                    raise BaselineError(
-                        f"{where}: the bonded terms of ion {name} differ from those of the "
-                        f"model's bonded baseline (it knows "
-                        f"{', '.join(sorted(self.ion_bonded_sha256))})")
+            _check_ions(atoms, ions, self.ion_bonded_sha256, bonded_terms_sha256,
+                        f"{where}: the bonded terms of ion {{}} differ from those of the "
+                        "model's bonded baseline")
+        if self.tail:
+            from ionmix.models.tail import lennard_jones_sha256
+
+            _check_ions(atoms, ions, self.ion_lj_sha256, lennard_jones_sha256,
+                        f"{where}: the Lennard-Jones terms of ion {{}} differ from those of "
+                        "the model's tail baseline")
         if not self.coulomb:
             return
         scale = atoms.info.get("charge_scale")
@@ -277,16 +310,20 @@ class Baseline:
 def baseline_for_frames(name: str, frames: Sequence[Atoms], ion_sets: Sequence[Mapping],
                         where: str, *, fit_count: int | None = None,
                         bonded_parameters: Mapping[str, Sequence[float]] | None = None,
-                        cache: BaselineCache | None = None) -> Baseline:
+                        cache: BaselineCache | None = None,
+                        tail_cutoff_A: float | None = None) -> Baseline:
     """The baseline `name` for training on `frames` (their ion sets, one per frame, and
     charge scale): BaselineError naming `where` and the frame when they disagree.
 
     A ``bonded-fit`` baseline fits its bonds and angles to the labels of the first
     `fit_count` frames (default: all; put the training frames first), each frame's
     force-field baseline cached in `cache`, unless `bonded_parameters` gives them (a
-    fine-tuned model keeps its parent's)."""
+    fine-tuned model keeps its parent's). A ``tail`` baseline starts at `tail_cutoff_A`
+    (the network's cutoff, Å)."""
     if name not in BASELINES:
         raise BaselineError(f"{where}: unknown baseline {name!r}; one of {', '.join(BASELINES)}")
+    if "tail" in name:
+        return _tail_baseline(name, frames, ion_sets, where, tail_cutoff_A)
     if not is_fitted(name):
         return _field_baseline(name, frames, ion_sets, where)
     field = _field_baseline(name.removesuffix("-fit"), frames, ion_sets, where)
@@ -348,10 +385,42 @@ def _field_baseline(name: str, frames: Sequence[Atoms], ion_sets: Sequence[Mappi
                     ion_bonded_sha256=bonded)
 
 
+def _check_ions(atoms: Atoms, ions: Mapping, recorded: Mapping[str, str], ion_sha256: Callable,
+                message: str) -> None:
+    """BaselineError(`message` with the ion's name) unless every ion of `atoms` hashes
+    (`ion_sha256`) to what the baseline `recorded` for it."""
+    from ionmix.chemistry.topology import molecules_of
+
+    for name, _ in molecules_of(atoms):
+        if recorded.get(name) != ion_sha256(ions[name]):
+            raise BaselineError(f"{message.format(name)} (it knows {', '.join(sorted(recorded))})")
+
+
+def _tail_baseline(name: str, frames: Sequence[Atoms], ion_sets: Sequence[Mapping],
+                   where: str, tail_cutoff_A: float | None) -> Baseline:
+    """`baseline_for_frames` of a baseline with a dispersion tail from `tail_cutoff_A`."""
+    from ionmix.models.tail import lennard_jones_sha256
+
+    if tail_cutoff_A is None:
+        raise BaselineError(f"{where}: a {name} baseline starts at the network's cutoff, "
+                            "which was not given")
+    field = _field_baseline(name.removesuffix("+tail"), frames, ion_sets, where)
+    hashes = _frames_ion_hashes(name, frames, ion_sets, where, lennard_jones_sha256,
+                                "Lennard-Jones terms")
+    return replace(field, name=name, tail_cutoff_A=float(tail_cutoff_A), ion_lj_sha256=hashes)
+
+
 def _frames_bonded_terms(name: str, frames: Sequence[Atoms], ion_sets: Sequence[Mapping],
                          where: str) -> dict[str, str]:
-    """Ion name → `bonded_terms_sha256` over `frames`; BaselineError for a frame without
-    molecules or an ion whose terms differ between frames."""
+    """Ion name → `bonded_terms_sha256` over `frames` (`_frames_ion_hashes`)."""
+    return _frames_ion_hashes(name, frames, ion_sets, where, bonded_terms_sha256,
+                              "bonded terms")
+
+
+def _frames_ion_hashes(name: str, frames: Sequence[Atoms], ion_sets: Sequence[Mapping],
+                       where: str, ion_sha256: Callable, what: str) -> dict[str, str]:
+    """Ion name → `ion_sha256(ion)` over `frames`; BaselineError for a frame without
+    molecules or an ion whose `what` differ between frames."""
     from ionmix.chemistry.topology import has_molecules, molecules_of
 
     hashes: dict[str, str] = {}
@@ -360,10 +429,10 @@ def _frames_bonded_terms(name: str, frames: Sequence[Atoms], ion_sets: Sequence[
             raise BaselineError(f"{where} frame {k}: a {name} baseline needs molecule "
                                 "information (mol_id/ion_name arrays), which the frame lacks")
         for ion, _ in molecules_of(atoms):
-            sha = bonded_terms_sha256(ions[ion])
+            sha = ion_sha256(ions[ion])
             if hashes.setdefault(ion, sha) != sha:
-                raise BaselineError(f"{where} frame {k}: ion {ion} has other bonded terms "
-                                    "than in earlier frames (two ion sets)")
+                raise BaselineError(f"{where} frame {k}: ion {ion} has other {what} than in "
+                                    "earlier frames (two ion sets)")
     return hashes
 
 
@@ -410,7 +479,7 @@ def bonded_calculator(baseline: Baseline, ions: Mapping):
 
 
 def baseline_calculator(baseline: Baseline, ions: Mapping):
-    """Everything `baseline` computes beside the network (Coulomb, wall, bonded) as one
+    """Everything `baseline` computes beside the network (Coulomb, wall, bonded, tail) as one
     ASE calculator (energy, forces, stress), or None when it has nothing there."""
     from ase.calculators.mixing import SumCalculator
 
@@ -419,6 +488,10 @@ def baseline_calculator(baseline: Baseline, ions: Mapping):
     terms = [coulomb_calculator(baseline, ions)] if baseline.coulomb else []
     terms += [IntermolecularWall(ions)] if baseline.wall else []
     terms += [bonded_calculator(baseline, ions)] if baseline.bonded else []
+    if baseline.tail:
+        from ionmix.models.tail import DispersionTail
+
+        terms.append(DispersionTail(ions, baseline.tail_cutoff_A))
     if len(terms) > 1:
         return SumCalculator(terms)
     return terms[0] if terms else None

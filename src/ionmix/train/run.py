@@ -319,6 +319,7 @@ def run_training(
     baseline: str = "none",
     provenance=None,
     baseline_cache: str | Path | None = None,
+    rebaseline: bool = False,
 ) -> TrainResult:
     """Train a NequIP or Allegro model with ``nequip-train`` and package it.
 
@@ -352,7 +353,9 @@ def run_training(
             ``none``, ``coulomb`` (the frames' charges × their charge scale, PME; subtracted
             from the labels before training), ``zbl`` (nequip's ZBL pair term, compiled
             into the model), ``coulomb+zbl``, ``wall`` (a ZBL wall between molecules,
-            subtracted like Coulomb) or ``coulomb+wall``. Recorded in
+            subtracted like Coulomb), ``coulomb+wall``, the force field's bonded terms
+            (``...bonded``, ``...bonded-fit``) or its dispersion tail beyond the network's
+            cutoff (``...+tail``). Recorded in
             ``RUN_DIR/baseline.json`` beside the package. nequip's test metrics are on the
             residual labels, which equal those on the full labels (the baseline is exact on
             both sides).
@@ -360,6 +363,9 @@ def run_training(
         baseline_cache: SQLite file of baseline labels per frame (default
             ``RUN_DIR/baseline-cache.sqlite``); share one between runs on the same frames
             (a committee) so each frame's baseline is computed once.
+        rebaseline: with `initial_model`, allow it another baseline than `baseline`: its
+            weights only start the new network (a warm start), whose residual labels
+            differ; `energy_shifts` must then be this baseline's. Default: refused.
 
     Returns:
         TrainResult (also stored as ``RUN_DIR/ionmix_train.json``).
@@ -390,7 +396,8 @@ def run_training(
     teachers = _label_teachers(frames, provenance)  # before the residual replaces the frames
     cache_path = baseline_cache or run_dir / "baseline-cache.sqlite"
     under = _baseline(baseline, frames, provenance, initial_model, type_names,
-                      BaselineCache(cache_path) if is_fitted(baseline) else None)
+                      BaselineCache(cache_path) if is_fitted(baseline) else None,
+                      cutoff_radius_A=float(skeleton["cutoff_radius"]), rebaseline=rebaseline)
     if under.outside:
         residual = _residual_files(run_dir, under, frames, provenance, cache_path, say)
         train_file, val_file, test_file = (residual.get(r) for r in ("train", "val", "test"))
@@ -482,25 +489,27 @@ def _label_teachers(frames: dict[str, list], provenance) -> dict[str, dict | Non
 
 
 def _baseline(name: str, frames: dict[str, list], provenance, initial_model,
-              type_names: list[str], cache: BaselineCache | None = None) -> Baseline:
+              type_names: list[str], cache: BaselineCache | None = None,
+              cutoff_radius_A: float | None = None, rebaseline: bool = False) -> Baseline:
     """The baseline `name` for these frames (checked before any work); a fine-tuned model
-    keeps its parent's baseline, so `name` must be the one recorded beside the parent."""
+    keeps its parent's baseline, so `name` must be the one recorded beside the parent. A
+    dispersion tail starts at the network's `cutoff_radius_A`."""
     from ionmix.dataset.provenance import Provenance
 
     prov = provenance or Provenance()
     every = [a for role in ("train", "val", "test") for a in frames.get(role, [])]
-    beside = "coulomb" in name or "wall" in name or "bonded" in name
+    beside = any(part in name for part in ("coulomb", "wall", "bonded", "tail"))
     ion_sets = [prov.ion_set(a) for a in every] if beside else [None] * len(every)
     parent = None if initial_model is None else read_record(_package_path(initial_model))
     # a bonded-fit baseline is fitted on the training frames (first in `every`), once: a
     # fine-tuned model keeps its parent's fit
     under = baseline_for_frames(name, every, ion_sets, "training frames",
                                 fit_count=len(frames.get("train", [])), cache=cache,
-                                bonded_parameters=None if parent is None
-                                else parent.bonded_parameters)
+                                bonded_parameters=None if parent is None or rebaseline
+                                else parent.bonded_parameters, tail_cutoff_A=cutoff_radius_A)
     if under.zbl:
         zbl_pair_potential(type_names)
-    if parent is not None:
+    if parent is not None and not rebaseline:
         if parent.key != under.key:
             raise TrainConfigError(f"initial model {initial_model} was trained with baseline "
                                    f"{parent.key}; fine-tuning it with {under.key} would mix two")
