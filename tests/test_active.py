@@ -17,7 +17,7 @@ from ase.calculators.mixing import SumCalculator
 from conftest import TINY_SAMPLE_TOML
 from ionmix.active import CommitteeCalculator, ExplorationStop, TrustWindow, select
 from ionmix.active.explore import start_indices
-from ionmix.active.loop import load_learn_config
+from ionmix.active.loop import LearnSettings, load_learn_config
 from ionmix.active.select import descriptor, farthest_points
 from ionmix.config import ConfigError
 from ionmix.errors import InputError
@@ -541,12 +541,12 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
         energies.append(atoms.get_potential_energy())
     # each member is network + the loop's default baseline; the committee adds it once
     assert all(isinstance(m, SumCalculator) for m in members)
-    assert "coulomb+wall+bonded-" in loaded.model_id
+    assert f"{LearnSettings().baseline}-" in loaded.model_id
     assert energies[0] == pytest.approx(np.mean(energies[1:]), abs=1e-6)
     # the committee's id names every member's network and their one baseline
     assert all(m.model_id.split(" + ")[0] in loaded.model_id for m in loaded_members)
     # the default trust window: calibrated on the committee's own test frames
-    from ionmix.active.loop import LearnSettings, _trust_window
+    from ionmix.active.loop import _trust_window
 
     calibration = tmp_path / "calibration"
     calibration.mkdir()

@@ -489,14 +489,6 @@ def test_bonded_students_reported_test_error_is_on_the_teachers_labels(bonded_st
         assert getattr(ours, key) == pytest.approx(result.metrics[key], rel=1e-4, abs=1e-4), key
 
 
-class TestBondedStudentBattery(TestStudentBattery):
-    """The battery on network (float64) + Coulomb + wall + bonded terms, as the factory
-    builds it, on the same 86-atom frame (tolerances: the Coulomb student's, whose PME
-    mesh dominates them; the bonded part is float64 with an exact virial)."""
-
-    student_fixture = "bonded_student"
-
-
 # --------------------------------------------------------------------------------------
 # the bonded prior refitted to the teacher (bonded-fit)
 
@@ -784,6 +776,9 @@ def test_warm_start_under_another_baseline_only_when_asked(bonded_student, tmp_p
 
 class TestTailStudentBattery(TestStudentBattery):
     """The battery on network (float64) + Coulomb + wall + bonded terms + dispersion tail,
-    as the factory builds it (the tail is K / V: no forces, an exact stress)."""
+    as the factory builds it, on the same 86-atom frame: every part beside the network at
+    once (it replaced the battery on coulomb+wall+bonded, its subset). Tolerances: the
+    Coulomb student's, whose PME mesh dominates them; the bonded part is float64 with an
+    exact virial, the tail K / V has no forces and an exact stress."""
 
     student_fixture = "tail_student"

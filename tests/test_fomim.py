@@ -310,7 +310,7 @@ def test_learn_example_and_script_are_consistent():
     cfg = load_learn_config(REPO / "examples" / "learn-fomim-npt.toml")
     sample = tomllib.loads((REPO / "examples" / "f-omim-sample.toml").read_text())
     assert cfg.mixture.model_dump(exclude_unset=True) == sample["mixture"]
-    assert cfg.learn.baseline == "coulomb+wall+bonded" and cfg.learn.committee == 4
+    assert cfg.learn.baseline == "coulomb+wall+bonded+tail" and cfg.learn.committee == 4
     assert cfg.learn.max_generations * cfg.learn.max_new_frames <= 600
     script = REPO / "examples" / "f-omim-learn.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)

@@ -35,7 +35,10 @@ COMPOSITION = "LiPF6=0.4,EMIMPF6=0.6"
 # box's teacher (1.546 g/cm3) for 20-30 ps, then expanded suddenly to -4 to -8 %; they
 # price an anion on the imidazolium ring's face +5 to +7 meV too high on the teacher's own
 # frames and make 30-40 % fewer of those contacts ("Generation 2's members in 100-ps
-# runs"). Strict: if
+# runs"); and their energy leans toward larger boxes by the part of the teacher's
+# Lennard-Jones beyond their 4.5-A cutoff (+1.55 meV/A3 on volume) that they do not infer,
+# which the coulomb+wall+bonded+tail baseline now carries ("What a 4.5-A network cannot
+# see"). Strict: if
 # the loop starts to pass, this test fails and the marker must go.
 @pytest.mark.xfail(strict=True, raises=(MDBlowUp, AssertionError),
                    reason="without a baseline, 4 generations do not cover the student's NPT "

@@ -63,9 +63,10 @@ class LearnSettings(BaseModel):
         committee: models per generation (≥ 2; 4 by default, as dpgen).
         preset, overrides: training preset (with stress, for NPT) and nequip overrides.
         baseline: the physics under the networks (`ionmix.models.baseline`): none,
-            coulomb, zbl, coulomb+zbl, wall, coulomb+wall, bonded, coulomb+bonded or
-            coulomb+wall+bonded (the default: docs/benchmarks.md "Baselines" and "What moves
-            whole molecules"); each frame's baseline labels are computed once
+            coulomb, zbl, coulomb+zbl, wall, coulomb+wall, bonded, coulomb+bonded,
+            coulomb+wall+bonded or coulomb+wall+bonded+tail (the default: docs/benchmarks.md
+            "Baselines", "What moves whole molecules" and "What a 4.5-Å network cannot
+            see"); each frame's baseline labels are computed once
             (``OUT/baseline-cache.sqlite``) for every member and generation.
         fine_tune_epochs: None: every generation trains from random weights; N: after
             the first, model k fine-tunes from the previous generation's model k for N
@@ -94,7 +95,7 @@ class LearnSettings(BaseModel):
 
     committee: int = Field(4, ge=2)
     preset: str = "cpu-tiny-allegro-npt"
-    baseline: BaselineName = "coulomb+wall+bonded"
+    baseline: BaselineName = "coulomb+wall+bonded+tail"
     overrides: dict[str, Any] = Field(default_factory=dict)
     fine_tune_epochs: int | None = Field(None, ge=1)
     n_train: int = Field(100, ge=1)

@@ -103,9 +103,11 @@ def train(
         help="Physics under the network: none, coulomb (the frames' charges, PME), zbl "
         "(nequip's ZBL on every pair), wall (ZBL between molecules only, off by 1.6 Å), "
         "coulomb+zbl, coulomb+wall, bonded (the force field's bonds, angles and torsions), "
-        "coulomb+bonded, coulomb+wall+bonded (the default: docs/models.md), bonded-fit or "
+        "coulomb+bonded, coulomb+wall+bonded, coulomb+wall+bonded+tail (with the force "
+        "field's Lennard-Jones beyond the network's cutoff, K/V; the default: "
+        "docs/models.md), bonded-fit or "
         "coulomb+wall+bonded-fit (bonds and angles refitted to the teacher's forces on the "
-        "training frames: for xTB or DFT). Recorded beside the model.")] = "coulomb+wall+bonded",
+        "training frames: for xTB or DFT). Recorded beside the model.")] = "coulomb+wall+bonded+tail",
 ) -> None:
     """Train a NequIP or Allegro model on a dataset selection with nequip-train; package it.
 
