@@ -107,7 +107,8 @@ def train(
         "field's Lennard-Jones beyond the network's cutoff, K/V; the default: "
         "docs/models.md), bonded-fit or "
         "coulomb+wall+bonded-fit (bonds and angles refitted to the teacher's forces on the "
-        "training frames: for xTB or DFT). Recorded beside the model.")] = "coulomb+wall+bonded+tail",
+        "training frames: for xTB or DFT). Recorded beside the model."
+    )] = "coulomb+wall+bonded+tail",
 ) -> None:
     """Train a NequIP or Allegro model on a dataset selection with nequip-train; package it.
 
