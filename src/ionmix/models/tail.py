@@ -125,10 +125,10 @@ class DispersionTail(Calculator):
         from ionmix.chemistry.topology import encode_runs, molecules_of
 
         atoms = self.atoms
-        key = encode_runs(molecules_of(atoms))
-        if key not in self._coefficients:
-            self._coefficients[key] = tail_coefficient_eV_A3(molecules_of(atoms), self.ions,
-                                                             self.cutoff_A)
+        molecules = molecules_of(atoms)
+        key = encode_runs(molecules)
+        if key not in self._coefficients:  # once per composition: K depends on nothing else
+            self._coefficients[key] = tail_coefficient_eV_A3(molecules, self.ions, self.cutoff_A)
         k_eV_A3 = self._coefficients[key]
         volume_A3 = atoms.get_volume()
         energy = k_eV_A3 / volume_A3
