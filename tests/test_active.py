@@ -21,6 +21,7 @@ from ionmix.active.loop import LearnSettings, load_learn_config
 from ionmix.active.select import descriptor, farthest_points
 from ionmix.config import ConfigError
 from ionmix.errors import InputError
+from ionmix.train import get_preset
 
 
 def test_committee_mean_and_deviation_match_a_direct_computation():
@@ -319,6 +320,7 @@ committee = 2
 preset = "cpu-tiny-allegro-npt"
 overrides = {max_epochs = 1}
 fine_tune_epochs = 1
+fine_tune_overrides = {"loss_coeffs.total_energy" = 7.0}
 n_train = 3
 n_val = 1
 n_test = 2
@@ -357,6 +359,8 @@ workers = 1
     (("temperature_high_K = 450.0", "temperature_high_K = 250.0"), "temperature_high_K"),
     (("preset = \"cpu-tiny-allegro-npt\"", "preset = \"cpu-tiny-allegro\""),
      "trains no stress"),
+    (("fine_tune_epochs = 1\n", ""), "set fine_tune_epochs too"),
+    (("total_energy\" = 7.0", "total_enrgy\" = 7.0"), "fine_tune_overrides.*total_enrgy"),
 ])
 def test_bad_learn_configs_are_refused_before_work(tmp_path, change, message):
     from ionmix.active import run_learning
@@ -491,12 +495,20 @@ def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
     second = json.loads((out / "gen-001" / "summary.json").read_text())
     assert [e["agree"] for e in second["density_comparison"]] == [False, False]
     assert "no evidence" in result.stopped_because and "too short" in result.stopped_because
-    # generation 1 fine-tunes generation 0's models (model k from model k)
+    # generation 1 fine-tunes generation 0's models (model k from model k), with the
+    # fine-tuning overrides on top of the loop's (generation 0 keeps the preset's weight)
+    import yaml
+
     for k in range(2):
         manifest = json.loads((out / "gen-001" / "models" / f"model-{k}" /
                                "data_manifest.json").read_text())
         assert manifest["initial_model"] == str(
             out / "gen-000" / "models" / f"model-{k}" / "model.nequip.zip")
+        weights = [yaml.safe_load((out / f"gen-00{g}" / "models" / f"model-{k}" /
+                                   "config.yaml").read_text())["loss_coeffs"]["total_energy"]
+                   for g in (0, 1)]
+        preset = get_preset("cpu-tiny-allegro-npt")
+        assert weights == [preset.loss_coeffs["total_energy"], 7.0]
     assert second["n_train_frames"] == first["n_train_frames"] + first["frames_added"]
     assert (out / "report.md").read_text().startswith("# Active learning")
     assert (out / "generations.png").stat().st_size > 0

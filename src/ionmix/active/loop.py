@@ -72,6 +72,10 @@ class LearnSettings(BaseModel):
             the first, model k fine-tunes from the previous generation's model k for N
             epochs (on all the data so far). The one training setting a rerun may
             change; it applies from the next generation not yet trained.
+        fine_tune_overrides: nequip overrides for the fine-tuning generations only, on
+            top of ``overrides`` (needs fine_tune_epochs): e.g. a per-atom energy weighted
+            1000:1 with the forces, MACE's second (SWA) stage, after a first generation
+            trained from random weights on the preset's balance (docs/active-learning.md).
         n_train, n_val, n_test: initial frames per composition (replicas 0, 0, 1).
         max_generations: generation budget.
         trust_lo_eV_per_A, trust_hi_eV_per_A: trust window on the max force deviation;
@@ -98,6 +102,7 @@ class LearnSettings(BaseModel):
     baseline: BaselineName = "coulomb+wall+bonded+tail"
     overrides: dict[str, Any] = Field(default_factory=dict)
     fine_tune_epochs: int | None = Field(None, ge=1)
+    fine_tune_overrides: dict[str, Any] = Field(default_factory=dict)
     n_train: int = Field(100, ge=1)
     n_val: int = Field(10, ge=1)
     n_test: int = Field(10, ge=1)
@@ -116,7 +121,18 @@ class LearnSettings(BaseModel):
         lo, hi = self.trust_lo_eV_per_A, self.trust_hi_eV_per_A
         if lo is not None and hi is not None:
             TrustWindow(lo, hi)  # raises naming both levels
+        if self.fine_tune_overrides and self.fine_tune_epochs is None:
+            raise ValueError("fine_tune_overrides apply to fine-tuning generations only: "
+                             "set fine_tune_epochs too")
         return self
+
+    def training_overrides(self, fine_tune_epochs: int | None) -> dict[str, Any]:
+        """nequip overrides of a generation: from random weights (`fine_tune_epochs`
+        None) ``overrides``; fine-tuning, those with ``fine_tune_overrides`` on top and
+        its epochs."""
+        if fine_tune_epochs is None:
+            return dict(self.overrides)
+        return {**self.overrides, **self.fine_tune_overrides, "max_epochs": fine_tune_epochs}
 
 
 #: Teachers cheap enough to label frames above the trust window's top ("auto").
@@ -145,10 +161,15 @@ def load_learn_config(path) -> LearnConfig:
     from ionmix.train.run import check_options
 
     cfg = parse_model(LearnConfig, read_toml(path), str(path))
+    s = cfg.learn
     try:  # a typo in [learn] overrides is caught here, not after the sampling
-        check_options(cfg.learn.preset, cfg.learn.overrides, cfg.learn.baseline)
+        check_options(s.preset, s.overrides, s.baseline)
     except InputError as exc:
         raise ConfigError(f"{path} [learn]: {exc}") from None
+    try:
+        check_options(s.preset, s.training_overrides(s.fine_tune_epochs), s.baseline)
+    except InputError as exc:
+        raise ConfigError(f"{path} [learn] fine_tune_overrides: {exc}") from None
     return cfg
 
 
@@ -351,8 +372,8 @@ def _train_committee(ctx: _Context, gen: Path, g: int, files: dict[str, str]) ->
 
     s = ctx.cfg.learn
     fine_tune = s.fine_tune_epochs is not None and g > 0
-    overrides = {**s.overrides, "max_epochs": _fine_tune_epochs(gen, s.fine_tune_epochs)} \
-        if fine_tune else s.overrides
+    overrides = s.training_overrides(_fine_tune_epochs(gen, s.fine_tune_epochs)
+                                     if fine_tune else None)
 
     def initial(k: int) -> str | None:
         previous = ctx.out / f"gen-{g - 1:03d}" / "models" / f"model-{k}" / PACKAGE_NAME
