@@ -361,6 +361,8 @@ workers = 1
      "trains no stress"),
     (("fine_tune_epochs = 1\n", ""), "set fine_tune_epochs too"),
     (("total_energy\" = 7.0", "total_enrgy\" = 7.0"), "fine_tune_overrides.*total_enrgy"),
+    (("total_energy\" = 7.0", "total_energy\" = -7.0"),
+     "fine_tune_overrides.*loss_coeffs.total_energy must be a number >= 0"),
 ])
 def test_bad_learn_configs_are_refused_before_work(tmp_path, change, message):
     from ionmix.active import run_learning

@@ -683,6 +683,9 @@ def check_config(config: Mapping[str, Any]) -> None:
             raise TrainConfigError(f"{key} must be a non-negative integer, got {value!r}")
     if config["batch_size"] < 1 or config["max_epochs"] < 1:
         raise TrainConfigError("batch_size and max_epochs must be at least 1")
+    for term, weight in config.get("loss_coeffs", {}).items():
+        if not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
+            raise TrainConfigError(f"loss_coeffs.{term} must be a number >= 0, got {weight!r}")
 
 
 def config_to_yaml(config: Mapping[str, Any], header: str = "") -> str:
