@@ -166,10 +166,11 @@ def load_learn_config(path) -> LearnConfig:
         check_options(s.preset, s.overrides, s.baseline)
     except InputError as exc:
         raise ConfigError(f"{path} [learn]: {exc}") from None
-    try:
-        check_options(s.preset, s.training_overrides(s.fine_tune_epochs), s.baseline)
-    except InputError as exc:
-        raise ConfigError(f"{path} [learn] fine_tune_overrides: {exc}") from None
+    if s.fine_tune_overrides:  # else the fine-tuning generations train with `overrides`
+        try:
+            check_options(s.preset, s.training_overrides(s.fine_tune_epochs), s.baseline)
+        except InputError as exc:
+            raise ConfigError(f"{path} [learn] fine_tune_overrides: {exc}") from None
     return cfg
 
 
