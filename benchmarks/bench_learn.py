@@ -158,7 +158,8 @@ def _models(run: Path, generation: int, member: int | None) -> tuple[Path, str]:
 
 
 def stage_student(run: Path, generation: int, member: int | None, steps: int,
-                  validate_frames: int, analyse_only: bool = False) -> None:
+                  validate_frames: int, analyse_only: bool = False,
+                  compiled: bool = False) -> None:
     from ionmix.dataset.provenance import load_provenance
     from ionmix.md import MDBlowUp, MDSettings, read_thermo, run_md
     from ionmix.models import load_model
@@ -166,13 +167,16 @@ def stage_student(run: Path, generation: int, member: int | None, steps: int,
     from ionmix.stats import block_average, drift_sigma, production_part
 
     model, name = _models(run, generation, member)
+    name += "-compiled" if compiled else ""  # another implementation: its own run
     atoms = start_frame(run)
     run_dir = run / "bench" / f"npt-{name}"
     t0 = time.perf_counter()
     try:
         if not analyse_only:  # else: what an interrupted run left on disk
-            calc = load_model(model, atoms, provenance=load_provenance(run / "frames.db")).calc
-            run_md(atoms, calc, MDSettings(n_steps=steps), run_dir)
+            loaded = load_model(model, atoms, provenance=load_provenance(run / "frames.db"),
+                                compiled=compiled)
+            run_md(atoms, loaded.calc, MDSettings(n_steps=steps), run_dir,
+                   model_id=loaded.model_id)
     except MDBlowUp:  # e.g. a molecule broke: analyse what it did until then (md.json)
         pass
     wall_s = time.perf_counter() - t0
@@ -276,6 +280,8 @@ def main() -> None:
     parser.add_argument("--validate-frames", type=int, default=10)
     parser.add_argument("--analyse-only", action="store_true",
                         help="student: analyse the run on disk (e.g. one stopped early)")
+    parser.add_argument("--compiled", action="store_true",
+                        help="student: the networks' compiled forms (nequip-compile)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="retrain: epochs (default: generation 0's, for from scratch)")
     parser.add_argument("--members", type=int, default=2, help="retrain: models to retrain")
@@ -287,7 +293,7 @@ def main() -> None:
         stage_teacher(args.run, args.teacher_ps)
     elif args.stage == "student":
         stage_student(args.run, generation, args.member, args.steps, args.validate_frames,
-                      args.analyse_only)
+                      args.analyse_only, args.compiled)
     else:
         stage_retrain(args.run, generation, args.epochs, args.members)
 

@@ -141,6 +141,64 @@ def test_missing_altered_or_foreign_record_is_refused(student, tmp_path):
         load_model(package, frame)
 
 
+def test_compiled_form_is_refused_where_it_cannot_be_what_was_asked(student):
+    """float64 (a compiled model keeps its own dtype), a checkpoint (only packages carry
+    the record the compiled file is checked against) and the classical teacher: refused
+    by name before anything is compiled."""
+    from ionmix.models import ModelError
+    from ionmix.models.network import CompileError
+
+    result, store = student
+    frame = DatasetStore(store).select(replica=1)[0].atoms
+    prov = _provenance(store)
+    with pytest.raises(CompileError, match="float64 and compiled"):
+        load_model(result.package_path, frame, provenance=prov, float64=True, compiled=True)
+    with pytest.raises(CompileError, match=r"best.ckpt: only a packaged model"):
+        load_model(result.checkpoint_path, frame, provenance=prov, compiled=True)
+    with pytest.raises(ModelError, match="'classical': only a trained network"):
+        load_model("classical", frame, provenance=prov, compiled=True)
+    assert not list(result.run_dir.glob("*.pt2*"))
+
+
+@pytest.mark.slow
+def test_compiled_student_is_the_package_and_is_kept_until_its_record_changes(student,
+                                                                               tmp_path):
+    """nequip-compile (AOTInductor) of the float64 student: the same energy, forces and
+    stress as the package plus its baseline, compiled once, remade when the package's
+    record no longer matches."""
+    from ionmix.models.network import compiled_network
+
+    result, store = student
+    folder = tmp_path / "copy"
+    shutil.copytree(result.run_dir, folder, ignore=shutil.ignore_patterns("residual", "*.ckpt"))
+    package = folder / "model.nequip.zip"
+    frame = DatasetStore(store).select(replica=1)[0].atoms
+    prov = _provenance(store)
+    plain = load_model(package, frame, provenance=prov)
+    fast = load_model(package, frame, provenance=prov, compiled=True)
+    assert fast.model_id == plain.model_id.replace(" + ", " compiled + ", 1)
+    assert fast.type_names == plain.type_names
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        a = frame.copy()
+        a.positions += rng.normal(0.0, 0.02, a.positions.shape)
+        b = a.copy()
+        a.calc, b.calc = plain.calc, fast.calc
+        assert b.get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-8)
+        np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-8)
+        np.testing.assert_allclose(b.get_stress(), a.get_stress(), atol=1e-10)
+    compiled = folder / "model.nequip.pt2"
+    record = compiled.with_name("model.nequip.pt2.json")
+    first = compiled.stat().st_mtime_ns
+    assert compiled_network(package) == compiled and compiled.stat().st_mtime_ns == first
+    stale = json.loads(record.read_text())
+    record.write_text(json.dumps(dict(stale, package_sha256="0" * 64)))
+    compiled_network(package)
+    assert compiled.stat().st_mtime_ns != first
+    assert json.loads(record.read_text()) == stale
+    assert not list(folder.glob(".compiling-*"))
+
+
 def test_structure_that_does_not_match_the_baseline_is_refused(student):
     result, store = student
     prov = _provenance(store)

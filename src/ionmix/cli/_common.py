@@ -220,14 +220,15 @@ def write_provenance(out: Path, atoms, provenance) -> None:
 
 def run_property_study(label: str, structure: Path, model: str, composition: str | None, study,
               out: Path | None = None, index: int = -1, float64: bool = False,
-              sampled_at_K: float | None = None):
+              sampled_at_K: float | None = None, compiled: bool = False):
     """Load the structure and model, then run ``study(atoms, loaded, progress)`` under a
     progress bar (per MD run, per step; on stderr, so --json output stays clean); `loaded`
     is the `ionmix.models.LoadedModel` (calculator, id, and the teacher for 'classical')."""
     from ionmix.models import load_model
 
     atoms, provenance = load_with_provenance(structure, out, index, composition, sampled_at_K)
-    loaded = load_model(model, atoms, provenance=provenance, float64=float64)
+    loaded = load_model(model, atoms, provenance=provenance, float64=float64,
+                        compiled=compiled)
     with progress_bar(label, stderr=True) as update:
         return study(atoms, loaded, lambda k, n, name: update(
             description=f"{label}: {name}", completed=k, total=n))
@@ -240,6 +241,9 @@ ModelOpt = Annotated[str, typer.Option(
         "gen-NNN/models: the members' mean), or 'classical' for the OPLS teacher.")]
 CompositionOpt = Annotated[str | None, typer.Option(
     help="With a .db: composition key, e.g. LiPF6=0.4,EMIMPF6=0.6.")]
+CompiledOpt = Annotated[bool, typer.Option(
+    help="Evaluate the network's compiled form (nequip-compile, AOTInductor): ~2.6x faster "
+         "network calls on CPU; compiled once (2-4 min) and kept beside the package.")]
 SampledAtOpt = Annotated[float | None, typer.Option(
     "--sampled-at-K", help="With a .db of several temperatures: the last frame sampled at "
     "this temperature (K).")]

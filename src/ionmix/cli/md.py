@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from ionmix.cli._common import (
+    CompiledOpt,
     CompositionOpt,
     ModelOpt,
     SampledAtOpt,
@@ -78,6 +79,7 @@ def md(
     float64: Annotated[bool, typer.Option(
         help="Evaluate the model in float64 (checkpoints, or models trained in float64).")
     ] = False,
+    compiled: CompiledOpt = False,
     max_bond_stretch: Annotated[float, typer.Option(
         help="Stop (exit status 3) when a covalent bond is longer than this × its starting "
         "length, or two atoms bonded to a common atom come closer than 1/this × their "
@@ -120,7 +122,8 @@ def md(
         except ProvenanceError:
             pass  # ions no record describes: a network runs without them (not validate's
             # molecule forces)
-    loaded = load_model(model, atoms, provenance=provenance, float64=float64)
+    loaded = load_model(model, atoms, provenance=provenance, float64=float64,
+                        compiled=compiled)
     # the same network in another precision gives another trajectory: part of the id a
     # restart compares
     model_id = loaded.model_id + (" (float64)" if float64 and model != "classical" else "")

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ionmix.cli._common import (
+    CompiledOpt,
     CompositionOpt,
     ModelOpt,
     SampledAtOpt,
@@ -89,6 +90,7 @@ def props_density(
     composition: CompositionOpt = None,
     sampled_at_K: SampledAtOpt = None,
     seed: Annotated[int, typer.Option()] = 0,
+    compiled: CompiledOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Density vs temperature from NPT MD: means with correlation-aware errors, dρ/dT and
@@ -117,7 +119,7 @@ def props_density(
                       teacher=teacher, experiment=experiment,
                       label="classical (OpenMM)" if engine == "openmm"
                       else Path(model).name, progress=progress), out=out,
-        sampled_at_K=sampled_at_K)
+        sampled_at_K=sampled_at_K, compiled=compiled)
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
         raise typer.Exit(3 if result.blew_up else 0)
@@ -205,6 +207,7 @@ def props_compressibility(
     composition: CompositionOpt = None,
     sampled_at_K: SampledAtOpt = None,
     seed: Annotated[int, typer.Option()] = 0,
+    compiled: CompiledOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Isothermal compressibility: NPT along a pressure ramp, Tait fit of V(P), κ_T at the
@@ -226,7 +229,7 @@ def props_compressibility(
         compressibility_study(atoms, loaded.calc, settings, out, pressures_bar=ramp,
                               model_id=loaded.model_id, model_teachers=loaded.teachers,
                               first_stage_steps=first_stage_steps, progress=progress),
-        out=out, sampled_at_K=sampled_at_K)
+        out=out, sampled_at_K=sampled_at_K, compiled=compiled)
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
         return

@@ -13,6 +13,11 @@ used without the baseline it was trained on (`ionmix.models.baseline`):
   (members must share it: same key), evaluated once per step, not once per member;
 * ``"classical"``: the classical teacher of the structure's data.
 
+``compiled=True`` evaluates each package's AOTInductor-compiled form (`ionmix.models.network`;
+compiled on first use and kept beside the package), for long MD runs. It is the same
+function to ~3e-7 eV, but another implementation, so the model id says ``compiled`` and a
+restart must use the same form.
+
 A Coulomb baseline needs the structure (its molecules and ion set, checked against the
 charges the model was trained with) at load time.
 """
@@ -91,7 +96,8 @@ def model_paths(model: str | os.PathLike) -> list[Path]:
 
 
 def load_model(model: str | os.PathLike, atoms: Atoms | None = None, *, provenance=None,
-               float64: bool = False, device: str = "cpu", **guard) -> LoadedModel:
+               float64: bool = False, device: str = "cpu", compiled: bool = False,
+               **guard) -> LoadedModel:
     """Load `model` (see the module docstring) as one calculator with its baseline.
 
     Args:
@@ -102,17 +108,20 @@ def load_model(model: str | os.PathLike, atoms: Atoms | None = None, *, provenan
             (default: none; library ions).
         float64: evaluate the network in float64 (see `ionmix.train.load_calculator`);
             the baseline beside it is always float64.
+        compiled: evaluate the networks' compiled forms (packages only; not with float64).
         guard: `CommitteeCalculator` exploration guards (committees only).
     """
     if str(model) == "classical":
+        if compiled:
+            raise ModelError("model 'classical': only a trained network can be compiled")
         return _classical(atoms, provenance)
     paths = model_paths(model)
     if len(paths) > 1:
         return load_committee(paths, atoms, provenance=provenance, float64=float64,
-                              device=device, **guard)
+                              device=device, compiled=compiled, **guard)
     if guard:
         raise ModelError(f"model {model}: exploration guards need a committee (≥ 2 models)")
-    network, net_id, baseline, type_names = _network(paths[0], float64, device)
+    network, net_id, baseline, type_names = _network(paths[0], float64, device, compiled)
     _check_species(atoms, type_names, paths[0])
     beside = _beside(baseline, atoms, provenance, paths[0])
     calc = network if beside is None else SumCalculator([network, beside])
@@ -122,10 +131,11 @@ def load_model(model: str | os.PathLike, atoms: Atoms | None = None, *, provenan
 
 
 def load_committee(paths: Sequence, atoms: Atoms | None = None, *, provenance=None,
-                   float64: bool = False, device: str = "cpu", **guard) -> LoadedModel:
+                   float64: bool = False, device: str = "cpu", compiled: bool = False,
+                   **guard) -> LoadedModel:
     """A committee of packaged networks (≥ 2) with their shared baseline as one calculator
     (`CommitteeCalculator`; `guard`: its exploration guards)."""
-    loaded = [_network(Path(p), float64, device) for p in paths]
+    loaded = [_network(Path(p), float64, device, compiled) for p in paths]
     baselines = {b.key for _, _, b, _ in loaded}
     if len(baselines) != 1:
         raise BaselineError(f"committee members have different baselines ({sorted(baselines)}); "
@@ -143,7 +153,7 @@ def load_committee(paths: Sequence, atoms: Atoms | None = None, *, provenance=No
     return LoadedModel(calc, model_id, type_names, baseline, committee=calc, teachers=teachers)
 
 
-def _network(path: Path, float64: bool, device: str):
+def _network(path: Path, float64: bool, device: str, compiled: bool = False):
     """(network calculator, id, baseline, type names) of one package or checkpoint."""
     from ionmix.files import file_sha256
     from ionmix.models.network import load_calculator
@@ -152,16 +162,27 @@ def _network(path: Path, float64: bool, device: str):
     sha = file_sha256(path)
     baseline = read_record(path, sha if path.name.endswith(PACKAGE_SUFFIX) else None)
     try:
-        calc = load_calculator(path, device=device, float64=float64)
+        calc = load_calculator(path, device=device, float64=float64, compiled=compiled)
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - nequip/torch raise many kinds on a bad file
         raise ModelError(f"model {path}: cannot be loaded as a nequip model "
                          f"({type(exc).__name__}: {exc})") from None
-    metadata = getattr(getattr(calc, "model", None), "metadata", {}) or {}
-    type_names = tuple(str(metadata["type_names"]).split()) if "type_names" in metadata else None
     # what a run records and a restart checks: the same file name may hold a retrained model
-    return calc, f"{path.name} sha256:{sha[:16]}", baseline, type_names
+    net_id = f"{path.name} sha256:{sha[:16]}" + (" compiled" if compiled else "")
+    return calc, net_id, baseline, _type_names(calc)
+
+
+def _type_names(calc) -> tuple[str, ...] | None:
+    """The species a network knows: its metadata, or (a compiled model has none) its
+    species-to-type transform's."""
+    metadata = getattr(getattr(calc, "model", None), "metadata", {}) or {}
+    if "type_names" in metadata:
+        return tuple(str(metadata["type_names"]).split())
+    for transform in getattr(calc, "transforms", ()):
+        if getattr(transform, "model_type_names", None):
+            return tuple(transform.model_type_names)
+    return None
 
 
 #: What a network file may be: nequip's package or a training checkpoint (both zip archives).
