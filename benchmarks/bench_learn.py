@@ -160,6 +160,7 @@ def _models(run: Path, generation: int, member: int | None) -> tuple[Path, str]:
 def stage_student(run: Path, generation: int, member: int | None, steps: int,
                   validate_frames: int, analyse_only: bool = False,
                   compiled: bool = False) -> None:
+    from ionmix.cli._common import write_provenance
     from ionmix.dataset.provenance import load_provenance
     from ionmix.md import MDBlowUp, MDSettings, read_thermo, run_md
     from ionmix.models import load_model
@@ -173,10 +174,13 @@ def stage_student(run: Path, generation: int, member: int | None, steps: int,
     t0 = time.perf_counter()
     try:
         if not analyse_only:  # else: what an interrupted run left on disk
-            loaded = load_model(model, atoms, provenance=load_provenance(run / "frames.db"),
-                                compiled=compiled)
+            provenance = load_provenance(run / "frames.db")
+            loaded = load_model(model, atoms, provenance=provenance, compiled=compiled)
+            # the records `ionmix validate RUN` reads: the start's teacher and ion set, and
+            # the teachers that trained the model
+            write_provenance(run_dir, atoms, provenance)
             run_md(atoms, loaded.calc, MDSettings(n_steps=steps), run_dir,
-                   model_id=loaded.model_id)
+                   model_id=loaded.model_id, model_teachers=loaded.teachers)
     except MDBlowUp:  # e.g. a molecule broke: analyse what it did until then (md.json)
         pass
     wall_s = time.perf_counter() - t0

@@ -107,8 +107,8 @@ def compiled_network(package: str | Path, device: str = "cpu") -> Path:
     output goes to ``model.nequip.pt2.log`` beside them.
 
     Raises:
-        CompileError: `package` is not a ``*.nequip.zip`` file, or nequip-compile failed
-            (the log's last lines are in the message).
+        CompileError: `package` is not a ``*.nequip.zip`` file, its folder is not
+            writable, or nequip-compile failed (the log's last lines are in the message).
     """
     from ionmix.files import atomic_write_json
 
@@ -127,8 +127,14 @@ def compiled_network(package: str | Path, device: str = "cpu") -> Path:
     log = target.with_name(target.name + ".log")
     command = [sys.executable, "-m", "nequip.scripts.compile", str(package), str(scratch),
                "--mode", "aotinductor", "--device", device, "--target", "ase"]
-    with log.open("w") as stream:
-        done = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, check=False)
+    try:
+        with log.open("w") as stream:
+            done = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT,
+                                  check=False)
+    except OSError as exc:  # e.g. a read-only model folder
+        raise CompileError(f"{package}: cannot write its compiled form beside it "
+                           f"({exc.strerror}: {log}); copy the model folder somewhere "
+                           "writable") from None
     if done.returncode != 0 or not scratch.is_file():
         scratch.unlink(missing_ok=True)
         tail = "".join(log.read_text().splitlines(keepends=True)[-5:])
