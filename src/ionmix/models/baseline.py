@@ -481,8 +481,7 @@ def bonded_calculator(baseline: Baseline, ions: Mapping):
 def baseline_calculator(baseline: Baseline, ions: Mapping):
     """Everything `baseline` computes beside the network (Coulomb, wall, bonded, tail) as one
     ASE calculator (energy, forces, stress), or None when it has nothing there."""
-    from ase.calculators.mixing import SumCalculator
-
+    from ionmix.models.summed import Summed
     from ionmix.models.wall import IntermolecularWall
 
     terms = [coulomb_calculator(baseline, ions)] if baseline.coulomb else []
@@ -493,7 +492,7 @@ def baseline_calculator(baseline: Baseline, ions: Mapping):
 
         terms.append(DispersionTail(ions, baseline.tail_cutoff_A))
     if len(terms) > 1:
-        return SumCalculator(terms)
+        return Summed(terms)
     return terms[0] if terms else None
 
 

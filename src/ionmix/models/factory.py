@@ -5,8 +5,9 @@ learning loop's committee, ``export-lammps``) gets its student here, so the netw
 used without the baseline it was trained on (`ionmix.models.baseline`):
 
 * a package (``model.nequip.zip``) or checkpoint (``*.ckpt``): its ``baseline.json`` is read
-  from the same folder (missing or altered: `BaselineError`); with a Coulomb part the result
-  is ASE's `SumCalculator` of the network and the Coulomb baseline;
+  from the same folder (missing or altered: `BaselineError`); with a baseline beside the
+  network the result is the `Summed` calculator of the network and the baseline's parts
+  (`ionmix.models.summed`: ASE's `SumCalculator`, each part evaluated once per geometry);
 * a training folder (holding ``model.nequip.zip``): the same;
 * a committee folder (``ionmix learn``'s ``gen-NNN/models``, every ``model-*/``) or a list
   of packages: a `CommitteeCalculator` of the networks plus their one shared baseline
@@ -30,12 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ase import Atoms
-from ase.calculators.mixing import SumCalculator
 
 from ionmix.errors import InputError
 from ionmix.models.baseline import Baseline, BaselineError, baseline_calculator, read_record
 from ionmix.models.committee import CommitteeCalculator
 from ionmix.models.network import MANIFEST_NAME, PACKAGE_SUFFIX
+from ionmix.models.summed import Summed
 
 __all__ = ["LoadedModel", "ModelError", "load_committee", "load_model", "model_paths"]
 
@@ -124,7 +125,7 @@ def load_model(model: str | os.PathLike, atoms: Atoms | None = None, *, provenan
     network, net_id, baseline, type_names = _network(paths[0], float64, device, compiled)
     _check_species(atoms, type_names, paths[0])
     beside = _beside(baseline, atoms, provenance, paths[0])
-    calc = network if beside is None else SumCalculator([network, beside])
+    calc = network if beside is None else Summed([network, beside])
     model_id = net_id + ("" if baseline.name == "none" else f" + {baseline.key}")
     return LoadedModel(calc, model_id, type_names, baseline,
                        teachers=training_teachers(paths[0]))
