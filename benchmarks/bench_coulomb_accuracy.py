@@ -31,7 +31,8 @@ def _frame(store_path: Path | None):
         from ionmix.dataset import DatasetStore
 
         store = DatasetStore(store_path, must_exist=True)
-        return store.select(replica=0)[-1].atoms, store.provenance().charge_scale
+        atoms = store.select(replica=0)[-1].atoms
+        return atoms, float(atoms.info["charge_scale"])  # the labels' scale
     from ionmix.build import build_box
 
     return build_box({"Li": 4, "EMIM": 6, "PF6": 10}, density_g_cm3=1.54, seed=0), 0.8

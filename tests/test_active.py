@@ -425,6 +425,64 @@ def test_a_rerun_with_another_loop_config_is_refused_before_work(tmp_path):
     assert not (out / "frames.db").exists()
 
 
+def test_a_generations_walkers_keep_the_network_form_their_exploration_began_with(tmp_path):
+    """compiled_walkers may change between runs of a loop; a generation whose exploration
+    has begun keeps its form (a walker resumed in the other would be refused by its MD
+    restart check: another model id)."""
+    from ionmix.active.loop import (
+        LOOP_CONFIG_NAME,
+        WALKER_FORM_NAME,
+        _check_same_loop,
+        _walker_form,
+    )
+
+    fresh, recorded, legacy = (tmp_path / name for name in ("g0", "g1", "g2"))
+    assert _walker_form(fresh, True) is True
+    assert json.loads((fresh / "explore" / WALKER_FORM_NAME).read_text()) == {"compiled": True}
+    assert _walker_form(fresh, False) is True  # recorded: kept
+    assert _walker_form(recorded, False) is False and _walker_form(recorded, True) is False
+    (legacy / "explore" / "w0-npt-300K-1bar-s0").mkdir(parents=True)  # begun, no record
+    assert _walker_form(legacy, True) is False
+    # and the setting itself may change on a rerun of the same loop folder
+    first = tmp_path / "first.toml"
+    first.write_text(LEARN_TOML)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOOP_CONFIG_NAME).write_text(json.dumps(
+        load_learn_config(first).model_dump(mode="json")))
+    changed = tmp_path / "changed.toml"
+    changed.write_text(LEARN_TOML.replace("fine_tune_epochs = 1",
+                                          "fine_tune_epochs = 1\ncompiled_walkers = true"))
+    cfg = load_learn_config(changed)
+    assert cfg.learn.compiled_walkers is True
+    _check_same_loop(cfg, out)  # no error
+
+
+@pytest.mark.slow
+def test_compiled_walkers_run_the_members_compiled_forms(tiny_sample, tmp_path):
+    """compiled_walkers: each member is compiled once, before the walkers start, and every
+    MD walker's run records the compiled model (minutes: two nequip-compile runs)."""
+    from ionmix.active import run_learning
+    from ionmix.active.loop import WALKER_FORM_NAME
+
+    config = tmp_path / "learn.toml"
+    config.write_text(LEARN_TOML.replace("max_generations = 2", "max_generations = 1")
+                      .replace("fine_tune_epochs = 1", "fine_tune_epochs = 1\n"
+                               "compiled_walkers = true"))
+    out = tmp_path / "out"
+    shutil.copytree(tiny_sample, out)
+    lines: list[str] = []
+    run_learning(load_learn_config(config), out, say=lines.append)
+    gen = out / "gen-000"
+    assert json.loads((gen / "explore" / WALKER_FORM_NAME).read_text()) == {"compiled": True}
+    assert sum("compiled form ready" in line for line in lines) == 2
+    assert len(list((gen / "models").glob("model-*/model.nequip.pt2"))) == 2
+    runs = [p.parent for p in (gen / "explore").rglob("md.json")]
+    assert len(runs) >= 3  # two NPT walkers and the anneal's segments
+    for run in runs:
+        assert " compiled" in json.loads((run / "md.json").read_text())["model_id"], run
+
+
 def test_tiny_loop_runs_two_generations_and_resumes(tiny_sample, tmp_path):
     from ionmix.active import run_learning
     from ionmix.dataset import DatasetStore

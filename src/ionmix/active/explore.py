@@ -147,14 +147,14 @@ def start_indices(n_frames: int, n_starts: int) -> list[int]:
 def run_walker(spec: dict, start: list[Atoms], model_paths: list[str], out_dir: str,
                trust_window_eV_per_A: tuple[float, float],
                density_window_g_cm3: tuple[float, float], provenance=None,
-               velocity_seed: int = 0) -> dict:
+               velocity_seed: int = 0, compiled: bool = False) -> dict:
     """Run one walker (a Dask task); returns and writes its ``walker.json`` record:
     ``status`` (done / stopped / blew_up), ``reason``, ``n_candidates``, the
     ``velocity_seed`` and, for a finished NPT walker, its block-averaged density
     (`block_density`). MD walkers start from ``start[-1]`` with Maxwell–Boltzmann
     velocities drawn with `velocity_seed`, stop above the upper trust level and keep,
     besides their trajectory, every step at or above the lower one
-    (`CommitteeCalculator.recorded`)."""
+    (`CommitteeCalculator.recorded`). `compiled`: the members' compiled forms."""
     out = Path(out_dir)
     record_path = out / "walker.json"
     if record_path.exists():
@@ -164,7 +164,7 @@ def run_walker(spec: dict, start: list[Atoms], model_paths: list[str], out_dir: 
         record = _volume_scan(walker, start, out)
     else:
         record = _npt(walker, start[-1], model_paths, out, tuple(trust_window_eV_per_A),
-                      density_window_g_cm3, provenance, velocity_seed)
+                      density_window_g_cm3, provenance, velocity_seed, compiled)
     atomic_write_json(record_path, record)
     return record
 
@@ -214,7 +214,7 @@ def _segments(walker: WalkerSpec) -> list[tuple[float, int]]:
 
 def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
          trust_window: tuple[float, float], density_window: tuple[float, float],
-         provenance=None, velocity_seed: int = 0) -> dict:
+         provenance=None, velocity_seed: int = 0, compiled: bool = False) -> dict:
     """An npt or anneal walker: its MD segments in turn (each from where the last ended,
     momenta kept; the first with velocities drawn with `velocity_seed`), until done or
     stopped; the candidates are every segment's frames."""
@@ -227,7 +227,8 @@ def _npt(walker: WalkerSpec, start: Atoms, model_paths: list[str], out: Path,
                                density_window_g_cm3=tuple(density_window),
                                record_above_eV_per_A=trust_window[0],
                                drive_member=drive_member,
-                               deviation_every=walker.deviation_every_steps)
+                               deviation_every=walker.deviation_every_steps,
+                               compiled=compiled)
     calc = committee.calc
     if provenance is not None:  # so that md, validate and props work on the walker's run
         out.mkdir(parents=True, exist_ok=True)

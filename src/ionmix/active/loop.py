@@ -93,6 +93,12 @@ class LearnSettings(BaseModel):
             is the teacher's own only for the classical teacher (another teacher's
             liquid may need a wider window to reach its density).
         explore: the walkers.
+        compiled_walkers: the MD walkers evaluate the members' AOTInductor-compiled forms
+            (`ionmix.models.network.compiled_network`): compiled once per member before a
+            generation's walkers start (1.5-4 min each on CPU) and kept beside its
+            package; ~1.4-1.6x faster walker steps on CPU (docs/benchmarks.md, "A compiled
+            network"). The same functions to ~3e-7 eV. May change between runs; a
+            generation keeps the form its exploration began with (`_walker_form`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -114,6 +120,7 @@ class LearnSettings(BaseModel):
     converged_accurate_share: float = Field(0.9, gt=0.0, le=1.0)
     density_window_fraction: float = Field(0.15, gt=0.0, lt=1.0)
     explore: list[WalkerSpec] = Field(default_factory=lambda: [WalkerSpec()])
+    compiled_walkers: bool = False
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
@@ -269,7 +276,8 @@ def _prepare(cfg: LearnConfig, out: Path, scheduler, say) -> _Context:
 LOOP_CONFIG_NAME = "learn-config.json"
 #: What a rerun may change: more generations (extending the loop), the epochs of the
 #: generations not yet trained (`_fine_tune_epochs`), and where it runs.
-LOOP_MAY_CHANGE = ("learn.max_generations", "learn.fine_tune_epochs", "cluster")
+LOOP_MAY_CHANGE = ("learn.max_generations", "learn.fine_tune_epochs", "learn.compiled_walkers",
+                   "cluster")
 
 
 def _check_same_loop(cfg: LearnConfig, out: Path) -> None:
@@ -284,7 +292,8 @@ def _check_same_loop(cfg: LearnConfig, out: Path) -> None:
                         may_change=LOOP_MAY_CHANGE, recorded_only=True,
                         what=f"{out} holds a learning loop with another config",
                         advice="use a new --out folder (only [learn] max_generations, "
-                               "fine_tune_epochs and [cluster] may change between runs)")
+                               "fine_tune_epochs, compiled_walkers and [cluster] may change "
+                               "between runs)")
 
 
 def _initial_labels(cfg, plan, store, compositions, scheduler, say):
@@ -482,15 +491,49 @@ def _explore(ctx: _Context, gen: Path, trained: list[dict], window: TrustWindow)
     models = [t["package_path"] for t in trained]
     rho = ctx.reference_density_g_cm3
     density_window = (rho * (1 - s.density_window_fraction), rho * (1 + s.density_window_fraction))
+    compiled = _walker_form(gen, s.compiled_walkers)
+    if compiled:
+        _compile_members(ctx, models)
     with dask_client(ctx.cfg.cluster, ctx.scheduler) as client:
         futures = {name: client.submit(
             run_walker, w.resolved(ctx.cfg.classical_teacher).model_dump(), start, models,
             str(gen / "explore" / name),
             (window.lo_eV_per_A, window.hi_eV_per_A), density_window,
-            provenance=ctx.store.provenance(), velocity_seed=seed,
+            provenance=ctx.store.provenance(), velocity_seed=seed, compiled=compiled,
             key=f"walk-{gen.name}-{name}", pure=False)
             for name, w, start, seed in _walker_jobs(ctx)}
         return {name: fut.result() for name, fut in futures.items()}
+
+
+#: Which form of the networks a generation's walkers run (``{"compiled": bool}``).
+WALKER_FORM_NAME = "walker-form.json"
+
+
+def _walker_form(gen: Path, configured: bool) -> bool:
+    """Whether generation `gen`'s walkers run compiled networks: the form its exploration
+    began with (``explore/walker-form.json``; an exploration begun before that record
+    existed ran the packages), else `configured`, recorded now. A walker resumed in the
+    other form would be refused by its MD restart check (another model id)."""
+    explore = gen / "explore"
+    path = explore / WALKER_FORM_NAME
+    if path.is_file():
+        return bool(json.loads(path.read_text())["compiled"])
+    if explore.is_dir() and any(explore.iterdir()):
+        return False
+    explore.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"compiled": configured})
+    return configured
+
+
+def _compile_members(ctx: _Context, models: list[str]) -> None:
+    """Each member's compiled form, made once before the walkers start (a kept one is
+    reused; made by the walkers instead, two walkers would compile the same member)."""
+    from ionmix.models.network import compiled_network
+
+    for k, package in enumerate(models):
+        t0 = time.perf_counter()
+        compiled_network(package)
+        ctx.say(f"  member {k}: compiled form ready ({time.perf_counter() - t0:.0f} s)")
 
 
 def _select(ctx: _Context, gen: Path, trained, window: TrustWindow, walkers: dict) -> dict:
