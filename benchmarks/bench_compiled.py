@@ -65,7 +65,7 @@ def main() -> None:
     forms = {form: load_model(args.model, frame, provenance=provenance,
                               compiled=form == "compiled")
              for form in ("package", "compiled")}
-    # the network alone: the student's first term (SumCalculator of network, baseline)
+    # the network alone: the student's first part (Summed of the network and the baseline's)
     calcs = {f"{form} {part}": calc for form, loaded in forms.items()
              for part, calc in (("student", loaded.calc),
                                 ("network", loaded.calc.mixer.calcs[0]))}
