@@ -95,7 +95,7 @@ class LearnSettings(BaseModel):
         explore: the walkers.
         compiled_walkers: the MD walkers evaluate the members' AOTInductor-compiled forms
             (`ionmix.models.network.compiled_network`): compiled once per member before a
-            generation's walkers start (1.5-4 min each on CPU) and kept beside its
+            generation's walkers start (0.5-4 min each on CPU) and kept beside its
             package; ~1.4-1.6x faster walker steps on CPU (docs/benchmarks.md, "A compiled
             network"). The same functions to ~3e-7 eV. May change between runs; a
             generation keeps the form its exploration began with (`_walker_form`).
