@@ -23,19 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _frame(store_path: Path | None):
-    """(atoms, charge_scale) of the box to time (see the module docstring)."""
-    if store_path is not None:
-        from ionmix.dataset import DatasetStore
-
-        store = DatasetStore(store_path, must_exist=True)
-        atoms = store.select(replica=0)[-1].atoms
-        return atoms, float(atoms.info["charge_scale"])  # the labels' scale
-    from ionmix.build import build_box
-
-    return build_box({"Li": 4, "EMIM": 6, "PF6": 10}, density_g_cm3=1.54, seed=0), 0.8
+from bench_summed import bench_frame, positive_int
 
 
 def _call(calc, atoms) -> tuple[float, tuple]:
@@ -54,7 +42,7 @@ def main() -> None:
                         default=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3])
     parser.add_argument("--reference", type=float, default=1e-6,
                         help="the tight target the others are compared with (eV/Å)")
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=positive_int, default=20)
     args = parser.parse_args()
 
     import torch
@@ -62,7 +50,15 @@ def main() -> None:
     from ionmix.models.coulomb_pme import CoulombPME
 
     torch.set_num_threads(1)
-    atoms, charge_scale = _frame(args.store)
+    if min(args.reference, *args.accuracies) <= 0:
+        parser.error("--accuracies and --reference must be > 0 (eV/Å)")
+    from ionmix.errors import InputError
+
+    try:  # a missing store: exit 2 naming it, not a traceback
+        atoms, _ = bench_frame(args.store)
+    except InputError as exc:
+        parser.error(str(exc))
+    charge_scale = float(atoms.info["charge_scale"])  # the labels' scale
     targets = [args.reference, *args.accuracies]
     calcs = {a: CoulombPME(charge_scale=charge_scale, force_accuracy_eV_per_A=a)
              for a in targets}
